@@ -1,0 +1,30 @@
+# Everything here must work on a fresh Debian 12 machine as root.
+PYTHON ?= python3
+APT_PACKAGES = docker-registry busybox-static skopeo umoci apache2-utils buildah util-linux
+STAMP = .make
+
+.PHONY: deps test demo clean
+
+$(STAMP)/apt:
+	mkdir -p $(STAMP)
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
+	fi
+	touch $@
+
+$(STAMP)/pip: pyproject.toml
+	mkdir -p $(STAMP)
+	$(PYTHON) -m pip install -q -e '.[test]'
+	touch $@
+
+deps: $(STAMP)/apt $(STAMP)/pip
+
+test: deps
+	$(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+demo: deps
+	$(PYTHON) examples/demo.py
+
+clean:
+	rm -rf $(STAMP) build *.egg-info

@@ -1,0 +1,3 @@
+from pybuildless.cli import main
+
+main()

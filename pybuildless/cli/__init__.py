@@ -1,0 +1,76 @@
+"""Command line: thin click commands over the library.
+
+``pybuildless`` is a group (build, pull, push, ...); ``executor`` is Kaniko's
+entry point and is the build command itself. Expected errors become one line on
+stderr and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from pybuildless import __version__
+from pybuildless.errors import PybuildlessError
+
+# One module per command; each defines ``command`` (a click.Command).
+COMMAND_MODULES = ("build", "pull", "push", "warm")
+
+
+def _load_commands() -> dict[str, click.Command]:
+    commands = {}
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"pybuildless.cli.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"pybuildless.cli.{name}":
+                continue
+            raise
+        cmd = getattr(module, "command", None)
+        if cmd is not None:
+            commands[cmd.name] = cmd
+    return commands
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pybuildless")
+def cli() -> None:
+    """Build container images from a Dockerfile without a daemon."""
+
+
+for _cmd in _load_commands().values():
+    cli.add_command(_cmd)
+
+
+def run_guarded(command: click.Command, args: list[str] | None, prog_name: str) -> None:
+    """Run a click command, turning expected errors into a message and exit code."""
+    try:
+        command.main(args=args, prog_name=prog_name, standalone_mode=False)
+    except PybuildlessError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+def main(args: list[str] | None = None) -> None:
+    run_guarded(cli, args, "pybuildless")
+
+
+def executor_main(args: list[str] | None = None) -> None:
+    commands = _load_commands()
+    if "build" not in commands:
+        click.echo("error: the build command is not available", err=True)
+        sys.exit(1)
+    run_guarded(commands["build"], args, "executor")

@@ -1,0 +1,1 @@
+"""Image model: digests, descriptors, platforms, manifests, configs and the formats that store them."""

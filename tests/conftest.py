@@ -1,0 +1,6 @@
+"""Shared pytest configuration. Fixtures live in plugin modules, one per area."""
+
+pytest_plugins = [
+    "tests.fixtures.registry",
+    "tests.fixtures.images",
+]
