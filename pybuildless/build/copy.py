@@ -1,0 +1,291 @@
+"""COPY and ADD of local files: source resolution and secure writes into a stage root.
+
+Rules (BuildKit's, see dockerfile-semantics.md §6.6):
+- context sources are clamped to the context (leading ``/`` and ``..`` cannot escape);
+- wildcards follow Go's filepath.Match per component, ``*`` matches dotfiles, and a
+  wildcard matching nothing copies nothing; a missing literal path is an error;
+- a directory source copies its contents; the source path itself is followed when it
+  is a symlink, symlinks inside copied directories stay links; hardlinks are kept;
+- ownership: context files become 0:0, ``--from`` keeps the source owners, ``--chown``
+  overrides both; ``.dockerignore`` applies to context sources only;
+- destination: relative to WORKDIR, a trailing ``/`` (kept after expansion) or several
+  sources mean "into a directory"; missing parents are created.
+Writes never follow a symlink out of the destination root (see rootpath).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+import stat
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Protocol
+
+from pybuildless.build.chmod import Chmod
+from pybuildless.build.rootpath import resolve_in_root
+from pybuildless.errors import BuildError
+
+WILDCARD_CHARS = set("*?[")
+
+
+class PathMatcher(Protocol):
+    def excludes(self, rel_path: str) -> bool: ...
+
+
+@dataclass
+class SourceRoot:
+    """Where COPY sources come from: the context (with .dockerignore) or a stage/image root."""
+
+    root: str
+    is_context: bool
+    ignore: PathMatcher | None = None
+    description: str = "build context"
+
+
+@dataclass
+class CopyRequest:
+    sources: list[str]
+    dest: str
+    workdir: str = "/"
+    owner: tuple[int, int] | None = None
+    chmod: Chmod | None = None
+    excludes: tuple[str, ...] = ()
+    parents: bool = False
+    match: Callable[[str, str], bool] | None = None  # Go filepath.Match(pattern, name)
+
+
+@dataclass
+class CopyResult:
+    touched: list[str] = field(default_factory=list)  # in-root absolute paths written
+
+
+def has_wildcard(path: str) -> bool:
+    return any(c in WILDCARD_CHARS for c in path)
+
+
+def _clean_source(src: str) -> str:
+    rel = posixpath.normpath("/" + src).lstrip("/")
+    return rel or "."
+
+
+def _expand(src_root: SourceRoot, pattern: str, match) -> list[str]:
+    """Relative source paths matching ``pattern`` (component-wise wildcards)."""
+    found = [""]
+    for comp in pattern.split("/"):
+        nxt = []
+        for base in found:
+            host = resolve_in_root(src_root.root, base) if base else src_root.root
+            if not has_wildcard(comp):
+                cand = posixpath.join(base, comp) if base else comp
+                if os.path.lexists(resolve_in_root(src_root.root, cand, follow_final=False)):
+                    nxt.append(cand)
+                continue
+            try:
+                names = sorted(os.listdir(host))
+            except (NotADirectoryError, FileNotFoundError):
+                continue
+            for name in names:
+                if match(comp, name):
+                    nxt.append(posixpath.join(base, name) if base else name)
+        found = nxt
+    return found
+
+
+def resolve_sources(src_root: SourceRoot, req: CopyRequest) -> list[tuple[str, str]]:
+    """[(relative source path, pivot for --parents)] in Dockerfile order."""
+    out: list[tuple[str, str]] = []
+    for raw in req.sources:
+        pivot = ""
+        if req.parents and "/./" in "/" + raw:
+            head, _, _ = ("/" + raw).partition("/./")
+            pivot = _clean_source(head)
+            if pivot == ".":
+                pivot = ""
+        rel = _clean_source(raw)
+        if has_wildcard(rel):
+            if req.match is None:
+                raise BuildError("wildcard sources need a matcher")
+            matches = [m for m in _expand(src_root, rel, req.match) if not _ignored(src_root, m)]
+            out.extend((m, pivot) for m in matches)
+            continue
+        host = resolve_in_root(src_root.root, rel) if rel != "." else src_root.root
+        if not os.path.lexists(host) or (rel != "." and _ignored(src_root, rel)):
+            raise BuildError(f"COPY source {raw!r} not found in the {src_root.description}")
+        out.append((rel, pivot))
+    return out
+
+
+def _ignored(src_root: SourceRoot, rel: str) -> bool:
+    return bool(src_root.is_context and src_root.ignore is not None and rel != "." and src_root.ignore.excludes(rel))
+
+
+def _excluded(rel_in_source: str, req: CopyRequest) -> bool:
+    if not req.excludes or req.match is None:
+        return False
+    return any(_match_path(p, rel_in_source, req.match) for p in req.excludes)
+
+
+def _match_path(pattern: str, rel: str, match) -> bool:
+    """Match ``pattern`` against ``rel`` or any of its parent directories."""
+    pat = [c for c in pattern.strip("/").split("/") if c]
+    parts = rel.split("/")
+    if len(parts) < len(pat):
+        return False
+    return all(match(p, n) for p, n in zip(pat, parts[: len(pat)])) if "**" not in pat else _match_dstar(pat, parts, match)
+
+
+def _match_dstar(pat, parts, match) -> bool:
+    if not pat:
+        return True
+    if pat[0] == "**":
+        return any(_match_dstar(pat[1:], parts[i:], match) for i in range(len(parts) + 1))
+    return bool(parts) and match(pat[0], parts[0]) and _match_dstar(pat[1:], parts[1:], match)
+
+
+def copy_files(src_root: SourceRoot, req: CopyRequest, dest_root: str) -> CopyResult:
+    """Copy the request's sources into ``dest_root`` (a stage root directory, or /)."""
+    sources = resolve_sources(src_root, req)
+    dest = req.dest if req.dest.startswith("/") else posixpath.join(req.workdir or "/", req.dest)
+    wants_dir = req.dest.endswith("/") or req.dest in (".", "") or len(req.sources) > 1 or any(
+        has_wildcard(s) for s in req.sources
+    ) and len(sources) > 1
+    dest_host = resolve_in_root(dest_root, dest)
+    if os.path.isdir(dest_host) and not os.path.islink(dest_host):
+        wants_dir = True
+    writer = _Writer(src_root, req, dest_root)
+    for rel, pivot in sources:
+        host = resolve_in_root(src_root.root, rel) if rel != "." else src_root.root
+        st = os.stat(host) if os.path.exists(host) else os.lstat(host)
+        if req.parents:
+            keep = rel[len(pivot):].lstrip("/") if pivot and rel.startswith(pivot) else rel
+            target = posixpath.join(dest, keep) if keep != "." else dest
+        elif stat.S_ISDIR(st.st_mode):
+            target = dest
+        else:
+            target = posixpath.join(dest, posixpath.basename(rel)) if wants_dir else dest
+        if stat.S_ISDIR(st.st_mode):
+            writer.copy_tree(host, rel, target)
+        else:
+            writer.ensure_parents(posixpath.dirname(target) or "/")
+            writer.copy_entry(host, st, target)
+    writer.finish()
+    return CopyResult(touched=writer.touched)
+
+
+class _Writer:
+    def __init__(self, src_root: SourceRoot, req: CopyRequest, dest_root: str) -> None:
+        self.src_root = src_root
+        self.req = req
+        self.dest_root = dest_root
+        self.touched: list[str] = []
+        self.links: dict[tuple[int, int], str] = {}
+        self.dir_times: list[tuple[str, os.stat_result]] = []
+
+    def owner_of(self, st: os.stat_result) -> tuple[int, int]:
+        if self.req.owner is not None:
+            return self.req.owner
+        if self.src_root.is_context:
+            return (0, 0)
+        return (st.st_uid, st.st_gid)
+
+    def ensure_parents(self, in_root_dir: str) -> None:
+        """mkdir -p inside the root; new directories are 0755, owned by --chown or root."""
+        parts = [p for p in in_root_dir.split("/") if p]
+        current = "/"
+        for p in parts:
+            current = posixpath.join(current, p)
+            host = resolve_in_root(self.dest_root, current)
+            if os.path.isdir(host):
+                continue
+            if os.path.lexists(host):
+                raise BuildError(f"cannot create directory {current}: a file exists there")
+            os.mkdir(host, 0o755)
+            os.chmod(host, 0o755)
+            uid, gid = self.req.owner or (0, 0)
+            os.lchown(host, uid, gid)
+            self.touched.append(current)
+
+    def _walk(self, host_dir: str, rel_dir: str) -> Iterator[tuple[str, str, os.stat_result]]:
+        """(host path, path relative to the copied directory, lstat) in sorted order."""
+        stack = [(host_dir, "")]
+        while stack:
+            hdir, sub = stack.pop()
+            with os.scandir(hdir) as it:
+                entries = sorted(it, key=lambda e: e.name)
+            for e in reversed(entries):
+                rel = posixpath.join(sub, e.name) if sub else e.name
+                ctx_rel = posixpath.join(rel_dir, rel) if rel_dir not in ("", ".") else rel
+                if _ignored(self.src_root, ctx_rel) or _excluded(rel, self.req):
+                    continue
+                st = e.stat(follow_symlinks=False)
+                yield e.path, rel, st
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append((e.path, rel))
+
+    def copy_tree(self, host_dir: str, rel_dir: str, target: str) -> None:
+        self.ensure_parents(posixpath.dirname(target.rstrip("/")) or "/")
+        top = os.stat(host_dir)
+        self.copy_entry(host_dir, top, target)
+        for host, rel, st in self._walk(host_dir, rel_dir):
+            self.copy_entry(host, st, posixpath.join(target, rel))
+
+    def copy_entry(self, src: str, st: os.stat_result, target: str) -> None:
+        parent = resolve_in_root(self.dest_root, posixpath.dirname(target) or "/")
+        dst = os.path.join(parent, posixpath.basename(target)) if posixpath.basename(target) else parent
+        mode = st.st_mode
+        existing = os.lstat(dst) if os.path.lexists(dst) else None
+        if stat.S_ISDIR(mode):
+            if existing is not None and not stat.S_ISDIR(existing.st_mode):
+                raise BuildError(f"cannot copy directory onto existing file {target}")
+            if existing is None:
+                os.mkdir(dst)
+        else:
+            if existing is not None:
+                if stat.S_ISDIR(existing.st_mode):
+                    raise BuildError(f"cannot overwrite directory {target} with a file")
+                os.unlink(dst)
+            key = (st.st_dev, st.st_ino)
+            if st.st_nlink > 1 and not stat.S_ISDIR(mode) and key in self.links:
+                os.link(self.links[key], dst)
+                self.touched.append(target)
+                return
+            if stat.S_ISLNK(mode):
+                os.symlink(os.readlink(src), dst)
+            elif stat.S_ISREG(mode):
+                shutil.copyfile(src, dst, follow_symlinks=False)
+            elif stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                os.mknod(dst, mode, st.st_rdev)
+            else:
+                return  # sockets are not copied
+            if st.st_nlink > 1:
+                self.links[key] = dst
+        uid, gid = self.owner_of(st)
+        os.lchown(dst, uid, gid)
+        if not stat.S_ISLNK(mode):
+            perm = stat.S_IMODE(mode)
+            if self.req.chmod is not None:
+                perm = self.req.chmod(mode, stat.S_ISDIR(mode))
+            _copy_xattrs(src, dst)
+            os.chmod(dst, perm)
+        if stat.S_ISDIR(mode):
+            self.dir_times.append((dst, st))
+        else:
+            os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+        self.touched.append(target)
+
+    def finish(self) -> None:
+        for dst, st in reversed(self.dir_times):
+            os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
+def _copy_xattrs(src: str, dst: str) -> None:
+    try:
+        names = os.listxattr(src, follow_symlinks=False)
+    except OSError:
+        return
+    for name in names:
+        try:
+            os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False), follow_symlinks=False)
+        except OSError:
+            pass  # e.g. security.selinux on a filesystem that refuses it

@@ -1,0 +1,104 @@
+"""Image config and history bookkeeping, on raw dicts so unknown keys survive.
+
+The config is the OCI/Docker image config (``architecture``, ``os``,
+``config``, ``history``, ...). Only ``config.*`` fields and ``history`` change
+during a build; ``rootfs`` is written by ``build_image`` from the layers.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime, timezone
+from typing import Any
+
+from pybuildless.image.descriptor import Platform
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+EPOCH_ZERO = "1970-01-01T00:00:00Z"
+
+
+def rfc3339(ts: float | None) -> str:
+    if ts is None:
+        ts = datetime.now(timezone.utc).timestamp()
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ").replace(".000000Z", "Z")
+
+
+def scratch_config(platform: Platform) -> dict[str, Any]:
+    """The config of FROM scratch: BuildKit gives it the default PATH."""
+    return {
+        "architecture": platform.architecture,
+        "os": platform.os,
+        **({"variant": platform.variant} if platform.variant else {}),
+        "config": {"Env": [f"PATH={DEFAULT_PATH}"]},
+        "rootfs": {"type": "layers", "diff_ids": []},
+        "history": [],
+    }
+
+
+def stage_config(base: dict[str, Any], platform: Platform | None) -> dict[str, Any]:
+    """A working copy of the base config for a new stage.
+
+    The base's ONBUILD triggers are replayed and cleared, so grandchildren do
+    not inherit them; ``created``/``author`` belong to the base, not to us.
+    """
+    cfg = copy.deepcopy(base)
+    cfg.pop("created", None)
+    cfg.pop("author", None)
+    cfg.setdefault("config", {})
+    cfg["config"].pop("OnBuild", None)
+    cfg.setdefault("history", [])
+    if platform is not None:
+        cfg["architecture"] = platform.architecture
+        cfg["os"] = platform.os
+        if platform.variant:
+            cfg["variant"] = platform.variant
+        else:
+            cfg.pop("variant", None)
+    env = cfg["config"].get("Env") or []
+    if not any(e.startswith("PATH=") for e in env):
+        cfg["config"]["Env"] = [f"PATH={DEFAULT_PATH}", *env]
+    return cfg
+
+
+def env_dict(cfg: dict[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in cfg.get("config", {}).get("Env") or []:
+        k, _, v = item.partition("=")
+        out[k] = v
+    return out
+
+
+def set_env(cfg: dict[str, Any], key: str, value: str) -> None:
+    env = cfg["config"].get("Env") or []
+    prefix = key + "="
+    for i, item in enumerate(env):
+        if item.startswith(prefix):
+            env[i] = prefix + value
+            break
+    else:
+        env.append(prefix + value)
+    cfg["config"]["Env"] = env
+
+
+def add_history(
+    cfg: dict[str, Any], created_by: str, *, empty_layer: bool, created: str, comment: str | None = None
+) -> None:
+    entry: dict[str, Any] = {"created": created, "created_by": created_by}
+    if comment:
+        entry["comment"] = comment
+    if empty_layer:
+        entry["empty_layer"] = True
+    cfg["history"].append(entry)
+
+
+def finalize(cfg: dict[str, Any], *, created: str) -> dict[str, Any]:
+    """Drop empty fields the way BuildKit leaves them out, and stamp ``created``."""
+    out = copy.deepcopy(cfg)
+    out["created"] = created
+    c = out.get("config", {})
+    for key in [k for k, v in c.items() if v in (None, [], {}, "")]:
+        if key in ("Cmd", "Entrypoint") and c[key] == []:
+            # An explicitly empty list is meaningful only as null; drop it.
+            pass
+        del c[key]
+    return out

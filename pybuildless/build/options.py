@@ -1,0 +1,62 @@
+"""BuildOptions: every executor flag as one frozen value; click maps onto it 1:1."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    context: str = "/workspace/"
+    dockerfile: str = "Dockerfile"
+    destinations: tuple[str, ...] = ()
+    build_args: tuple[tuple[str, str], ...] = ()
+    target: str | None = None
+    no_push: bool = False
+    tar_path: Path | None = None
+    oci_layout_path: Path | None = None
+    digest_file: Path | None = None
+    image_name_with_digest_file: Path | None = None
+    image_name_tag_with_digest_file: Path | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    custom_platform: str | None = None
+    single_snapshot: bool = False
+    snapshot_mode: str = "full"
+    reproducible: bool = False
+    source_date_epoch: int | None = None
+    ignore_paths: tuple[str, ...] = ()
+    ignore_var_run: bool = True
+    cleanup: bool = False
+    isolation: str = "auto"
+    force: bool = False
+    kaniko_dir: Path = Path("/kaniko")
+    work_dir: Path | None = None
+    compression: str = "gzip"
+    compression_level: int | None = None
+    # cache flags are accepted now; the layer cache itself lands separately
+    cache: bool = False
+    cache_repo: str | None = None
+    cache_dir: Path | None = None
+    cache_ttl: str = "336h"
+    cache_run_layers: bool = True
+    cache_copy_layers: bool = False
+    no_push_cache: bool = False
+    # registry
+    insecure: bool = False
+    insecure_pull: bool = False
+    insecure_registries: tuple[str, ...] = ()
+    skip_tls_verify: bool = False
+    skip_tls_verify_pull: bool = False
+    skip_tls_verify_registries: tuple[str, ...] = ()
+    registry_certificates: tuple[tuple[str, str], ...] = ()
+    registry_mirrors: tuple[str, ...] = ()
+    registry_map: tuple[tuple[str, str], ...] = ()
+    push_retry: int = 0
+    image_download_retry: int = 0
+    # inputs from outside the Dockerfile that are not flags
+    stdin_context: bool = field(default=False, compare=False)
+
+    @property
+    def build_arg_dict(self) -> dict[str, str]:
+        return dict(self.build_args)
