@@ -1,0 +1,1 @@
+"""The filesystem engine: layer extraction, snapshots, deterministic layer tars, compression."""

@@ -1,0 +1,207 @@
+"""Layer blob compression: sniffing, streaming decompression, hashing writers.
+
+The compressed digest (manifest), the diff_id (config) and both sizes are
+computed in the same pass as the (de)compression, never by re-reading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import zstandard
+from isal import igzip
+
+from pybuildless.errors import ImageFormatError, UsageError
+from pybuildless.image import mediatypes as mt
+from pybuildless.image.descriptor import Digest
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_CHUNK = 1 << 20
+
+MEDIA_TYPES = {"gzip": mt.OCI_LAYER_GZIP, "zstd": mt.OCI_LAYER_ZSTD, "none": mt.OCI_LAYER}
+
+
+class _Prefixed(io.RawIOBase):
+    """A stream with some already-read bytes put back in front of it."""
+
+    def __init__(self, prefix: bytes, rest: BinaryIO) -> None:
+        self._prefix = prefix
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if self._prefix:
+            n = min(len(b), len(self._prefix))
+            b[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        data = self._rest.read(len(b))
+        n = len(data)
+        b[:n] = data
+        return n
+
+
+def sniff(raw: BinaryIO) -> tuple[str, BinaryIO]:
+    """('gzip'|'zstd'|'none', a stream that still starts at byte 0)."""
+    head = b""
+    while len(head) < 4:
+        more = raw.read(4 - len(head))
+        if not more:
+            break
+        head += more
+    stream = io.BufferedReader(_Prefixed(head, raw), _CHUNK)
+    if head.startswith(GZIP_MAGIC):
+        return "gzip", stream
+    if head.startswith(ZSTD_MAGIC):
+        return "zstd", stream
+    return "none", stream
+
+
+def open_decompressed(raw: BinaryIO) -> BinaryIO:
+    """The uncompressed tar stream of a layer blob, whatever its compression."""
+    kind, stream = sniff(raw)
+    if kind == "gzip":
+        return igzip.IGzipFile(fileobj=stream, mode="rb")
+    if kind == "zstd":
+        return zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True, closefd=False)
+    return stream
+
+
+class HashingReader(io.RawIOBase):
+    """Counts and sha256-hashes what is read through it (the diff_id of a tar stream)."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        self._inner = inner
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = self._inner.read(len(b))
+        n = len(data)
+        b[:n] = data
+        self._hash.update(data)
+        self.size += n
+        return n
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._inner.read(n)
+        self._hash.update(data)
+        self.size += len(data)
+        return data
+
+    def drain(self) -> None:
+        """Read to EOF: trailing bytes after the tar end blocks are part of the diff_id."""
+        while self.read(_CHUNK):
+            pass
+
+    @property
+    def digest(self) -> Digest:
+        return Digest("sha256", self._hash.hexdigest())
+
+
+class _HashingSink:
+    """The file the compressor writes into, hashing the compressed bytes."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data) -> int:
+        self.hash.update(data)
+        self.size += len(data)
+        self._out.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self._out.flush()
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    digest: Digest  # of the compressed bytes
+    diff_id: Digest  # of the uncompressed bytes
+    size: int
+    uncompressed_size: int
+    media_type: str
+    compression: str
+
+
+def _gzip_level(level: int | None) -> int:
+    # isal has levels 0..3; map zlib's 1..9 scale onto it (-1/None = default).
+    if level is None or level < 0:
+        return 2
+    if level <= 1:
+        return level
+    return 2 if level <= 5 else 3
+
+
+class CompressingWriter:
+    """Write an uncompressed tar stream; get the compressed blob and its BlobInfo.
+
+    gzip output carries ``mtime=0`` and no file name so identical input gives
+    identical bytes.
+    """
+
+    def __init__(self, out: BinaryIO, compression: str = "gzip", level: int | None = None) -> None:
+        if compression not in MEDIA_TYPES:
+            raise UsageError(f"--compression: unknown compression {compression!r} (gzip, zstd or none)")
+        self.compression = compression
+        self._sink = _HashingSink(out)
+        self._diff = hashlib.sha256()
+        self._usize = 0
+        self._info: BlobInfo | None = None
+        if compression == "gzip":
+            self._comp = igzip.IGzipFile(filename="", mode="wb", fileobj=self._sink, compresslevel=_gzip_level(level), mtime=0)
+        elif compression == "zstd":
+            zlevel = 3 if level is None or level < 0 else level
+            self._comp = zstandard.ZstdCompressor(level=zlevel, write_checksum=True).stream_writer(
+                self._sink, closefd=False
+            )
+        else:
+            self._comp = None
+
+    def write(self, data) -> int:
+        self._diff.update(data)
+        self._usize += len(data)
+        if self._comp is None:
+            self._sink.write(data)
+        else:
+            self._comp.write(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._usize
+
+    def close(self) -> BlobInfo:
+        if self._info is None:
+            if self._comp is not None:
+                if self.compression == "zstd":
+                    self._comp.flush(zstandard.FLUSH_FRAME)
+                self._comp.close()
+            self._sink.flush()
+            self._info = BlobInfo(
+                digest=Digest("sha256", self._sink.hash.hexdigest()),
+                diff_id=Digest("sha256", self._diff.hexdigest()),
+                size=self._sink.size,
+                uncompressed_size=self._usize,
+                media_type=MEDIA_TYPES[self.compression],
+                compression=self.compression,
+            )
+        return self._info
+
+
+def check_magic_matches(media_type: str, kind: str) -> None:
+    """Warn-worthy mismatches are the caller's business; a wrong kind for zstd/gzip is an error."""
+    declared = mt.layer_compression(media_type)
+    if declared != "none" and kind != declared:
+        raise ImageFormatError(f"layer declared {media_type} but its bytes are {kind}")

@@ -1,0 +1,420 @@
+"""Apply one layer tar onto a root directory, safely.
+
+Every write happens relative to a directory fd resolved inside the root
+(``secure.walk_in_root``), the final component is never followed, and an
+existing non-directory is unlinked before anything is created in its place.
+tarfile only parses headers here; it never writes.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import posixpath
+import stat
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from pybuildless.errors import DigestMismatchError, ImageFormatError, LayerSecurityError
+from pybuildless.fs import secure
+from pybuildless.fs.compress import HashingReader, open_decompressed
+from pybuildless.fs.ignore import IgnoreList
+from pybuildless.image.descriptor import Digest
+
+log = logging.getLogger(__name__)
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+_CHUNK = 1 << 20
+_XATTR_ALLOWED = ("user.", "security.", "system.posix_acl_")
+_FD_CACHE_LIMIT = 256
+
+
+class LayerFormatError(ImageFormatError):
+    """A layer tar that cannot be applied (bad entry, missing hardlink target...)."""
+
+
+@dataclass(frozen=True)
+class ExtractStats:
+    entries: int
+    files: int
+    dirs: int
+    symlinks: int
+    hardlinks: int
+    specials: int
+    whiteouts: int
+    skipped: int
+    uncompressed_size: int
+    diff_id: Digest
+
+
+@dataclass
+class _Counts:
+    entries: int = 0
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    hardlinks: int = 0
+    specials: int = 0
+    whiteouts: int = 0
+    skipped: int = 0
+
+
+def extract_layer(
+    blob: BinaryIO,
+    root: Path | str,
+    *,
+    ignore: IgnoreList | None = None,
+    same_owner: bool | None = None,
+    allow_devices: bool = True,
+    expect_diff_id: Digest | None = None,
+) -> ExtractStats:
+    """Apply the layer ``blob`` (gzip, zstd or plain tar, sniffed) onto ``root``.
+
+    ``same_owner`` (default: running as root) applies the entries' uid/gid;
+    devices need root and ``allow_devices``. The stream is read to EOF and its
+    diff_id checked against ``expect_diff_id`` when given.
+    """
+    if same_owner is None:
+        same_owner = os.geteuid() == 0
+    reader = HashingReader(open_decompressed(blob))
+    applier = _Applier(Path(root), ignore or IgnoreList.empty(), same_owner, allow_devices and os.geteuid() == 0)
+    try:
+        try:
+            tar = tarfile.open(fileobj=reader, mode="r|", errors="surrogateescape")
+        except tarfile.ReadError as e:
+            if reader.size == 0:  # an empty blob is an empty layer
+                tar = None
+            else:
+                raise LayerFormatError(f"layer is not a tar archive: {e}") from None
+        if tar is not None:
+            try:
+                while (member := tar.next()) is not None:
+                    applier.apply(tar, member)
+                    tar.members.clear()  # stream mode: keep memory flat
+            except (tarfile.TarError, EOFError, OSError) as e:
+                if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.ENOSPC, errno.EDQUOT):
+                    raise
+                raise LayerFormatError(f"cannot apply layer: {e}") from None
+        applier.finish()
+        reader.drain()
+    finally:
+        applier.close()
+    if expect_diff_id is not None and reader.digest != expect_diff_id:
+        raise DigestMismatchError(f"layer diff_id is {reader.digest}, expected {expect_diff_id}")
+    c = applier.counts
+    return ExtractStats(
+        c.entries, c.files, c.dirs, c.symlinks, c.hardlinks, c.specials, c.whiteouts, c.skipped,
+        reader.size, reader.digest,
+    )
+
+
+def _split(rel: str) -> tuple[str, str]:
+    parent, _, base = rel.rpartition("/")
+    return parent, base
+
+
+def _xattrs(member: tarfile.TarInfo) -> list[tuple[str, bytes]]:
+    out = []
+    for key, value in member.pax_headers.items():
+        if key.startswith("SCHILY.xattr."):
+            name = key[len("SCHILY.xattr."):]
+            if name.startswith(_XATTR_ALLOWED):
+                out.append((name, value.encode("utf-8", "surrogateescape")))
+            else:
+                log.debug("dropping xattr %s on %s", name, member.name)
+    return out
+
+
+def _mtime_ns(member: tarfile.TarInfo) -> int:
+    return int(round(member.mtime * 1_000_000_000))
+
+
+@dataclass
+class _Applier:
+    root: Path
+    ignore: IgnoreList
+    same_owner: bool
+    allow_devices: bool
+    counts: _Counts = field(default_factory=_Counts)
+
+    def __post_init__(self) -> None:
+        self.rootfd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.root_real = os.path.realpath(self.root)
+        self.in_place = self.root_real == "/"
+        self._parents: dict[str, tuple[int, str]] = {}
+        self.layer_paths: set[str] = set()
+        self.layer_ancestors: set[str] = set()
+        self.dir_times: list[tuple[str, int]] = []
+
+    # -- resolution -------------------------------------------------------
+    def close(self) -> None:
+        self._drop_cache()
+        os.close(self.rootfd)
+
+    def _drop_cache(self) -> None:
+        for fd, _ in self._parents.values():
+            os.close(fd)
+        self._parents.clear()
+
+    def _image_path(self, fd: int) -> str:
+        """The resolved path of a directory fd, as an absolute path inside the root."""
+        if not self.ignore:
+            return ""  # only needed for ignore checks
+        real = secure.fd_path(fd)
+        if self.in_place:
+            return real
+        if real == self.root_real:
+            return "/"
+        if real.startswith(self.root_real + "/"):
+            return real[len(self.root_real):]
+        raise LayerSecurityError(f"resolution left the root: {real}")
+
+    def parent(self, rel: str, *, create: bool) -> tuple[int, str]:
+        """(O_PATH fd, resolved image path) of directory ``rel``; cached."""
+        hit = self._parents.get(rel)
+        if hit is not None:
+            return hit
+        try:
+            fd = secure.walk_in_root(self.rootfd, rel)
+        except FileNotFoundError:
+            if not create:
+                raise
+            fd = secure.walk_in_root(self.rootfd, rel, create=True)
+        entry = (fd, self._image_path(fd))
+        self._parents[rel] = entry
+        return entry
+
+    def _abs(self, preal: str, base: str) -> str:
+        return posixpath.join(preal, base) if self.ignore else ""
+
+    # -- entries ----------------------------------------------------------
+    def apply(self, tar: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+        self.counts.entries += 1
+        if len(self._parents) > _FD_CACHE_LIMIT:
+            self._drop_cache()
+        rel = secure.check_name(m.name)
+        if rel == "":
+            self._apply_root(m)
+            return
+        parent, base = _split(rel)
+        if base.startswith(WHITEOUT_PREFIX):
+            self._whiteout(parent, base)
+            return
+        try:
+            pfd, preal = self.parent(parent, create=True)
+        except NotADirectoryError:
+            raise LayerFormatError(f"{m.name}: a parent path component is not a directory") from None
+        target_abs = self._abs(preal, base)
+        if self.ignore and self.ignore.is_ignored(target_abs):
+            log.debug("not extracting ignored path %s", target_abs)
+            self.counts.skipped += 1
+            return
+        if m.ischr() or m.isblk():
+            if not self.allow_devices:
+                log.warning("skipping device node %s (needs root)", m.name)
+                self.counts.skipped += 1
+                return
+        self.layer_paths.add(rel)
+        p = parent
+        while p and p not in self.layer_ancestors:
+            self.layer_ancestors.add(p)
+            p = _split(p)[0]
+        try:
+            existing = os.lstat(base, dir_fd=pfd)
+        except FileNotFoundError:
+            existing = None
+        if existing is not None and not (m.isdir() and stat.S_ISDIR(existing.st_mode)):
+            self._remove(pfd, base, target_abs, stat.S_ISDIR(existing.st_mode))
+        if m.isreg():
+            self._file(tar, m, pfd, base)
+        elif m.isdir():
+            if existing is None or not stat.S_ISDIR(existing.st_mode):
+                os.mkdir(base, 0o700, dir_fd=pfd)
+            self._dir(m, pfd, base, rel)
+        elif m.issym():
+            os.symlink(m.linkname, base, dir_fd=pfd)  # target verbatim, resolved only at use
+            self._owner_nofollow(m, pfd, base)
+            os.utime(base, ns=(_mtime_ns(m),) * 2, dir_fd=pfd, follow_symlinks=False)
+            self.counts.symlinks += 1
+        elif m.islnk():
+            self._hardlink(m, pfd, base, rel)
+        elif m.ischr() or m.isblk() or m.isfifo():
+            kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK if m.isblk() else stat.S_IFIFO
+            if not (0 <= m.devmajor < 2**32 and 0 <= m.devminor < 2**32):
+                raise LayerFormatError(f"{m.name}: device numbers out of range")
+            os.mknod(base, kind | 0o600, os.makedev(m.devmajor, m.devminor), dir_fd=pfd)
+            self._owner_nofollow(m, pfd, base)
+            os.chmod(base, m.mode & 0o7777, dir_fd=pfd)  # just created by us: not a symlink
+            os.utime(base, ns=(_mtime_ns(m),) * 2, dir_fd=pfd, follow_symlinks=False)
+            self.counts.specials += 1
+        else:
+            log.warning("skipping %s: unsupported tar entry type %r", m.name, m.type)
+            self.counts.skipped += 1
+
+    def _remove(self, pfd: int, base: str, target_abs: str, is_dir: bool) -> None:
+        if is_dir and self.ignore and self.ignore.contains_ignored(target_abs):
+            raise LayerSecurityError(f"layer replaces {target_abs}, which holds protected paths")
+        secure.remove_in_dir(pfd, base)
+        if is_dir:
+            self._drop_cache_keep(pfd)
+
+    def _drop_cache_keep(self, keep_fd: int) -> None:
+        """Forget cached fds (some may point into a removed tree) but keep the one in use."""
+        for rel, (fd, real) in list(self._parents.items()):
+            if fd != keep_fd:
+                os.close(fd)
+                del self._parents[rel]
+
+    def _owner_nofollow(self, m: tarfile.TarInfo, pfd: int, base: str) -> None:
+        if self.same_owner:
+            os.chown(base, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False)
+
+    def _set_xattrs_fd(self, m: tarfile.TarInfo, fd: int) -> None:
+        for name, value in _xattrs(m):
+            try:
+                os.setxattr(fd, name, value)
+            except OSError as e:
+                log.debug("cannot set xattr %s on %s: %s", name, m.name, e)
+
+    def _file(self, tar: tarfile.TarFile, m: tarfile.TarInfo, pfd: int, base: str) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(base, flags, 0o600, dir_fd=pfd)
+        try:
+            src = tar.extractfile(m)
+            remaining = m.size
+            while remaining > 0:
+                chunk = src.read(min(_CHUNK, remaining))
+                if not chunk:
+                    raise LayerFormatError(f"{m.name}: unexpected end of layer data")
+                remaining -= len(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+            if self.same_owner:
+                os.fchown(fd, m.uid, m.gid)
+            self._set_xattrs_fd(m, fd)
+            os.fchmod(fd, m.mode & 0o7777)  # after chown, which clears setuid/setgid
+            os.utime(fd, ns=(_mtime_ns(m),) * 2)
+        finally:
+            os.close(fd)
+        self.counts.files += 1
+
+    def _dir(self, m: tarfile.TarInfo, pfd: int, base: str, rel: str) -> None:
+        fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+        try:
+            if self.same_owner:
+                os.fchown(fd, m.uid, m.gid)
+            self._set_xattrs_fd(m, fd)
+            os.fchmod(fd, m.mode & 0o7777)
+        finally:
+            os.close(fd)
+        self.dir_times.append((rel, _mtime_ns(m)))  # children would change it: set at the end
+        self.counts.dirs += 1
+
+    def _apply_root(self, m: tarfile.TarInfo) -> None:
+        if not m.isdir():
+            raise LayerSecurityError(f"layer entry {m.name!r} would replace the root with a non-directory")
+        if self.in_place:
+            return  # never touch the metadata of the machine's own /
+        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self.rootfd)
+        try:
+            if self.same_owner:
+                os.fchown(fd, m.uid, m.gid)
+            os.fchmod(fd, m.mode & 0o7777)
+        finally:
+            os.close(fd)
+        self.dir_times.append(("", _mtime_ns(m)))
+
+    def _hardlink(self, m: tarfile.TarInfo, pfd: int, base: str, rel: str) -> None:
+        target = secure.check_name(m.linkname)
+        if not target:
+            raise LayerSecurityError(f"{m.name}: hardlink to the root")
+        if target == rel:
+            return
+        tparent, tbase = _split(target)
+        try:
+            tfd, treal = self.parent(tparent, create=False)
+            tst = os.lstat(tbase, dir_fd=tfd)
+        except (FileNotFoundError, NotADirectoryError):
+            raise LayerFormatError(f"{m.name}: hardlink target {m.linkname!r} does not exist in the root") from None
+        if stat.S_ISDIR(tst.st_mode):
+            raise LayerSecurityError(f"{m.name}: hardlink to a directory {m.linkname!r}")
+        if self.ignore and self.ignore.is_ignored(self._abs(treal, tbase)):
+            raise LayerSecurityError(f"{m.name}: hardlink to a protected path {m.linkname!r}")
+        # linkat without AT_SYMLINK_FOLLOW: a link to a symlink is a link to the symlink itself.
+        os.link(tbase, base, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
+        self.counts.hardlinks += 1
+
+    # -- whiteouts --------------------------------------------------------
+    def _whiteout(self, parent: str, base: str) -> None:
+        self.counts.whiteouts += 1
+        if base == OPAQUE_MARKER:
+            self._opaque(parent)
+            return
+        if base.startswith(WHITEOUT_PREFIX + WHITEOUT_PREFIX):
+            return  # aufs metadata (.wh..wh.plnk...), not a deletion
+        victim = base[len(WHITEOUT_PREFIX):]
+        if victim in ("", ".", ".."):
+            raise LayerSecurityError(f"invalid whiteout {posixpath.join(parent, base)!r}")
+        rel = posixpath.join(parent, victim) if parent else victim
+        if rel in self.layer_paths:
+            return  # a whiteout only hides lower layers
+        try:
+            pfd, preal = self.parent(parent, create=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return  # nothing to hide: real images carry such whiteouts
+        vabs = self._abs(preal, victim)
+        if self.ignore and self.ignore.is_ignored(vabs):
+            return
+        keep = None
+        if self.ignore:
+            keep = lambda path: ("keep" if self.ignore.is_ignored(path)  # noqa: E731
+                                 else "descend" if self.ignore.contains_ignored(path) else None)
+        secure.remove_in_dir(pfd, victim, keep=keep, prefix=preal if self.ignore else "")
+        self._drop_cache_keep(-1)
+
+    def _opaque(self, dir_rel: str) -> None:
+        try:
+            dfd, dreal = self.parent(dir_rel, create=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        prefix_len = len(dir_rel) + 1 if dir_rel else 0
+
+        def keep(path: str) -> str | None:
+            # path is the literal layer path; its resolved form only matters for the ignore list
+            if self.ignore:
+                absolute = posixpath.join(dreal, path[prefix_len:])
+                if self.ignore.is_ignored(absolute):
+                    return "keep"
+                if self.ignore.contains_ignored(absolute):
+                    return "descend"
+            if path in self.layer_paths or path in self.layer_ancestors:
+                return "descend"  # from this layer: keep it, prune lower content below it
+            return None
+
+        rd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dfd)
+        try:
+            for child in os.listdir(rd):
+                secure.remove_in_dir(rd, child, keep=keep, prefix=dir_rel)
+        finally:
+            os.close(rd)
+        self._drop_cache_keep(-1)
+
+    # -- end of layer -----------------------------------------------------
+    def finish(self) -> None:
+        for rel, ns in self.dir_times:
+            if rel == "":
+                if not self.in_place:
+                    os.utime(self.root, ns=(ns, ns))
+                continue
+            parent, base = _split(rel)
+            try:
+                pfd, _ = self.parent(parent, create=False)
+                if stat.S_ISDIR(os.lstat(base, dir_fd=pfd).st_mode):
+                    os.utime(base, ns=(ns, ns), dir_fd=pfd, follow_symlinks=False)
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # removed later in the same layer
