@@ -1,0 +1,277 @@
+"""Registry operations on manifests and blobs (distribution-spec v1.1).
+
+``RegistryClient`` wraps one ``Transport`` (one registry host) and speaks the
+v2 API: manifest HEAD/GET/PUT, blob HEAD/GET, uploads (POST+PUT monolithic,
+chunked PATCH fallback) and cross-repository mounts. Every byte that comes back
+is verified against the digest it was asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Callable
+from urllib.parse import quote, urljoin
+
+from pybuildless.errors import DigestMismatchError, ImageFormatError, NotFoundError, RegistryError
+from pybuildless.image import mediatypes as mt
+from pybuildless.image.descriptor import Descriptor, Digest
+from pybuildless.registry.options import RegistryOptions
+from pybuildless.registry.reference import Reference
+from pybuildless.registry.transport import Transport, redact_url, with_query
+from pybuildless.registry.verify import CHUNK, VerifyingReader
+
+logger = logging.getLogger(__name__)
+
+MAX_MANIFEST_SIZE = 4 * 1048 * 1048  # containerd's MaxManifestSize
+ACCEPT_MANIFESTS = ", ".join(mt.MANIFEST_ACCEPT)
+CHUNK_SIZE = 16 << 20
+
+
+@dataclass(frozen=True)
+class FetchedManifest:
+    raw: bytes
+    media_type: str
+    digest: Digest
+
+
+def _content_type(value: str | None) -> str:
+    return (value or "").split(";", 1)[0].strip()
+
+
+def check_manifest(raw: bytes, content_type: str, what: str) -> str:
+    """The media type of a manifest document; rejects ambiguous documents (CVE-2021-41190)."""
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise ImageFormatError(f"{what}: manifest is not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise ImageFormatError(f"{what}: manifest is not a JSON object")
+    declared = doc.get("mediaType")
+    if declared and content_type and content_type not in ("application/json", "application/octet-stream") \
+            and declared != content_type:
+        raise ImageFormatError(f"{what}: Content-Type {content_type} differs from mediaType {declared}")
+    if "manifests" in doc and ("layers" in doc or "config" in doc):
+        raise ImageFormatError(f"{what}: document is both an index and a manifest")
+    media_type = declared or content_type
+    if not media_type or media_type in ("application/json", "application/octet-stream"):
+        media_type = mt.OCI_INDEX if "manifests" in doc else mt.OCI_MANIFEST
+    if "prettyjws" in media_type or doc.get("schemaVersion") == 1:
+        raise ImageFormatError(f"{what}: Docker schema 1 manifests are not supported")
+    if media_type not in mt.MANIFEST_ACCEPT:
+        raise ImageFormatError(f"{what}: unsupported manifest media type {media_type}")
+    return media_type
+
+
+class RegistryClient:
+    def __init__(self, registry: str, options: RegistryOptions | None = None, *, pull: bool = False,
+                 transport: Transport | None = None) -> None:
+        self.options = options or RegistryOptions()
+        self.transport = transport or Transport(registry, self.options, pull=pull)
+
+    @classmethod
+    def for_reference(cls, ref: Reference, options: RegistryOptions | None = None, *, pull: bool = False):
+        return cls(ref.api_host, options, pull=pull)
+
+    # -- manifests ------------------------------------------------------------------------
+
+    def head_manifest(self, ref: Reference, *, scopes: tuple[str, ...] = ()) -> Descriptor | None:
+        """Digest and size of a manifest without fetching it; None if the registry doesn't say."""
+        try:
+            resp = self.transport.request(
+                "HEAD", f"/v2/{ref.repository}/manifests/{ref.identifier}", headers={"Accept": ACCEPT_MANIFESTS},
+                scopes=scopes or (ref.scope("pull"),), what=f"resolve {ref}")
+        except NotFoundError:
+            raise
+        except RegistryError as e:
+            if e.status == 405:  # some registries lack HEAD
+                return None
+            raise
+        with resp:
+            digest = resp.headers.get("Docker-Content-Digest")
+            size = resp.headers.get("Content-Length")
+            media_type = _content_type(resp.headers.get("Content-Type"))
+        if not digest or not size:
+            return None
+        return Descriptor(media_type, Digest.parse(digest), int(size))
+
+    def get_manifest(self, ref: Reference, *, scopes: tuple[str, ...] = ()) -> FetchedManifest:
+        what = f"manifest {ref}"
+        resp = self.transport.request(
+            "GET", f"/v2/{ref.repository}/manifests/{ref.identifier}", headers={"Accept": ACCEPT_MANIFESTS},
+            scopes=scopes or (ref.scope("pull"),), stream=True, what=what)
+        with resp:
+            length = resp.headers.get("Content-Length")
+            if length and int(length) > MAX_MANIFEST_SIZE:
+                raise ImageFormatError(f"{what}: manifest larger than {MAX_MANIFEST_SIZE} bytes")
+            raw = resp.raw.read(MAX_MANIFEST_SIZE + 1, decode_content=False)
+            content_type = _content_type(resp.headers.get("Content-Type"))
+        if len(raw) > MAX_MANIFEST_SIZE:
+            raise ImageFormatError(f"{what}: manifest larger than {MAX_MANIFEST_SIZE} bytes")
+        media_type = check_manifest(raw, content_type, what)
+        if ref.digest:
+            want = Digest.parse(ref.digest)
+            got = _digest_as(raw, want)
+            if got != want:
+                raise DigestMismatchError(f"{what}: content digest {got} does not match the requested digest")
+            return FetchedManifest(raw, media_type, want)
+        # By tag: compute the digest ourselves; Docker-Content-Digest is not trusted (kaniko#298).
+        return FetchedManifest(raw, media_type, Digest.of_bytes(raw))
+
+    def put_manifest(self, ref: Reference, raw: bytes, media_type: str, *, scopes: tuple[str, ...] = ()) -> Digest:
+        """PUT the exact bytes with Content-Type = media type; the returned digest is checked."""
+        digest = Digest.of_bytes(raw)
+        target = ref.tag if ref.tag and not ref.digest else str(digest)
+        resp = self.transport.request(
+            "PUT", f"/v2/{ref.repository}/manifests/{target}", headers={"Content-Type": media_type},
+            body=raw, ok=(200, 201, 202), scopes=scopes or (ref.scope("push,pull"),), what=f"push manifest {ref}")
+        with resp:
+            returned = resp.headers.get("Docker-Content-Digest")
+        if returned and returned != str(digest):
+            raise DigestMismatchError(f"push manifest {ref}: registry stored {returned}, expected {digest}")
+        return digest
+
+    # -- blobs ----------------------------------------------------------------------------
+
+    def blob_exists(self, repository: str, digest: Digest, *, scopes: tuple[str, ...]) -> bool:
+        try:
+            resp = self.transport.request("HEAD", f"/v2/{repository}/blobs/{digest}", scopes=scopes,
+                                          what=f"check blob {digest}")
+        except NotFoundError:
+            return False
+        resp.close()
+        return True
+
+    def open_blob(self, repository: str, desc: Descriptor, *, scopes: tuple[str, ...] = ()) -> VerifyingReader:
+        """A stream of the blob that checks size and digest at EOF (and drains on close)."""
+        what = f"blob {desc.digest} of {repository}"
+        resp = self.transport.request("GET", f"/v2/{repository}/blobs/{desc.digest}",
+                                      scopes=scopes or (f"repository:{repository}:pull",), stream=True, what=what)
+        length = resp.headers.get("Content-Length")
+        if length is not None and desc.size >= 0 and int(length) != desc.size:
+            resp.close()
+            raise DigestMismatchError(f"{what}: Content-Length {length} differs from the descriptor size {desc.size}")
+        raw = resp.raw
+        raw.decode_content = False  # never let urllib3 undo a Content-Encoding: gzip (moby#17595)
+        return VerifyingReader(raw, desc.digest, desc.size, what=what, on_close=resp.close)
+
+    def download_blob(self, repository: str, desc: Descriptor, dest: Path, *, scopes: tuple[str, ...] = ()) -> Path:
+        """Stream a blob to ``dest`` (via a temp file and rename), verified; retried on transient faults."""
+        attempts = max(0, self.options.retries) + 1
+        tmp = dest.with_name(dest.name + ".partial")
+        for n in range(attempts):
+            try:
+                with self.open_blob(repository, desc, scopes=scopes) as reader, open(tmp, "wb") as out:
+                    while chunk := reader.read(CHUNK):
+                        out.write(chunk)
+                os.replace(tmp, dest)
+                return dest
+            except (RegistryError, DigestMismatchError, OSError) as e:
+                tmp.unlink(missing_ok=True)
+                transient = isinstance(e, OSError) and not isinstance(e, FileNotFoundError) or getattr(
+                    e, "temporary", False)
+                if not transient or n == attempts - 1:
+                    if isinstance(e, OSError) and not isinstance(e, RegistryError):
+                        raise RegistryError(f"download blob {desc.digest}: {e.__class__.__name__}",
+                                            temporary=True) from None
+                    raise
+                logger.warning("download of %s interrupted (%s); retrying", desc.digest, e)
+                self.transport._sleep(0.2 * (n + 1))
+        raise AssertionError("unreachable")
+
+    def mount_blob(self, repository: str, digest: Digest, source_repository: str, *,
+                   scopes: tuple[str, ...]) -> str | None:
+        """Try a cross-repository mount. None if mounted; else the upload URL it opened (202)."""
+        url = f"/v2/{repository}/blobs/uploads/?mount={quote(str(digest))}&from={quote(source_repository)}"
+        try:
+            resp = self.transport.request("POST", url, ok=(201, 202), scopes=scopes, body=b"",
+                                          what=f"mount {digest} from {source_repository}")
+        except RegistryError as e:
+            if e.status in (401, 403) or not e.status:
+                raise
+            # A failed mount is not fatal: upload instead (ggcr #1404, #1679).
+            logger.debug("mount of %s from %s failed (%s); uploading", digest, source_repository, e)
+            return self.start_upload(repository, scopes=scopes)
+        with resp:
+            if resp.status_code == 201:
+                return None
+            return self._location(resp)
+
+    def start_upload(self, repository: str, *, scopes: tuple[str, ...]) -> str:
+        resp = self.transport.request("POST", f"/v2/{repository}/blobs/uploads/", ok=(202,), scopes=scopes,
+                                      body=b"", headers={"Content-Length": "0"}, what="start upload")
+        with resp:
+            return self._location(resp)
+
+    @staticmethod
+    def _location(resp) -> str:
+        location = resp.headers.get("Location")
+        if not location:
+            raise RegistryError(f"{resp.request.method} {redact_url(resp.url)}: upload response without Location")
+        return urljoin(resp.url, location)  # may be relative; always use the latest one
+
+    def upload_blob(self, repository: str, desc: Descriptor, opener: Callable[[], BinaryIO], *,
+                    scopes: tuple[str, ...], location: str | None = None) -> None:
+        """Monolithic POST+PUT streaming from ``opener()``; chunked PATCH if the PUT is refused.
+
+        Retried as a whole from a fresh POST: a PATCH is never replayed into unknown state.
+        """
+        attempts = max(0, self.options.retries) + 1
+        for n in range(attempts):
+            loc = location or self.start_upload(repository, scopes=scopes)
+            location = None
+            try:
+                self._put_monolithic(loc, desc, opener, scopes)
+                return
+            except RegistryError as e:
+                self._cancel(loc, scopes)
+                if e.status in (400, 405, 411, 413, 416) and "DIGEST_INVALID" not in e.codes:
+                    logger.debug("monolithic upload refused (%s); using chunked upload", e)
+                    self._upload_chunked(self.start_upload(repository, scopes=scopes), desc, opener, scopes)
+                    return
+                if not e.temporary or n == attempts - 1:
+                    raise
+                logger.warning("upload of %s failed (%s); restarting", desc.digest, e)
+                self.transport._sleep(0.2 * 3**n)
+
+    def _put_monolithic(self, location: str, desc: Descriptor, opener, scopes) -> None:
+        resp = self.transport.request(
+            "PUT", with_query(location, digest=str(desc.digest)), body=opener, ok=(201, 204), scopes=scopes,
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(desc.size)},
+            what=f"upload {desc.digest}", retry=False)
+        resp.close()
+
+    def _upload_chunked(self, location: str, desc: Descriptor, opener, scopes) -> None:
+        offset = 0
+        with opener() as f:
+            while offset < desc.size:
+                chunk = f.read(CHUNK_SIZE)
+                if not chunk:
+                    raise RegistryError(f"upload {desc.digest}: source ended at {offset} of {desc.size} bytes")
+                end = offset + len(chunk) - 1
+                resp = self.transport.request(
+                    "PATCH", location, body=chunk, ok=(202,), scopes=scopes, retry=False,
+                    headers={"Content-Type": "application/octet-stream", "Content-Range": f"{offset}-{end}",
+                             "Content-Length": str(len(chunk))}, what=f"upload {desc.digest} chunk")
+                with resp:
+                    location = self._location(resp)
+                offset = end + 1
+        resp = self.transport.request("PUT", with_query(location, digest=str(desc.digest)), body=b"",
+                                      ok=(201, 204), scopes=scopes, retry=False, what=f"finish upload {desc.digest}")
+        resp.close()
+
+    def _cancel(self, location: str, scopes) -> None:
+        try:
+            self.transport.request("DELETE", location, ok=(200, 202, 204, 404), scopes=scopes, retry=False).close()
+        except Exception:  # best effort
+            pass
+
+
+def _digest_as(raw: bytes, like: Digest) -> Digest:
+    """The digest of ``raw`` in the algorithm of ``like``."""
+    h = like.hasher()
+    h.update(raw)
+    return Digest(like.algorithm, h.hexdigest())

@@ -1,0 +1,408 @@
+"""HTTP transport for one registry host: ping, scheme, TLS, auth, retries, errors.
+
+Layered after go-containerregistry's transport: a ``/v2/`` ping decides the
+scheme and the auth scheme; Basic is sent pre-emptively and Bearer tokens are
+cached per (realm, service, scope set); credentials go only to the registry
+host and to the token realm, never to a redirect target; temporary failures
+(408, 429, 5xx, connection resets) are retried with jittered backoff honouring
+``Retry-After``; errors carry the registry's codes and a redacted URL.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Callable, Iterable
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from requests.utils import get_environ_proxies
+
+from pybuildless import __version__, log
+from pybuildless.errors import AuthError, NotFoundError, RegistryError
+from pybuildless.registry.challenge import Challenge, merge_scopes, parse_challenges, pick_challenge
+from pybuildless.registry.credentials import ANONYMOUS, Credential
+from pybuildless.registry.options import RegistryOptions, is_loopback
+from pybuildless.registry.tokens import TokenCache, fetch_token
+
+logger = logging.getLogger(__name__)
+
+USER_AGENT = f"pybuildless/{__version__}"
+TEMPORARY_STATUS = frozenset({408, 429, 499, 500, 502, 503, 504, 522})
+TEMPORARY_CODES = frozenset({"BLOB_UPLOAD_INVALID", "TOOMANYREQUESTS", "UNKNOWN", "UNAVAILABLE"})
+MAX_ERROR_BODY = 64 * 1024
+MAX_RETRY_AFTER = 60.0
+_SAFE_QUERY_KEYS = frozenset({"digest", "mount", "from", "tag", "n", "last", "service", "scope", "ns"})
+
+Body = bytes | Callable[[], BinaryIO] | None
+
+
+def redact_url(url: str) -> str:
+    """The URL with user info dropped and query values other than harmless ones hidden."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return log.redact(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    query = urlencode(
+        [(k, v if k in _SAFE_QUERY_KEYS else "REDACTED") for k, v in parse_qsl(parts.query, keep_blank_values=True)],
+        safe=":/",
+    )
+    return log.redact(urlunsplit((parts.scheme, netloc, parts.path, query, "")))
+
+
+def with_query(url: str, **params: str) -> str:
+    """Merge query parameters into an opaque URL (upload ``Location``s carry their own state)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    query = [(k, v) for k, v in query if k not in params] + list(params.items())
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
+
+
+def _error_codes(resp: requests.Response) -> tuple[tuple[str, ...], str]:
+    """The registry's error codes and a short message from a JSON error body (capped)."""
+    try:
+        body = resp.raw.read(MAX_ERROR_BODY, decode_content=True) if resp.raw is not None else b""
+    except Exception:
+        body = b""
+    codes: list[str] = []
+    messages: list[str] = []
+    try:
+        import json
+
+        doc = json.loads(body)
+        for err in doc.get("errors") or []:
+            if isinstance(err, dict):
+                codes.append(str(err.get("code", "")))
+                if err.get("message"):
+                    messages.append(str(err["message"]))
+    except (ValueError, AttributeError):
+        pass
+    return tuple(c for c in codes if c), "; ".join(messages)[:300]
+
+
+def error_from_response(resp: requests.Response, what: str = "") -> RegistryError:
+    method = resp.request.method if resp.request is not None else "GET"
+    url = redact_url(resp.url or (resp.request.url if resp.request is not None else ""))
+    codes, message = _error_codes(resp)
+    resp.close()
+    detail = f": {', '.join(codes)}" if codes else ""
+    if message:
+        detail += f" ({log.redact(message)})"
+    text = f"{what + ': ' if what else ''}{method} {url}: HTTP {resp.status_code}{detail}"
+    temporary = resp.status_code in TEMPORARY_STATUS or bool(set(codes) & TEMPORARY_CODES)
+    cls: type[RegistryError] = RegistryError
+    if resp.status_code in (401, 403) or set(codes) & {"UNAUTHORIZED", "DENIED"}:
+        cls, temporary = AuthError, False
+    elif resp.status_code == 404 or set(codes) & {"MANIFEST_UNKNOWN", "BLOB_UNKNOWN", "NAME_UNKNOWN"}:
+        cls = NotFoundError
+    err = cls(text, status=resp.status_code, method=method, url=url, codes=codes, temporary=temporary)
+    err.retry_after = retry_after_seconds(resp)  # type: ignore[attr-defined]
+    return err
+
+
+def retry_after_seconds(resp: requests.Response) -> float | None:
+    value = resp.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+class _HeaderAuth(requests.auth.AuthBase):
+    """Sets Authorization; passing it as ``auth=`` also stops requests applying ~/.netrc over it."""
+
+    def __init__(self, value: str | None) -> None:
+        self.value = value
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        if self.value:
+            r.headers["Authorization"] = self.value
+        else:
+            r.headers.pop("Authorization", None)
+        return r
+
+
+@dataclass(frozen=True)
+class PingResult:
+    scheme: str  # "https" or "http"
+    challenge: Challenge | None  # None: the registry needs no auth
+
+
+class Transport:
+    """Requests against one registry host. Thread-safe: one ``Session`` per thread."""
+
+    def __init__(
+        self,
+        registry: str,
+        options: RegistryOptions,
+        *,
+        pull: bool = False,
+        credential: Credential | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.registry = registry  # host[:port] to contact (Docker Hub: registry-1.docker.io)
+        self.options = options
+        self.pull = pull
+        self._credential = credential
+        self._sleep = sleep
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._ping: PingResult | None = None
+        self._tokens = TokenCache()
+        self.verify = options.verify_tls(registry, pull=pull)
+        self.cert = options.client_cert(registry)
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    @property
+    def session(self) -> requests.Session:
+        s = getattr(self._local, "session", None)
+        if s is None:
+            s = requests.Session()
+            # No ~/.netrc or proxy variables behind our back; proxies are applied per request.
+            s.trust_env = False
+            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=self.options.parallel + 2, max_retries=0)
+            s.mount("http://", adapter)
+            s.mount("https://", adapter)
+            s.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
+            self._local.session = s
+        return s
+
+    @property
+    def credential(self) -> Credential:
+        if self._credential is None:
+            with self._lock:
+                if self._credential is None:
+                    self._credential = self.options.get_keychain().resolve(self.registry)
+        return self._credential
+
+    def _send(self, method: str, url: str, *, auth: str | None, **kwargs: Any) -> requests.Response:
+        if self.verify is False:
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        logger.log(log.TRACE, "%s %s", method, redact_url(url))
+        return self.session.request(
+            method,
+            url,
+            auth=_HeaderAuth(auth),
+            verify=self.verify,
+            cert=self.cert,
+            timeout=self.options.timeout,
+            proxies=get_environ_proxies(url),
+            **kwargs,
+        )
+
+    def base_url(self) -> str:
+        return f"{self.ping().scheme}://{self.registry}"
+
+    # -- ping -----------------------------------------------------------------------------
+
+    def ping(self) -> PingResult:
+        with self._lock:
+            if self._ping is None:
+                self._ping = self._do_ping()
+            return self._ping
+
+    def _do_ping(self) -> PingResult:
+        # Explicitly insecure hosts speak plain HTTP; loopback ones try HTTPS once, then HTTP
+        # (Docker treats 127.0.0.0/8 as insecure); everything else is HTTPS only.
+        if self.options.plain_http(self.registry, pull=self.pull):
+            return self._ping_scheme("http", retry=True)
+        if is_loopback(self.registry):
+            try:
+                return self._ping_scheme("https", retry=False)
+            except RegistryError as e:
+                if e.status is not None:
+                    raise
+                logger.debug("%s: no HTTPS (%s), using plain HTTP", self.registry, e)
+            return self._ping_scheme("http", retry=True)
+        return self._ping_scheme("https", retry=True)
+
+    def _ping_scheme(self, scheme: str, *, retry: bool) -> PingResult:
+        url = f"{scheme}://{self.registry}/v2/"
+
+        def once() -> requests.Response:
+            try:
+                resp = self._send("GET", url, auth=None, stream=True)
+            except (requests.ConnectionError, requests.Timeout) as e:
+                if not retry:
+                    raise RegistryError(f"GET {url}: {_describe(e)}", temporary=True) from None
+                raise
+            if resp.status_code in TEMPORARY_STATUS:
+                raise error_from_response(resp, "ping")
+            return resp
+
+        resp = self._with_retries(once, f"ping {self.registry}") if retry else once()
+        try:
+            if resp.status_code == 200:
+                return PingResult(scheme, None)
+            if resp.status_code == 401:
+                challenge = pick_challenge(parse_challenges(_header_values(resp, "WWW-Authenticate")))
+                if challenge is None:
+                    raise AuthError(f"{self.registry}: unsupported authentication challenge", status=401)
+                return PingResult(scheme, challenge)
+            raise error_from_response(resp, f"{self.registry} is not a v2 registry")
+        finally:
+            resp.close()
+
+    # -- auth -----------------------------------------------------------------------------
+
+    def _authorization(self, scopes: tuple[str, ...], *, force: bool = False) -> str | None:
+        challenge = self.ping().challenge
+        if challenge is None:
+            return None
+        cred = self.credential
+        if challenge.scheme == "basic":
+            if cred.anonymous or not cred.username:
+                return None
+            value = requests.auth._basic_auth_str(cred.username, cred.password)
+            log.register_secret(value.split(" ", 1)[1])
+            return value
+        if cred.registry_token:
+            return f"Bearer {cred.registry_token}"
+        key = (challenge.realm, challenge.service, frozenset(scopes))
+        token = None if force else self._tokens.get(key)
+        if token is None:
+            token = fetch_token(self, challenge, scopes, cred)
+            self._tokens.put(key, token)
+        return f"Bearer {token.value}"
+
+    # -- requests with auth and retries ---------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        scopes: Iterable[str] = (),
+        headers: dict[str, str] | None = None,
+        body: Body = None,
+        ok: Iterable[int] = (200,),
+        stream: bool = False,
+        what: str = "",
+        follow_redirects: bool = True,
+        retry: bool = True,
+    ) -> requests.Response:
+        """Send a request, authenticating for ``scopes``; return a response whose status is in ``ok``.
+
+        ``body`` is bytes or a callable opening a fresh file (so a retry can resend it).
+        Redirects are followed by hand for GET/HEAD only, without credentials on a
+        foreign host; any other status raises a ``RegistryError`` subclass.
+        """
+        scopes = tuple(scopes)
+        ok = tuple(ok)
+        url = path_or_url if "://" in path_or_url else self.base_url() + path_or_url
+        reauthed = False
+
+        def attempt() -> requests.Response:
+            nonlocal scopes, reauthed
+            auth = self._authorization(scopes)
+            resp = self._follow(method, url, auth=auth, headers=headers, body=body, stream=stream,
+                                follow=follow_redirects and method in ("GET", "HEAD"))
+            if resp.status_code == 401 and not reauthed and self.ping().challenge is not None:
+                # A resource 401 names the scope it wants; get a token for the union, once.
+                reauthed = True
+                wanted = pick_challenge(parse_challenges(_header_values(resp, "WWW-Authenticate")))
+                resp.close()
+                if wanted is not None and wanted.scopes:
+                    scopes = merge_scopes(wanted.scopes, scopes)
+                auth = self._authorization(scopes, force=True)
+                resp = self._follow(method, url, auth=auth, headers=headers, body=body, stream=stream,
+                                    follow=follow_redirects and method in ("GET", "HEAD"))
+            return resp
+
+        def checked() -> requests.Response:
+            resp = attempt()
+            if resp.status_code in ok:
+                return resp
+            raise error_from_response(resp, what)
+
+        if not retry:
+            return checked()
+        return self._with_retries(checked, what or f"{method} {redact_url(url)}")
+
+    def _follow(self, method: str, url: str, *, auth: str | None, headers, body: Body, stream: bool,
+                follow: bool) -> requests.Response:
+        registry_netloc = urlsplit(url).netloc
+        for _ in range(10):
+            data = body() if callable(body) else body
+            try:
+                resp = self._send(method, url, auth=auth if urlsplit(url).netloc == registry_netloc else None,
+                                  headers=headers, data=data, stream=stream, allow_redirects=False)
+            finally:
+                if data is not None and hasattr(data, "close"):
+                    data.close()
+            if not follow or resp.status_code not in (301, 302, 303, 307, 308):
+                return resp
+            location = resp.headers.get("Location")
+            resp.close()
+            if not location:
+                return resp
+            url = urljoin(url, location)
+            logger.debug("redirected to %s", redact_url(url))
+        raise RegistryError(f"{method} {redact_url(url)}: too many redirects")
+
+    def _with_retries(self, fn: Callable[[], requests.Response], what: str) -> requests.Response:
+        attempts = max(0, self.options.retries) + 1
+        for n in range(attempts):
+            try:
+                return fn()
+            except RegistryError as e:
+                if not e.temporary or n == attempts - 1:
+                    raise
+                delay = getattr(e, "retry_after", None)
+                logger.warning("%s failed (%s); retrying (%d/%d)", what, e, n + 1, attempts - 1)
+            except (requests.ConnectionError, requests.Timeout, urllib3.exceptions.ProtocolError) as e:
+                if n == attempts - 1:
+                    raise RegistryError(f"{log.redact(what)}: {_describe(e)}", temporary=True) from None
+                delay = None
+                logger.warning("%s failed (%s); retrying (%d/%d)", what, _describe(e), n + 1, attempts - 1)
+            self._sleep(delay if delay is not None else backoff(n))
+        raise AssertionError("unreachable")
+
+
+def backoff(attempt: int) -> float:
+    """0.2 s, 0.6 s, 1.8 s, ... with ±10% jitter."""
+    return 0.2 * (3**attempt) * random.uniform(0.9, 1.1)
+
+
+def _describe(e: Exception) -> str:
+    text = type(e).__name__
+    reason = str(e)
+    if "Connection reset" in reason or "ConnectionResetError" in reason:
+        return "connection reset by peer"
+    if "RemoteDisconnected" in reason or "Connection aborted" in reason:
+        return "connection closed by the registry"
+    if "timed out" in reason.lower():
+        return "timed out"
+    if "Connection refused" in reason:
+        return "connection refused"
+    if "SSL" in reason or "certificate" in reason:
+        return f"TLS error: {log.redact(reason)[:200]}"
+    return f"{text}: {log.redact(reason)[:200]}"
+
+
+def _header_values(resp: requests.Response, name: str) -> list[str]:
+    raw = getattr(resp.raw, "headers", None)
+    if raw is not None and hasattr(raw, "getlist"):
+        values = raw.getlist(name)
+        if values:
+            return list(values)
+    value = resp.headers.get(name)
+    return [value] if value else []
+
+
+__all__ = ["Transport", "PingResult", "error_from_response", "redact_url", "with_query", "ANONYMOUS"]
