@@ -227,7 +227,7 @@ class Transport:
             except RegistryError as e:
                 if e.status is not None:
                     raise
-                logger.debug("%s: no HTTPS (%s), using plain HTTP", self.registry, e)
+                logger.debug("%s: no HTTPS, using plain HTTP", self.registry)
             return self._ping_scheme("http", retry=True)
         return self._ping_scheme("https", retry=True)
 

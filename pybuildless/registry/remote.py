@@ -1,0 +1,298 @@
+"""Images in a registry: read them as ``Image`` views, download them, push them.
+
+``fetch_image`` resolves a reference (index → platform manifest) and returns a
+``RemoteImage`` whose layers stream from the registry, verified, when opened.
+``pull_image`` downloads every layer in parallel into a directory and returns
+an image of ``FileLayer``s. ``push_image`` uploads blobs (skipping existing
+ones, mounting across repositories), then the manifest, to one or more
+destinations.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import BinaryIO, Callable, Sequence
+
+from pybuildless.errors import DigestMismatchError, ImageFormatError, NotFoundError, RegistryError
+from pybuildless.image import mediatypes as mt
+from pybuildless.image.descriptor import Descriptor, Digest, Platform
+from pybuildless.image.model import FileLayer, Image, Layer, ManifestImage, MountableLayer
+from pybuildless.image.platform import select_manifest
+from pybuildless.registry.client import RegistryClient
+from pybuildless.registry.options import RegistryOptions
+from pybuildless.registry.reference import Reference, parse_reference
+from pybuildless.registry.verify import CHUNK, VerifyingReader
+
+logger = logging.getLogger(__name__)
+
+MAX_CONFIG_SIZE = 16 << 20
+MAX_INDEX_DEPTH = 4
+
+
+class RemoteLayer:
+    """A layer blob in a registry repository; ``open_compressed()`` streams and verifies it."""
+
+    def __init__(self, client: RegistryClient, source: Reference, desc: Descriptor, diff_id: Digest) -> None:
+        self._client = client
+        self._source = source
+        self._desc = desc
+        self._diff_id = diff_id
+
+    digest = property(lambda self: self._desc.digest)
+    size = property(lambda self: self._desc.size)
+    media_type = property(lambda self: self._desc.media_type)
+    diff_id = property(lambda self: self._diff_id)
+    source = property(lambda self: self._source)
+    descriptor = property(lambda self: self._desc)
+
+    def open_compressed(self) -> VerifyingReader:
+        return self._client.open_blob(self._source.repository, self._desc)
+
+    def __repr__(self) -> str:
+        return f"RemoteLayer({self._source.context}@{self._desc.digest})"
+
+
+class RemoteImage:
+    """A platform image in a registry, read lazily (layers fetched only when opened)."""
+
+    def __init__(self, reference: Reference, source: Reference, client: RegistryClient, raw_manifest: bytes,
+                 raw_config: bytes, index_digest: Digest | None) -> None:
+        self.reference = reference  # what was asked for
+        self.source = source  # where it was read from (a mirror, or the reference itself)
+        self.client = client
+        self.index_digest = index_digest
+        self._raw_manifest = raw_manifest
+        self._raw_config = raw_config
+        manifest = json.loads(raw_manifest)
+        config = json.loads(raw_config)
+        descs = [Descriptor.from_dict(d) for d in manifest.get("layers") or []]
+        diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+        if len(diff_ids) != len(descs):
+            raise ImageFormatError(f"{reference}: config lists {len(diff_ids)} diff_ids for {len(descs)} layers")
+        self._layers = [RemoteLayer(client, source, d, Digest.parse(i)) for d, i in zip(descs, diff_ids)]
+
+    def raw_manifest(self) -> bytes:
+        return self._raw_manifest
+
+    def raw_config(self) -> bytes:
+        return self._raw_config
+
+    def layers(self) -> Sequence[RemoteLayer]:
+        return list(self._layers)
+
+    @cached_property
+    def digest(self) -> Digest:
+        return Digest.of_bytes(self._raw_manifest)
+
+    @property
+    def media_type(self) -> str:
+        return json.loads(self._raw_manifest).get("mediaType") or mt.OCI_MANIFEST
+
+
+def _candidates(ref: Reference, options: RegistryOptions) -> list[Reference]:
+    mirrors = options.mirrors_for(ref)
+    if options.skip_default_registry_fallback and mirrors:
+        return mirrors
+    return mirrors + [ref]
+
+
+def fetch_image(ref: Reference | str, *, platform: Platform | None = None,
+                options: RegistryOptions | None = None) -> RemoteImage:
+    """Resolve ``ref`` to one platform image (mirrors first, then the original)."""
+    ref = parse_reference(ref) if isinstance(ref, str) else ref
+    options = options or RegistryOptions()
+    platform = platform or Platform.host()
+    candidates = _candidates(ref, options)
+    for n, candidate in enumerate(candidates):
+        try:
+            return _fetch_from(ref, candidate, platform, options)
+        except (RegistryError, DigestMismatchError) as e:
+            if n == len(candidates) - 1:
+                raise
+            logger.warning("pull of %s from mirror %s failed (%s); trying the next", ref, candidate.registry, e)
+    raise AssertionError("unreachable")
+
+
+def _fetch_from(ref: Reference, source: Reference, platform: Platform, options: RegistryOptions) -> RemoteImage:
+    client = RegistryClient.for_reference(source, options, pull=True)
+    fetched = client.get_manifest(source)
+    index_digest = None
+    target = source
+    for _ in range(MAX_INDEX_DEPTH):
+        if not mt.is_index(fetched.media_type):
+            break
+        index_digest = index_digest or fetched.digest
+        chosen = select_manifest(json.loads(fetched.raw), platform)
+        target = source.with_digest(str(chosen.digest))
+        fetched = client.get_manifest(target)
+        if chosen.size and len(fetched.raw) != chosen.size:
+            raise DigestMismatchError(f"manifest {target}: {len(fetched.raw)} bytes, index says {chosen.size}")
+    else:
+        raise ImageFormatError(f"{ref}: image indexes nested more than {MAX_INDEX_DEPTH} deep")
+    manifest = json.loads(fetched.raw)
+    config_desc = Descriptor.from_dict(manifest.get("config") or {})
+    if config_desc.size > MAX_CONFIG_SIZE:
+        raise ImageFormatError(f"{ref}: config blob of {config_desc.size} bytes is too large")
+    with client.open_blob(source.repository, config_desc) as reader:
+        raw_config = reader.read()
+    logger.info("resolved %s to %s", ref, fetched.digest)
+    return RemoteImage(ref, source, client, fetched.raw, raw_config, index_digest)
+
+
+# -- pull to disk ------------------------------------------------------------------------
+
+
+def _cached_ok(path: Path, desc: Descriptor) -> bool:
+    """A blob already on disk counts only if size and digest both match."""
+    try:
+        if path.stat().st_size != desc.size:
+            return False
+        with open(path, "rb") as f, VerifyingReader(f, desc.digest, desc.size) as r:
+            r.drain()
+        return True
+    except (OSError, DigestMismatchError):
+        return False
+
+
+def pull_image(ref: Reference | str, dest: Path, *, platform: Platform | None = None,
+               options: RegistryOptions | None = None, jobs: int | None = None) -> ManifestImage:
+    """Download all layers of ``ref`` into ``dest`` (one file per digest) in parallel."""
+    remote = fetch_image(ref, platform=platform, options=options)
+    options = options or RegistryOptions()
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+
+    def fetch(layer: RemoteLayer) -> FileLayer:
+        path = dest / f"{layer.digest.algorithm}-{layer.digest.hex}"
+        if not _cached_ok(path, layer.descriptor):
+            remote.client.download_blob(remote.source.repository, layer.descriptor, path)
+            logger.info("pulled layer %s (%d bytes)", layer.digest, layer.size)
+        return FileLayer(path, layer.digest, layer.diff_id, layer.size, layer.media_type)
+
+    layers = _parallel(fetch, remote.layers(), jobs or options.parallel)
+    return ManifestImage(remote.raw_manifest(), remote.raw_config(), layers)
+
+
+def _parallel(fn: Callable, items: Sequence, jobs: int) -> list:
+    if len(items) <= 1 or jobs <= 1:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(max_workers=min(jobs, len(items))) as pool:
+        futures = [pool.submit(fn, i) for i in items]
+        return [f.result() for f in futures]  # re-raises the first failure in order
+
+
+# -- push --------------------------------------------------------------------------------
+
+
+class _Sized:
+    """A file object with a known length, so requests sends Content-Length, never chunked."""
+
+    def __init__(self, f: BinaryIO, size: int) -> None:
+        self._f, self._size, self._pos = f, size, 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(CHUNK if n is None or n < 0 else n)
+        self._pos += len(data)
+        return data
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def _opener(layer: Layer) -> Callable[[], _Sized]:
+    return lambda: _Sized(layer.open_compressed(), layer.size)
+
+
+def _push_blob(client: RegistryClient, repository: str, desc: Descriptor, opener, scopes: tuple[str, ...],
+               mount_from: str | None) -> str:
+    if client.blob_exists(repository, desc.digest, scopes=scopes):
+        return "exists"
+    location = None
+    if mount_from and mount_from != repository:
+        location = client.mount_blob(repository, desc.digest, mount_from, scopes=scopes)
+        if location is None:
+            return "mounted"
+    client.upload_blob(repository, desc, opener, scopes=scopes, location=location)
+    return "uploaded"
+
+
+def push_image(image: Image, refs: Sequence[Reference | str], *, options: RegistryOptions | None = None,
+               jobs: int | None = None) -> Digest:
+    """Push ``image`` to every reference; blobs go up once per repository, before any manifest.
+
+    Destinations in the same registry after the first mount the blobs from it.
+    Returns the manifest digest (the same for every destination).
+    """
+    if not refs:
+        raise RegistryError("push: no destination given")
+    options = options or RegistryOptions()
+    refs = [parse_reference(r) if isinstance(r, str) else r for r in refs]
+    raw_manifest = image.raw_manifest()
+    manifest = json.loads(raw_manifest)
+    media_type = manifest.get("mediaType") or mt.OCI_MANIFEST
+    config_raw = image.raw_config()
+    config_desc = Descriptor.from_dict(manifest["config"])
+    if Digest.of_bytes(config_raw, config_desc.digest.algorithm) != config_desc.digest:
+        raise DigestMismatchError("push: the image's config does not match its manifest")
+    layers = list(image.layers())
+    clients: dict[str, RegistryClient] = {}
+    pushed_repo: dict[str, str] = {}  # registry -> first repository that holds all blobs
+    digest = Digest.of_bytes(raw_manifest)
+    for ref in refs:
+        client = clients.get(ref.registry)
+        if client is None:
+            client = clients[ref.registry] = RegistryClient.for_reference(ref, options)
+        done_repo = pushed_repo.get(ref.registry)
+        sources = {done_repo} if done_repo else set()
+        for layer in layers:
+            if isinstance(layer, MountableLayer) and getattr(layer.source, "registry", None) == ref.registry:
+                sources.add(layer.source.repository)
+        sources.discard(ref.repository)
+        # One token for everything this destination needs: push first, then mount sources.
+        scopes = (ref.scope("push,pull"),) + tuple(f"repository:{s}:pull" for s in sorted(sources))
+
+        def push_layer(layer: Layer, ref=ref, client=client, scopes=scopes, done_repo=done_repo) -> str:
+            mount_from = done_repo
+            if mount_from is None and isinstance(layer, MountableLayer):
+                src = layer.source
+                if getattr(src, "registry", None) == ref.registry:
+                    mount_from = src.repository
+            desc = Descriptor(layer.media_type, layer.digest, layer.size)
+            how = _push_blob(client, ref.repository, desc, _opener(layer), scopes, mount_from)
+            logger.info("layer %s: %s", layer.digest, how)
+            return how
+
+        _parallel(push_layer, layers, jobs or options.parallel)
+        _push_blob(client, ref.repository, config_desc, lambda: io.BytesIO(config_raw), scopes, done_repo)
+        got = client.put_manifest(ref, raw_manifest, media_type, scopes=scopes)
+        if got != digest:
+            raise DigestMismatchError(f"push {ref}: manifest digest {got}, expected {digest}")
+        logger.info("pushed %s@%s", ref.context, digest)
+        pushed_repo.setdefault(ref.registry, ref.repository)
+    return digest
+
+
+def image_exists(ref: Reference | str, *, options: RegistryOptions | None = None) -> Descriptor | None:
+    """The manifest descriptor for ``ref``, or None if the registry does not have it."""
+    ref = parse_reference(ref) if isinstance(ref, str) else ref
+    client = RegistryClient.for_reference(ref, options or RegistryOptions(), pull=True)
+    try:
+        desc = client.head_manifest(ref)
+        if desc is None:
+            fetched = client.get_manifest(ref)
+            desc = Descriptor(fetched.media_type, fetched.digest, len(fetched.raw))
+        return desc
+    except NotFoundError:
+        return None
