@@ -151,3 +151,45 @@ def build_image(
     if annotations:
         manifest["annotations"] = dict(annotations)
     return ManifestImage(canonical_json(manifest), raw_config, layers)
+
+
+def image_from_raw_config(
+    raw_config: bytes,
+    layers: Sequence[Layer],
+    *,
+    media_type: str = mt.OCI_MANIFEST,
+    config_media_type: str | None = None,
+    layer_descriptors: Sequence[dict[str, Any]] | None = None,
+    annotations: dict[str, str] | None = None,
+    extra_fields: dict[str, Any] | None = None,
+) -> ManifestImage:
+    """Serialise a manifest around config bytes kept exactly as given.
+
+    Unlike ``build_image`` the config is not re-serialised, so its digest (the
+    image ID) survives. ``layer_descriptors`` (dicts) keep fields such as
+    ``urls`` or ``annotations`` of existing layers; they must name the same
+    digests as ``layers``. ``extra_fields`` are further top-level manifest keys
+    (``subject``, ``artifactType``, ...).
+    """
+    if config_media_type is None:
+        config_media_type = mt.DOCKER_CONFIG if media_type == mt.DOCKER_MANIFEST else mt.OCI_CONFIG
+    if layer_descriptors is None:
+        descriptors = [layer_descriptor(layer).to_dict() for layer in layers]
+    else:
+        descriptors = [dict(d) for d in layer_descriptors]
+    manifest: dict[str, Any] = dict(extra_fields or {})
+    manifest.update(
+        {
+            "schemaVersion": 2,
+            "mediaType": media_type,
+            "config": {
+                "mediaType": config_media_type,
+                "digest": str(Digest.of_bytes(raw_config)),
+                "size": len(raw_config),
+            },
+            "layers": descriptors,
+        }
+    )
+    if annotations:
+        manifest["annotations"] = dict(annotations)
+    return ManifestImage(canonical_json(manifest), raw_config, layers)
