@@ -161,15 +161,21 @@ def _cached_ok(path: Path, desc: Descriptor) -> bool:
 
 
 def pull_image(ref: Reference | str, dest: Path, *, platform: Platform | None = None,
-               options: RegistryOptions | None = None, jobs: int | None = None) -> ManifestImage:
-    """Download all layers of ``ref`` into ``dest`` (one file per digest) in parallel."""
+               options: RegistryOptions | None = None, jobs: int | None = None,
+               blob_path: Callable[[Digest], Path] | None = None) -> ManifestImage:
+    """Download all layers of ``ref`` into ``dest`` in parallel; verified blobs already there are kept.
+
+    Files are named ``<algorithm>-<hex>`` unless ``blob_path(digest)`` says otherwise
+    (an OCI layout's ``blobs/<algorithm>/<hex>``).
+    """
     remote = fetch_image(ref, platform=platform, options=options)
     options = options or RegistryOptions()
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
 
     def fetch(layer: RemoteLayer) -> FileLayer:
-        path = dest / f"{layer.digest.algorithm}-{layer.digest.hex}"
+        path = blob_path(layer.digest) if blob_path else dest / f"{layer.digest.algorithm}-{layer.digest.hex}"
+        path.parent.mkdir(parents=True, exist_ok=True)
         if not _cached_ok(path, layer.descriptor):
             remote.client.download_blob(remote.source.repository, layer.descriptor, path)
             logger.info("pulled layer %s (%d bytes)", layer.digest, layer.size)
