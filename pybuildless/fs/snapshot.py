@@ -1,0 +1,257 @@
+"""Filesystem snapshots: what a build step added, changed and deleted.
+
+The state is a dict ``relpath -> stat key`` (no leading slash; '' is never
+stored). ctime is part of the key, so a content change whose mtime was put
+back is still seen; contents are hashed only in "full" mode, and only for
+files whose ctime moved while everything else stayed equal. The state after a
+step is the baseline of the next one, so deletions are whiteouts exactly for
+paths that exist in lower layers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import posixpath
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from pybuildless.fs.ignore import IgnoreList
+
+log = logging.getLogger(__name__)
+
+# xattrs recorded and written into layers (never trusted.*, never host SELinux labels)
+XATTR_PREFIXES = ("security.capability", "user.")
+
+# key fields: (st_mode, uid, gid, size, mtime_ns, ctime_ns, ino, dev, nlink, rdev)
+_MODE, _UID, _GID, _SIZE, _MTIME, _CTIME, _INO, _DEV, _NLINK, _RDEV = range(10)
+
+
+def stat_key(st: os.stat_result) -> tuple:
+    return (st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+            st.st_ino, st.st_dev, st.st_nlink, st.st_rdev)
+
+
+def read_xattrs(path: str) -> tuple[tuple[str, bytes], ...]:
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return ()
+    out = []
+    for name in names:
+        if name.startswith(XATTR_PREFIXES):
+            try:
+                out.append((name, os.getxattr(path, name, follow_symlinks=False)))
+            except OSError:
+                pass
+    return tuple(sorted(out))
+
+
+def _hash_file(path: str) -> str:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb", buffering=0) as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    except OSError:
+        return ""
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Changes:
+    """Paths (relative, no leading slash) a layer must carry."""
+
+    added: tuple[str, ...] = ()
+    modified: tuple[str, ...] = ()
+    deleted: tuple[str, ...] = ()  # topmost vanished paths that exist below: whiteouts
+    opaque: tuple[str, ...] = ()  # directories recreated in this step: opaque markers
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.modified or self.deleted or self.opaque)
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return tuple(sorted(set(self.added) | set(self.modified)))
+
+
+class Snapshotter:
+    """Tracks a root's state across build steps.
+
+    ``mode``: "stat" (default; ctime-based, no content reads) or "full"
+    (content hashes, like kaniko's default: a file touched without any real
+    change is not reported).
+    """
+
+    def __init__(self, root: Path | str, ignore: IgnoreList | None = None, *, mode: str = "stat") -> None:
+        if mode not in ("stat", "full"):
+            raise ValueError(f"unknown snapshot mode {mode!r}")
+        self.root = os.path.realpath(root)
+        self.ignore = ignore or IgnoreList.empty()
+        self.mode = mode
+        self.state: dict[str, tuple] = {}
+        self.xattrs: dict[str, tuple] = {}
+        self.hashes: dict[str, str] = {}
+
+    # -- walking ------------------------------------------------------------
+    def _ignored(self, rel: str) -> bool:
+        return bool(self.ignore) and ("/" + rel) in self.ignore.entries
+
+    def _walk(self, top: str) -> dict[str, tuple]:
+        """Stat keys of everything under ``top`` (rel; '' = whole root), not including top."""
+        out: dict[str, tuple] = {}
+        ignore = self.ignore.entries if self.ignore else None
+        base = self.root if not top else os.path.join(self.root, top)
+        stack = [(base, top + "/" if top else "")]
+        while stack:
+            d, prefix = stack.pop()
+            try:
+                it = os.scandir(d)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            with it:
+                for e in it:
+                    rel = prefix + e.name
+                    if ignore and ("/" + rel) in ignore:
+                        continue
+                    try:
+                        st = e.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    out[rel] = (st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                                st.st_ino, st.st_dev, st.st_nlink, st.st_rdev)
+                    if stat.S_ISDIR(st.st_mode):
+                        stack.append((e.path, rel + "/"))
+        return out
+
+    def _stat(self, rel: str) -> tuple | None:
+        try:
+            return stat_key(os.lstat(os.path.join(self.root, rel)))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    # -- public API ---------------------------------------------------------
+    def baseline(self) -> None:
+        """Record the current state as the lower layers' content (no changes reported)."""
+        self.state = self._walk("")
+        self.xattrs = {}
+        self.hashes = {}
+        for rel, key in self.state.items():
+            self._record_extras(rel, key)
+
+    def take(self) -> Changes:
+        """Walk the whole root, report the changes since the last snapshot, adopt the new state."""
+        new = self._walk("")
+        return self._adopt(self.state, new, scope=None)
+
+    def take_paths(self, paths: Iterable[str]) -> Changes:
+        """Only look at ``paths`` (and below, and their parent directories): for COPY/ADD."""
+        old_sub: dict[str, tuple] = {}
+        new_sub: dict[str, tuple] = {}
+        tops = sorted({posixpath.normpath(p).strip("/") for p in paths} - {"", "."})
+        for top in tops:
+            if self._ignored(top) or self.ignore.is_ignored("/" + top):
+                continue
+            parts = top.split("/")
+            for i in range(1, len(parts)):  # parent dirs may be new
+                anc = "/".join(parts[:i])
+                if anc not in new_sub and (key := self._stat(anc)) is not None:
+                    new_sub[anc] = key
+                    if anc in self.state:
+                        old_sub[anc] = self.state[anc]
+            key = self._stat(top)
+            if key is not None:
+                new_sub[top] = key
+                if stat.S_ISDIR(key[_MODE]):
+                    new_sub.update(self._walk(top))
+            prefix = top + "/"
+            for rel, old in self.state.items():
+                if rel == top or rel.startswith(prefix):
+                    old_sub[rel] = old
+        return self._adopt(old_sub, new_sub, scope=set(new_sub) | set(old_sub))
+
+    # -- diffing ------------------------------------------------------------
+    def _record_extras(self, rel: str, key: tuple) -> None:
+        full = os.path.join(self.root, rel)
+        xa = read_xattrs(full) if not stat.S_ISLNK(key[_MODE]) else ()
+        if xa:
+            self.xattrs[rel] = xa
+        else:
+            self.xattrs.pop(rel, None)
+        if self.mode == "full" and stat.S_ISREG(key[_MODE]):
+            self.hashes[rel] = _hash_file(full)
+
+    def _really_changed(self, rel: str, old: tuple, new: tuple) -> bool:
+        """old != new; decide whether the layer must carry rel again."""
+        if (old[_MODE], old[_INO], old[_DEV]) != (new[_MODE], new[_INO], new[_DEV]):
+            return True
+        same_meta = (old[_UID], old[_GID], old[_MTIME]) == (new[_UID], new[_GID], new[_MTIME])
+        old_xa = self.xattrs.get(rel, ())
+        old_hash = self.hashes.get(rel)
+        self._record_extras(rel, new)
+        if not same_meta or self.xattrs.get(rel, ()) != old_xa:
+            return True
+        if stat.S_ISDIR(new[_MODE]):
+            return False  # only its entries changed; they are reported themselves
+        if stat.S_ISREG(new[_MODE]):
+            if old[_SIZE] != new[_SIZE]:
+                return True
+            if self.mode == "full":
+                return self.hashes.get(rel) != old_hash
+            return True  # ctime moved: content may have changed behind a restored mtime
+        if stat.S_ISLNK(new[_MODE]) or stat.S_ISCHR(new[_MODE]) or stat.S_ISBLK(new[_MODE]):
+            return old[_SIZE] != new[_SIZE] or old[_RDEV] != new[_RDEV] or old[_CTIME] != new[_CTIME]
+        return False
+
+    def _adopt(self, old: dict[str, tuple], new: dict[str, tuple], scope: set[str] | None) -> Changes:
+        added: list[str] = []
+        modified: list[str] = []
+        opaque: set[str] = set()
+        for rel, key in new.items():
+            prev = old.get(rel)
+            if prev is None:
+                added.append(rel)
+                self._record_extras(rel, key)
+            elif prev != key:
+                if stat.S_ISDIR(key[_MODE]) and stat.S_ISDIR(prev[_MODE]) and (
+                    prev[_INO], prev[_DEV]) != (key[_INO], key[_DEV]):
+                    opaque.add(rel)  # deleted and recreated: hide everything below from lower layers
+                    modified.append(rel)
+                    self._record_extras(rel, key)
+                elif self._really_changed(rel, prev, key):
+                    modified.append(rel)
+        if opaque:
+            # everything under a recreated directory is new content
+            moved = [r for r in modified if any(r.startswith(o + "/") for o in opaque)]
+            for r in moved:
+                modified.remove(r)
+                added.append(r)
+            unchanged_below = [r for r in new if r not in old or old[r] == new[r]]
+            for r in unchanged_below:
+                if r not in added and any(r.startswith(o + "/") for o in opaque):
+                    added.append(r)
+        gone = [rel for rel in old if rel not in new]
+        gone_set = set(gone)
+        deleted: list[str] = []
+        for rel in gone:
+            parent = posixpath.dirname(rel)
+            if parent in gone_set:
+                continue  # one whiteout for the top of a deleted tree
+            if parent:
+                pkey = new.get(parent) or self.state.get(parent)
+                if pkey is None or not stat.S_ISDIR(pkey[_MODE]) or parent in opaque:
+                    continue  # parent replaced by a non-directory, or opaque: no whiteout needed
+                if any(parent == o or parent.startswith(o + "/") for o in opaque):
+                    continue
+            deleted.append(rel)
+        # adopt the new state
+        for rel in gone:
+            self.state.pop(rel, None)
+            self.xattrs.pop(rel, None)
+            self.hashes.pop(rel, None)
+        self.state.update(new)
+        return Changes(tuple(sorted(added)), tuple(sorted(modified)), tuple(sorted(deleted)), tuple(sorted(opaque)))
