@@ -23,10 +23,14 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol
 
 from pybuildless.build.chmod import Chmod
-from pybuildless.build.rootpath import resolve_in_root
+from pybuildless.sandbox.rootpath import resolve_in_root as _resolve
 from pybuildless.errors import BuildError
 
 WILDCARD_CHARS = set("*?[")
+
+
+def resolve_in_root(root: str, path: str, *, follow_final: bool = True) -> str:
+    return str(_resolve(root, path, follow_final=follow_final))
 
 
 class PathMatcher(Protocol):
