@@ -1,0 +1,50 @@
+"""How RUN executes: the Sandbox seam and its isolations.
+
+``open_sandbox(kind, root)`` picks one:
+
+* ``chroot``: chroot into the stage root, private mount/pid/IPC/UTS
+  namespaces when permitted (needs root);
+* ``inplace``: run in the builder's own root, Kaniko style (root must be /);
+* ``userns``: rootless, not available yet;
+* ``auto``: chroot when running as root.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pybuildless.errors import SandboxError
+from pybuildless.sandbox.base import NETWORK_MODES, Sandbox, Sink
+from pybuildless.sandbox.chroot import ChrootSandbox
+from pybuildless.sandbox.inplace import InPlaceSandbox
+from pybuildless.sandbox.process import CommandNotFoundError
+
+ISOLATIONS = ("auto", "chroot", "inplace", "userns")
+
+__all__ = [
+    "ChrootSandbox", "CommandNotFoundError", "ISOLATIONS", "InPlaceSandbox", "NETWORK_MODES", "Sandbox",
+    "Sink", "open_sandbox",
+]
+
+
+def open_sandbox(kind: str, root: Path, **options: object) -> Sandbox:
+    """The sandbox for ``--isolation=kind`` running RUN steps against ``root``.
+
+    Extra ``options`` go to the sandbox's constructor (e.g. ``namespaces=False``).
+    """
+    if kind == "auto":
+        if os.geteuid() != 0:
+            raise SandboxError(
+                "--isolation=auto: not running as root, and rootless isolation (userns) is not available "
+                "yet; run the builder as root or in a container with --isolation=inplace")
+        kind = "chroot"
+    if kind == "chroot":
+        return ChrootSandbox(root, **options)  # type: ignore[arg-type]
+    if kind == "inplace":
+        if os.path.abspath(root) != "/":
+            raise SandboxError(f"--isolation=inplace runs RUN in the builder's own root, but the stage root is {root}")
+        return InPlaceSandbox(**options)  # type: ignore[arg-type]
+    if kind == "userns":
+        raise SandboxError("--isolation=userns (rootless builds in a user namespace) is not available yet")
+    raise SandboxError(f"--isolation={kind}: unknown isolation (expected one of {', '.join(ISOLATIONS)})")

@@ -1,0 +1,94 @@
+"""The Sandbox seam and what every implementation shares."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, Callable, Protocol, Union, runtime_checkable
+
+from pybuildless.errors import SandboxError
+from pybuildless.sandbox import _linux
+
+if TYPE_CHECKING:
+    from pybuildless.fs.users import ResolvedUser
+
+log = logging.getLogger(__name__)
+
+Sink = Union[BinaryIO, Callable[[bytes], None]]
+NETWORK_MODES = ("default", "host", "none")
+
+
+@runtime_checkable
+class Sandbox(Protocol):
+    """Runs one RUN command against a stage root.
+
+    ``run`` returns the command's exit status (128+n when killed by signal n);
+    stdout and stderr are merged into ``stdout``. It raises ``SandboxError``
+    when the isolation cannot be set up and ``CommandNotFoundError`` (a
+    ``BuildError`` with exit code 127/126) when the executable cannot be run.
+    """
+
+    def run(self, argv: list[str], *, env: dict[str, str], cwd: str, user: "ResolvedUser",
+            stdout: Sink, network: str = "default") -> int: ...
+
+    def close(self) -> None: ...
+
+
+def as_sink(stdout: Sink) -> Callable[[bytes], None]:
+    write = getattr(stdout, "write", None)
+    if write is None:
+        if not callable(stdout):
+            raise TypeError("stdout must be a binary file or a callable taking bytes")
+        return stdout
+
+    def sink(chunk: bytes) -> None:
+        write(chunk)
+        flush = getattr(stdout, "flush", None)
+        if flush is not None:
+            flush()
+
+    return sink
+
+
+def check_run_args(argv: list[str], env: dict[str, str], network: str) -> None:
+    if not argv or not all(isinstance(a, str) for a in argv):
+        raise SandboxError(f"RUN needs a non-empty list of string arguments, got {argv!r}")
+    if any("\0" in a for a in argv) or any("\0" in k or "\0" in v or "=" in k or not k for k, v in env.items()):
+        raise SandboxError("RUN arguments and environment must not contain NUL bytes or '=' in names")
+    if network not in NETWORK_MODES:
+        raise SandboxError(f"RUN --network={network}: unsupported (expected one of {', '.join(NETWORK_MODES)})")
+
+
+def probe_namespaces(flags: int) -> bool:
+    ok = _linux.can_unshare(flags)
+    if not ok:
+        log.info("cannot create namespaces (flags %#x) here; using the fallback", flags)
+    return ok
+
+
+def _unescape_mountinfo(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 4 <= len(field) and field[i + 1:i + 4].isdigit():
+            out.append(chr(int(field[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def mounts_below(root: Path) -> list[str]:
+    """Mount points strictly below ``root`` in this process's mount namespace."""
+    prefix = os.path.abspath(root).rstrip("/") + "/"
+    found = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 4:
+                point = _unescape_mountinfo(fields[4])
+                if point.startswith(prefix):
+                    found.append(point)
+    return found

@@ -1,0 +1,209 @@
+"""The filesystems a chrooted RUN sees: /proc, /dev, /sys, /etc/hosts, /etc/resolv.conf.
+
+``prepare_mounts`` (in the builder, before the fork) finds the mount points
+inside the stage root with an in-root walk and creates missing ones,
+remembering what it created. ``apply_mounts`` (in the monitor, inside its
+private mount namespace) mounts over them. ``MountPlan.cleanup`` (in the
+builder, after the step) removes what was created, so an image whose base has
+no /etc/hosts does not gain an empty one in the RUN's layer (buildah's chroot
+isolation leaks these files; we do not).
+
+/dev is a fresh tmpfs holding bind mounts of a few host device nodes (null,
+zero, full, random, urandom, tty), its own devpts instance and a /dev/shm
+tmpfs — never the host's /dev, which would expose its disks. /etc/hosts and
+/etc/resolv.conf are *copies* of the host's files bound read-write, so a RUN
+editing them changes neither the host nor the layer.
+
+Without a mount namespace (``prepare_fallback``) only device nodes and the
+two /etc files are created as plain files when missing, and removed again
+afterwards; there is no /proc or /sys then.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pybuildless.sandbox import _linux
+from pybuildless.sandbox.rootpath import resolve_in_root
+
+log = logging.getLogger(__name__)
+
+DEVICE_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+DEV_SYMLINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
+                "stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx"}
+_DIR_TARGETS = ("proc", "dev", "sys")
+_FILE_TARGETS = {"hosts": "/etc/hosts", "resolv.conf": "/etc/resolv.conf"}
+_DEFAULT_HOSTS = b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+
+
+@dataclass
+class MountPlan:
+    root: Path
+    scratch: Path
+    targets: dict[str, Path] = field(default_factory=dict)
+    created: list[Path] = field(default_factory=list)
+
+    def cleanup(self) -> None:
+        """Remove the mount points and files this plan created (mounts are gone by now)."""
+        for path in reversed(self.created):
+            try:
+                st = os.lstat(path)
+                if stat.S_ISDIR(st.st_mode):
+                    os.rmdir(path)
+                else:
+                    os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                # e.g. the RUN put files into an /etc we created: they belong to the layer.
+                log.debug("keeping %s: %s", path, exc.strerror)
+        self.created.clear()
+
+
+def _inside(root: Path, path: Path) -> bool:
+    return path != root and root in path.parents
+
+
+def _ensure(plan: MountPlan, logical: str, *, directory: bool) -> Path | None:
+    """Resolve ``logical`` in the root and create it if missing; None if unusable."""
+    target = resolve_in_root(plan.root, logical)
+    if not _inside(plan.root, target):
+        log.warning("not mounting %s: it resolves to the root itself", logical)
+        return None
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode) == directory and (directory or stat.S_ISREG(st.st_mode)):
+            return target
+        log.warning("not mounting %s: %s exists and is not a %s", logical, target,
+                    "directory" if directory else "regular file")
+        return None
+    parent = target.parent
+    if not parent.is_dir() or parent.is_symlink():
+        if _inside(plan.root, parent) and parent.parent.is_dir() and not parent.exists() \
+                and not parent.is_symlink():
+            os.mkdir(parent, 0o755)
+            plan.created.append(parent)
+        else:
+            log.warning("not mounting %s: its parent directory is missing", logical)
+            return None
+    if directory:
+        os.mkdir(target, 0o755)
+    else:
+        os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644))
+    plan.created.append(target)
+    return target
+
+
+def _host_copy(scratch: Path, name: str, source: str, default: bytes) -> Path:
+    try:
+        with open(source, "rb") as f:
+            data = f.read(1 << 20)
+    except OSError:
+        data = default
+    copy = scratch / name
+    copy.write_bytes(data)
+    copy.chmod(0o644)
+    return copy
+
+
+def prepare_mounts(root: Path, scratch: Path) -> MountPlan:
+    plan = MountPlan(root=Path(os.path.abspath(root)), scratch=scratch)
+    try:
+        for name in _DIR_TARGETS:
+            target = _ensure(plan, "/" + name, directory=True)
+            if target is not None:
+                plan.targets[name] = target
+        for name, logical in _FILE_TARGETS.items():
+            target = _ensure(plan, logical, directory=False)
+            if target is not None:
+                plan.targets[name] = target
+                _host_copy(scratch, name, logical, _DEFAULT_HOSTS if name == "hosts" else b"")
+    except BaseException:
+        plan.cleanup()
+        raise
+    return plan
+
+
+def apply_mounts(plan: MountPlan) -> None:
+    """Mount everything; runs in the monitor after unshare(CLONE_NEWNS)."""
+    dev = plan.targets.get("dev")
+    if dev is not None:
+        _mount_dev(dev)
+    sys_target = plan.targets.get("sys")
+    if sys_target is not None:
+        ro = _linux.MS_RDONLY | _linux.MS_NOSUID | _linux.MS_NODEV | _linux.MS_NOEXEC
+        try:
+            _linux.mount("sysfs", sys_target, "sysfs", ro)
+        except OSError:
+            _linux.mount("/sys", sys_target, None, _linux.MS_BIND | _linux.MS_REC)
+            _linux.mount(None, sys_target, None, _linux.MS_BIND | _linux.MS_REMOUNT | ro)
+    for name in _FILE_TARGETS:
+        target = plan.targets.get(name)
+        if target is not None:
+            _linux.mount(str(plan.scratch / name), target, None, _linux.MS_BIND)
+
+
+def _mount_dev(dev: Path) -> None:
+    _linux.mount("tmpfs", dev, "tmpfs", _linux.MS_NOSUID | _linux.MS_NOEXEC, "mode=755,size=65536k")
+    for name in DEVICE_NODES:
+        host = f"/dev/{name}"
+        if not os.path.exists(host):
+            continue
+        node = dev / name
+        os.close(os.open(node, os.O_CREAT | os.O_WRONLY, 0o666))
+        _linux.mount(host, node, None, _linux.MS_BIND)
+    (dev / "pts").mkdir()
+    try:
+        _linux.mount("devpts", dev / "pts", "devpts", _linux.MS_NOSUID | _linux.MS_NOEXEC,
+                     "newinstance,ptmxmode=0666,mode=0620")
+    except OSError as exc:
+        log.debug("no devpts in the sandbox: %s", exc)
+    (dev / "shm").mkdir()
+    _linux.mount("shm", dev / "shm", "tmpfs", _linux.MS_NOSUID | _linux.MS_NODEV | _linux.MS_NOEXEC,
+                 "mode=1777,size=65536k")
+    for name, target in DEV_SYMLINKS.items():
+        os.symlink(target, dev / name)
+
+
+def prepare_fallback(root: Path, scratch: Path) -> MountPlan:
+    """No mount namespace: plain files instead of mounts (see the module docstring)."""
+    plan = MountPlan(root=Path(os.path.abspath(root)), scratch=scratch)
+    try:
+        dev = _ensure(plan, "/dev", directory=True)
+        if dev is not None:
+            for name in DEVICE_NODES:
+                node = dev / name
+                if os.path.lexists(node):
+                    continue
+                try:
+                    host = os.stat(f"/dev/{name}")
+                    os.mknod(node, 0o666 | stat.S_IFCHR, host.st_rdev)
+                    os.chmod(node, 0o666)
+                    plan.created.append(node)
+                except OSError as exc:
+                    log.warning("cannot create /dev/%s in the RUN root: %s", name, exc.strerror)
+        for name, logical in _FILE_TARGETS.items():
+            target = resolve_in_root(plan.root, logical)
+            if os.path.lexists(target) or not target.parent.is_dir() or not _inside(plan.root, target):
+                continue
+            copy = _host_copy(scratch, name, logical, _DEFAULT_HOSTS if name == "hosts" else b"")
+            fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(fd, "wb") as f:
+                f.write(copy.read_bytes())
+            plan.created.append(target)
+    except BaseException:
+        plan.cleanup()
+        raise
+    return plan
+
+
+def remove_scratch(scratch: Path) -> None:
+    shutil.rmtree(scratch, ignore_errors=True)

@@ -1,0 +1,300 @@
+"""Fork/exec of one RUN command, so that nothing it starts outlives the step.
+
+Process tree (the builder is the parent)::
+
+    builder ── monitor (setsid, child subreaper, unshares namespaces, sets up mounts)
+                 └─ init (pid 1 of a new pid namespace, when permitted; mounts /proc)
+                      └─ command (chroot, chdir, drop to the user, exec)
+
+* With a pid namespace, ``init`` leaving makes the kernel SIGKILL everything
+  else in the namespace, so ``RUN (sleep 1000 &)`` cannot leave a process.
+  The command is not pid 1, so it gets ordinary signal semantics (``kill -9
+  $$`` works) and zombies are reaped.
+* Without one (no CAP_SYS_ADMIN), the monitor is a child subreaper: after the
+  command exits it SIGKILLs every process of its session and every orphan
+  re-parented to it, until it has no child left (Kaniko only killed the
+  process group).
+* Mounts made by the monitor live in its private mount namespace and vanish
+  with the last process in it; the host's mount table is never changed.
+
+stdout and stderr are merged into one pipe, like ``docker build`` prints
+them. The parent reads it until the monitor is gone.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import signal
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from pybuildless.errors import BuildError, SandboxError
+from pybuildless.sandbox import _linux
+
+if TYPE_CHECKING:
+    from pybuildless.fs.users import ResolvedUser
+
+log = logging.getLogger(__name__)
+
+OutputSink = Callable[[bytes], None]
+
+# Exit statuses the shell convention reserves; used when exec itself fails.
+EXIT_NOT_FOUND = 127
+EXIT_NOT_EXECUTABLE = 126
+# The monitor or init failed before exec; the message on the error pipe says why.
+_EXIT_SETUP_FAILED = 125
+
+
+class CommandNotFoundError(BuildError):
+    """The RUN's executable could not be executed (exec-form RUN with a bad path)."""
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    cwd: str
+    user: "ResolvedUser"
+    chroot: str | None = None
+    unshare_flags: int = 0
+    # Runs in the monitor after unshare (mount namespace already private).
+    setup_mounts: Callable[[], None] | None = None
+    # Host path where init mounts a fresh procfs (needs the new pid namespace).
+    proc_mountpoint: str | None = None
+    loopback_up: bool = False
+    hostname: str | None = None
+
+
+def run_child(spec: ChildSpec, sink: OutputSink) -> int:
+    """Run the command; return its exit status (128+n when killed by signal n)."""
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    parent_pid = os.getpid()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the forked child
+        os.close(out_r)
+        os.close(err_r)
+        _monitor(spec, parent_pid, out_w, err_w, devnull)
+    os.close(out_w)
+    os.close(err_w)
+    os.close(devnull)
+    try:
+        status = _pump(pid, out_r, sink)
+    except BaseException:
+        _kill_monitor(pid)
+        raise
+    finally:
+        os.close(out_r)
+    report = _read_all(err_r)
+    os.close(err_r)
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        code = 128 - code
+    if report:
+        _raise_report(report, spec, code)
+    return code
+
+
+def _kill_monitor(pid: int) -> None:
+    # The monitor is a session leader: its process group holds everything that
+    # did not move away; init and the command also die via PDEATHSIG.
+    for target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+        try:
+            target()
+        except ProcessLookupError:
+            pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _pump(pid: int, out_r: int, sink: OutputSink) -> int:
+    """Copy output to the sink until the monitor exits and the pipe drains."""
+    status: int | None = None
+    deadline: float | None = None
+    while True:
+        if status is None:
+            done, st = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = st
+                # Everything that held the pipe is dead by now; the deadline only
+                # guards against a writer we could not kill.
+                deadline = time.monotonic() + 2.0
+        timeout = 0.05 if status is None else max(0.0, deadline - time.monotonic())  # type: ignore[operator]
+        ready, _, _ = select.select([out_r], [], [], timeout)
+        if ready:
+            chunk = os.read(out_r, 65536)
+            if not chunk:
+                if status is None:
+                    _, status = os.waitpid(pid, 0)
+                return status
+            sink(chunk)
+        elif status is not None:
+            log.warning("RUN output pipe still open after the step ended; closing it")
+            return status
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _raise_report(report: bytes, spec: ChildSpec, code: int) -> None:
+    kind, _, rest = report.decode("utf-8", "replace").partition("\0")
+    if kind == "exec":
+        err_text, _, message = rest.partition("\0")
+        err = int(err_text) if err_text.isdigit() else 0
+        status = EXIT_NOT_EXECUTABLE if err in (errno.EACCES, errno.ENOEXEC, errno.EISDIR) else EXIT_NOT_FOUND
+        raise CommandNotFoundError(f"RUN {list(spec.argv)}: cannot execute {spec.argv[0]!r}: {message}",
+                                   exit_code=status)
+    raise SandboxError(f"RUN sandbox setup failed: {rest or kind}")
+
+
+# --- everything below runs in forked children and must end in os._exit ---
+
+
+def _report(err_w: int, kind: str, message: str) -> None:
+    try:
+        os.write(err_w, f"{kind}\0{message}".encode("utf-8", "replace")[:4000])
+    except OSError:
+        pass
+
+
+def _monitor(spec: ChildSpec, parent_pid: int, out_w: int, err_w: int, devnull: int) -> None:  # pragma: no cover
+    code = _EXIT_SETUP_FAILED
+    try:
+        os.setsid()
+        _linux.prctl(_linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent_pid:
+            os._exit(code)
+        _linux.prctl(_linux.PR_SET_CHILD_SUBREAPER, 1)
+        if spec.unshare_flags:
+            _linux.unshare(spec.unshare_flags)
+        if spec.unshare_flags & _linux.CLONE_NEWNS:
+            # Nothing we mount may propagate back to the host's namespace.
+            _linux.mount(None, "/", None, _linux.MS_REC | _linux.MS_PRIVATE)
+        if spec.setup_mounts is not None:
+            spec.setup_mounts()
+        if spec.loopback_up:
+            _linux.bring_up_loopback()
+        if spec.hostname and spec.unshare_flags & _linux.CLONE_NEWUTS:
+            _linux.sethostname(spec.hostname)
+        in_pid_ns = bool(spec.unshare_flags & _linux.CLONE_NEWPID)
+        child = os.fork()
+        if child == 0:
+            if in_pid_ns:
+                _init(spec, out_w, err_w, devnull)
+            _exec_command(spec, out_w, err_w, devnull)
+        os.close(out_w)
+        _, status = os.waitpid(child, 0)
+        code = os.waitstatus_to_exitcode(status)
+        if code < 0:
+            code = 128 - code
+        _reap_everything()
+    except BaseException as exc:
+        _report(err_w, "setup", f"{type(exc).__name__}: {exc}")
+    finally:
+        os._exit(code)
+
+
+def _reap_everything() -> None:  # pragma: no cover - monitor only
+    me = os.getpid()
+    sid = os.getsid(0)
+    while True:
+        for pid in _descendant_candidates(me, sid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
+def _descendant_candidates(me: int, sid: int) -> list[int]:  # pragma: no cover - monitor only
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        # Fields after the ")" closing comm: state ppid pgrp session ...
+        fields = data[data.rfind(b")") + 2:].split()
+        if len(fields) >= 4 and (int(fields[1]) == me or int(fields[3]) == sid):
+            found.append(int(name))
+    return found
+
+
+def _init(spec: ChildSpec, out_w: int, err_w: int, devnull: int) -> None:  # pragma: no cover
+    """pid 1 of the namespace: mount /proc, start the command, reap until it exits."""
+    code = _EXIT_SETUP_FAILED
+    try:
+        _linux.prctl(_linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if spec.proc_mountpoint:
+            _linux.mount("proc", spec.proc_mountpoint, "proc",
+                         _linux.MS_NOSUID | _linux.MS_NODEV | _linux.MS_NOEXEC)
+        command = os.fork()
+        if command == 0:
+            _exec_command(spec, out_w, err_w, devnull)
+        os.close(out_w)
+        os.close(err_w)
+        while True:
+            pid, status = os.waitpid(-1, 0)
+            if pid == command:
+                code = os.waitstatus_to_exitcode(status)
+                if code < 0:
+                    code = 128 - code
+                break
+    except BaseException as exc:
+        _report(err_w, "setup", f"{type(exc).__name__}: {exc}")
+    finally:
+        os._exit(code)
+
+
+def _exec_command(spec: ChildSpec, out_w: int, err_w: int, devnull: int) -> None:  # pragma: no cover
+    stage = "setup"
+    try:
+        _linux.prctl(_linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if spec.chroot is not None:
+            os.chroot(spec.chroot)
+            os.chdir("/")
+        try:
+            os.chdir(spec.cwd or "/")
+        except OSError:
+            # WORKDIR is used only if it exists (Kaniko); the executor creates it.
+            os.chdir("/")
+        os.dup2(devnull, 0)
+        os.dup2(out_w, 1)
+        os.dup2(out_w, 2)
+        user = spec.user
+        os.setgroups(list(user.supplementary_gids))
+        os.setgid(user.gid)
+        os.setuid(user.uid)
+        # PDEATHSIG is cleared by a credential change: set it again.
+        _linux.prctl(_linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        # Python ignores SIGPIPE and SIGXFSZ; a shell pipeline expects defaults.
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        stage = "exec"
+        os.execvpe(spec.argv[0], list(spec.argv), spec.env)
+    except BaseException as exc:
+        if stage == "exec" and isinstance(exc, OSError):
+            _report(err_w, "exec", f"{exc.errno}\0{exc.strerror}")
+            os._exit(EXIT_NOT_FOUND)
+        _report(err_w, "setup", f"{type(exc).__name__}: {exc}")
+    os._exit(_EXIT_SETUP_FAILED)
