@@ -168,6 +168,11 @@ class DockerConfigKeychain:
             if isinstance(entry, dict):
                 for k in ("password", "identitytoken", "registrytoken"):
                     log.register_secret(entry.get(k))
+                if isinstance(entry.get("auth"), str):
+                    try:  # register the password now; errors are reported when the entry is used
+                        _decode_auth(entry["auth"], "")
+                    except CredentialsError:
+                        pass
 
     @classmethod
     def from_file(cls, path: Path) -> "DockerConfigKeychain":
