@@ -1,0 +1,276 @@
+"""RUN execution in the chroot sandbox, against a busybox rootfs in a temp dir (needs root)."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from pybuildless.errors import BuildError, SandboxError
+from pybuildless.fs.users import ResolvedUser, resolve_user
+from pybuildless.sandbox import ChrootSandbox, CommandNotFoundError, InPlaceSandbox, Sandbox, open_sandbox
+from pybuildless.sandbox.base import mounts_below
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the chroot sandbox needs root"),
+]
+
+BUSYBOX = Path("/bin/busybox")
+ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"}
+ROOT_USER = ResolvedUser(0, 0, (), "/root", "root")
+
+
+def make_busybox_root(root: Path) -> Path:
+    (root / "bin").mkdir(parents=True)
+    shutil.copy2(BUSYBOX, root / "bin/busybox")
+    applets = subprocess.run([str(BUSYBOX), "--list-full"], check=True, capture_output=True, text=True).stdout
+    for applet in applets.split():
+        if applet == "bin/busybox":
+            continue
+        link = root / applet
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.exists():
+            link.symlink_to("/bin/busybox")
+    (root / "etc").mkdir()
+    (root / "etc/passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+        "user:x:1000:1000:User:/home/user:/bin/sh\n"
+    )
+    (root / "etc/group").write_text("root:x:0:\nwheel:x:10:user\nuser:x:1000:\nnogroup:x:65534:\n")
+    (root / "tmp").mkdir(mode=0o1777)
+    os.chmod(root / "tmp", 0o1777)
+    (root / "root").mkdir(mode=0o700)
+    return root
+
+
+@pytest.fixture(scope="module")
+def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_busybox_root(tmp_path_factory.mktemp("sandbox") / "rootfs")
+
+
+@pytest.fixture(scope="module")
+def sandbox(rootfs: Path):
+    box = ChrootSandbox(rootfs)
+    yield box
+    box.close()
+
+
+def sh(box: Sandbox, script: str, *, user: ResolvedUser = ROOT_USER, cwd: str = "/", env: dict | None = None,
+       network: str = "default") -> tuple[int, str]:
+    out = bytearray()
+    code = box.run(["/bin/sh", "-c", script], env=env or ENV, cwd=cwd, user=user, stdout=out.extend,
+                   network=network)
+    return code, out.decode()
+
+
+def processes_with(needle: str) -> list[str]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if needle in cmdline:
+                found.append(f"{pid}: {cmdline}")
+    return found
+
+
+def test_output_is_captured_with_stderr_merged(sandbox: ChrootSandbox) -> None:
+    assert sh(sandbox, "echo hi; echo oops >&2; echo bye") == (0, "hi\noops\nbye\n")
+
+
+def test_binary_file_sink(sandbox: ChrootSandbox) -> None:
+    sink = io.BytesIO()
+    code = sandbox.run(["echo", "exec", "form"], env=ENV, cwd="/", user=ROOT_USER, stdout=sink)
+    assert (code, sink.getvalue()) == (0, b"exec form\n")
+
+
+@pytest.mark.parametrize("script, status", [("exit 3", 3), ("exit 0", 0), ("kill -9 $$", 137),
+                                            ("kill -TERM $$", 143), ("false", 1)])
+def test_exit_status(sandbox: ChrootSandbox, script: str, status: int) -> None:
+    assert sh(sandbox, script)[0] == status
+
+
+def test_env_and_cwd(sandbox: ChrootSandbox) -> None:
+    env = dict(ENV, GREETING="hello world", EMPTY="")
+    code, out = sh(sandbox, 'echo "$GREETING|$EMPTY|${UNSET-unset}"; pwd', cwd="/tmp", env=env)
+    assert (code, out) == (0, "hello world||unset\n/tmp\n")
+    # exactly the given environment: nothing of the builder's own leaks in
+    out = bytearray()
+    assert sandbox.run(["env"], env={"PATH": "/bin:/usr/bin", "A": "1"}, cwd="/", user=ROOT_USER,
+                       stdout=out.extend) == 0
+    assert out.decode() == "PATH=/bin:/usr/bin\nA=1\n"
+
+
+def test_missing_workdir_falls_back_to_root(sandbox: ChrootSandbox) -> None:
+    assert sh(sandbox, "pwd", cwd="/does/not/exist") == (0, "/\n")
+
+
+def test_runs_as_resolved_user(sandbox: ChrootSandbox, rootfs: Path) -> None:
+    user = resolve_user(rootfs, "user")
+    code, out = sh(sandbox, "id -u; id -g; id -G; echo $HOME; touch /etc/forbidden", user=user,
+                   env=dict(ENV, HOME=user.home))
+    lines = out.splitlines()
+    assert lines[:4] == ["1000", "1000", "1000 10", "/home/user"]
+    assert code != 0 and "Permission denied" in out
+    assert not (rootfs / "etc/forbidden").exists()
+    assert sh(sandbox, "id -u; id -G", user=resolve_user(rootfs, "nobody:wheel")) == (0, "65534\n10\n")
+
+
+def test_proc_and_dev_are_usable(sandbox: ChrootSandbox) -> None:
+    code, out = sh(sandbox, "grep ^Pid: /proc/self/status; echo x > /dev/null && echo null-ok; "
+                            "head -c 4 /dev/zero | wc -c; ls /sys/class/net | grep -x lo")
+    assert code == 0, out
+    assert out.splitlines()[1:] == ["null-ok", "4", "lo"]
+    # a fresh pid namespace: the command is not pid 1 but sees only its own tree
+    pid = int(out.splitlines()[0].split()[1])
+    assert 1 < pid < 10
+
+
+def test_writes_land_in_the_root(sandbox: ChrootSandbox, rootfs: Path) -> None:
+    assert sh(sandbox, "mkdir -p /work && echo data > /work/out.txt")[0] == 0
+    assert (rootfs / "work/out.txt").read_text() == "data\n"
+
+
+def test_host_files_are_invisible(sandbox: ChrootSandbox, tmp_path: Path) -> None:
+    marker = tmp_path / "host-marker"
+    marker.write_text("secret")
+    code, out = sh(sandbox, f"test -e {marker} && echo visible || echo hidden; cat /etc/passwd")
+    assert out.splitlines()[0] == "hidden"
+    assert "user:x:1000" in out
+    assert "secret" not in out
+
+
+def test_background_daemon_is_killed_and_step_returns(sandbox: ChrootSandbox) -> None:
+    start = time.monotonic()
+    code, out = sh(sandbox, "(sleep 987601 &); setsid sleep 987602 & nohup sleep 987603 >/dev/null 2>&1 & echo bg")
+    assert (code, out) == (0, "bg\n")
+    assert time.monotonic() - start < 5
+    assert processes_with("sleep 98760") == []
+
+
+def test_no_mounts_and_no_stray_files_after_run(sandbox: ChrootSandbox, rootfs: Path) -> None:
+    for name in ("etc/hosts", "etc/resolv.conf", "proc", "dev", "sys"):
+        assert not os.path.lexists(rootfs / name), name
+    code, out = sh(sandbox, "cat /etc/hosts; cat /etc/resolv.conf >/dev/null; echo 1.2.3.4 x >> /etc/hosts; "
+                            "grep -c . /proc/mounts")
+    assert code == 0 and "localhost" in out
+    assert mounts_below(rootfs) == []
+    # mount points and the bound files are removed again: no empty files leak into a layer
+    for name in ("etc/hosts", "etc/resolv.conf", "proc", "dev", "sys"):
+        assert not os.path.lexists(rootfs / name), name
+    assert Path("/etc/hosts").read_text().count("1.2.3.4 x") == 0
+
+
+def test_existing_hosts_file_is_left_untouched(rootfs: Path, tmp_path: Path) -> None:
+    root = make_busybox_root(tmp_path / "other")
+    (root / "etc/hosts").write_text("10.0.0.1 image-host\n")
+    (root / "dev").mkdir()
+    (root / "dev/keep").write_text("mine")
+    with ChrootSandbox(root) as box:
+        code, out = sh(box, "cat /etc/hosts; ls /dev | grep -c keep; echo changed > /etc/hosts")
+    assert code == 0
+    assert "image-host" not in out and "localhost" in out  # the host's copy is bound over it
+    assert out.splitlines()[-1] == "0"  # /dev is a fresh tmpfs
+    assert (root / "etc/hosts").read_text() == "10.0.0.1 image-host\n"
+    assert (root / "dev/keep").read_text() == "mine"
+    assert not (root / "proc").exists()
+
+
+def test_symlinked_mount_points_stay_in_root(tmp_path: Path) -> None:
+    """/etc/resolv.conf -> /outside must not create or bind anything outside the root."""
+    root = make_busybox_root(tmp_path / "evil")
+    outside = tmp_path / "outside-resolv"
+    os.symlink(str(outside), root / "etc/resolv.conf")
+    os.symlink("/", root / "sys")
+    with ChrootSandbox(root) as box:
+        code, out = sh(box, "ls /sys | head -3; cat /etc/resolv.conf | wc -l")
+    assert code == 0
+    assert not outside.exists()
+    assert os.readlink(root / "etc/resolv.conf") == str(outside)
+    assert os.readlink(root / "sys") == "/"
+    assert mounts_below(root) == []
+
+
+def test_exec_form_missing_binary(sandbox: ChrootSandbox) -> None:
+    with pytest.raises(CommandNotFoundError, match="no-such-tool") as info:
+        sandbox.run(["no-such-tool", "x"], env=ENV, cwd="/", user=ROOT_USER, stdout=lambda b: None)
+    assert isinstance(info.value, BuildError) and info.value.exit_code == 127
+
+
+def test_shell_form_missing_command_is_a_status(sandbox: ChrootSandbox) -> None:
+    code, out = sh(sandbox, "no-such-tool")
+    assert code == 127 and "not found" in out
+
+
+def test_network_none_has_only_loopback(sandbox: ChrootSandbox) -> None:
+    code, out = sh(sandbox, "ls /sys/class/net; ip -o link show lo | grep -c UP", network="none")
+    assert (code, out) == (0, "lo\n1\n")
+    code, out = sh(sandbox, "ls /sys/class/net", network="host")
+    assert code == 0 and len(out.split()) >= 1
+
+
+@pytest.mark.parametrize("bad", [dict(argv=[]), dict(network="bridge"), dict(env={"A=B": "c"}),
+                                 dict(argv=["echo", "a\0b"])])
+def test_bad_arguments(sandbox: ChrootSandbox, bad: dict) -> None:
+    args = dict(argv=["true"], env=ENV, cwd="/", user=ROOT_USER, stdout=lambda b: None) | bad
+    argv = args.pop("argv")
+    with pytest.raises(SandboxError):
+        sandbox.run(argv, **args)
+
+
+def test_fallback_without_namespaces(tmp_path: Path) -> None:
+    root = make_busybox_root(tmp_path / "plain")
+    with ChrootSandbox(root, namespaces=False) as box:
+        code, out = sh(box, "echo x > /dev/null && echo ok; cat /etc/hosts | grep -c localhost; "
+                            "(sleep 987611 &); setsid sleep 987612 & echo done")
+    assert code == 0 and out.splitlines()[0] == "ok" and out.splitlines()[-1] == "done"
+    assert processes_with("sleep 98761") == []
+    for name in ("dev", "etc/hosts", "etc/resolv.conf"):
+        assert not os.path.lexists(root / name), name
+
+
+def test_open_sandbox_selection(rootfs: Path) -> None:
+    box = open_sandbox("auto", rootfs)
+    assert isinstance(box, ChrootSandbox) and isinstance(box, Sandbox)
+    box.close()
+    with pytest.raises(SandboxError, match="userns.*not available yet"):
+        open_sandbox("userns", rootfs)
+    with pytest.raises(SandboxError, match="unknown isolation"):
+        open_sandbox("vm", rootfs)
+    with pytest.raises(SandboxError, match="inplace"):
+        open_sandbox("inplace", rootfs)
+    with pytest.raises(SandboxError, match="not a directory"):
+        open_sandbox("chroot", rootfs / "etc/passwd")
+    assert isinstance(open_sandbox("inplace", Path("/")), InPlaceSandbox)
+
+
+def test_closed_sandbox_refuses(rootfs: Path) -> None:
+    box = ChrootSandbox(rootfs)
+    box.close()
+    with pytest.raises(SandboxError, match="closed"):
+        sh(box, "true")
+
+
+def test_inplace_spec_without_running() -> None:
+    """In-place mode runs on the real /: here only its argument handling is checked."""
+    box = InPlaceSandbox(namespaces=True)
+    spec = box.build_spec(["/bin/sh", "-c", "true"], env=ENV, cwd="/w", user=ROOT_USER)
+    assert spec.chroot is None and spec.proc_mountpoint == "/proc" and spec.cwd == "/w"
+    assert not spec.loopback_up
+    assert box.build_spec(["true"], env=ENV, cwd="/", user=ROOT_USER, network="none").loopback_up
+    plain = InPlaceSandbox(namespaces=False).build_spec(["true"], env=ENV, cwd="/", user=ROOT_USER)
+    assert plain.unshare_flags == 0 and plain.proc_mountpoint is None
+    with pytest.raises(SandboxError, match="--network=bridge"):
+        box.build_spec(["true"], env=ENV, cwd="/", user=ROOT_USER, network="bridge")
+    box.close()
+    with pytest.raises(SandboxError, match="closed"):
+        box.build_spec(["true"], env=ENV, cwd="/", user=ROOT_USER)
