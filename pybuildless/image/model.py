@@ -146,11 +146,18 @@ def build_image(
             "digest": str(Digest.of_bytes(raw_config)),
             "size": len(raw_config),
         },
-        "layers": [layer_descriptor(layer).to_dict() for layer in layers],
+        "layers": [_docker_layer_type(layer_descriptor(layer).to_dict()) if docker else layer_descriptor(layer).to_dict() for layer in layers],
     }
     if annotations:
         manifest["annotations"] = dict(annotations)
     return ManifestImage(canonical_json(manifest), raw_config, layers)
+
+
+def _docker_layer_type(descriptor: dict[str, Any]) -> dict[str, Any]:
+    """Docker schema 2 spells the gzip layer type its own way."""
+    if descriptor.get("mediaType") == mt.OCI_LAYER_GZIP:
+        descriptor["mediaType"] = mt.DOCKER_LAYER_GZIP
+    return descriptor
 
 
 def image_from_raw_config(

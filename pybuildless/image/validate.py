@@ -162,7 +162,8 @@ def validate_image(image: Image, *, decompress: bool = False, check_blobs: bool 
             raise ImageFormatError(f"layer {i}: manifest says {desc.digest}, layer object is {layer.digest}")
         if desc.size != layer.size:
             raise ImageFormatError(f"layer {i}: manifest size {desc.size}, layer object size {layer.size}")
-        if desc.media_type != layer.media_type:
+        # Docker's and OCI's gzip types are interchangeable; the compression must agree.
+        if mt.layer_compression(desc.media_type) != mt.layer_compression(layer.media_type):
             raise ImageFormatError(f"layer {i}: manifest mediaType {desc.media_type!r}, layer object {layer.media_type!r}")
         if media_type == mt.DOCKER_MANIFEST and mt.layer_compression(desc.media_type) == "zstd":
             raise ImageFormatError(f"layer {i}: zstd layers need an OCI manifest, not Docker's")
