@@ -1,0 +1,94 @@
+"""Where a stage's base comes from: scratch, an earlier stage, a local OCI layout, or a registry."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from pybuildless.build.imageconfig import scratch_config
+from pybuildless.errors import BuildError
+from pybuildless.image.descriptor import Digest, Platform
+from pybuildless.image.model import FileLayer, Image, Layer
+from pybuildless.registry.options import RegistryOptions
+from pybuildless.registry.reference import Reference, parse_reference
+
+log = logging.getLogger(__name__)
+
+LAYOUT_PREFIXES = ("oci:", "oci-layout://")
+
+
+@dataclass(frozen=True)
+class SourcedLayer:
+    """A pulled layer on local disk that also remembers its registry repository,
+    so a push to the same registry can mount it instead of uploading it."""
+
+    path: Path
+    digest: Digest
+    diff_id: Digest
+    size: int
+    media_type: str
+    source: Reference
+
+    def open_compressed(self) -> BinaryIO:
+        return open(self.path, "rb")
+
+
+@dataclass
+class BaseImage:
+    config: dict[str, Any]
+    layers: list[Layer]
+    description: str
+    docker_media_types: bool = False
+
+
+def is_layout_reference(name: str) -> bool:
+    return name.startswith(LAYOUT_PREFIXES)
+
+
+def _split_layout(name: str) -> tuple[Path, str | None]:
+    rest = name.removeprefix("oci-layout://").removeprefix("oci:")
+    path, sep, tag = rest.rpartition(":")
+    if not sep or "/" in tag:
+        return Path(rest), None
+    return Path(path), tag
+
+
+def from_image(image: Image, description: str) -> BaseImage:
+    manifest = json.loads(image.raw_manifest())
+    docker = manifest.get("mediaType", "").startswith("application/vnd.docker.")
+    return BaseImage(json.loads(image.raw_config()), list(image.layers()), description, docker)
+
+
+def load_base(
+    name: str,
+    *,
+    platform: Platform,
+    registry: RegistryOptions,
+    blob_dir: Path,
+) -> BaseImage:
+    """Resolve FROM's image (already expanded; stage names are handled by the caller)."""
+    if name == "scratch":
+        return BaseImage(scratch_config(platform), [], "scratch")
+    if is_layout_reference(name):
+        from pybuildless.image.layout import read_layout
+
+        path, tag = _split_layout(name)
+        if not path.is_dir():
+            raise BuildError(f"FROM {name}: no OCI layout at {path}")
+        return from_image(read_layout(path, tag, platform=platform), name)
+    from pybuildless.registry.remote import pull_image
+
+    ref = parse_reference(name)
+    image = pull_image(ref, blob_dir, platform=platform, options=registry)
+    base = from_image(image, str(ref))
+    base.layers = [_sourced(layer, ref) for layer in base.layers]
+    return base
+
+
+def _sourced(layer: Layer, ref: Reference) -> Layer:
+    if isinstance(layer, FileLayer):
+        return SourcedLayer(layer.path, layer.digest, layer.diff_id, layer.size, layer.media_type, ref)
+    return layer

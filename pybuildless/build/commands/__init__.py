@@ -1,0 +1,45 @@
+"""One handler per instruction. Each returns an Outcome saying what it touched.
+
+``Outcome.snapshot`` False means metadata only (an ``empty_layer`` history
+entry); True with ``paths`` lists what the step wrote (COPY, ADD, WORKDIR), so
+only those are examined; True with ``paths=None`` asks for a walk of the whole
+root (RUN).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pybuildless.dockerfile import instructions as ins
+
+
+@dataclass(frozen=True)
+class Outcome:
+    created_by: str
+    snapshot: bool = False
+    paths: tuple[str, ...] | None = None
+    comment: str | None = None
+
+
+# Imported after Outcome exists: the handler modules import it from here.
+from pybuildless.build.commands import files, metadata, run, workdir  # noqa: E402
+
+HANDLERS: dict[type, object] = {
+    ins.Run: run.run,
+    ins.Copy: files.copy,
+    ins.Add: files.add,
+    ins.Workdir: workdir.workdir,
+    ins.Env: metadata.env,
+    ins.Arg: metadata.arg,
+    ins.Label: metadata.label,
+    ins.Expose: metadata.expose,
+    ins.Volume: metadata.volume,
+    ins.User: metadata.user,
+    ins.Cmd: metadata.cmd,
+    ins.Entrypoint: metadata.entrypoint,
+    ins.Shell: metadata.shell,
+    ins.StopSignal: metadata.stopsignal,
+    ins.Healthcheck: metadata.healthcheck,
+    ins.Onbuild: metadata.onbuild,
+    ins.Maintainer: metadata.maintainer,
+}

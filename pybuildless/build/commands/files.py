@@ -1,0 +1,185 @@
+"""COPY and ADD: files from the context, an earlier stage, an image, a heredoc, a URL or an archive."""
+
+from __future__ import annotations
+
+import bz2
+import hashlib
+import lzma
+import os
+import posixpath
+import tempfile
+import urllib.parse
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+
+from pybuildless.build.chmod import parse_chmod
+from pybuildless.build.commands import Outcome
+from pybuildless.build.commands.workdir import make_dirs
+from pybuildless.build.copy import CopyRequest, SourceRoot, copy_files, resolve_sources
+from pybuildless.dockerfile import instructions as ins
+from pybuildless.fs.extract import extract_layer
+from pybuildless.fs.users import resolve_chown
+from pybuildless.sandbox.rootpath import resolve_in_root
+
+
+def _match(pattern: str, name: str) -> bool:
+    from pybuildless.dockerfile.pathmatch import match
+
+    return match(pattern, name)
+
+
+def _request(i, st, sources, *, chmod=None) -> CopyRequest:
+    owner = resolve_chown(st.root, i.chown) if i.chown else None
+    return CopyRequest(
+        sources=list(sources), dest=i.dest, workdir=st.workdir, owner=owner,
+        chmod=parse_chmod(i.chmod) if i.chmod else chmod, excludes=tuple(i.excludes),
+        parents=getattr(i, "parents", False), match=_match,
+    )
+
+
+def _created_by(i, sources) -> str:
+    return f"{i.keyword} {' '.join(sources)} {i.dest} # buildkit"
+
+
+def _inline(i, st, tmp: str) -> tuple[SourceRoot, list[str]]:
+    """Heredoc sources become files (mode 0644) in a temp dir."""
+    names = []
+    for src in i.inline:
+        path = os.path.join(tmp, src.name)
+        with open(path, "w") as f:
+            f.write(src.data)
+        os.chmod(path, 0o644)
+        names.append(src.name)
+    return SourceRoot(tmp, is_context=True, description="heredoc"), names
+
+
+def copy(i: ins.Copy, st) -> Outcome:
+    if any(_is_url(s) for s in i.sources):
+        raise i.error("source can't be a URL for COPY")
+    touched: list[str] = []
+    with tempfile.TemporaryDirectory(dir=st.build.scratch_dir) as tmp:
+        if i.inline:
+            src, names = _inline(i, st, tmp)
+            touched += copy_files(src, _request(i, st, names), str(st.root)).touched
+        if i.sources:
+            src = st.build.source_root(i.from_, i) if i.from_ else st.build.context_source
+            touched += copy_files(src, _request(i, st, i.sources), str(st.root)).touched
+    names = list(i.sources) + [s.name for s in i.inline]
+    from_ = f"--from={i.from_} " if i.from_ else ""
+    return Outcome(f"COPY {from_}{' '.join(names)} {i.dest} # buildkit", snapshot=True, paths=tuple(touched))
+
+
+# -- ADD ---------------------------------------------------------------------------------------
+
+
+def _is_url(s: str) -> bool:
+    return s.startswith(("http://", "https://"))
+
+
+def _is_git(s: str) -> bool:
+    return s.startswith("git@") or s.startswith("git://") or (
+        _is_url(s) and urllib.parse.urlparse(s).path.split("#")[0].endswith(".git"))
+
+
+_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
+
+
+def _archive_kind(path: str) -> str | None:
+    """The compression of a tar archive (or 'tar'), by content; None when not an archive."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    for magic, kind in _MAGIC.items():
+        if head.startswith(magic):
+            return kind
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return "tar"
+    return None
+
+
+def _open_archive(path: str, kind: str):
+    if kind == "bzip2":
+        return bz2.open(path, "rb")
+    if kind == "xz":
+        return lzma.open(path, "rb")
+    return open(path, "rb")  # gzip, zstd and plain tar are sniffed by the extractor
+
+
+def _download(url: str, tmp: str, checksum: str | None, i) -> str:
+    import requests
+
+    name = posixpath.basename(urllib.parse.urlparse(url).path) or "__unnamed__"
+    path = os.path.join(tmp, name)
+    h = hashlib.sha256()
+    try:
+        with requests.get(url, stream=True, timeout=(30, 300)) as r:
+            if r.status_code != 200:
+                raise i.error(f"ADD {url}: HTTP {r.status_code}")
+            with open(path, "wb") as f:
+                for chunk in r.raw.stream(1 << 20, decode_content=True):
+                    h.update(chunk)
+                    f.write(chunk)
+            modified = r.headers.get("Last-Modified")
+    except requests.RequestException as e:
+        raise i.error(f"ADD {url}: {e.__class__.__name__}") from None
+    if checksum:
+        algo, _, want = checksum.partition(":")
+        if algo != "sha256" or not want:
+            raise i.error(f"ADD --checksum={checksum}: only sha256:<hex> is supported")
+        if h.hexdigest() != want:
+            raise i.error(f"ADD {url}: checksum mismatch: got sha256:{h.hexdigest()}, want {checksum}")
+    if modified:
+        try:
+            ts = parsedate_to_datetime(modified).timestamp()
+            os.utime(path, (ts, ts))
+        except (TypeError, ValueError):
+            pass
+    os.chmod(path, 0o600)
+    return name
+
+
+def add(i: ins.Add, st) -> Outcome:
+    if any(_is_git(s) for s in i.sources):
+        raise i.error("ADD of a git repository is not supported yet")
+    urls = [s for s in i.sources if _is_url(s)]
+    local = [s for s in i.sources if not _is_url(s)]
+    if i.checksum and (len(i.sources) != 1 or not urls):
+        raise i.error("--checksum can only be used with a single URL source")
+    touched: list[str] = []
+    with tempfile.TemporaryDirectory(dir=st.build.scratch_dir) as tmp:
+        if i.inline:
+            src, names = _inline(i, st, tmp)
+            touched += copy_files(src, _request(i, st, names), str(st.root)).touched
+        if urls:
+            dl = os.path.join(tmp, "downloads")
+            os.mkdir(dl)
+            names = [_download(u, dl, i.checksum, i) for u in urls]
+            # Downloads keep mode 0600 unless --chmod says otherwise; they are never unpacked.
+            src = SourceRoot(dl, is_context=True, description="download")
+            touched += copy_files(src, _request(i, st, names), str(st.root)).touched
+        if local:
+            ctx = st.build.context_source
+            plain: list[str] = []
+            for rel, _ in resolve_sources(ctx, _request(i, st, local)):
+                host = resolve_in_root(ctx.root, rel)
+                kind = _archive_kind(host) if host.is_file() and i.unpack is not False else None
+                if kind is None:
+                    plain.append(rel)
+                    continue
+                touched += _unpack(host, kind, i, st)
+            if plain:
+                touched += copy_files(ctx, _request(i, st, plain), str(st.root)).touched
+    return Outcome(_created_by(i, list(i.sources) + [s.name for s in i.inline]), snapshot=True, paths=tuple(touched))
+
+
+def _unpack(archive: Path, kind: str, i, st) -> list[str]:
+    """Extract a local archive into the destination directory (like ``tar -x``, merged)."""
+    dest = i.dest if i.dest.startswith("/") else posixpath.join(st.workdir, i.dest)
+    created = make_dirs(st, dest)
+    target = resolve_in_root(st.root, dest)
+    with _open_archive(str(archive), kind) as stream:
+        try:
+            extract_layer(stream, target)
+        except (OSError, EOFError, lzma.LZMAError, ValueError) as e:
+            # a corrupt archive is the Dockerfile author's problem: say so plainly
+            raise i.error(f"ADD {archive.name}: cannot extract archive: {e}") from None
+    return created + [dest]

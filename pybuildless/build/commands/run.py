@@ -1,0 +1,69 @@
+"""RUN: execute a command in the stage root through the sandbox; the whole root is then walked."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+from pybuildless.build import imageconfig
+from pybuildless.build.commands import Outcome
+from pybuildless.build.commands.workdir import make_dirs
+from pybuildless.dockerfile import instructions as ins
+from pybuildless.errors import BuildError
+from pybuildless.fs.users import resolve_user
+from pybuildless.sandbox.rootpath import resolve_in_root
+
+# Heredoc scripts with a shebang are run as files; BuildKit puts them under
+# /dev/pipes, which our /dev mount would hide, so they live here for the step.
+SCRIPT_DIR = "/.pybuildless-run"
+
+
+def _write_scripts(st, resolved: ins.ResolvedRun) -> tuple[list[str], str | None]:
+    argv = list(resolved.argv)
+    if not resolved.files:
+        return argv, None
+    host_dir = resolve_in_root(st.root, SCRIPT_DIR)
+    os.makedirs(host_dir, exist_ok=True)
+    for path, content, mode in resolved.files:
+        name = os.path.basename(path)
+        target = os.path.join(host_dir, name)
+        with open(target, "w") as f:
+            f.write(content)
+        os.chmod(target, mode)
+        argv = [f"{SCRIPT_DIR}/{name}" if a == path else a for a in argv]
+    return argv, str(host_dir)
+
+
+def run(i: ins.Run, st) -> Outcome:
+    if i.mounts:
+        raise i.error("RUN --mount is not supported yet")
+    network = i.network or "default"
+    if network not in ("default", "none", "host"):
+        raise i.error(f"invalid --network={network!r}: expected default, none or host")
+    resolved = i.resolve(st.shell)
+    env = st.vars.run_env()
+    user = resolve_user(st.root, st.user)
+    env.setdefault("PATH", imageconfig.DEFAULT_PATH)
+    env.setdefault("HOME", user.home or "/")
+    cwd = st.workdir
+    make_dirs(st, cwd)
+    argv, scripts = _write_scripts(st, resolved)
+    try:
+        code = st.build.sandbox_for(st.root).run(argv, env=env, cwd=cwd, user=user, stdout=_stdout, network=network)
+    finally:
+        if scripts:
+            shutil.rmtree(scripts, ignore_errors=True)
+    if code != 0:
+        raise BuildError(
+            f"{i.path}:{i.line}: RUN {' '.join(resolved.argv)}: exited with code {code}", exit_code=code
+        )
+    args = st.vars.arg_history()
+    prefix = f"|{len(args)} {' '.join(args)} " if args else ""
+    return Outcome(f"RUN {prefix}{' '.join(resolved.argv)} # buildkit", snapshot=True)
+
+
+def _stdout(chunk: bytes) -> None:
+    out = sys.stdout.buffer
+    out.write(chunk)
+    out.flush()

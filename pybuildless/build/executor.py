@@ -1,0 +1,190 @@
+"""run_build: the whole build, from flags to pushed image.
+
+1. open the context, find and parse the Dockerfile, load .dockerignore;
+2. resolve meta ARGs and plan the stages the target needs (others are skipped);
+3. build each stage in its own root directory (chroot isolation) from its base;
+4. write the final image to every destination and output file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pybuildless.build import imageconfig
+from pybuildless.build.base import BaseImage, load_base
+from pybuildless.build.context import open_context, resolve_dockerfile
+from pybuildless.build.copy import SourceRoot
+from pybuildless.build.options import BuildOptions
+from pybuildless.build.progress import Progress
+from pybuildless.build.publish import publish
+from pybuildless.build.stage import StageBuilder, StageResult
+from pybuildless.dockerfile.args import GlobalArgs, StageEnv, platform_args, unused_build_args
+from pybuildless.dockerfile.dockerignore import load_dockerignore
+from pybuildless.dockerfile.parser import Dockerfile, Stage, load_dockerfile
+from pybuildless.dockerfile.stages import plan_build
+from pybuildless.errors import BuildError, UsageError
+from pybuildless.fs.extract import extract_layer
+from pybuildless.fs.ignore import IgnoreList
+from pybuildless.image.descriptor import Platform
+from pybuildless.registry.options import RegistryOptions
+from pybuildless.registry.reference import parse_reference
+from pybuildless.sandbox import open_sandbox
+
+log = logging.getLogger(__name__)
+
+
+def registry_options(o: BuildOptions) -> RegistryOptions:
+    return RegistryOptions(
+        insecure_registries=o.insecure_registries,
+        insecure=o.insecure,
+        insecure_pull=o.insecure_pull,
+        skip_tls_verify=o.skip_tls_verify,
+        skip_tls_verify_pull=o.skip_tls_verify_pull,
+        skip_tls_verify_registries=o.skip_tls_verify_registries,
+        certificates=o.registry_certificates,
+        registry_mirrors=o.registry_mirrors,
+        registry_map=o.registry_map,
+        retries=max(3, o.push_retry, o.image_download_retry),
+    )
+
+
+class BuildRun:
+    """Everything the stages of one build share."""
+
+    def __init__(self, options: BuildOptions, work: Path, dockerfile: Dockerfile, context_source: SourceRoot,
+                 platform: Platform, final_index: int) -> None:
+        self.options = options
+        self.work = work
+        self.dockerfile = dockerfile
+        self.context_source = context_source
+        self.platform = platform
+        self.final_index = final_index
+        self.registry = registry_options(options)
+        self.layer_dir = work / "layers"
+        self.blob_dir = work / "blobs"
+        self.scratch_dir = work / "scratch"
+        for d in (self.layer_dir, self.blob_dir, self.scratch_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        epoch = options.source_date_epoch
+        if epoch is None and options.reproducible:
+            epoch = 0
+        self.clamp_mtime = epoch
+        self.created = imageconfig.rfc3339(epoch)
+        self.results: dict[int, StageResult] = {}
+        self.scopes: dict[int, StageEnv] = {}
+        self._sandboxes: dict[Path, object] = {}
+        self._image_roots: dict[str, SourceRoot] = {}
+
+    def is_final(self, stage: Stage) -> bool:
+        return stage.index == self.final_index
+
+    def sandbox_for(self, root: Path):
+        if root not in self._sandboxes:
+            self._sandboxes[root] = open_sandbox(self.options.isolation, root, scratch_parent=self.scratch_dir)
+        return self._sandboxes[root]
+
+    def source_root(self, ref: str, inst) -> SourceRoot:
+        """COPY --from: an earlier stage's final filesystem, or an image's."""
+        stage = self.dockerfile.stage_by_name_or_index(ref)
+        if stage is not None:
+            result = self.results.get(stage.index)
+            if result is None:
+                raise inst.error(f"--from={ref}: stage {stage.index} has not been built")
+            return SourceRoot(str(result.root), is_context=False, description=f"stage {ref}")
+        if ref not in self._image_roots:
+            base = load_base(ref, platform=self.platform, registry=self.registry, blob_dir=self.blob_dir)
+            root = Path(tempfile.mkdtemp(prefix="from-", dir=self.work))
+            for layer in base.layers:
+                with layer.open_compressed() as blob:
+                    extract_layer(blob, root, expect_diff_id=layer.diff_id)
+            self._image_roots[ref] = SourceRoot(str(root), is_context=False, description=f"image {ref}")
+        return self._image_roots[ref]
+
+    def close(self) -> None:
+        for sandbox in self._sandboxes.values():
+            sandbox.close()  # type: ignore[attr-defined]
+        self._sandboxes.clear()
+
+
+def _check_outputs(o: BuildOptions) -> None:
+    for d in o.destinations:
+        parse_reference(d)  # a bad --destination fails before any work
+    if o.isolation == "inplace" and not o.force and os.environ.get("PYBUILDLESS_ISOLATION") != "inplace":
+        raise UsageError("--isolation=inplace builds on this machine's own / and deletes files there; "
+                         "it is selected by the executor image, or add --force inside a disposable container")
+
+
+def run_build(options: BuildOptions) -> None:
+    _check_outputs(options)
+    if options.isolation == "inplace":
+        raise UsageError("--isolation=inplace is not available yet; use chroot")
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="pybuildless-", dir=options.work_dir))
+    progress = Progress()
+    try:
+        with open_context(options.context, stdin=sys.stdin.buffer, workdir=work) as context:
+            dockerfile_path = str(resolve_dockerfile(options.dockerfile, context.root)) \
+                if options.dockerfile != "-" else "-"
+            dockerfile = load_dockerfile(dockerfile_path)
+            matcher = load_dockerignore(str(context.root), None if dockerfile_path == "-" else dockerfile_path)
+            context_source = SourceRoot(str(context.root), is_context=True, ignore=matcher)
+            image = _build(options, work, dockerfile, context_source, progress)
+        digest = publish(image, options, registry_options(options), progress)
+        progress.info(f"built {digest} in {time.monotonic() - started:.1f}s")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _build(options: BuildOptions, work: Path, dockerfile: Dockerfile, context_source: SourceRoot,
+           progress: Progress):
+    platform = Platform.parse(options.custom_platform) if options.custom_platform else Platform.host()
+    build_args = dict(options.build_args)
+    glob = GlobalArgs.resolve(dockerfile.meta_args, build_args, platform_args(str(platform)))
+    plan = plan_build(dockerfile, options.target, glob.env)
+    run = BuildRun(options, work, dockerfile, context_source, platform, plan.target)
+    for name in unused_build_args(dockerfile.meta_args, [dockerfile.stages[i].instructions for i in plan.order],
+                                  build_args):
+        progress.warn(f"build-arg {name!r} was not consumed by any ARG")
+    for skipped in plan.skipped(dockerfile):
+        log.debug("skipping stage %d: the target does not need it", skipped)
+    try:
+        for position, index in enumerate(plan.order, start=1):
+            stage = dockerfile.stages[index]
+            base_spec = plan.bases[index]
+            if base_spec.stage is not None:
+                parent = run.results[base_spec.stage]
+                base = BaseImage(parent.config, list(parent.image.layers()), f"stage {base_spec.stage}",
+                                 _is_docker(parent))
+                scope = run.scopes[base_spec.stage].child()
+            else:
+                stage_platform = Platform.parse(base_spec.platform) if base_spec.platform else platform
+                base = load_base(base_spec.image or "scratch", platform=stage_platform, registry=run.registry,
+                                 blob_dir=run.blob_dir)
+                env_list = (base.config.get("config") or {}).get("Env") or []
+                scope = StageEnv(glob, build_args, image_env=env_list)
+            root = work / "stages" / str(index) / "rootfs"
+            root.mkdir(parents=True)
+            builder = StageBuilder(stage, base, build=run, position=(position, len(plan.order)), root=root,
+                                   ignore=IgnoreList.for_root(), variables=scope, progress=progress)
+            if index == plan.target and options.labels:
+                labels = builder.state.container_config.get("Labels") or {}
+                builder.state.container_config["Labels"] = {**labels, **dict(options.labels)}
+            run.results[index] = builder.run()
+            run.scopes[index] = builder.state.vars
+        return run.results[plan.target].image
+    finally:
+        run.close()
+
+
+def _is_docker(result: StageResult) -> bool:
+    return json.loads(result.image.raw_manifest()).get("mediaType", "").startswith("application/vnd.docker.")
+
+
+__all__ = ["run_build", "BuildRun", "BuildError"]

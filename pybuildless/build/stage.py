@@ -1,0 +1,164 @@
+"""StageBuilder: one Dockerfile stage from its base to its image.
+
+The loop per instruction: expand (for the instructions that expand), execute
+(the handler in ``build.commands`` says which paths it touched, or that the
+whole root must be walked, or nothing), snapshot, write the layer when the
+diff is not empty, and record history. Metadata-only steps get
+``empty_layer`` history entries.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from pybuildless.build import imageconfig
+from pybuildless.build.base import BaseImage
+from pybuildless.build.commands import HANDLERS, Outcome
+from pybuildless.build.progress import Progress
+from pybuildless.dockerfile.args import StageEnv
+from pybuildless.dockerfile import instructions as ins
+from pybuildless.dockerfile.parser import Stage, parse_onbuild_triggers
+from pybuildless.fs.extract import extract_layer
+from pybuildless.fs.ignore import IgnoreList
+from pybuildless.fs.layer import write_layer
+from pybuildless.fs.snapshot import Changes, Snapshotter
+from pybuildless.image.model import Layer, ManifestImage, build_image
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageResult:
+    index: int
+    name: str | None
+    image: ManifestImage
+    root: Path
+    config: dict[str, Any]
+
+
+@dataclass
+class StageState:
+    """What the instruction handlers read and change."""
+
+    index: int
+    name: str | None
+    root: Path
+    config: dict[str, Any]
+    vars: StageEnv
+    build: Any  # build.executor.BuildRun: options, context, earlier stages, sandbox factory
+    cmd_set: bool = False
+    layers: list[Layer] = field(default_factory=list)
+
+    @property
+    def container_config(self) -> dict[str, Any]:
+        return self.config.setdefault("config", {})
+
+    @property
+    def workdir(self) -> str:
+        return self.container_config.get("WorkingDir") or "/"
+
+    @property
+    def user(self) -> str:
+        return self.container_config.get("User") or "root"
+
+    @property
+    def shell(self) -> list[str]:
+        return list(self.container_config.get("Shell") or ins.DEFAULT_SHELL)
+
+
+class StageBuilder:
+    def __init__(self, stage: Stage, base: BaseImage, *, build, position: tuple[int, int],
+                 root: Path, ignore: IgnoreList, variables: StageEnv, progress: Progress) -> None:
+        self.stage = stage
+        self.base = base
+        self.build = build
+        self.position = position
+        self.root = root
+        self.ignore = ignore
+        self.progress = progress
+        config = imageconfig.stage_config(base.config, build.platform)
+        self.state = StageState(stage.index, stage.name, root, config, variables, build, layers=list(base.layers))
+        self.snapshotter: Snapshotter | None = None
+        self.options = build.options
+
+    # -- filesystem -----------------------------------------------------------------
+    def extract_base(self) -> None:
+        started = time.monotonic()
+        for layer in self.base.layers:
+            with layer.open_compressed() as blob:
+                extract_layer(blob, self.root, ignore=self.ignore, expect_diff_id=layer.diff_id)
+        if self.base.layers:
+            self.progress.info(f"extracted {len(self.base.layers)} base layer(s) of {self.base.description} "
+                               f"in {time.monotonic() - started:.2f}s")
+        self.snapshotter = Snapshotter(self.root, self.ignore)
+        self.snapshotter.baseline()
+
+    def _snapshot(self, outcome: Outcome) -> Changes:
+        assert self.snapshotter is not None
+        if outcome.paths is None:
+            return self.snapshotter.take()
+        return self.snapshotter.take_paths([p.lstrip("/") for p in outcome.paths])
+
+    def _commit_layer(self, changes: Changes) -> Layer | None:
+        if changes.empty:
+            return None
+        layer = write_layer(
+            self.root, changes, self.build.layer_dir,
+            compression=self.options.compression, level=self.options.compression_level,
+            clamp_mtime=self.build.clamp_mtime,
+        )
+        return layer
+
+    # -- the loop -------------------------------------------------------------------
+    def run(self) -> StageResult:
+        instructions = list(self._onbuild_triggers()) + list(self.stage.instructions)
+        total = len(instructions) + 1
+        self.progress.step(self.position, (1, total), self.stage.from_.original)
+        self.extract_base()
+        created = self.build.created
+        single = self.options.single_snapshot and self.build.is_final(self.stage)
+        for n, instruction in enumerate(instructions, start=2):
+            self.progress.step(self.position, (n, total), instruction.original)
+            started = time.monotonic()
+            instruction = self.state.vars.apply(instruction)  # expands; ARG/ENV update the scope
+            handler: Callable[..., Outcome] | None = HANDLERS.get(type(instruction))
+            if handler is None:
+                raise instruction.error(f"{instruction.keyword} is not supported")
+            outcome = handler(instruction, self.state)
+            layer = None
+            if outcome.snapshot and not single:
+                layer = self._commit_layer(self._snapshot(outcome))
+            if layer is not None:
+                self.state.layers.append(layer)
+            imageconfig.add_history(self.state.config, outcome.created_by, empty_layer=layer is None,
+                                    created=created, comment=outcome.comment)
+            elapsed = time.monotonic() - started
+            self.progress.done(elapsed, layer)
+        if single:
+            changes = self._snapshot(Outcome(created_by="", snapshot=True))
+            layer = self._commit_layer(changes)
+            if layer is not None:
+                # Every step above was recorded as empty; this entry stands for the one layer.
+                self.state.layers.append(layer)
+                imageconfig.add_history(self.state.config, "pybuildless --single-snapshot", empty_layer=False,
+                                        created=created)
+        return self._result()
+
+    def _onbuild_triggers(self) -> list[ins.Instruction]:
+        triggers = (self.base.config.get("config") or {}).get("OnBuild") or []
+        if not triggers:
+            return []
+        self.progress.info(f"replaying {len(triggers)} ONBUILD trigger(s) of {self.base.description}")
+        return parse_onbuild_triggers(list(triggers), self.build.dockerfile.escape,
+                                      path=f"ONBUILD of {self.base.description}")
+
+    def _result(self) -> StageResult:
+        cfg = imageconfig.finalize(self.state.config, created=self.build.created)
+        image = build_image(cfg, self.state.layers, docker=self.base.docker_media_types
+                            and self.options.compression == "gzip")
+        return StageResult(self.stage.index, self.stage.name, image, self.root, cfg)
+
