@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import replace
 from pathlib import Path
@@ -154,3 +155,46 @@ def test_busybox_image_runs(busybox_image: str, tmp_path: Path) -> None:
 
 def _without_creds(server: RegistryServer) -> RegistryServer:
     return replace(server, username=None, password=None)
+
+
+def _post(url: str, form: dict) -> tuple[int, dict]:
+    data = urllib.parse.urlencode(form).encode()
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data, method="POST"), timeout=5) as resp:
+            return resp.status, json.load(resp)
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def test_token_issuer_oauth2_post_and_refresh(registry_token: RegistryServer) -> None:
+    realm = registry_token.token_realm
+    status, body = _post(
+        realm,
+        {
+            "grant_type": "password",
+            "username": registry_token.username,
+            "password": registry_token.password,
+            "service": "svc",
+            "scope": "repository:a/b:pull,push repository:c/d:pull",
+            "access_type": "offline",
+            "client_id": "pybuildless",
+        },
+    )
+    assert status == 200 and body["refresh_token"]
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert [e["name"] for e in claims["access"]] == ["a/b", "c/d"]
+    status, again = _post(realm, {"grant_type": "refresh_token", "refresh_token": body["refresh_token"], "service": "svc", "scope": "repository:e/f:pull"})
+    assert status == 200
+    assert jwt.decode(again["token"], options={"verify_signature": False})["access"][0]["name"] == "e/f"
+    assert _post(realm, {"grant_type": "refresh_token", "refresh_token": "bogus"})[0] == 401
+    assert _post(realm, {"grant_type": "password", "username": "tester", "password": "no"})[0] == 401
+    assert registry_token.token_issuer.requests[-1][0] == "POST"
+
+
+def test_token_issuer_without_oauth_answers_404_to_post(registry_factory, busybox_layout: Path) -> None:
+    server = registry_factory("token", token_post=False)
+    assert _post(server.token_realm, {"grant_type": "password"})[0] == 404
+    # skopeo uses GET, so the registry still works
+    push_layout(busybox_layout, server, "nopost/img:v1")
+    methods_scopes = [(r[0], r[2]) for r in server.token_issuer.requests]
+    assert ("GET", ("repository:nopost/img:pull,push",)) in methods_scopes
