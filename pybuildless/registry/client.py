@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 from urllib.parse import quote, urljoin
 
+import requests
+import urllib3
+
 from pybuildless.errors import DigestMismatchError, ImageFormatError, NotFoundError, RegistryError
 from pybuildless.image import mediatypes as mt
 from pybuildless.image.descriptor import Descriptor, Digest
@@ -111,13 +114,13 @@ class RegistryClient:
             content_type = _content_type(resp.headers.get("Content-Type"))
         if len(raw) > MAX_MANIFEST_SIZE:
             raise ImageFormatError(f"{what}: manifest larger than {MAX_MANIFEST_SIZE} bytes")
-        media_type = check_manifest(raw, content_type, what)
-        if ref.digest:
+        if ref.digest:  # verified before the bytes are even parsed
             want = Digest.parse(ref.digest)
             got = _digest_as(raw, want)
             if got != want:
                 raise DigestMismatchError(f"{what}: content digest {got} does not match the requested digest")
-            return FetchedManifest(raw, media_type, want)
+            return FetchedManifest(raw, check_manifest(raw, content_type, what), want)
+        media_type = check_manifest(raw, content_type, what)
         # By tag: compute the digest ourselves; Docker-Content-Digest is not trusted (kaniko#298).
         return FetchedManifest(raw, media_type, Digest.of_bytes(raw))
 
@@ -154,9 +157,23 @@ class RegistryClient:
         if length is not None and desc.size >= 0 and int(length) != desc.size:
             resp.close()
             raise DigestMismatchError(f"{what}: Content-Length {length} differs from the descriptor size {desc.size}")
-        raw = resp.raw
-        raw.decode_content = False  # never let urllib3 undo a Content-Encoding: gzip (moby#17595)
-        return VerifyingReader(raw, desc.digest, desc.size, what=what, on_close=resp.close)
+        return VerifyingReader(_NetworkStream(resp, what), desc.digest, desc.size, what=what, on_close=resp.close)
+
+    def read_blob(self, repository: str, desc: Descriptor, *, limit: int, scopes: tuple[str, ...] = ()) -> bytes:
+        """A small blob (a config) in memory, verified; retried on transient faults."""
+        if desc.size > limit:
+            raise ImageFormatError(f"blob {desc.digest} of {repository}: {desc.size} bytes is more than {limit}")
+        attempts = max(0, self.options.retries) + 1
+        for n in range(attempts):
+            try:
+                with self.open_blob(repository, desc, scopes=scopes) as reader:
+                    return reader.read()
+            except (RegistryError, DigestMismatchError) as e:
+                if not e.temporary or n == attempts - 1:
+                    raise
+                logger.warning("download of %s interrupted (%s); retrying", desc.digest, e)
+                self.transport._sleep(0.2 * (n + 1))
+        raise AssertionError("unreachable")
 
     def download_blob(self, repository: str, desc: Descriptor, dest: Path, *, scopes: tuple[str, ...] = ()) -> Path:
         """Stream a blob to ``dest`` (via a temp file and rename), verified; retried on transient faults."""
@@ -169,14 +186,9 @@ class RegistryClient:
                         out.write(chunk)
                 os.replace(tmp, dest)
                 return dest
-            except (RegistryError, DigestMismatchError, OSError) as e:
+            except (RegistryError, DigestMismatchError) as e:
                 tmp.unlink(missing_ok=True)
-                transient = isinstance(e, OSError) and not isinstance(e, FileNotFoundError) or getattr(
-                    e, "temporary", False)
-                if not transient or n == attempts - 1:
-                    if isinstance(e, OSError) and not isinstance(e, RegistryError):
-                        raise RegistryError(f"download blob {desc.digest}: {e.__class__.__name__}",
-                                            temporary=True) from None
+                if not e.temporary or n == attempts - 1:
                     raise
                 logger.warning("download of %s interrupted (%s); retrying", desc.digest, e)
                 self.transport._sleep(0.2 * (n + 1))
@@ -268,6 +280,27 @@ class RegistryClient:
             self.transport.request("DELETE", location, ok=(200, 202, 204, 404), scopes=scopes, retry=False).close()
         except Exception:  # best effort
             pass
+
+
+class _NetworkStream:
+    """The raw body: no Content-Encoding decoding (moby#17595), network faults as RegistryError."""
+
+    def __init__(self, resp, what: str) -> None:
+        self._resp = resp
+        self._what = what
+        self._count = 0
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            data = self._resp.raw.read(n if n and n > 0 else CHUNK, decode_content=False)
+        except (urllib3.exceptions.HTTPError, OSError, requests.RequestException) as e:
+            raise RegistryError(f"{self._what}: connection lost after {self._count} bytes ({type(e).__name__})",
+                                temporary=True) from None
+        self._count += len(data)
+        return data
+
+    def close(self) -> None:
+        self._resp.close()
 
 
 def _digest_as(raw: bytes, like: Digest) -> Digest:

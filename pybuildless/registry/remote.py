@@ -137,10 +137,7 @@ def _fetch_from(ref: Reference, source: Reference, platform: Platform, options: 
         raise ImageFormatError(f"{ref}: image indexes nested more than {MAX_INDEX_DEPTH} deep")
     manifest = json.loads(fetched.raw)
     config_desc = Descriptor.from_dict(manifest.get("config") or {})
-    if config_desc.size > MAX_CONFIG_SIZE:
-        raise ImageFormatError(f"{ref}: config blob of {config_desc.size} bytes is too large")
-    with client.open_blob(source.repository, config_desc) as reader:
-        raw_config = reader.read()
+    raw_config = client.read_blob(source.repository, config_desc, limit=MAX_CONFIG_SIZE)
     logger.info("resolved %s to %s", ref, fetched.digest)
     return RemoteImage(ref, source, client, fetched.raw, raw_config, index_digest)
 

@@ -325,7 +325,11 @@ class Transport:
             return resp
 
         def checked() -> requests.Response:
-            resp = attempt()
+            try:
+                resp = attempt()
+            except (requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError) as e:
+                raise RegistryError(f"{what + ': ' if what else ''}{method} {redact_url(url)}: {_describe(e)}",
+                                    method=method, url=redact_url(url), temporary=True) from None
             if resp.status_code in ok:
                 return resp
             raise error_from_response(resp, what)

@@ -63,7 +63,9 @@ class VerifyingReader(io.RawIOBase):
     def _finish(self) -> None:
         self._done = True
         if self.size is not None and self._count != self.size:
-            raise DigestMismatchError(f"{self.what}: got {self._count} bytes, expected {self.size}")
+            # A short body is usually a dropped connection: worth another try.
+            raise DigestMismatchError(f"{self.what}: got {self._count} bytes, expected {self.size}",
+                                      temporary=self._count < self.size)
         got = Digest(self.digest.algorithm, self._hasher.hexdigest())
         if got != self.digest:
             raise DigestMismatchError(f"{self.what}: content digest {got} does not match {self.digest}")

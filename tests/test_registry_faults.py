@@ -1,0 +1,178 @@
+"""Pulls and pushes through a fault-injecting proxy in front of the real registry.
+
+They either complete or fail with a clear error; a failed push never leaves a
+manifest that references a missing blob; corrupted content is always caught.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from pybuildless.errors import AuthError, DigestMismatchError, NotFoundError, RegistryError
+from pybuildless.image.descriptor import Digest
+from pybuildless.registry.client import RegistryClient
+from pybuildless.registry.options import RegistryOptions
+from pybuildless.registry.reference import parse_reference
+from pybuildless.registry.remote import fetch_image, pull_image, push_image
+from tests.faultproxy import Fault, FaultProxy
+
+pytestmark = pytest.mark.slow
+
+BLOB_GET = r"/v2/.+/blobs/sha256:"
+UPLOAD = r"/v2/.+/blobs/uploads/"
+MANIFEST = r"/v2/.+/manifests/"
+
+
+@pytest.fixture
+def proxy(registry):
+    with FaultProxy(registry.url) as p:
+        yield p
+
+
+@pytest.fixture
+def source(busybox_image):
+    return fetch_image(busybox_image)
+
+
+def via(proxy: FaultProxy, busybox_image: str) -> str:
+    """The busybox reference, but through the proxy."""
+    return busybox_image.replace(busybox_image.split("/")[0], proxy.host, 1)
+
+
+def manifest_blobs_present(registry, ref_text: str) -> bool:
+    """Ask the registry directly: does every blob the manifest names exist?"""
+    ref = parse_reference(ref_text)
+    client = RegistryClient.for_reference(ref)
+    fetched = client.get_manifest(ref)
+    manifest = json.loads(fetched.raw)
+    scopes = (ref.scope("pull"),)
+    for d in [manifest["config"], *manifest["layers"]]:
+        if not client.blob_exists(ref.repository, Digest.parse(d["digest"]), scopes=scopes):
+            return False
+    return True
+
+
+def test_bursts_of_503_during_push_are_retried(proxy, registry, source):
+    proxy.add(
+        Fault("status", UPLOAD, method="POST", count=2, status=503),
+        Fault("status", UPLOAD, method="PUT", count=1, status=502),
+        Fault("status", MANIFEST, method="PUT", count=2, status=500),
+    )
+    dest = f"{proxy.host}/faults/burst:v1"
+    digest = push_image(source, [dest])
+    assert digest == source.digest
+    assert proxy.count("POST", UPLOAD, "fault 503") == 2
+    assert proxy.count("PUT", MANIFEST, "fault 500") == 2
+    assert proxy.count("PUT", MANIFEST, "201") == 1
+    assert manifest_blobs_present(registry, registry.ref("faults/burst:v1"))
+
+
+def test_429_with_retry_after_is_honoured(proxy, busybox_image):
+    proxy.add(Fault("status", MANIFEST, method="GET", count=1, status=429, retry_after="1"))
+    start = time.monotonic()
+    image = fetch_image(via(proxy, busybox_image))
+    assert time.monotonic() - start >= 0.95  # waited as told, not the 0.2 s default backoff
+    assert image.layers()
+    assert proxy.count("GET", MANIFEST, "fault 429") == 1
+
+
+def test_connection_reset_mid_blob_on_pull_is_retried(proxy, busybox_image, tmp_path):
+    proxy.add(Fault("reset_mid_body", BLOB_GET, method="GET", count=2))
+    image = pull_image(via(proxy, busybox_image), tmp_path)
+    [layer] = image.layers()
+    data = layer.path.read_bytes()
+    assert Digest.of_bytes(data) == layer.digest
+    assert proxy.count("GET", BLOB_GET, "fault reset_mid_body") == 2
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_streaming_layer_reports_a_dropped_connection_clearly(proxy, busybox_image):
+    image = fetch_image(via(proxy, busybox_image))
+    proxy.add(Fault("reset_mid_body", BLOB_GET, method="GET", count=1))
+    [layer] = image.layers()
+    with pytest.raises(RegistryError) as info:
+        with layer.open_compressed() as f:
+            while f.read(65536):
+                pass
+    assert "connection lost" in str(info.value) or "bytes, expected" in str(info.value)
+    assert info.value.temporary
+
+
+def test_connection_reset_during_upload_is_retried(proxy, registry, source):
+    proxy.add(Fault("reset", UPLOAD, method="PUT", count=1))
+    dest = f"{proxy.host}/faults/reset-upload:v1"
+    assert push_image(source, [dest]) == source.digest
+    assert proxy.count("PUT", UPLOAD, "fault reset") == 1
+    assert manifest_blobs_present(registry, registry.ref("faults/reset-upload:v1"))
+
+
+def test_slow_response_beyond_the_read_timeout_is_retried(proxy, busybox_image, tmp_path):
+    proxy.add(Fault("slow", BLOB_GET, method="GET", count=1, delay=1.5))
+    options = RegistryOptions(timeout=(5.0, 0.5))
+    image = pull_image(via(proxy, busybox_image), tmp_path, options=options)
+    assert Digest.of_bytes(image.layers()[0].path.read_bytes()) == image.layers()[0].digest
+    assert proxy.count("GET", BLOB_GET) >= 2
+
+
+def test_corrupted_blob_is_detected_and_nothing_is_kept(proxy, busybox_image, tmp_path):
+    proxy.add(Fault("corrupt", BLOB_GET, method="GET", count=-1))
+    image_ref = via(proxy, busybox_image)
+    # the config blob is corrupted first: fetch fails before any layer is touched
+    with pytest.raises(DigestMismatchError) as info:
+        pull_image(image_ref, tmp_path / "out")
+    assert "does not match" in str(info.value) and "sha256:" in str(info.value)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_corrupted_layer_stream_is_detected(proxy, busybox_image, tmp_path):
+    image = fetch_image(via(proxy, busybox_image))
+    proxy.add(Fault("corrupt", BLOB_GET, method="GET", count=-1))
+    [layer] = image.layers()
+    with pytest.raises(DigestMismatchError, match=str(layer.digest)):
+        with layer.open_compressed() as f:
+            f.read(100)  # a partial read: close() drains and verifies the rest
+    with pytest.raises(DigestMismatchError):
+        image.client.download_blob(image.source.repository, layer.descriptor, tmp_path / "layer")
+    assert not (tmp_path / "layer").exists() and not (tmp_path / "layer.partial").exists()
+
+
+def test_corrupted_manifest_by_digest_is_detected(proxy, busybox_image, source):
+    by_digest = parse_reference(via(proxy, busybox_image)).with_digest(str(source.digest))
+    proxy.add(Fault("corrupt", MANIFEST, method="GET", count=-1))
+    with pytest.raises(DigestMismatchError, match="does not match the requested digest"):
+        fetch_image(by_digest)
+
+
+def test_persistent_upload_failure_never_pushes_the_manifest(proxy, registry, source):
+    proxy.add(Fault("status", UPLOAD, method="PUT", count=-1, status=500))
+    dest = f"{proxy.host}/faults/broken:v1"
+    with pytest.raises(RegistryError) as info:
+        push_image(source, [dest], options=RegistryOptions(retries=2))
+    assert "HTTP 500" in str(info.value) and "/blobs/uploads/" in str(info.value)
+    assert proxy.count("PUT", MANIFEST) == 0
+    with pytest.raises(NotFoundError):
+        fetch_image(registry.ref("faults/broken:v1"))
+
+
+def test_client_errors_are_not_retried(proxy, busybox_image, source):
+    missing = f"{proxy.host}/faults/never-pushed:v1"
+    with pytest.raises(NotFoundError):
+        fetch_image(missing)
+    assert proxy.count("GET", r"/faults/never-pushed/manifests/") == 1
+    proxy.add(Fault("status", MANIFEST, method="PUT", count=-1, status=403))
+    with pytest.raises(AuthError):
+        push_image(source, [f"{proxy.host}/faults/denied:v1"])
+    assert proxy.count("PUT", MANIFEST, "fault 403") == 1
+
+
+def test_persistent_5xx_gives_up_with_a_clear_temporary_error(proxy, busybox_image):
+    proxy.add(Fault("status", MANIFEST, method="GET", count=-1, status=503))
+    with pytest.raises(RegistryError) as info:
+        fetch_image(via(proxy, busybox_image), options=RegistryOptions(retries=2))
+    assert info.value.temporary and info.value.status == 503
+    assert "UNAVAILABLE" in str(info.value)
+    assert proxy.count("GET", MANIFEST, "fault 503") == 3
