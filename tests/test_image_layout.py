@@ -9,6 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pybuildless.errors import DigestMismatchError, ImageFormatError
 from pybuildless.image.descriptor import Digest, Platform
@@ -142,3 +144,39 @@ def test_registry_to_layout_round_trip(busybox_image: str, tmp_path: Path) -> No
     assert image_digest(again) == image_digest(image)
     assert again.raw_config() == image.raw_config()
     validate_image(again, decompress=True)
+
+
+def test_replace_index_keeps_only_the_new_image(tmp_path: Path) -> None:
+    one = make_image(tmp_path / "l", [{"a": b"1"}])
+    two = make_image(tmp_path / "l", [{"a": b"2"}])
+    out = tmp_path / "layout"
+    write_layout(out, one, tag="one")
+    write_layout(out, two, replace_index=True)
+    index = json.loads((out / "index.json").read_text())
+    assert [e["digest"] for e in index["manifests"]] == [str(image_digest(two))]
+    assert "annotations" not in index["manifests"][0]
+    assert index["manifests"][0]["platform"]["os"] == "linux"
+    assert image_digest(read_layout(out)) == image_digest(two)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    files=st.lists(
+        st.dictionaries(st.from_regex(r"[a-z]{1,8}(/[a-z]{1,8})?", fullmatch=True), st.binary(max_size=64), min_size=1, max_size=4),
+        min_size=0,
+        max_size=3,
+    ),
+    compression=st.sampled_from(["gzip", "zstd", "none"]),
+)
+def test_layout_and_tarball_round_trips_keep_identity(tmp_path_factory, files, compression) -> None:
+    from pybuildless.image.tarball import read_tarball, write_tarball
+
+    d = tmp_path_factory.mktemp("prop")
+    image = make_image(d / "l", files, compression=compression)
+    write_layout(d / "layout", image, tag="t")
+    from_layout = read_layout(d / "layout", "t")
+    assert from_layout.raw_manifest() == image.raw_manifest()
+    write_tarball(d / "img.tar", from_layout, ["prop/img:t"])
+    from_tar = read_tarball(d / "img.tar", "prop/img:t")
+    assert from_tar.raw_manifest() == image.raw_manifest() and from_tar.raw_config() == image.raw_config()
+    validate_image(from_tar, decompress=True)

@@ -192,3 +192,24 @@ def test_layers_are_streamed_not_loaded(tmp_path: Path) -> None:
     assert peak < 8 << 20, f"peak Python allocation {peak} bytes for a 24 MiB layer"
     back = read_tarball(tmp_path / "big.tar")
     assert back.layers()[0].digest == layer.digest
+
+
+def test_several_images_in_one_archive(tmp_path: Path) -> None:
+    from pybuildless.image.tarball import write_tarball_multi
+
+    shared = {"shared": b"same layer in both"}
+    one = make_image(tmp_path / "l", [shared, {"one": b"1"}])
+    two = make_image(tmp_path / "l", [shared, {"two": b"2"}])
+    path = tmp_path / "multi.tar"
+    write_tarball_multi(path, [(one, ["multi/one:1"]), (two, ["multi/two:2", "multi/two:latest"])])
+    with tarfile.open(path) as tar:
+        blob_names = [n for n in tar.getnames() if n.startswith("blobs/sha256/")]
+    assert len(blob_names) == len(set(blob_names)) == 3 + 2 + 2  # layers stored once, 2 configs, 2 manifests
+    assert image_digest(read_tarball(path, "multi/one:1")) == image_digest(one)
+    assert image_digest(read_tarball(path, "multi/two")) == image_digest(two)  # ':latest' implied
+    with pytest.raises(TarballError, match="holds 2 images"):
+        read_tarball(path)
+    for ref, want in (("multi/one:1", one), ("multi/two:2", two)):
+        r = run("skopeo", "inspect", "--config", f"docker-archive:{path}:{ref}")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["rootfs"] == image_config(want)["rootfs"]

@@ -191,13 +191,18 @@ def write_layout(
     *,
     tag: str | None = None,
     annotations: dict[str, str] | None = None,
+    replace_index: bool = False,
 ) -> Descriptor:
     """Add ``image`` to the layout at ``layout`` (created if needed), tagged ``tag`` if given.
 
+    ``replace_index=True`` drops the index's other entries (blobs stay), which
+    is what Kaniko's ``--oci-layout-path`` does: a fresh index, then the image.
     Returns the manifest descriptor as recorded in ``index.json``.
     """
     layout = Path(layout)
     index = init_layout(layout)
+    if replace_index:
+        index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}
     desc = write_image_blobs(layout, image)
     entry = desc.to_dict()
     notes = dict(annotations or {})
