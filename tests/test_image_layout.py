@@ -180,3 +180,17 @@ def test_layout_and_tarball_round_trips_keep_identity(tmp_path_factory, files, c
     from_tar = read_tarball(d / "img.tar", "prop/img:t")
     assert from_tar.raw_manifest() == image.raw_manifest() and from_tar.raw_config() == image.raw_config()
     validate_image(from_tar, decompress=True)
+
+
+def test_nested_index_without_media_types(tmp_path: Path) -> None:
+    """index.json -> index (descriptor says nothing about its type) -> platform manifests."""
+    amd = make_image(tmp_path / "l", [{"n": b"amd"}], arch="linux/amd64")
+    arm = make_image(tmp_path / "l", [{"n": b"arm"}], arch="linux/arm/v7")
+    out = tmp_path / "layout"
+    desc = write_index_to_layout(out, [amd, arm], tag="inner")
+    index = json.loads((out / "index.json").read_text())
+    index["manifests"][0].pop("mediaType")
+    (out / "index.json").write_text(json.dumps(index))
+    got = read_layout(out, "inner", platform=Platform.parse("linux/arm"))
+    assert image_digest(got) == image_digest(arm)
+    assert image_digest(read_layout(out, str(desc.digest), platform=Platform.parse("linux/amd64"))) == image_digest(amd)

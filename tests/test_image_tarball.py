@@ -213,3 +213,24 @@ def test_several_images_in_one_archive(tmp_path: Path) -> None:
         r = run("skopeo", "inspect", "--config", f"docker-archive:{path}:{ref}")
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["rootfs"] == image_config(want)["rootfs"]
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_tarball_through_an_authenticated_registry_runs(busybox_tar: Path, registry_basic, tmp_path: Path) -> None:
+    """Our archive, pushed by skopeo to a basic-auth registry, pulled back and run under chroot."""
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root (umoci unpack and chroot)")
+    ref = registry_basic.ref("tarball/busybox:v1")
+    push = run("skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", registry_basic.creds,
+               f"docker-archive:{busybox_tar}:plain:latest", f"docker://{ref}")
+    assert push.returncode == 0, push.stderr
+    layout = tmp_path / "pulled"
+    pull = run("skopeo", "copy", "--quiet", "--src-tls-verify=false", "--src-creds", registry_basic.creds,
+               f"docker://{ref}", f"oci:{layout}:v1")
+    assert pull.returncode == 0, pull.stderr
+    unpack = run("umoci", "unpack", "--image", f"{layout}:v1", str(tmp_path / "bundle"))
+    assert unpack.returncode == 0, unpack.stderr
+    out = run("chroot", str(tmp_path / "bundle" / "rootfs"), "/bin/sh", "-c", "echo from-tarball; ls /home")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["from-tarball", "user"]

@@ -337,19 +337,19 @@ def read_layout(
     desc = _find_entry(layout, _load_index(layout), ref)
     want = platform or Platform.host()
     for _depth in range(8):
-        if not mt.is_index(desc.media_type):
+        raw_manifest = read_blob(layout, desc)
+        try:
+            manifest = json.loads(raw_manifest)
+        except ValueError as e:
+            raise LayoutError(f"{layout}: blob {desc.digest} is not JSON: {e}") from None
+        if "manifests" in manifest and manifest.get("layers"):
+            raise ImageFormatError(f"{layout}: document {desc.digest} has both 'manifests' and 'layers'")
+        # an index is recognised by its descriptor or by its own content
+        if not (mt.is_index(desc.media_type) or mt.is_index(manifest.get("mediaType", "")) or "manifests" in manifest):
             break
-        child = json.loads(read_blob(layout, desc))
-        desc = select_manifest(child, want)
+        desc = select_manifest(manifest, want)
     else:
         raise LayoutError(f"{layout}: indexes nested too deeply")
-    raw_manifest = read_blob(layout, desc)
-    manifest = json.loads(raw_manifest)
-    if "manifests" in manifest:
-        if mt.is_index(manifest.get("mediaType", "")) or not manifest.get("layers"):
-            # an index whose descriptor did not say so
-            return read_layout(layout, str(select_manifest(manifest, want).digest), platform=want)
-        raise ImageFormatError(f"{layout}: manifest {desc.digest} has both 'manifests' and 'layers'")
     config_desc = Descriptor.from_dict(manifest.get("config") or {})
     raw_config = read_blob(layout, config_desc)
 
