@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from pybuildless.fs.ignore import IgnoreList
+from pybuildless.fs.snapshot import Snapshotter
+
+
+def write(path, data="x", mtime=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(data)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "root"
+    write(root / "etc/conf", "a", 1000)
+    write(root / "etc/d/one", "1")
+    write(root / "etc/d/two", "2")
+    write(root / "usr/bin/tool", "t")
+    write(root / "same", "s", 1000)
+    return root
+
+
+def test_no_change_is_empty(tree):
+    s = Snapshotter(tree)
+    s.baseline()
+    assert s.take().empty
+
+
+def test_added_modified_deleted_and_state_carried_forward(tree):
+    s = Snapshotter(tree)
+    s.baseline()
+    write(tree / "new/file", "n")
+    write(tree / "etc/conf", "b", 1000)  # same size, mtime restored: ctime still moves
+    shutil.rmtree(tree / "etc/d")
+    c = s.take()
+    assert c.added == ("new", "new/file")
+    assert "etc/conf" in c.modified and "etc" in c.modified
+    assert c.deleted == ("etc/d",), "one whiteout for a deleted tree"
+    assert c.opaque == ()
+    # the next step starts from the new state
+    os.unlink(tree / "new/file")
+    c2 = s.take()
+    assert c2.deleted == ("new/file",) and c2.added == ()
+
+
+def test_created_then_deleted_within_a_step_leaves_no_whiteout(tree):
+    s = Snapshotter(tree)
+    s.baseline()
+    write(tree / "tmpfile")
+    os.unlink(tree / "tmpfile")
+    assert s.take().deleted == ()
+
+
+def test_dir_recreated_becomes_opaque(tree):
+    s = Snapshotter(tree)
+    s.baseline()
+    os.rename(tree / "etc/d", tree / "moved-away")  # keeps the old inode alive, so the new dir differs
+    write(tree / "etc/d/three", "3")
+    c = s.take()
+    assert c.opaque == ("etc/d",)
+    assert "etc/d/three" in c.added and "moved-away/one" in c.added
+    assert c.deleted == (), "children of an opaque dir need no whiteouts"
+
+
+def test_dir_replaced_by_file_needs_no_child_whiteouts(tree):
+    s = Snapshotter(tree)
+    s.baseline()
+    shutil.rmtree(tree / "etc/d")
+    write(tree / "etc/d", "now a file")
+    c = s.take()
+    assert "etc/d" in c.modified and c.deleted == ()
+    shutil.rmtree(tree / "usr/bin")
+    os.symlink("/elsewhere", tree / "usr/bin")
+    c = s.take()
+    assert "usr/bin" in c.modified and c.deleted == ()
+
+
+def test_full_mode_ignores_touch_without_content_change(tree):
+    s = Snapshotter(tree, mode="full")
+    s.baseline()
+    os.chmod(tree / "same", 0o644)  # ctime moves, nothing else
+    stat_mode = Snapshotter(tree)
+    stat_mode.baseline()
+    assert s.take().empty
+    write(tree / "same", "t", 1000)  # same size and mtime, new content
+    assert s.take().modified == ("same",)
+
+
+def test_ignored_paths_are_never_snapshotted(tree):
+    (tree / "proc").mkdir()
+    write(tree / "proc/x")
+    s = Snapshotter(tree, IgnoreList.of(["/proc", "/etc/d"]))
+    s.baseline()
+    assert "proc" not in s.state and "etc/d" not in s.state and "etc/d/one" not in s.state
+    write(tree / "proc/y")
+    shutil.rmtree(tree / "etc/d")
+    c = s.take()
+    assert c.added == () and c.deleted == ()
+    assert c.modified == ("etc",), "only the parent's mtime moved"
+
+
+def test_hint_paths_only_look_where_told(tree):
+    s = Snapshotter(tree)
+    s.baseline()
+    write(tree / "app/lib/mod.py", "code")
+    write(tree / "elsewhere", "not looked at")
+    c = s.take_paths(["/app/lib"])
+    assert c.added == ("app", "app/lib", "app/lib/mod.py")
+    assert "elsewhere" not in s.state
+    # a full walk later still sees what the hint walk skipped
+    assert s.take().added == ("elsewhere",)
+
+
+def test_hardlink_added_to_existing_file_reports_the_group(tree):
+    s = Snapshotter(tree)
+    s.baseline()
+    os.link(tree / "same", tree / "usr/same-link")
+    c = s.take()
+    assert "usr/same-link" in c.added and "same" in c.modified
