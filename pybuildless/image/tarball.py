@@ -166,30 +166,29 @@ def _write_entries(tar: tarfile.TarFile, entries: Sequence[tuple[Image, Sequence
 # --- reading ----------------------------------------------------------------
 
 
-class _Section:
-    """A read-only window [offset, offset+length) of a file."""
+class _Section(io.RawIOBase):
+    """A read-only window [offset, offset+length) of a file, usable wherever a binary file is."""
 
     def __init__(self, path: Path, offset: int, length: int) -> None:
+        super().__init__()
         self._f = open(path, "rb")
         self._f.seek(offset)
         self._left = length
 
-    def read(self, n: int = -1) -> bytes:
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
         if self._left <= 0:
-            return b""
-        n = self._left if n is None or n < 0 else min(n, self._left)
-        data = self._f.read(n)
-        self._left -= len(data)
-        return data
+            return 0
+        view = memoryview(buffer)[: min(len(buffer), self._left)]
+        n = self._f.readinto(view)
+        self._left -= n
+        return n
 
     def close(self) -> None:
         self._f.close()
-
-    def __enter__(self) -> "_Section":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().close()
 
 
 @dataclass(frozen=True)
@@ -205,7 +204,7 @@ class TarMemberLayer:
     media_type: str
 
     def open_compressed(self) -> BinaryIO:
-        return _Section(self.archive, self.offset, self.length)  # type: ignore[return-value]
+        return io.BufferedReader(_Section(self.archive, self.offset, self.length), CHUNK)
 
 
 class _Archive:
