@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import random
 import shutil
 import subprocess
 import time
@@ -68,6 +69,11 @@ def sh(box: Sandbox, script: str, *, user: ResolvedUser = ROOT_USER, cwd: str = 
     code = box.run(["/bin/sh", "-c", script], env=env or ENV, cwd=cwd, user=user, stdout=out.extend,
                    network=network)
     return code, out.decode()
+
+
+def unique_tag() -> str:
+    """A digit string no other test run uses, so leftovers of one run cannot fail another."""
+    return f"9{random.randrange(10**6):06d}"
 
 
 def processes_with(needle: str) -> list[str]:
@@ -150,11 +156,12 @@ def test_host_files_are_invisible(sandbox: ChrootSandbox, tmp_path: Path) -> Non
 
 
 def test_background_daemon_is_killed_and_step_returns(sandbox: ChrootSandbox) -> None:
+    tag = unique_tag()
     start = time.monotonic()
-    code, out = sh(sandbox, "(sleep 987601 &); setsid sleep 987602 & nohup sleep 987603 >/dev/null 2>&1 & echo bg")
+    code, out = sh(sandbox, f"(sleep {tag}1 &); setsid sleep {tag}2 & nohup sleep {tag}3 >/dev/null 2>&1 & echo bg")
     assert (code, out) == (0, "bg\n")
     assert time.monotonic() - start < 5
-    assert processes_with("sleep 98760") == []
+    assert processes_with(f"sleep {tag}") == []
 
 
 def test_no_mounts_and_no_stray_files_after_run(sandbox: ChrootSandbox, rootfs: Path) -> None:
@@ -228,12 +235,13 @@ def test_bad_arguments(sandbox: ChrootSandbox, bad: dict) -> None:
 
 
 def test_fallback_without_namespaces(tmp_path: Path) -> None:
+    tag = unique_tag()
     root = make_busybox_root(tmp_path / "plain")
     with ChrootSandbox(root, namespaces=False) as box:
         code, out = sh(box, "echo x > /dev/null && echo ok; cat /etc/hosts | grep -c localhost; "
-                            "(sleep 987611 &); setsid sleep 987612 & echo done")
+                            f"(sleep {tag}1 &); setsid sleep {tag}2 & echo done")
     assert code == 0 and out.splitlines()[0] == "ok" and out.splitlines()[-1] == "done"
-    assert processes_with("sleep 98761") == []
+    assert processes_with(f"sleep {tag}") == []
     for name in ("dev", "etc/hosts", "etc/resolv.conf"):
         assert not os.path.lexists(root / name), name
 
@@ -274,3 +282,32 @@ def test_inplace_spec_without_running() -> None:
     box.close()
     with pytest.raises(SandboxError, match="closed"):
         box.build_spec(["true"], env=ENV, cwd="/", user=ROOT_USER)
+
+
+def test_large_output_is_complete(sandbox: ChrootSandbox) -> None:
+    code, out = sh(sandbox, "i=0; while [ $i -lt 20 ]; do head -c 262144 /dev/zero | tr '\\0' x; i=$((i+1)); done; "
+                            "echo; echo end")
+    assert code == 0
+    assert out.count("x") == 20 * 262144 and out.endswith("\nend\n")
+
+
+def test_stdin_is_empty(sandbox: ChrootSandbox) -> None:
+    start = time.monotonic()
+    assert sh(sandbox, "cat; read line || echo eof") == (0, "eof\n")
+    assert time.monotonic() - start < 5
+
+
+def test_failing_sink_kills_the_step(sandbox: ChrootSandbox) -> None:
+    """If the builder stops reading (error, Ctrl-C), the whole process tree goes away."""
+    tag = unique_tag()
+
+    def sink(chunk: bytes) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sandbox.run(["/bin/sh", "-c", f"(sleep {tag}1 &); echo started; sleep {tag}2"], env=ENV, cwd="/",
+                    user=ROOT_USER, stdout=sink)
+    deadline = time.monotonic() + 5
+    while processes_with(f"sleep {tag}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert processes_with(f"sleep {tag}") == []

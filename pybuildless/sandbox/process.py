@@ -23,6 +23,7 @@ them. The parent reads it until the monitor is gone.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -182,7 +183,15 @@ def _monitor(spec: ChildSpec, parent_pid: int, out_w: int, err_w: int, devnull: 
             _linux.unshare(spec.unshare_flags)
         if spec.unshare_flags & _linux.CLONE_NEWNS:
             # Nothing we mount may propagate back to the host's namespace.
-            _linux.mount(None, "/", None, _linux.MS_REC | _linux.MS_PRIVATE)
+            try:
+                _linux.mount(None, "/", None, _linux.MS_REC | _linux.MS_PRIVATE)
+            except OSError as exc:
+                # EINVAL: our / is not a mount point (the builder itself runs in a
+                # bare chroot). Mounting anything now could propagate, so don't.
+                if spec.setup_mounts is not None:
+                    raise OSError(exc.errno, f"cannot make mounts private ({exc.strerror}); "
+                                  "is the builder's / a mount point?") from None
+                spec = dataclasses.replace(spec, proc_mountpoint=None)
         if spec.setup_mounts is not None:
             spec.setup_mounts()
         if spec.loopback_up:
@@ -200,26 +209,42 @@ def _monitor(spec: ChildSpec, parent_pid: int, out_w: int, err_w: int, devnull: 
         code = os.waitstatus_to_exitcode(status)
         if code < 0:
             code = 128 - code
-        _reap_everything()
+        _reap_everything(None if in_pid_ns else child)
     except BaseException as exc:
         _report(err_w, "setup", f"{type(exc).__name__}: {exc}")
     finally:
         os._exit(code)
 
 
-def _reap_everything() -> None:  # pragma: no cover - monitor only
+def _reap_everything(command_pgid: int | None) -> None:  # pragma: no cover - monitor only
+    """Kill and reap every process the step left behind.
+
+    The command's process group first (what Kaniko does), then anything in
+    our session or re-parented to us. If /proc is unavailable and a process
+    escaped both, give up after a few seconds rather than hang the build.
+    """
     me = os.getpid()
     sid = os.getsid(0)
+    idle_since = time.monotonic()
     while True:
-        for pid in _descendant_candidates(me, sid):
+        victims = _descendant_candidates(me, sid)
+        if command_pgid is not None:
+            victims.append(-command_pgid)
+        for pid in victims:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         try:
-            os.waitpid(-1, 0)
+            pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
+        if pid:
+            idle_since = time.monotonic()
+        elif time.monotonic() - idle_since > 5.0:
+            return
+        else:
+            time.sleep(0.01)
 
 
 def _descendant_candidates(me: int, sid: int) -> list[int]:  # pragma: no cover - monitor only
@@ -269,6 +294,8 @@ def _exec_command(spec: ChildSpec, out_w: int, err_w: int, devnull: int) -> None
     stage = "setup"
     try:
         _linux.prctl(_linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        # Own process group, so the monitor can kill the group like Kaniko does.
+        os.setpgid(0, 0)
         if spec.chroot is not None:
             os.chroot(spec.chroot)
             os.chdir("/")
