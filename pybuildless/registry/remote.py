@@ -138,8 +138,21 @@ def _fetch_from(ref: Reference, source: Reference, platform: Platform, options: 
     manifest = json.loads(fetched.raw)
     config_desc = Descriptor.from_dict(manifest.get("config") or {})
     raw_config = client.read_blob(source.repository, config_desc, limit=MAX_CONFIG_SIZE)
+    if index_digest is None:
+        _warn_platform(ref, raw_config, platform)
     logger.info("resolved %s to %s", ref, fetched.digest)
     return RemoteImage(ref, source, client, fetched.raw, raw_config, index_digest)
+
+
+def _warn_platform(ref: Reference, raw_config: bytes, wanted: Platform) -> None:
+    """A single-platform image is used whatever it is built for, as Docker does, with a warning."""
+    try:
+        config = json.loads(raw_config)
+        have = Platform.from_dict(config) if config.get("architecture") else None
+    except (ValueError, AttributeError, ImageFormatError):
+        return
+    if have is not None and not Platform.normalise(wanted.os, wanted.architecture, wanted.variant).matches(have):
+        logger.warning("image %s is for platform %s, not the requested %s", ref, have, wanted)
 
 
 # -- pull to disk ------------------------------------------------------------------------
