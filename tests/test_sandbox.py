@@ -311,3 +311,27 @@ def test_failing_sink_kills_the_step(sandbox: ChrootSandbox) -> None:
     while processes_with(f"sleep {tag}") and time.monotonic() < deadline:
         time.sleep(0.05)
     assert processes_with(f"sleep {tag}") == []
+
+
+def test_scratch_like_root_gets_nothing_added(tmp_path: Path) -> None:
+    """A root without /etc, /dev, /proc, /sys: the RUN still works and none of them remain."""
+    root = tmp_path / "bare root"  # a space, to exercise mountinfo escaping too
+    (root / "bin").mkdir(parents=True)
+    shutil.copy2(BUSYBOX, root / "bin/busybox")
+    (root / "bin/sh").symlink_to("busybox")
+    with ChrootSandbox(root) as box:
+        code, out = sh(box, "/bin/busybox cat /etc/hosts | /bin/busybox grep -c localhost; "
+                            "/bin/busybox ls /dev/null /proc/self/status", env={"PATH": "/bin"})
+        assert (code, out) == (0, "1\n/dev/null\n/proc/self/status\n")
+        assert sorted(os.listdir(root)) == ["bin"] and sorted(os.listdir(root / "bin")) == ["busybox", "sh"]
+        # a RUN that writes into the /etc we created keeps its file, and only its file
+        assert sh(box, "/bin/busybox touch /etc/app.conf", env={"PATH": "/bin"})[0] == 0
+    assert sorted(os.listdir(root)) == ["bin", "etc"]
+    assert os.listdir(root / "etc") == ["app.conf"]
+
+
+def test_mountinfo_unescaping() -> None:
+    from pybuildless.sandbox.base import _unescape_mountinfo
+
+    assert _unescape_mountinfo(r"/tmp/a\040b\011c\134d") == "/tmp/a b\tc\\d"
+    assert _unescape_mountinfo("/plain") == "/plain"

@@ -10,10 +10,13 @@ Process tree (the builder is the parent)::
   else in the namespace, so ``RUN (sleep 1000 &)`` cannot leave a process.
   The command is not pid 1, so it gets ordinary signal semantics (``kill -9
   $$`` works) and zombies are reaped.
-* Without one (no CAP_SYS_ADMIN), the monitor is a child subreaper: after the
-  command exits it SIGKILLs every process of its session and every orphan
-  re-parented to it, until it has no child left (Kaniko only killed the
-  process group).
+* Without one (no CAP_SYS_ADMIN), the command gets its own process group
+  and the monitor is a child subreaper: after the command exits it SIGKILLs
+  that group (all Kaniko does), every process of its session and every orphan
+  re-parented to it, until it has no child left. Only a process that left
+  both the group and the session *and* cannot be found because /proc is not
+  mounted can survive; the monitor gives up on it after 5 s and the builder
+  stops reading its output 2 s later.
 * Mounts made by the monitor live in its private mount namespace and vanish
   with the last process in it; the host's mount table is never changed.
 
