@@ -35,6 +35,7 @@ def resolve_in_root(root: str, path: str, *, follow_final: bool = True) -> str:
 
 class PathMatcher(Protocol):
     def excludes(self, rel_path: str) -> bool: ...
+    def can_skip_dir(self, rel_dir: str) -> bool: ...
 
 
 @dataclass
@@ -211,7 +212,13 @@ class _Writer:
             self.touched.append(current)
 
     def _walk(self, host_dir: str, rel_dir: str) -> Iterator[tuple[str, str, os.stat_result]]:
-        """(host path, path relative to the copied directory, lstat) in sorted order."""
+        """(host path, path relative to the copied directory, lstat), parents before children.
+
+        A directory excluded by .dockerignore is still entered when an exception
+        pattern may re-include something inside; it is then emitted only just
+        before its first included descendant (moby's behaviour).
+        """
+        held: dict[str, tuple[str, str, os.stat_result]] = {}  # excluded dirs entered, not yet emitted
         stack = [(host_dir, "")]
         while stack:
             hdir, sub = stack.pop()
@@ -219,10 +226,20 @@ class _Writer:
                 entries = sorted(it, key=lambda e: e.name)
             for e in reversed(entries):
                 rel = posixpath.join(sub, e.name) if sub else e.name
-                ctx_rel = posixpath.join(rel_dir, rel) if rel_dir not in ("", ".") else rel
-                if _ignored(self.src_root, ctx_rel) or _excluded(rel, self.req):
+                if _excluded(rel, self.req):
                     continue
                 st = e.stat(follow_symlinks=False)
+                ctx_rel = posixpath.join(rel_dir, rel) if rel_dir not in ("", ".") else rel
+                if _ignored(self.src_root, ctx_rel):
+                    if stat.S_ISDIR(st.st_mode) and not self.src_root.ignore.can_skip_dir(ctx_rel):
+                        held[rel] = (e.path, rel, st)
+                        stack.append((e.path, rel))
+                    continue
+                parts = rel.split("/")
+                for i in range(1, len(parts)):
+                    ancestor = held.pop("/".join(parts[:i]), None)
+                    if ancestor is not None:
+                        yield ancestor
                 yield e.path, rel, st
                 if stat.S_ISDIR(st.st_mode):
                     stack.append((e.path, rel))

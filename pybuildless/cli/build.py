@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import click
@@ -117,7 +118,10 @@ def command(**kw) -> None:
     from pybuildless.build.executor import run_build
     from pybuildless.log import setup_logging
 
-    setup_logging(kw["verbosity"], kw["log_format"], kw["log_timestamp"])
+    fmt = kw["log_format"]
+    if fmt == "color" and not sys.stderr.isatty():
+        fmt = "text"  # Kaniko's default is color; escape codes only help a terminal
+    setup_logging(kw["verbosity"], fmt, kw["log_timestamp"])
     level = kw["compression_level"]
     options = BuildOptions(
         context=kw["context"],
