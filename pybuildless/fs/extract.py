@@ -149,6 +149,9 @@ class _Applier:
         self.layer_paths: set[str] = set()
         self.layer_ancestors: set[str] = set()
         self.dir_times: list[tuple[str, int]] = []
+        # mtimes of lower directories this layer modifies without carrying them:
+        # put back at the end so unchanged directories keep their times
+        self.touched: dict[str, int] = {}
 
     # -- resolution -------------------------------------------------------
     def close(self) -> None:
@@ -218,6 +221,7 @@ class _Applier:
                 log.warning("skipping device node %s (needs root)", m.name)
                 self.counts.skipped += 1
                 return
+        self._touch(parent, pfd)
         self.layer_paths.add(rel)
         p = parent
         while p and p not in self.layer_ancestors:
@@ -254,6 +258,10 @@ class _Applier:
         else:
             log.warning("skipping %s: unsupported tar entry type %r", m.name, m.type)
             self.counts.skipped += 1
+
+    def _touch(self, rel: str, fd: int) -> None:
+        if rel not in self.touched and rel not in self.layer_paths:
+            self.touched[rel] = os.stat(fd).st_mtime_ns
 
     def _remove(self, pfd: int, base: str, target_abs: str, is_dir: bool) -> None:
         if is_dir and self.ignore and self.ignore.contains_ignored(target_abs):
@@ -370,6 +378,7 @@ class _Applier:
         vabs = self._abs(preal, victim)
         if self.ignore and self.ignore.is_ignored(vabs):
             return
+        self._touch(parent, pfd)
         keep = None
         if self.ignore:
             keep = lambda path: ("keep" if self.ignore.is_ignored(path)  # noqa: E731
@@ -382,6 +391,7 @@ class _Applier:
             dfd, dreal = self.parent(dir_rel, create=False)
         except (FileNotFoundError, NotADirectoryError):
             return
+        self._touch(dir_rel, dfd)
         prefix_len = len(dir_rel) + 1 if dir_rel else 0
 
         def keep(path: str) -> str | None:
@@ -406,7 +416,9 @@ class _Applier:
 
     # -- end of layer -----------------------------------------------------
     def finish(self) -> None:
-        for rel, ns in self.dir_times:
+        carried = {rel for rel, _ in self.dir_times}
+        restore = [(rel, ns) for rel, ns in self.touched.items() if rel not in carried]
+        for rel, ns in restore + self.dir_times:
             if rel == "":
                 if not self.in_place:
                     os.utime(self.root, ns=(ns, ns))
