@@ -99,8 +99,8 @@ class StageBuilder:
 
     def _snapshot(self, outcome: Outcome) -> Changes:
         assert self.snapshotter is not None
-        if outcome.paths is None:
-            return self.snapshotter.take()
+        if outcome.paths is None or any(not p.strip("/") for p in outcome.paths):
+            return self.snapshotter.take()  # asked for, or the step wrote to / itself
         return self.snapshotter.take_paths([p.lstrip("/") for p in outcome.paths])
 
     def _commit_layer(self, changes: Changes) -> Layer | None:
