@@ -15,7 +15,6 @@ from pybuildless.registry.credentials import (
     ANONYMOUS,
     Credential,
     CredentialsError,
-    DockerConfigKeychain,
     config_key_to_host,
     default_keychain,
 )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pybuildless.errors import AuthError, DigestMismatchError, NotFoundError
+from pybuildless.errors import AuthError, NotFoundError
 from pybuildless.image import mediatypes as mt
 from pybuildless.image.descriptor import Digest, Platform
 from pybuildless.image.model import FileLayer, MountableLayer, canonical_json

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 
 def issuer_token(server, scopes: list[str], *, offline: bool = False) -> dict:
-    query = "&".join([f"service=pybuildless-test-registry"] + [f"scope={s}" for s in scopes])
+    query = "&".join(["service=pybuildless-test-registry"] + [f"scope={s}" for s in scopes])
     if offline:
         query += "&offline_token=true&client_id=tests"
     req = urllib.request.Request(f"{server.token_realm}?{query}")

@@ -24,7 +24,7 @@ from pybuildless.image import mediatypes as mt
 from pybuildless.image.descriptor import Descriptor, Digest
 from pybuildless.registry.options import RegistryOptions
 from pybuildless.registry.reference import Reference
-from pybuildless.registry.transport import Transport, redact_url, with_query
+from pybuildless.registry.transport import Transport, redact_url, shared_transport, with_query
 from pybuildless.registry.verify import CHUNK, VerifyingReader
 
 logger = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class RegistryClient:
     def __init__(self, registry: str, options: RegistryOptions | None = None, *, pull: bool = False,
                  transport: Transport | None = None) -> None:
         self.options = options or RegistryOptions()
-        self.transport = transport or Transport(registry, self.options, pull=pull)
+        self.transport = transport or shared_transport(registry, self.options, pull=pull)
 
     @classmethod
     def for_reference(cls, ref: Reference, options: RegistryOptions | None = None, *, pull: bool = False):

@@ -23,6 +23,7 @@ from pybuildless import log
 from pybuildless.errors import AuthError
 from pybuildless.registry.challenge import Challenge
 from pybuildless.registry.credentials import Credential
+from pybuildless.registry.responses import TEMPORARY_STATUS, error_from_response
 
 if TYPE_CHECKING:
     from pybuildless.registry.transport import Transport
@@ -159,8 +160,6 @@ def _post_oauth(transport: "Transport", realm: str, service: str, scopes: tuple[
 
 
 def _raise_temporary(resp: requests.Response) -> requests.Response:
-    from pybuildless.registry.transport import TEMPORARY_STATUS, error_from_response
-
     if resp.status_code in TEMPORARY_STATUS:
         raise error_from_response(resp, "token request")
     return resp

@@ -10,14 +10,13 @@ host and to the token realm, never to a redirect target; temporary failures
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import random
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Iterable
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
@@ -25,103 +24,24 @@ from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
 
 from pybuildless import __version__, log
-from pybuildless.errors import AuthError, NotFoundError, RegistryError
+from pybuildless.errors import AuthError, RegistryError
 from pybuildless.registry.challenge import Challenge, merge_scopes, parse_challenges, pick_challenge
-from pybuildless.registry.credentials import ANONYMOUS, Credential
+from pybuildless.registry.credentials import Credential
 from pybuildless.registry.options import RegistryOptions, is_loopback
+from pybuildless.registry.responses import (
+    TEMPORARY_STATUS,
+    describe_exception,
+    error_from_response,
+    header_values,
+    redact_url,
+    with_query,
+)
 from pybuildless.registry.tokens import TokenCache, fetch_token
 
 logger = logging.getLogger(__name__)
 
-USER_AGENT = f"pybuildless/{__version__}"
-TEMPORARY_STATUS = frozenset({408, 429, 499, 500, 502, 503, 504, 522})
-TEMPORARY_CODES = frozenset({"BLOB_UPLOAD_INVALID", "TOOMANYREQUESTS", "UNKNOWN", "UNAVAILABLE"})
-MAX_ERROR_BODY = 64 * 1024
-MAX_RETRY_AFTER = 60.0
-_SAFE_QUERY_KEYS = frozenset({"digest", "mount", "from", "tag", "n", "last", "service", "scope", "ns"})
-
 Body = bytes | Callable[[], BinaryIO] | None
-
-
-def redact_url(url: str) -> str:
-    """The URL with user info dropped and query values other than harmless ones hidden."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return log.redact(url)
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    query = urlencode(
-        [(k, v if k in _SAFE_QUERY_KEYS else "REDACTED") for k, v in parse_qsl(parts.query, keep_blank_values=True)],
-        safe=":/",
-    )
-    return log.redact(urlunsplit((parts.scheme, netloc, parts.path, query, "")))
-
-
-def with_query(url: str, **params: str) -> str:
-    """Merge query parameters into an opaque URL (upload ``Location``s carry their own state)."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    query = [(k, v) for k, v in query if k not in params] + list(params.items())
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
-
-
-def _error_codes(resp: requests.Response) -> tuple[tuple[str, ...], str]:
-    """The registry's error codes and a short message from a JSON error body (capped)."""
-    try:
-        body = resp.raw.read(MAX_ERROR_BODY, decode_content=True) if resp.raw is not None else b""
-    except Exception:
-        body = b""
-    codes: list[str] = []
-    messages: list[str] = []
-    try:
-        import json
-
-        doc = json.loads(body)
-        for err in doc.get("errors") or []:
-            if isinstance(err, dict):
-                codes.append(str(err.get("code", "")))
-                if err.get("message"):
-                    messages.append(str(err["message"]))
-    except (ValueError, AttributeError):
-        pass
-    return tuple(c for c in codes if c), "; ".join(messages)[:300]
-
-
-def error_from_response(resp: requests.Response, what: str = "") -> RegistryError:
-    method = resp.request.method if resp.request is not None else "GET"
-    url = redact_url(resp.url or (resp.request.url if resp.request is not None else ""))
-    codes, message = _error_codes(resp)
-    resp.close()
-    detail = f": {', '.join(codes)}" if codes else ""
-    if message:
-        detail += f" ({log.redact(message)})"
-    text = f"{what + ': ' if what else ''}{method} {url}: HTTP {resp.status_code}{detail}"
-    temporary = resp.status_code in TEMPORARY_STATUS or bool(set(codes) & TEMPORARY_CODES)
-    cls: type[RegistryError] = RegistryError
-    if resp.status_code in (401, 403) or set(codes) & {"UNAUTHORIZED", "DENIED"}:
-        cls, temporary = AuthError, False
-    elif resp.status_code == 404 or set(codes) & {"MANIFEST_UNKNOWN", "BLOB_UNKNOWN", "NAME_UNKNOWN"}:
-        cls = NotFoundError
-    err = cls(text, status=resp.status_code, method=method, url=url, codes=codes, temporary=temporary)
-    err.retry_after = retry_after_seconds(resp)  # type: ignore[attr-defined]
-    return err
-
-
-def retry_after_seconds(resp: requests.Response) -> float | None:
-    value = resp.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - time.time()
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
-
-
+USER_AGENT = f"pybuildless/{__version__}"
 class _HeaderAuth(requests.auth.AuthBase):
     """Sets Authorization; passing it as ``auth=`` also stops requests applying ~/.netrc over it."""
 
@@ -239,7 +159,7 @@ class Transport:
                 resp = self._send("GET", url, auth=None, stream=True)
             except (requests.ConnectionError, requests.Timeout) as e:
                 if not retry:
-                    raise RegistryError(f"GET {url}: {_describe(e)}", temporary=True) from None
+                    raise RegistryError(f"GET {url}: {describe_exception(e)}", temporary=True) from None
                 raise
             if resp.status_code in TEMPORARY_STATUS:
                 raise error_from_response(resp, "ping")
@@ -250,7 +170,7 @@ class Transport:
             if resp.status_code == 200:
                 return PingResult(scheme, None)
             if resp.status_code == 401:
-                challenge = pick_challenge(parse_challenges(_header_values(resp, "WWW-Authenticate")))
+                challenge = pick_challenge(parse_challenges(header_values(resp, "WWW-Authenticate")))
                 if challenge is None:
                     raise AuthError(f"{self.registry}: unsupported authentication challenge", status=401)
                 return PingResult(scheme, challenge)
@@ -315,7 +235,7 @@ class Transport:
             if resp.status_code == 401 and not reauthed and self.ping().challenge is not None:
                 # A resource 401 names the scope it wants; get a token for the union, once.
                 reauthed = True
-                wanted = pick_challenge(parse_challenges(_header_values(resp, "WWW-Authenticate")))
+                wanted = pick_challenge(parse_challenges(header_values(resp, "WWW-Authenticate")))
                 resp.close()
                 if wanted is not None and wanted.scopes:
                     scopes = merge_scopes(wanted.scopes, scopes)
@@ -328,7 +248,7 @@ class Transport:
             try:
                 resp = attempt()
             except (requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError) as e:
-                raise RegistryError(f"{what + ': ' if what else ''}{method} {redact_url(url)}: {_describe(e)}",
+                raise RegistryError(f"{what + ': ' if what else ''}{method} {redact_url(url)}: {describe_exception(e)}",
                                     method=method, url=redact_url(url), temporary=True) from None
             if resp.status_code in ok:
                 return resp
@@ -371,11 +291,29 @@ class Transport:
                 logger.warning("%s failed (%s); retrying (%d/%d)", what, e, n + 1, attempts - 1)
             except (requests.ConnectionError, requests.Timeout, urllib3.exceptions.ProtocolError) as e:
                 if n == attempts - 1:
-                    raise RegistryError(f"{log.redact(what)}: {_describe(e)}", temporary=True) from None
+                    raise RegistryError(f"{log.redact(what)}: {describe_exception(e)}", temporary=True) from None
                 delay = None
-                logger.warning("%s failed (%s); retrying (%d/%d)", what, _describe(e), n + 1, attempts - 1)
+                logger.warning("%s failed (%s); retrying (%d/%d)", what, describe_exception(e), n + 1, attempts - 1)
             self._sleep(delay if delay is not None else backoff(n))
         raise AssertionError("unreachable")
+
+
+_SHARED: dict[tuple, Transport] = {}
+_SHARED_LOCK = threading.Lock()
+_SHARED_MAX = 64
+
+
+def shared_transport(registry: str, options: RegistryOptions, *, pull: bool = False) -> Transport:
+    """One transport per (host, options, keychain) in this process, so pings, credentials and
+    tokens are reused across the many lookups of a build (cache probes, several FROMs)."""
+    key = (registry, pull, options, id(options.keychain))
+    with _SHARED_LOCK:
+        transport = _SHARED.get(key)
+        if transport is None:
+            if len(_SHARED) >= _SHARED_MAX:
+                _SHARED.pop(next(iter(_SHARED)))
+            transport = _SHARED[key] = Transport(registry, options, pull=pull)
+        return transport
 
 
 def backoff(attempt: int) -> float:
@@ -383,30 +321,4 @@ def backoff(attempt: int) -> float:
     return 0.2 * (3**attempt) * random.uniform(0.9, 1.1)
 
 
-def _describe(e: Exception) -> str:
-    text = type(e).__name__
-    reason = str(e)
-    if "Connection reset" in reason or "ConnectionResetError" in reason:
-        return "connection reset by peer"
-    if "RemoteDisconnected" in reason or "Connection aborted" in reason:
-        return "connection closed by the registry"
-    if "timed out" in reason.lower():
-        return "timed out"
-    if "Connection refused" in reason:
-        return "connection refused"
-    if "SSL" in reason or "certificate" in reason:
-        return f"TLS error: {log.redact(reason)[:200]}"
-    return f"{text}: {log.redact(reason)[:200]}"
-
-
-def _header_values(resp: requests.Response, name: str) -> list[str]:
-    raw = getattr(resp.raw, "headers", None)
-    if raw is not None and hasattr(raw, "getlist"):
-        values = raw.getlist(name)
-        if values:
-            return list(values)
-    value = resp.headers.get(name)
-    return [value] if value else []
-
-
-__all__ = ["Transport", "PingResult", "error_from_response", "redact_url", "with_query", "ANONYMOUS"]
+__all__ = ["Transport", "PingResult", "error_from_response", "redact_url", "with_query", "TEMPORARY_STATUS"]
