@@ -14,7 +14,7 @@ import pytest
 
 from pybuildless.errors import BuildError, SandboxError
 from pybuildless.fs.users import ResolvedUser, resolve_user
-from pybuildless.sandbox import ChrootSandbox, CommandNotFoundError, InPlaceSandbox, Sandbox, open_sandbox
+from pybuildless.sandbox import ChrootSandbox, CommandNotFoundError, InPlaceSandbox, Mount, Sandbox, open_sandbox
 from pybuildless.sandbox.base import mounts_below
 
 pytestmark = [
@@ -335,3 +335,77 @@ def test_mountinfo_unescaping() -> None:
 
     assert _unescape_mountinfo(r"/tmp/a\040b\011c\134d") == "/tmp/a b\tc\\d"
     assert _unescape_mountinfo("/plain") == "/plain"
+
+
+def test_extra_mounts(tmp_path: Path) -> None:
+    """The RUN --mount seam: cache dir (rw bind), secret file (ro bind), tmpfs, nested targets."""
+    root = make_busybox_root(tmp_path / "m")
+    (root / "srv").mkdir()
+    (root / "srv/image-file").write_text("from image")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "old").write_text("cached")
+    secret = tmp_path / "token"
+    secret.write_text("s3cr3t")
+    mounts = [
+        Mount("/root/.cache", cache),
+        Mount("/run/secrets/token", secret, readonly=True),
+        Mount("/run", kind="tmpfs"),
+        Mount("/srv", kind="tmpfs", tmpfs_size=1 << 20),
+    ]
+    out = bytearray()
+    with ChrootSandbox(root) as box:
+        code = box.run(["/bin/sh", "-c", "cat /root/.cache/old; echo; echo new > /root/.cache/new; cat /run/secrets/token; "
+                                         "echo; echo x > /run/secrets/token || echo ro; ls /srv | grep -c .; "
+                                         "echo t > /run/scratch && echo tmpfs-ok"],
+                       env=ENV, cwd="/", user=ROOT_USER, stdout=out.extend, mounts=mounts)
+    text = out.decode()
+    assert code == 0, text
+    lines = text.splitlines()
+    assert lines[0] == "cached" and lines[1] == "s3cr3t"
+    assert "ro" in lines and lines[-2:] == ["0", "tmpfs-ok"]
+    assert (cache / "new").read_text() == "new\n"  # writes to a cache mount persist
+    assert secret.read_text() == "s3cr3t"
+    # nothing of the mounts reaches the root: stubs removed, image content intact
+    assert not (root / "run").exists() and not (root / "root/.cache").exists()
+    assert (root / "srv/image-file").read_text() == "from image"
+    assert mounts_below(root) == []
+
+
+def test_extra_mount_target_symlink_stays_in_root(tmp_path: Path) -> None:
+    root = make_busybox_root(tmp_path / "m")
+    outside = tmp_path / "outside"
+    os.symlink(str(outside), root / "cachelink")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with ChrootSandbox(root) as box:
+        code, out = 0, bytearray()
+        code = box.run(["/bin/sh", "-c", "echo hi > /cachelink/f"], env=ENV, cwd="/", user=ROOT_USER,
+                       stdout=out.extend, mounts=[Mount("/cachelink", cache)])
+    assert code == 0 and (cache / "f").read_text() == "hi\n"
+    assert not outside.exists()
+    assert os.readlink(root / "cachelink") == str(outside)
+    assert not (root / str(outside).lstrip("/")).exists()  # the in-root stub was removed again
+
+
+@pytest.mark.parametrize("mount, message", [
+    (Mount("relative", Path("/tmp")), "absolute path"),
+    (Mount("/", Path("/tmp")), "absolute path below /"),
+    (Mount("/x", Path("/no/such/source")), "source /no/such/source"),
+    (Mount("/x"), "needs a source"),
+    (Mount("/x", kind="volume"), "unknown mount kind"),
+    (Mount("/etc/passwd", kind="tmpfs"), "not a directory"),
+])
+def test_extra_mount_errors(sandbox: ChrootSandbox, rootfs: Path, mount: Mount, message: str) -> None:
+    before = sorted(os.listdir(rootfs))
+    with pytest.raises(SandboxError, match=message):
+        sandbox.run(["true"], env=ENV, cwd="/", user=ROOT_USER, stdout=lambda b: None, mounts=[mount])
+    assert sorted(os.listdir(rootfs)) == before
+
+
+def test_extra_mounts_need_namespaces(tmp_path: Path) -> None:
+    root = make_busybox_root(tmp_path / "m")
+    with ChrootSandbox(root, namespaces=False) as box:
+        with pytest.raises(SandboxError, match="--mount needs a mount namespace"):
+            box.run(["true"], env=ENV, cwd="/", user=ROOT_USER, stdout=lambda b: None,
+                    mounts=[Mount("/x", kind="tmpfs")])

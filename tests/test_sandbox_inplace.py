@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pybuildless.fs.users import ResolvedUser
-from pybuildless.sandbox import InPlaceSandbox, _linux
+from pybuildless.sandbox import InPlaceSandbox, Mount, _linux
 from tests.test_sandbox import ENV, ROOT_USER, make_busybox_root, processes_with, unique_tag
 
 pytestmark = [
@@ -26,7 +26,8 @@ pytestmark = [
 
 
 def run_in_jail(jail: Path, scripts: list[str], *, namespaces: bool | None = None,
-                user: ResolvedUser = ROOT_USER, container_like: bool = True) -> list[list]:
+                user: ResolvedUser = ROOT_USER, container_like: bool = True,
+                mounts: tuple[Mount, ...] = ()) -> list[list]:
     """``container_like``: make the jail a mount point first, as a container runtime's pivot_root does."""
     (jail / "proc").mkdir(exist_ok=True)
     (jail / "dev").mkdir(exist_ok=True)
@@ -50,7 +51,8 @@ def run_in_jail(jail: Path, scripts: list[str], *, namespaces: bool | None = Non
             results = []
             for script in scripts:
                 out = bytearray()
-                code = box.run(["/bin/sh", "-c", script], env=ENV, cwd="/", user=user, stdout=out.extend)
+                code = box.run(["/bin/sh", "-c", script], env=ENV, cwd="/", user=user, stdout=out.extend,
+                               mounts=mounts)
                 results.append([code, out.decode()])
             box.close()
             payload = json.dumps(results)
@@ -111,3 +113,12 @@ def test_inplace_in_a_bare_chroot_skips_proc(jail: Path) -> None:
     results = run_in_jail(jail, [f"ls /proc | grep -c . ; (sleep {tag}1 &); echo ok"], container_like=False)
     assert results == [[0, "0\nok\n"]]
     assert processes_with(f"sleep {tag}") == []
+
+
+def test_inplace_extra_mounts(jail: Path) -> None:
+    (jail / "cache-store").mkdir()
+    results = run_in_jail(jail, ["echo kept > /var/cache/app/f; echo t > /scratch/f; ls /scratch"],
+                          mounts=(Mount("/var/cache/app", Path("/cache-store")), Mount("/scratch", kind="tmpfs")))
+    assert results == [[0, "f\n"]]
+    assert (jail / "cache-store/f").read_text() == "kept\n"
+    assert not (jail / "scratch").exists() and not (jail / "var/cache").exists()

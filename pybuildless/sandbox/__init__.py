@@ -17,13 +17,14 @@ from pathlib import Path
 from pybuildless.errors import SandboxError
 from pybuildless.sandbox.base import NETWORK_MODES, Sandbox, Sink
 from pybuildless.sandbox.chroot import ChrootSandbox
+from pybuildless.sandbox.extra_mounts import Mount
 from pybuildless.sandbox.inplace import InPlaceSandbox
 from pybuildless.sandbox.process import CommandNotFoundError
 
 ISOLATIONS = ("auto", "chroot", "inplace", "userns")
 
 __all__ = [
-    "ChrootSandbox", "CommandNotFoundError", "ISOLATIONS", "InPlaceSandbox", "NETWORK_MODES", "Sandbox",
+    "ChrootSandbox", "CommandNotFoundError", "ISOLATIONS", "InPlaceSandbox", "Mount", "NETWORK_MODES", "Sandbox",
     "Sink", "open_sandbox",
 ]
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Callable, Protocol, Union, runtime_checkable
+from typing import TYPE_CHECKING, BinaryIO, Callable, Protocol, Sequence, Union, runtime_checkable
 
 from pybuildless.errors import SandboxError
 from pybuildless.sandbox import _linux
 
 if TYPE_CHECKING:
     from pybuildless.fs.users import ResolvedUser
+    from pybuildless.sandbox.extra_mounts import Mount
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +26,12 @@ class Sandbox(Protocol):
 
     ``run`` returns the command's exit status (128+n when killed by signal n);
     stdout and stderr are merged into ``stdout``. It raises ``SandboxError``
-    when the isolation cannot be set up and ``CommandNotFoundError`` (a
+    when the isolation cannot be set up (or a mount is unusable) and ``CommandNotFoundError`` (a
     ``BuildError`` with exit code 127/126) when the executable cannot be run.
     """
 
     def run(self, argv: list[str], *, env: dict[str, str], cwd: str, user: "ResolvedUser",
-            stdout: Sink, network: str = "default") -> int: ...
+            stdout: Sink, network: str = "default", mounts: Sequence["Mount"] = ()) -> int: ...
 
     def close(self) -> None: ...
 

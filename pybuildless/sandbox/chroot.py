@@ -18,12 +18,13 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from pybuildless.errors import SandboxError
 from pybuildless.sandbox import _linux
 from pybuildless.sandbox.base import Sink, as_sink, check_run_args, mounts_below, probe_namespaces
-from pybuildless.sandbox.mounts import apply_mounts, prepare_fallback, prepare_mounts, remove_scratch
+from pybuildless.sandbox.extra_mounts import Mount, PreparedMount, apply_extra_mounts, prepare_extra_mounts
+from pybuildless.sandbox.mounts import MountPlan, apply_mounts, prepare_fallback, prepare_mounts, remove_scratch
 from pybuildless.sandbox.process import ChildSpec, run_child
 
 if TYPE_CHECKING:
@@ -32,6 +33,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _BASE_NAMESPACES = _linux.CLONE_NEWNS | _linux.CLONE_NEWPID | _linux.CLONE_NEWIPC | _linux.CLONE_NEWUTS
+
+
+def _mount_all(plan: MountPlan, extra: list[PreparedMount]) -> None:
+    apply_mounts(plan)
+    apply_extra_mounts(extra)
 
 
 class ChrootSandbox:
@@ -50,7 +56,7 @@ class ChrootSandbox:
         self._closed = False
 
     def run(self, argv: list[str], *, env: dict[str, str], cwd: str, user: "ResolvedUser",
-            stdout: Sink, network: str = "default") -> int:
+            stdout: Sink, network: str = "default", mounts: Sequence[Mount] = ()) -> int:
         if self._closed:
             raise SandboxError("sandbox already closed")
         check_run_args(argv, env, network)
@@ -59,12 +65,15 @@ class ChrootSandbox:
             if not self.namespaces or not probe_namespaces(_linux.CLONE_NEWNET):
                 raise SandboxError("RUN --network=none needs a network namespace, which cannot be created here")
             flags |= _linux.CLONE_NEWNET
+        if mounts and not self.namespaces:
+            raise SandboxError("RUN --mount needs a mount namespace, which cannot be created here")
         before = set(mounts_below(self.root))
         if self.namespaces:
             plan = prepare_mounts(self.root, self._scratch)
         else:
             plan = prepare_fallback(self.root, self._scratch)
         try:
+            extra = prepare_extra_mounts(self.root, mounts, plan.created)
             spec = ChildSpec(
                 argv=tuple(argv),
                 env=dict(env),
@@ -72,7 +81,7 @@ class ChrootSandbox:
                 user=user,
                 chroot=str(self.root),
                 unshare_flags=flags,
-                setup_mounts=functools.partial(apply_mounts, plan) if self.namespaces else None,
+                setup_mounts=functools.partial(_mount_all, plan, extra) if self.namespaces else None,
                 proc_mountpoint=str(plan.targets["proc"]) if "proc" in plan.targets else None,
                 loopback_up=network == "none",
                 hostname=self.hostname,

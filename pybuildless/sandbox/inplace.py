@@ -11,12 +11,16 @@ and they are on Kaniko's ignore list).
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 from pybuildless.errors import SandboxError
 from pybuildless.sandbox import _linux
 from pybuildless.sandbox.base import Sink, as_sink, check_run_args, probe_namespaces
+from pybuildless.sandbox.extra_mounts import Mount, PreparedMount, apply_extra_mounts, prepare_extra_mounts
+from pybuildless.sandbox.mounts import remove_created
 from pybuildless.sandbox.process import ChildSpec, run_child
 
 if TYPE_CHECKING:
@@ -28,8 +32,11 @@ _NAMESPACES = _linux.CLONE_NEWNS | _linux.CLONE_NEWPID
 
 
 class InPlaceSandbox:
-    def __init__(self, *, namespaces: bool | None = None) -> None:
-        """``namespaces``: None probes on first use, False disables them."""
+    def __init__(self, *, namespaces: bool | None = None, scratch_parent: Path | None = None) -> None:
+        """``namespaces``: None probes on first use, False disables them.
+
+        ``scratch_parent`` is accepted for symmetry with ChrootSandbox (nothing is copied here).
+        """
         self._namespaces = namespaces
         self._closed = False
 
@@ -40,12 +47,14 @@ class InPlaceSandbox:
         return self._namespaces
 
     def build_spec(self, argv: list[str], *, env: dict[str, str], cwd: str, user: "ResolvedUser",
-                   network: str = "default") -> ChildSpec:
+                   network: str = "default", extra: Sequence[PreparedMount] = ()) -> ChildSpec:
         """Validate the arguments and describe the child (separate so it can be checked without running)."""
         if self._closed:
             raise SandboxError("sandbox already closed")
         check_run_args(argv, env, network)
         flags = _NAMESPACES if self.namespaces else 0
+        if extra and not self.namespaces:
+            raise SandboxError("RUN --mount needs a mount namespace, which cannot be created here")
         if network == "none":
             if not probe_namespaces(_linux.CLONE_NEWNET):
                 raise SandboxError("RUN --network=none needs a network namespace, which cannot be created here")
@@ -57,14 +66,21 @@ class InPlaceSandbox:
             user=user,
             chroot=None,
             unshare_flags=flags,
+            setup_mounts=functools.partial(apply_extra_mounts, list(extra)) if extra else None,
             proc_mountpoint="/proc" if flags & _linux.CLONE_NEWPID else None,
             loopback_up=network == "none",
         )
 
     def run(self, argv: list[str], *, env: dict[str, str], cwd: str, user: "ResolvedUser",
-            stdout: Sink, network: str = "default") -> int:
-        spec = self.build_spec(argv, env=env, cwd=cwd, user=user, network=network)
-        return run_child(spec, as_sink(stdout))
+            stdout: Sink, network: str = "default", mounts: Sequence[Mount] = ()) -> int:
+        self.build_spec(argv, env=env, cwd=cwd, user=user, network=network)  # validate before touching /
+        created: list[Path] = []
+        try:
+            extra = prepare_extra_mounts(Path("/"), mounts, created) if mounts else []
+            spec = self.build_spec(argv, env=env, cwd=cwd, user=user, network=network, extra=extra)
+            return run_child(spec, as_sink(stdout))
+        finally:
+            remove_created(created)
 
     def close(self) -> None:
         self._closed = True

@@ -50,19 +50,24 @@ class MountPlan:
 
     def cleanup(self) -> None:
         """Remove the mount points and files this plan created (mounts are gone by now)."""
-        for path in reversed(self.created):
-            try:
-                st = os.lstat(path)
-                if stat.S_ISDIR(st.st_mode):
-                    os.rmdir(path)
-                else:
-                    os.unlink(path)
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                # e.g. the RUN put files into an /etc we created: they belong to the layer.
-                log.debug("keeping %s: %s", path, exc.strerror)
-        self.created.clear()
+        remove_created(self.created)
+
+
+def remove_created(created: list[Path]) -> None:
+    """Undo creations in reverse order; a directory the step put files into is kept."""
+    for path in reversed(created):
+        try:
+            st = os.lstat(path)
+            if stat.S_ISDIR(st.st_mode):
+                os.rmdir(path)
+            else:
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            # e.g. the RUN put files into an /etc we created: they belong to the layer.
+            log.debug("keeping %s: %s", path, exc.strerror)
+    created.clear()
 
 
 def _inside(root: Path, path: Path) -> bool:

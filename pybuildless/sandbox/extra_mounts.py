@@ -1,0 +1,124 @@
+"""Extra mounts for one RUN (the seam for ``RUN --mount``): host bind mounts and tmpfs.
+
+The executor turns ``--mount=type=cache|bind|secret|tmpfs`` into ``Mount``
+values (a cache directory, a secret file, a context subtree...); the sandbox
+only mounts them. Like the standard mounts they exist only in the step's
+private mount namespace. Mount points missing from the root are created
+before the step and removed after it (BuildKit removes such "mount stubs"
+too), so nothing of a ``--mount`` reaches the layer.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from pybuildless.errors import SandboxError
+from pybuildless.sandbox import _linux
+from pybuildless.sandbox.rootpath import resolve_in_root
+
+MOUNT_KINDS = ("bind", "tmpfs")
+
+
+@dataclass(frozen=True)
+class Mount:
+    """Mount ``source`` (a host path) or a fresh tmpfs at ``target`` (absolute, inside the root)."""
+
+    target: str
+    source: Path | None = None
+    kind: str = "bind"
+    readonly: bool = False
+    tmpfs_size: int | None = None  # bytes
+
+
+@dataclass(frozen=True)
+class PreparedMount:
+    mount: Mount
+    host_target: Path
+    directory: bool
+
+
+def _describe(m: Mount) -> str:
+    return f"RUN --mount type={m.kind},target={m.target}"
+
+
+def prepare_extra_mounts(root: Path, mounts: Sequence[Mount], created: list[Path]) -> list[PreparedMount]:
+    """Check the mounts and create their missing mount points (appended to ``created``)."""
+    root = Path(os.path.abspath(root))
+    prepared = []
+    # Parents before children, so a mount inside another one lands on top of it.
+    for m in sorted(mounts, key=lambda m: len([p for p in m.target.split("/") if p])):
+        what = _describe(m)
+        if m.kind not in MOUNT_KINDS:
+            raise SandboxError(f"{what}: unknown mount kind (expected {', '.join(MOUNT_KINDS)})")
+        if not m.target.startswith("/") or not [p for p in m.target.split("/") if p not in ("", ".")]:
+            raise SandboxError(f"{what}: the target must be an absolute path below /")
+        if m.kind == "bind":
+            if m.source is None:
+                raise SandboxError(f"{what}: a bind mount needs a source")
+            try:
+                source_mode = os.stat(m.source).st_mode
+            except OSError as exc:
+                raise SandboxError(f"{what}: source {m.source}: {exc.strerror}") from None
+            directory = stat.S_ISDIR(source_mode)
+        else:
+            directory = True
+        host_target = resolve_in_root(root, m.target)
+        if host_target == root or root not in host_target.parents:
+            raise SandboxError(f"{what}: the target resolves to the root itself")
+        _make_stub(root, host_target, directory, created, what)
+        prepared.append(PreparedMount(m, host_target, directory))
+    return prepared
+
+
+def _make_stub(root: Path, target: Path, directory: bool, created: list[Path], what: str) -> None:
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode) != directory:
+            kind = "directory" if directory else "file"
+            raise SandboxError(f"{what}: the target exists in the image and is not a {kind}")
+        return
+    # Missing components were appended literally by the in-root resolution,
+    # so creating them one by one cannot follow a symlink.
+    missing = []
+    parent = target.parent
+    while parent != root and not os.path.lexists(parent):
+        missing.append(parent)
+        parent = parent.parent
+    if not os.path.isdir(parent) or os.path.islink(parent):
+        raise SandboxError(f"{what}: a parent of the target is not a directory")
+    for path in reversed(missing):
+        os.mkdir(path, 0o755)
+        created.append(path)
+    if directory:
+        os.mkdir(target, 0o755)
+    else:
+        os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644))
+    created.append(target)
+
+
+def apply_extra_mounts(prepared: Sequence[PreparedMount]) -> None:
+    """Mount them; runs in the monitor, after the standard mounts."""
+    for pm in prepared:
+        target, m = pm.host_target, pm.mount
+        if not os.path.lexists(target):
+            # Below an earlier tmpfs or bind mount: the stub made before the step is hidden.
+            os.makedirs(target.parent, exist_ok=True)
+            if pm.directory:
+                os.mkdir(target, 0o755)
+            else:
+                os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o644))
+        if m.kind == "tmpfs":
+            options = "mode=755" + (f",size={m.tmpfs_size}" if m.tmpfs_size else "")
+            flags = _linux.MS_NOSUID | _linux.MS_NODEV | (_linux.MS_RDONLY if m.readonly else 0)
+            _linux.mount("tmpfs", target, "tmpfs", flags, options)
+            continue
+        _linux.mount(str(m.source), target, None, _linux.MS_BIND | _linux.MS_REC)
+        if m.readonly:
+            _linux.mount(None, target, None, _linux.MS_BIND | _linux.MS_REMOUNT | _linux.MS_RDONLY)
