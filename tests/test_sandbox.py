@@ -409,3 +409,17 @@ def test_extra_mounts_need_namespaces(tmp_path: Path) -> None:
         with pytest.raises(SandboxError, match="--mount needs a mount namespace"):
             box.run(["true"], env=ENV, cwd="/", user=ROOT_USER, stdout=lambda b: None,
                     mounts=[Mount("/x", kind="tmpfs")])
+
+
+def test_extra_mount_inside_dev(tmp_path: Path) -> None:
+    """A heredoc script can be bound at /dev/pipes/NAME (where BuildKit puts it), above our /dev tmpfs."""
+    root = make_busybox_root(tmp_path / "m")
+    script = tmp_path / "script"
+    script.write_text("#!/bin/sh\necho from heredoc\n")
+    script.chmod(0o755)
+    out = bytearray()
+    with ChrootSandbox(root) as box:
+        code = box.run(["/dev/pipes/script"], env=ENV, cwd="/", user=ROOT_USER, stdout=out.extend,
+                       mounts=[Mount("/dev/pipes/script", script, readonly=True)])
+    assert (code, out.decode()) == (0, "from heredoc\n")
+    assert not (root / "dev").exists()
