@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pybuildless.build import imageconfig
+from pybuildless.build import imageconfig, inplace
 from pybuildless.build.base import BaseImage, load_base
 from pybuildless.build.context import open_context, resolve_dockerfile
 from pybuildless.build.copy import SourceRoot
@@ -29,7 +30,7 @@ from pybuildless.dockerfile.args import GlobalArgs, StageEnv, platform_args, unu
 from pybuildless.dockerfile.dockerignore import load_dockerignore
 from pybuildless.dockerfile.parser import Dockerfile, Stage, load_dockerfile
 from pybuildless.dockerfile.stages import plan_build
-from pybuildless.errors import BuildError, UsageError
+from pybuildless.errors import BuildError
 from pybuildless.fs.extract import extract_layer
 from pybuildless.fs.ignore import IgnoreList
 from pybuildless.image.descriptor import Platform
@@ -116,17 +117,37 @@ class BuildRun:
 def _check_outputs(o: BuildOptions) -> None:
     for d in o.destinations:
         parse_reference(d)  # a bad --destination fails before any work
-    if o.isolation == "inplace" and not o.force and os.environ.get("PYBUILDLESS_ISOLATION") != "inplace":
-        raise UsageError("--isolation=inplace builds on this machine's own / and deletes files there; "
-                         "it is selected by the executor image, or add --force inside a disposable container")
+    if o.isolation == "inplace":
+        inplace.check_allowed(explicit_env=os.environ.get(inplace.ENV_SELECT) == "inplace", force=o.force)
+
+
+def _protect_inputs(options: BuildOptions, context_root: Path, dockerfile_path: str) -> BuildOptions:
+    """In place, / is wiped between stages: the context, the Dockerfile and the output
+    locations must never be part of what is wiped or snapshotted."""
+    keep = [str(context_root)]
+    if dockerfile_path != "-":
+        keep.append(os.path.dirname(dockerfile_path))
+    for out in (options.tar_path, options.oci_layout_path, options.digest_file,
+                options.image_name_with_digest_file, options.image_name_tag_with_digest_file):
+        if out is not None:
+            keep.append(str(Path(out).absolute().parent if options.oci_layout_path != out else Path(out).absolute()))
+    keep = [k for k in keep if os.path.abspath(k) != "/"]
+    return dataclasses.replace(options, ignore_paths=options.ignore_paths + tuple(keep))
+
+
+def _work_dir(options: BuildOptions) -> Path:
+    parent = options.work_dir
+    if options.isolation == "inplace":
+        # Scratch lives under the executor's own (ignored) prefix, never in the built root.
+        parent = options.kaniko_dir
+        parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="pybuildless-", dir=parent))
 
 
 def run_build(options: BuildOptions) -> None:
     _check_outputs(options)
-    if options.isolation == "inplace":
-        raise UsageError("--isolation=inplace is not available yet; use chroot")
     started = time.monotonic()
-    work = Path(tempfile.mkdtemp(prefix="pybuildless-", dir=options.work_dir))
+    work = _work_dir(options)
     progress = Progress()
     try:
         with open_context(options.context, stdin=sys.stdin.buffer, workdir=work) as context:
@@ -135,6 +156,8 @@ def run_build(options: BuildOptions) -> None:
             dockerfile = load_dockerfile(dockerfile_path)
             matcher = load_dockerignore(str(context.root), None if dockerfile_path == "-" else dockerfile_path)
             context_source = SourceRoot(str(context.root), is_context=True, ignore=matcher)
+            if options.isolation == "inplace":
+                options = _protect_inputs(options, context.root, dockerfile_path)
             image = _build(options, work, dockerfile, context_source, progress)
         digest = publish(image, options, registry_options(options), progress)
         progress.info(f"built {digest} in {time.monotonic() - started:.1f}s")
@@ -154,9 +177,20 @@ def _build(options: BuildOptions, work: Path, dockerfile: Dockerfile, context_so
         progress.warn(f"build-arg {name!r} was not consumed by any ARG")
     for skipped in plan.skipped(dockerfile):
         log.debug("skipping stage %d: the target does not need it", skipped)
+    in_place = options.isolation == "inplace"
+    needed_later = {dep for deps in plan.deps.values() for dep in deps}
     try:
         for position, index in enumerate(plan.order, start=1):
             stage = dockerfile.stages[index]
+            if in_place:
+                ignore = inplace.ignore_list(options.kaniko_dir, ignore_var_run=options.ignore_var_run,
+                                             extra=options.ignore_paths)
+                inplace.wipe_root(Path("/"), ignore)
+                root = Path("/")
+            else:
+                ignore = IgnoreList.for_root()
+                root = work / "stages" / str(index) / "rootfs"
+                root.mkdir(parents=True)
             base_spec = plan.bases[index]
             if base_spec.stage is not None:
                 parent = run.results[base_spec.stage]
@@ -169,18 +203,31 @@ def _build(options: BuildOptions, work: Path, dockerfile: Dockerfile, context_so
                                  blob_dir=run.blob_dir)
                 env_list = (base.config.get("config") or {}).get("Env") or []
                 scope = StageEnv(glob, build_args, image_env=env_list)
-            root = work / "stages" / str(index) / "rootfs"
-            root.mkdir(parents=True)
             builder = StageBuilder(stage, base, build=run, position=(position, len(plan.order)), root=root,
-                                   ignore=IgnoreList.for_root(), variables=scope, progress=progress)
+                                   ignore=ignore, variables=scope, progress=progress)
             if index == plan.target and options.labels:
                 labels = builder.state.container_config.get("Labels") or {}
                 builder.state.container_config["Labels"] = {**labels, **dict(options.labels)}
-            run.results[index] = builder.run()
+            result = builder.run()
+            if in_place and index in needed_later:
+                # / is wiped before the next stage: keep this stage's files for COPY --from.
+                result.root = _materialize(result, work / "stages" / str(index) / "rootfs")
+            run.results[index] = result
             run.scopes[index] = builder.state.vars
+        if in_place and options.cleanup:
+            inplace.wipe_root(Path("/"), inplace.ignore_list(options.kaniko_dir, ignore_var_run=options.ignore_var_run,
+                                                             extra=options.ignore_paths))
         return run.results[plan.target].image
     finally:
         run.close()
+
+
+def _materialize(result: StageResult, root: Path) -> Path:
+    root.mkdir(parents=True)
+    for layer in result.image.layers():
+        with layer.open_compressed() as blob:
+            extract_layer(blob, root)
+    return root
 
 
 def _is_docker(result: StageResult) -> bool:

@@ -1,0 +1,79 @@
+"""In-place (Kaniko) mode: the build root is the executor container's own ``/``.
+
+Only ever where that root is disposable: the executor image selects it through
+its environment (``PYBUILDLESS_ISOLATION=inplace``), or ``--isolation=inplace``
+together with a detected container, or ``--force``. The ignore list (the
+executor's prefix, /proc, /sys, /dev, every mount point, /var/run,
+``--ignore-path``) is never extracted into, snapshotted or removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from pybuildless.errors import UsageError
+from pybuildless.fs.ignore import IgnoreList
+from pybuildless.fs.secure import remove_in_dir
+
+log = logging.getLogger(__name__)
+
+ENV_SELECT = "PYBUILDLESS_ISOLATION"
+
+
+def detect_container() -> str | None:
+    """Why we believe this process runs in a container (Kaniko's checks), or None."""
+    if os.path.exists("/.dockerenv"):
+        return "/.dockerenv exists"
+    if os.path.exists("/run/.containerenv"):
+        return "/run/.containerenv exists"
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return "KUBERNETES_SERVICE_HOST is set"
+    if os.environ.get("container"):
+        return f"container={os.environ['container']}"
+    try:
+        cgroup = Path("/proc/1/cgroup").read_text()
+    except OSError:
+        cgroup = ""
+    for marker in ("docker", "kubepods", "containerd", "libpod", "lxc"):
+        if marker in cgroup:
+            return f"/proc/1/cgroup mentions {marker}"
+    return None
+
+
+def check_allowed(*, explicit_env: bool, force: bool) -> None:
+    """Refuse to build on / unless it was selected on purpose and is disposable."""
+    if force:
+        return
+    if not explicit_env:
+        reason = detect_container()
+        if reason is None:
+            raise UsageError(
+                "--isolation=inplace extracts images onto this machine's / and deletes files there; "
+                "no container was detected, so refusing (add --force only inside a disposable container)")
+        log.info("in-place build: %s", reason)
+
+
+def ignore_list(kaniko_dir: Path, *, ignore_var_run: bool, extra: tuple[str, ...]) -> IgnoreList:
+    env_extra = tuple(p for p in os.environ.get("PYBUILDLESS_IGNORE_PATHS", "").split(":") if p)
+    return IgnoreList.for_in_place(str(kaniko_dir), ignore_var_run=ignore_var_run, extra=extra + env_extra)
+
+
+def wipe_root(root: Path, ignore: IgnoreList) -> None:
+    """Remove everything below ``root`` that the ignore list does not protect."""
+
+    def keep(rel: str) -> str | None:
+        path = "/" + rel.lstrip("/")
+        if ignore.is_ignored(path):
+            return "keep"
+        if ignore.contains_ignored(path):
+            return "descend"
+        return None
+
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for name in os.listdir(fd):
+            remove_in_dir(fd, name, keep=keep)
+    finally:
+        os.close(fd)
