@@ -25,13 +25,15 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", 
 
 @dataclass
 class Fault:
-    kind: str  # "status" | "reset" | "reset_mid_body" | "slow" | "corrupt"
+    kind: str  # "status" | "reset" | "reset_mid_body" | "slow" | "corrupt" | "header" | "redirect"
     path: str = ".*"  # regex searched in the request path (with query)
     method: str | None = None
     count: int = 1  # how many matching requests it applies to; -1 = all
     status: int = 503
     retry_after: str | None = None
     delay: float = 0.0
+    headers: tuple[tuple[str, str], ...] = ()  # added to the response ("header")
+    location: str = ""  # "redirect": 307 to this prefix + the request path
     hits: int = field(default=0, init=False)
 
     def matches(self, method: str, path: str) -> bool:
@@ -41,11 +43,14 @@ class Fault:
 
 
 class FaultProxy:
-    def __init__(self, upstream_url: str) -> None:
+    def __init__(self, upstream_url: str, *, upstream_authorization: str | None = None) -> None:
         parts = urlsplit(upstream_url)
         self.upstream = (parts.hostname, parts.port or 80)
+        # sent upstream in place of the client's own (a presigned-storage stand-in)
+        self.upstream_authorization = upstream_authorization
         self.faults: list[Fault] = []
         self.log: list[tuple[str, str, str]] = []
+        self.authorizations: list[tuple[str, str, str | None]] = []  # (method, path, Authorization)
         self._lock = threading.Lock()
         proxy = self
 
@@ -64,7 +69,8 @@ class FaultProxy:
         self.server.daemon_threads = True
         # resets leave the handler writing to a closed socket; that is the point, not an error
         self.server.handle_error = lambda request, client_address: None
-        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        self.port = self.server.server_address[1]
+        self.host = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.host}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -106,7 +112,16 @@ class FaultProxy:
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
         method, path = h.command, h.path
         body = _read_body(h)
+        with self._lock:
+            self.authorizations.append((method, path, h.headers.get("Authorization")))
         fault = self._pick(method, path)
+        if fault is not None and fault.kind == "redirect":
+            self._record(method, path, "fault redirect")
+            h.send_response(307)
+            h.send_header("Location", fault.location + path)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
         if fault is not None and fault.kind == "status":
             self._record(method, path, f"fault {fault.status}")
             payload = b'{"errors":[{"code":"UNAVAILABLE","message":"injected fault"}]}'
@@ -143,6 +158,10 @@ class FaultProxy:
             h.wfile.flush()
             _reset(h)
             return
+        if fault is not None and fault.kind == "header":
+            headers = [(k, v) for k, v in headers if k.lower() not in {n.lower() for n, _ in fault.headers}]
+            headers += list(fault.headers)
+            outcome = f"fault header {status}"
         self._record(method, path, outcome)
         h.send_response(status)
         for k, v in headers:
@@ -156,6 +175,9 @@ class FaultProxy:
         conn = http.client.HTTPConnection(*self.upstream, timeout=60)
         try:
             headers = {k: v for k, v in h.headers.items() if k.lower() not in HOP_BY_HOP}
+            if self.upstream_authorization is not None:
+                headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+                headers["Authorization"] = self.upstream_authorization
             headers["Content-Length"] = str(len(body))
             conn.request(method, path, body=body if body or method in ("POST", "PUT", "PATCH") else None,
                          headers=headers)

@@ -175,3 +175,52 @@ def test_persistent_5xx_gives_up_with_a_clear_temporary_error(proxy, busybox_ima
     assert info.value.temporary and info.value.status == 503
     assert "UNAVAILABLE" in str(info.value)
     assert proxy.count("GET", MANIFEST, "fault 503") == 3
+
+
+def test_content_encoding_label_on_blobs_is_not_decoded(proxy, busybox_image, tmp_path):
+    """Registries behind httpd/nginx may label gzip layers Content-Encoding: gzip (moby#17595)."""
+    proxy.add(Fault("header", BLOB_GET, method="GET", count=-1, headers=(("Content-Encoding", "gzip"),)))
+    image = pull_image(via(proxy, busybox_image), tmp_path)
+    assert Digest.of_bytes(image.layers()[0].path.read_bytes()) == image.layers()[0].digest
+    assert proxy.count("GET", BLOB_GET, "fault header 200") >= 1
+
+
+def test_registry_warnings_are_shown_once(proxy, busybox_image, caplog, monkeypatch):
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="pybuildless")
+    monkeypatch.setattr(logging.getLogger("pybuildless"), "propagate", True)
+    proxy.add(Fault("header", MANIFEST, count=-1, headers=(("Warning", '299 - "this repository is deprecated"'),)))
+    fetch_image(via(proxy, busybox_image))
+    fetch_image(via(proxy, busybox_image))
+    assert caplog.text.count("this repository is deprecated") == 1
+
+
+def test_chunked_upload_when_monolithic_put_is_refused(proxy, registry, source):
+    proxy.add(Fault("status", UPLOAD, method="PUT", count=1, status=413))
+    options = RegistryOptions(upload_chunk_size=300_000)
+    dest = f"{proxy.host}/faults/chunked:v1"
+    assert push_image(source, [dest], options=options) == source.digest
+    layer_size = source.layers()[0].size
+    assert proxy.count("PATCH", UPLOAD, "202") == -(-layer_size // 300_000)  # ceil: every chunk accepted
+    assert manifest_blobs_present(registry, registry.ref("faults/chunked:v1"))
+
+
+def test_credentials_are_not_sent_to_a_redirect_target(registry_basic, busybox_image, tmp_path):
+    """Blob GETs redirected to another host (object storage) go there without Authorization."""
+    from pybuildless.registry.credentials import Credential, StaticKeychain
+    import base64
+
+    creds = Credential(registry_basic.username, registry_basic.password)
+    options = RegistryOptions(keychain=StaticKeychain(((registry_basic.host, creds),)))
+    push_image(fetch_image(busybox_image), [registry_basic.ref("faults/redirected:v1")], options=options)
+    basic = "Basic " + base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
+    with FaultProxy(registry_basic.url, upstream_authorization=basic) as storage, \
+            FaultProxy(registry_basic.url) as front:
+        front.add(Fault("redirect", BLOB_GET, method="GET", count=-1, location=f"http://localhost:{storage.port}"))
+        options = RegistryOptions(keychain=StaticKeychain(((front.host, creds),)))
+        image = pull_image(f"{front.host}/faults/redirected:v1", tmp_path, options=options)
+        assert Digest.of_bytes(image.layers()[0].path.read_bytes()) == image.layers()[0].digest
+        assert front.count("GET", BLOB_GET, "fault redirect") == 2  # config and layer
+        assert storage.authorizations and all(auth is None for _, _, auth in storage.authorizations)
+        assert any(auth == basic for m, p, auth in front.authorizations if "/manifests/" in p)

@@ -31,7 +31,6 @@ logger = logging.getLogger(__name__)
 
 MAX_MANIFEST_SIZE = 4 * 1048 * 1048  # containerd's MaxManifestSize
 ACCEPT_MANIFESTS = ", ".join(mt.MANIFEST_ACCEPT)
-CHUNK_SIZE = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -213,10 +212,18 @@ class RegistryClient:
             return self._location(resp)
 
     def start_upload(self, repository: str, *, scopes: tuple[str, ...]) -> str:
+        return self._start_upload(repository, scopes)[0]
+
+    def _start_upload(self, repository: str, scopes: tuple[str, ...]) -> tuple[str, int]:
+        """(upload URL, minimum PATCH size the registry asks for via OCI-Chunk-Min-Length)."""
         resp = self.transport.request("POST", f"/v2/{repository}/blobs/uploads/", ok=(202,), scopes=scopes,
                                       body=b"", headers={"Content-Length": "0"}, what="start upload")
         with resp:
-            return self._location(resp)
+            try:
+                min_chunk = int(resp.headers.get("OCI-Chunk-Min-Length") or 0)
+            except ValueError:
+                min_chunk = 0
+            return self._location(resp), min_chunk
 
     @staticmethod
     def _location(resp) -> str:
@@ -241,8 +248,10 @@ class RegistryClient:
             except RegistryError as e:
                 self._cancel(loc, scopes)
                 if e.status in (400, 405, 411, 413, 416) and "DIGEST_INVALID" not in e.codes:
-                    logger.debug("monolithic upload refused (%s); using chunked upload", e)
-                    self._upload_chunked(self.start_upload(repository, scopes=scopes), desc, opener, scopes)
+                    logger.info("monolithic upload of %s refused (HTTP %s); uploading in chunks", desc.digest,
+                                e.status)
+                    loc, min_chunk = self._start_upload(repository, scopes)
+                    self._upload_chunked(loc, desc, opener, scopes, max(self.options.upload_chunk_size, min_chunk))
                     return
                 if not e.temporary or n == attempts - 1:
                     raise
@@ -256,11 +265,12 @@ class RegistryClient:
             what=f"upload {desc.digest}", retry=False)
         resp.close()
 
-    def _upload_chunked(self, location: str, desc: Descriptor, opener, scopes) -> None:
+    def _upload_chunked(self, location: str, desc: Descriptor, opener, scopes, chunk_size: int) -> None:
+        # Content-Range is "<start>-<end>", inclusive, no "bytes " prefix or total (distribution-spec).
         offset = 0
         with opener() as f:
             while offset < desc.size:
-                chunk = f.read(CHUNK_SIZE)
+                chunk = _read_exactly(f, chunk_size)
                 if not chunk:
                     raise RegistryError(f"upload {desc.digest}: source ended at {offset} of {desc.size} bytes")
                 end = offset + len(chunk) - 1
@@ -280,6 +290,18 @@ class RegistryClient:
             self.transport.request("DELETE", location, ok=(200, 202, 204, 404), scopes=scopes, retry=False).close()
         except Exception:  # best effort
             pass
+
+
+def _read_exactly(f, n: int) -> bytes:
+    """Up to ``n`` bytes (fewer only at EOF): file objects may return short reads."""
+    parts, got = [], 0
+    while got < n:
+        data = f.read(n - got)
+        if not data:
+            break
+        parts.append(data)
+        got += len(data)
+    return b"".join(parts)
 
 
 class _NetworkStream:

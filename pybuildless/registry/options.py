@@ -26,6 +26,7 @@ class RegistryOptions:
     skip_default_registry_fallback: bool = False
     retries: int = 3  # extra attempts for temporary failures
     parallel: int = 4  # concurrent blob transfers
+    upload_chunk_size: int = 16 << 20  # PATCH size when a registry refuses monolithic uploads
     timeout: tuple[float, float] = (30.0, 300.0)  # (connect, read)
     keychain: Keychain | None = field(default=None, compare=False)
 

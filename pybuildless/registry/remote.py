@@ -225,6 +225,12 @@ class _Sized:
     def close(self) -> None:
         self._f.close()
 
+    def __enter__(self) -> "_Sized":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def _opener(layer: Layer) -> Callable[[], _Sized]:
     return lambda: _Sized(layer.open_compressed(), layer.size)

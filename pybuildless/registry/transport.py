@@ -83,6 +83,7 @@ class Transport:
         self._lock = threading.Lock()
         self._ping: PingResult | None = None
         self._tokens = TokenCache()
+        self._warned: set[str] = set()
         self.verify = options.verify_tls(registry, pull=pull)
         self.cert = options.client_cert(registry)
 
@@ -114,7 +115,7 @@ class Transport:
         if self.verify is False:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         logger.log(log.TRACE, "%s %s", method, redact_url(url))
-        return self.session.request(
+        resp = self.session.request(
             method,
             url,
             auth=_HeaderAuth(auth),
@@ -124,6 +125,22 @@ class Transport:
             proxies=get_environ_proxies(url),
             **kwargs,
         )
+        logger.log(log.TRACE, "%s %s -> %d", method, redact_url(url), resp.status_code)
+        self._surface_warnings(resp)
+        return resp
+
+    def _surface_warnings(self, resp: requests.Response) -> None:
+        """Registries announce deprecations as ``Warning: 299 - "text"``; show each text once."""
+        for value in header_values(resp, "Warning"):
+            code, _, rest = value.strip().partition(" ")
+            if code != "299":
+                continue
+            text = rest.partition(" ")[2].strip().strip('"')
+            with self._lock:
+                if text in self._warned:
+                    continue
+                self._warned.add(text)
+            logger.warning("registry %s: %s", self.registry, log.redact(text))
 
     def base_url(self) -> str:
         return f"{self.ping().scheme}://{self.registry}"
