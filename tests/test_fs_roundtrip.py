@@ -123,15 +123,15 @@ def materialise(root: Path, tree: dict, *, mutate: bool = False) -> None:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(a=trees, b=trees, compression=st.sampled_from(["gzip", "zstd", "none"]))
-def test_diff_layer_applied_to_a_gives_b(tmp_path_factory, a, b, compression):
+@given(a=trees, b=trees, compression=st.sampled_from(["gzip", "zstd", "none"]), watch=st.booleans())
+def test_diff_layer_applied_to_a_gives_b(tmp_path_factory, a, b, compression, watch):
     a, b = normalise(a), normalise(b)
     work = tmp_path_factory.mktemp("rt")
     x, y, out = work / "x", work / "y", work / "out"
     materialise(x, a)
     materialise(y, a)
     assert fingerprint(x) == fingerprint(y)
-    snap = Snapshotter(x)
+    snap = Snapshotter(x, watch=watch)
     snap.baseline()
     materialise(x, b, mutate=True)
     changes = snap.take()
@@ -139,3 +139,4 @@ def test_diff_layer_applied_to_a_gives_b(tmp_path_factory, a, b, compression):
     extract_layer(open(layer.path, "rb"), y, expect_diff_id=layer.diff_id)
     assert fingerprint(y) == fingerprint(x)
     assert snap.take().empty, "the state after a step is the next baseline"
+    snap.close()

@@ -16,6 +16,11 @@ def write(path, data="x", mtime=None):
         os.utime(path, (mtime, mtime))
 
 
+@pytest.fixture(params=[True, False], ids=["inotify", "walk"])
+def watch(request):
+    return request.param
+
+
 @pytest.fixture
 def tree(tmp_path):
     root = tmp_path / "root"
@@ -27,14 +32,14 @@ def tree(tmp_path):
     return root
 
 
-def test_no_change_is_empty(tree):
-    s = Snapshotter(tree)
+def test_no_change_is_empty(tree, watch):
+    s = Snapshotter(tree, watch=watch)
     s.baseline()
     assert s.take().empty
 
 
-def test_added_modified_deleted_and_state_carried_forward(tree):
-    s = Snapshotter(tree)
+def test_added_modified_deleted_and_state_carried_forward(tree, watch):
+    s = Snapshotter(tree, watch=watch)
     s.baseline()
     write(tree / "new/file", "n")
     write(tree / "etc/conf", "b", 1000)  # same size, mtime restored: ctime still moves
@@ -50,16 +55,16 @@ def test_added_modified_deleted_and_state_carried_forward(tree):
     assert c2.deleted == ("new/file",) and c2.added == ()
 
 
-def test_created_then_deleted_within_a_step_leaves_no_whiteout(tree):
-    s = Snapshotter(tree)
+def test_created_then_deleted_within_a_step_leaves_no_whiteout(tree, watch):
+    s = Snapshotter(tree, watch=watch)
     s.baseline()
     write(tree / "tmpfile")
     os.unlink(tree / "tmpfile")
     assert s.take().deleted == ()
 
 
-def test_dir_recreated_becomes_opaque(tree):
-    s = Snapshotter(tree)
+def test_dir_recreated_becomes_opaque(tree, watch):
+    s = Snapshotter(tree, watch=watch)
     s.baseline()
     os.rename(tree / "etc/d", tree / "moved-away")  # keeps the old inode alive, so the new dir differs
     write(tree / "etc/d/three", "3")
@@ -69,8 +74,8 @@ def test_dir_recreated_becomes_opaque(tree):
     assert c.deleted == (), "children of an opaque dir need no whiteouts"
 
 
-def test_dir_replaced_by_file_needs_no_child_whiteouts(tree):
-    s = Snapshotter(tree)
+def test_dir_replaced_by_file_needs_no_child_whiteouts(tree, watch):
+    s = Snapshotter(tree, watch=watch)
     s.baseline()
     shutil.rmtree(tree / "etc/d")
     write(tree / "etc/d", "now a file")
@@ -82,21 +87,21 @@ def test_dir_replaced_by_file_needs_no_child_whiteouts(tree):
     assert "usr/bin" in c.modified and c.deleted == ()
 
 
-def test_full_mode_ignores_touch_without_content_change(tree):
-    s = Snapshotter(tree, mode="full")
+def test_full_mode_ignores_touch_without_content_change(tree, watch):
+    s = Snapshotter(tree, mode="full", watch=watch)
     s.baseline()
     os.chmod(tree / "same", 0o644)  # ctime moves, nothing else
-    stat_mode = Snapshotter(tree)
+    stat_mode = Snapshotter(tree, watch=watch)
     stat_mode.baseline()
     assert s.take().empty
     write(tree / "same", "t", 1000)  # same size and mtime, new content
     assert s.take().modified == ("same",)
 
 
-def test_ignored_paths_are_never_snapshotted(tree):
+def test_ignored_paths_are_never_snapshotted(tree, watch):
     (tree / "proc").mkdir()
     write(tree / "proc/x")
-    s = Snapshotter(tree, IgnoreList.of(["/proc", "/etc/d"]))
+    s = Snapshotter(tree, IgnoreList.of(["/proc", "/etc/d"]), watch=watch)
     s.baseline()
     assert "proc" not in s.state and "etc/d" not in s.state and "etc/d/one" not in s.state
     write(tree / "proc/y")
@@ -106,8 +111,8 @@ def test_ignored_paths_are_never_snapshotted(tree):
     assert c.modified == ("etc",), "only the parent's mtime moved"
 
 
-def test_hint_paths_only_look_where_told(tree):
-    s = Snapshotter(tree)
+def test_hint_paths_only_look_where_told(tree, watch):
+    s = Snapshotter(tree, watch=watch)
     s.baseline()
     write(tree / "app/lib/mod.py", "code")
     write(tree / "elsewhere", "not looked at")
@@ -118,9 +123,33 @@ def test_hint_paths_only_look_where_told(tree):
     assert s.take().added == ("elsewhere",)
 
 
-def test_hardlink_added_to_existing_file_reports_the_group(tree):
-    s = Snapshotter(tree)
+def test_hardlink_added_to_existing_file_reports_the_group(tree, watch):
+    s = Snapshotter(tree, watch=watch)
     s.baseline()
     os.link(tree / "same", tree / "usr/same-link")
     c = s.take()
     assert "usr/same-link" in c.added and "same" in c.modified
+
+
+def test_inotify_path_handles_deep_replacements_and_renames(tree):
+    s = Snapshotter(tree, watch=True)
+    s.baseline()
+    assert s._watcher is not None, "inotify is available on Linux test machines"
+    shutil.rmtree(tree / "etc")
+    write(tree / "etc", "file now")
+    os.rename(tree / "same", tree / "usr/bin/renamed")
+    write(tree / "usr/bin/tool", "rewritten", 0)
+    c = s.take()
+    assert s._watcher is not None, "no fallback needed for these events"
+    assert c.added == ("usr/bin/renamed",) and c.deleted == ("same",)
+    assert set(c.modified) == {"etc", "usr/bin", "usr/bin/tool"}
+    (tree / "etc").unlink()
+    write(tree / "etc/again/x", "x")
+    c = s.take()
+    assert c.added == ("etc/again", "etc/again/x") and c.modified == ("etc",)
+    write(tree / "etc/again/y", "y")  # the new directory is watched too
+    assert s.take().added == ("etc/again/y",)
+    os.rename(tree / "etc/again", tree / "moved")  # directory rename: falls back to a full walk
+    c = s.take()
+    assert c.added == ("moved", "moved/x", "moved/y") and c.deleted == ("etc/again",)
+    s.close()

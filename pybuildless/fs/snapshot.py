@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterable
 
 from pybuildless.fs.ignore import IgnoreList
+from pybuildless.fs.watch import DirWatcher, Incomplete
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,12 @@ def read_xattrs(path: str) -> tuple[tuple[str, bytes], ...]:
             except OSError:
                 pass
     return tuple(sorted(out))
+
+
+def _ancestors(rel: str):
+    while "/" in rel:
+        rel = rel.rpartition("/")[0]
+        yield rel
 
 
 def _hash_file(path: str) -> str:
@@ -84,10 +91,13 @@ class Snapshotter:
 
     ``mode``: "stat" (default; ctime-based, no content reads) or "full"
     (content hashes, like kaniko's default: a file touched without any real
-    change is not reported).
+    change is not reported). ``watch``: use inotify so that ``take()`` only
+    looks at paths the kernel reported (falls back to a full walk whenever the
+    record may be incomplete; see ``pybuildless.fs.watch``).
     """
 
-    def __init__(self, root: Path | str, ignore: IgnoreList | None = None, *, mode: str = "stat") -> None:
+    def __init__(self, root: Path | str, ignore: IgnoreList | None = None, *, mode: str = "stat",
+                 watch: bool = True) -> None:
         if mode not in ("stat", "full"):
             raise ValueError(f"unknown snapshot mode {mode!r}")
         self.root = os.path.realpath(root)
@@ -96,6 +106,37 @@ class Snapshotter:
         self.state: dict[str, tuple] = {}
         self.xattrs: dict[str, tuple] = {}
         self.hashes: dict[str, str] = {}
+        self.watch = watch
+        self._watcher: DirWatcher | None = None
+
+    def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
+
+    def __enter__(self) -> "Snapshotter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _rewatch(self) -> None:
+        self.close()
+        if not self.watch:
+            return
+        try:
+            w = DirWatcher(self.root)
+        except OSError as e:
+            log.debug("no inotify (%s): snapshots walk the whole root", e)
+            return
+        w.add("")
+        for rel, key in self.state.items():
+            if stat.S_ISDIR(key[_MODE]):
+                w.add(rel)
+        if w.broken:
+            w.close()
+            return
+        self._watcher = w
 
     # -- walking ------------------------------------------------------------
     def _ignored(self, rel: str) -> bool:
@@ -142,11 +183,61 @@ class Snapshotter:
         self.hashes = {}
         for rel, key in self.state.items():
             self._record_extras(rel, key)
+        self._rewatch()
 
     def take(self) -> Changes:
-        """Walk the whole root, report the changes since the last snapshot, adopt the new state."""
+        """Report the changes since the last snapshot and adopt the new state."""
+        if self._watcher is not None:
+            try:
+                return self._take_reported(self._watcher.drain())
+            except Incomplete:
+                log.debug("inotify record incomplete: walking the whole root")
         new = self._walk("")
-        return self._adopt(self.state, new, scope=None)
+        changes = self._adopt(self.state, new, scope=None)
+        if self.watch:
+            self._rewatch()
+        return changes
+
+    def _take_reported(self, dirty: set[str]) -> Changes:
+        """Look only at the paths inotify named (and whole subtrees of replaced directories)."""
+        state = self.state
+        queue = {rel for rel in dirty if not self.ignore.is_ignored("/" + rel)}
+        keys = {rel: self._stat(rel) for rel in queue}
+        # other names of a hardlinked inode get no event of their own
+        wanted = {(k[_DEV], k[_INO]) for rel in queue for k in (keys[rel], state.get(rel))
+                  if k is not None and k[_NLINK] > 1 and not stat.S_ISDIR(k[_MODE])}
+        if wanted:
+            for rel, key in state.items():
+                if (key[_DEV], key[_INO]) in wanted and rel not in keys:
+                    queue.add(rel)
+                    keys[rel] = self._stat(rel)
+        old_sub: dict[str, tuple] = {}
+        new_sub: dict[str, tuple] = {}
+        replaced: set[str] = set()  # directories whose whole subtree must be compared
+        for rel in queue:
+            old, key = state.get(rel), keys[rel]
+            if old is not None:
+                old_sub[rel] = old
+            if key is not None:
+                new_sub[rel] = key
+            old_dir = old is not None and stat.S_ISDIR(old[_MODE])
+            new_dir = key is not None and stat.S_ISDIR(key[_MODE])
+            if (old_dir or new_dir) and not (old_dir and new_dir and (old[_INO], old[_DEV]) == (key[_INO], key[_DEV])):
+                replaced.add(rel)
+        tops = {r for r in replaced if not any(a in replaced for a in _ancestors(r))}
+        if tops:
+            for rel, key in state.items():
+                if any(a in tops for a in _ancestors(rel)):
+                    old_sub[rel] = key
+            for top in tops:
+                if top in new_sub and stat.S_ISDIR(new_sub[top][_MODE]):
+                    new_sub.update(self._walk(top))
+        changes = self._adopt(old_sub, new_sub, scope=None)
+        for rel, key in new_sub.items():
+            if stat.S_ISDIR(key[_MODE]) and (rel in replaced or rel in changes.added or any(
+                    a in tops for a in _ancestors(rel))):
+                self._watcher.add(rel)
+        return changes
 
     def take_paths(self, paths: Iterable[str]) -> Changes:
         """Only look at ``paths`` (and below, and their parent directories): for COPY/ADD."""
