@@ -189,3 +189,82 @@ def test_platform_selection_from_an_index_skips_attestations(busybox_image, regi
     assert fetch_image(repo, platform=Platform.parse("linux/arm64")).digest == image.digest
     with pytest.raises(NoMatchingPlatformError, match="s390x"):
         fetch_image(repo, platform=Platform.parse("linux/s390x"))
+
+
+def _random_layer(tmp_path: Path, n: int) -> FileLayer:
+    import gzip
+    import io
+    import os
+    import tarfile
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        data = os.urandom(200_000 + n)
+        info = tarfile.TarInfo(f"file{n}")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    tar_bytes = raw.getvalue()
+    compressed = gzip.compress(tar_bytes, mtime=0)
+    path = tmp_path / f"layer{n}.tar.gz"
+    path.write_bytes(compressed)
+    return FileLayer(path, Digest.of_bytes(compressed), Digest.of_bytes(tar_bytes), len(compressed))
+
+
+def test_multi_layer_image_pushes_and_pulls_in_parallel(registry, tmp_path):
+    from pybuildless.image.model import build_image
+
+    layers = [_random_layer(tmp_path, n) for n in range(5)]
+    image = build_image({"architecture": Platform.host().architecture, "os": "linux", "config": {}}, layers)
+    dest = registry.ref("parallel/five:v1")
+    digest = push_image(image, [dest], jobs=4)
+    assert layer_digests(dest) == [str(l.digest) for l in layers]
+    pulled = pull_image(dest, tmp_path / "pulled", jobs=4)
+    assert Digest.of_bytes(pulled.raw_manifest()) == digest
+    for want, got in zip(layers, pulled.layers()):
+        assert got.path.read_bytes() == want.path.read_bytes()
+
+
+def test_push_index_of_two_platforms(registry, busybox_image, tmp_path):
+    from pybuildless.image.model import build_image
+    from pybuildless.registry.remote import push_index
+
+    base = fetch_image(busybox_image)
+    arm = build_image({"architecture": "arm64", "os": "linux", "config": {}}, [_random_layer(tmp_path, 9)])
+    dest = registry.ref("multi/pushed:v1")
+    index_digest = push_index([base, arm], [dest])
+    raw = skopeo_inspect(dest, raw=True)
+    assert raw["mediaType"] == mt.OCI_INDEX
+    assert [m["platform"]["architecture"] for m in raw["manifests"]] == [Platform.host().architecture, "arm64"]
+    assert fetch_image(dest, platform=Platform.parse("linux/arm64")).digest == Digest.of_bytes(arm.raw_manifest())
+    assert fetch_image(dest).index_digest == index_digest
+
+
+def test_mirrors_and_registry_map_with_fallback(registry, busybox_image):
+    source = fetch_image(busybox_image)
+    # a Docker Hub name served by a mirror (Hub itself is never contacted: no fallback)
+    push_image(source, [registry.ref("library/bbmirror:latest")])
+    opts = RegistryOptions(registry_mirrors=(registry.host,), skip_default_registry_fallback=True)
+    via_mirror = fetch_image("bbmirror", options=opts)
+    assert via_mirror.digest == source.digest and via_mirror.source.registry == registry.host
+    assert via_mirror.layers()[0].source.context == f"{registry.host}/library/bbmirror"
+    # --registry-map with a path prefix
+    push_image(source, [registry.ref("prefix/base/app:1")])
+    opts = RegistryOptions(registry_map=(("origin.invalid", f"{registry.host}/prefix"),),
+                           skip_default_registry_fallback=True)
+    assert fetch_image("origin.invalid/base/app:1", options=opts).digest == source.digest
+    # a mirror that is down: fall back to the original
+    opts = RegistryOptions(registry_map=((registry.host, "127.0.0.1:1"),), retries=0)
+    back = fetch_image(busybox_image, options=opts)
+    assert back.digest == source.digest and back.source.registry == registry.host
+
+
+def test_registry_options_from_build_options():
+    from pybuildless.build.options import BuildOptions
+
+    opts = RegistryOptions.from_build_options(BuildOptions(
+        insecure_registries=("a.example",), skip_tls_verify=True, registry_map=(("x", "y"),),
+        registry_mirrors=("m.example",), registry_certificates=(("c.example", "/ca.pem"),), push_retry=5))
+    assert opts.insecure_registries == ("a.example",) and opts.plain_http("a.example")
+    assert opts.verify_tls("z") is False and opts.registry_map == (("x", "y"),)
+    assert opts.registry_mirrors == ("m.example",) and opts.certificates == (("c.example", "/ca.pem"),)
+    assert opts.retries == 5

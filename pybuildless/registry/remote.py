@@ -21,7 +21,7 @@ from typing import BinaryIO, Callable, Sequence
 from pybuildless.errors import DigestMismatchError, ImageFormatError, NotFoundError, RegistryError
 from pybuildless.image import mediatypes as mt
 from pybuildless.image.descriptor import Descriptor, Digest, Platform
-from pybuildless.image.model import FileLayer, Image, Layer, ManifestImage, MountableLayer
+from pybuildless.image.model import FileLayer, Image, Layer, ManifestImage, MountableLayer, canonical_json
 from pybuildless.image.platform import select_manifest
 from pybuildless.registry.client import RegistryClient
 from pybuildless.registry.options import RegistryOptions
@@ -317,3 +317,46 @@ def image_exists(ref: Reference | str, *, options: RegistryOptions | None = None
         return desc
     except NotFoundError:
         return None
+
+
+def make_index(images: Sequence[Image], *, annotations: dict[str, str] | None = None) -> tuple[bytes, str]:
+    """Serialise an index over ``images`` (platforms from their configs): (raw bytes, media type).
+
+    A Docker manifest list when every image is a Docker v2 manifest, else an OCI index.
+    """
+    entries = []
+    docker = bool(images)
+    for image in images:
+        raw = image.raw_manifest()
+        media_type = json.loads(raw).get("mediaType") or mt.OCI_MANIFEST
+        docker = docker and media_type == mt.DOCKER_MANIFEST
+        entry = {"mediaType": media_type, "digest": str(Digest.of_bytes(raw)), "size": len(raw)}
+        config = json.loads(image.raw_config())
+        if config.get("architecture") and config.get("os"):
+            entry["platform"] = Platform.from_dict(config).to_dict()
+        entries.append(entry)
+    index_type = mt.DOCKER_MANIFEST_LIST if docker else mt.OCI_INDEX
+    index: dict = {"schemaVersion": 2, "mediaType": index_type, "manifests": entries}
+    if annotations:
+        index["annotations"] = dict(annotations)
+    return canonical_json(index), index_type
+
+
+def push_index(images: Sequence[Image], refs: Sequence[Reference | str], *, options: RegistryOptions | None = None,
+               raw_index: bytes | None = None, jobs: int | None = None) -> Digest:
+    """Push every platform image by digest, then the index (``raw_index`` or ``make_index``) to each ref."""
+    options = options or RegistryOptions()
+    refs = [parse_reference(r) if isinstance(r, str) else r for r in refs]
+    if raw_index is None:
+        raw_index, index_type = make_index(images)
+    else:
+        index_type = json.loads(raw_index).get("mediaType") or mt.OCI_INDEX
+    for image in images:
+        digest = Digest.of_bytes(image.raw_manifest())
+        push_image(image, [r.with_digest(str(digest)) for r in refs], options=options, jobs=jobs)
+    index_digest = Digest.of_bytes(raw_index)
+    for ref in refs:
+        client = RegistryClient.for_reference(ref, options)
+        client.put_manifest(ref, raw_index, index_type)
+        logger.info("pushed index %s@%s", ref.context, index_digest)
+    return index_digest
