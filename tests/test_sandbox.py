@@ -423,3 +423,39 @@ def test_extra_mount_inside_dev(tmp_path: Path) -> None:
                        mounts=[Mount("/dev/pipes/script", script, readonly=True)])
     assert (code, out.decode()) == (0, "from heredoc\n")
     assert not (root / "dev").exists()
+
+
+def cap_mask(caps: frozenset[int]) -> str:
+    return f"{sum(1 << c for c in caps):016x}"
+
+
+def test_root_in_the_sandbox_is_contained(sandbox: ChrootSandbox, tmp_path: Path) -> None:
+    """Docker's default capabilities (minus MKNOD), a detached host tree, no mounting."""
+    marker = tmp_path / "host-marker"
+    marker.write_text("secret")
+    code, out = sh(sandbox, "grep -E '^Cap(Eff|Bnd):' /proc/self/status; "
+                            f"test -e /proc/1/root{marker} && echo visible || echo invisible; "
+                            "mkdir -p /mnt; mount -t tmpfs none /mnt 2>/dev/null && echo mounted || echo no-mount; "
+                            "mknod /tmp/disk b 8 0 2>/dev/null && echo mknod || echo no-mknod; "
+                            "awk '{print $5}' /proc/self/mountinfo | sort -u | tr '\\n' ' '")
+    assert code == 0, out
+    from pybuildless.sandbox._linux import RUN_CAPABILITIES
+
+    lines = out.splitlines()
+    assert lines[0].split()[1] == cap_mask(RUN_CAPABILITIES) and lines[1].split()[1] == cap_mask(RUN_CAPABILITIES)
+    assert lines[2:5] == ["invisible", "no-mount", "no-mknod"]
+    # the stage root is the namespace's root mount (pivoted, not chrooted): no host mount is listed
+    points = set(lines[5].split())
+    assert "/" in points and "/proc" in points
+    assert points <= {"/", "/proc", "/sys", "/dev", "/dev/pts", "/dev/shm", "/etc/hosts", "/etc/resolv.conf"} | {
+        f"/dev/{n}" for n in ("null", "zero", "full", "random", "urandom", "tty")}, points
+    os.rmdir(sandbox.root / "mnt")
+
+
+def test_fallback_cannot_chroot_out(tmp_path: Path) -> None:
+    """Without namespaces the RUN is only chrooted, so it also loses CAP_SYS_CHROOT."""
+    root = make_busybox_root(tmp_path / "plain")
+    with ChrootSandbox(root, namespaces=False) as box:
+        code, out = sh(box, "chroot / true 2>/dev/null && echo chrooted || echo refused; "
+                            "grep '^CapEff:' /proc/self/status 2>/dev/null || echo no-proc")
+    assert code == 0 and out.splitlines()[0] == "refused"

@@ -12,6 +12,7 @@ import ctypes
 import ctypes.util
 import fcntl
 import os
+import platform
 import socket
 import struct
 
@@ -33,7 +34,25 @@ MS_PRIVATE = 1 << 18
 MNT_DETACH = 0x2
 
 PR_SET_PDEATHSIG = 1
+PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+# Capability numbers (linux/capability.h).
+CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID, CAP_KILL, CAP_SETGID, CAP_SETUID = 0, 1, 3, 4, 5, 6, 7
+CAP_SETPCAP, CAP_NET_BIND_SERVICE, CAP_NET_RAW, CAP_SYS_CHROOT = 8, 10, 13, 18
+CAP_MKNOD, CAP_AUDIT_WRITE, CAP_SETFCAP = 27, 29, 31
+# Docker's default set for containers and build steps, minus MKNOD: without a
+# device cgroup a RUN could mknod the host's disks and read them.
+RUN_CAPABILITIES = frozenset({
+    CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID, CAP_KILL, CAP_SETGID, CAP_SETUID, CAP_SETPCAP,
+    CAP_NET_BIND_SERVICE, CAP_NET_RAW, CAP_SYS_CHROOT, CAP_AUDIT_WRITE, CAP_SETFCAP,
+})
+
+# pivot_root has no glibc wrapper.
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}.get(
+    platform.machine())
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _unshare = _libc.unshare
@@ -44,6 +63,10 @@ _umount2 = _libc.umount2
 _umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _prctl = _libc.prctl
 _prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+_capget = _libc.capget
+_capset = _libc.capset
 _sethostname = _libc.sethostname
 _sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 
@@ -73,6 +96,64 @@ def umount(target: str | os.PathLike[str], flags: int = 0) -> None:
 
 def prctl(option: int, arg: int) -> None:
     _check(_prctl(option, arg, 0, 0, 0), "prctl")
+
+
+def pivot_available() -> bool:
+    return _SYS_PIVOT_ROOT is not None
+
+
+def pivot_into(new_root: str) -> None:
+    """Make ``new_root`` (a mount point) this mount namespace's root and detach the old one.
+
+    pivot_root(".", ".") stacks the old root on top of the new one; unmounting
+    "." then removes it, so no directory for it is needed inside the image.
+    """
+    if _SYS_PIVOT_ROOT is None:
+        raise OSError(38, "pivot_root: unknown syscall number on this architecture")
+    os.chdir(new_root)
+    _check(int(_syscall(_SYS_PIVOT_ROOT, b".", b".")), "pivot_root")
+    umount(".", MNT_DETACH)
+    os.chdir("/")
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+_CAP_V3 = 0x20080522
+
+
+def limit_capabilities(keep: frozenset[int], last_cap: int) -> None:
+    """Drop every capability not in ``keep`` from the bounding, inheritable and ambient sets.
+
+    Root keeps only ``keep`` across exec (its permitted set after exec is
+    bounded); a non-root user loses them all at setuid anyway.
+    """
+    for cap in range(last_cap + 1):
+        if cap not in keep:
+            prctl(PR_CAPBSET_DROP, cap)
+    header = _CapHeader(_CAP_V3, 0)
+    data = (_CapData * 2)()
+    _check(_capget(ctypes.byref(header), data), "capget")
+    mask = [0, 0]
+    for cap in keep:
+        mask[cap // 32] |= 1 << (cap % 32)
+    for i in range(2):
+        data[i].inheritable &= mask[i]
+    _check(_capset(ctypes.byref(header), data), "capset")
+    _check(_prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "prctl ambient")
+
+
+def last_capability() -> int:
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 40
 
 
 def sethostname(name: str) -> None:

@@ -1,14 +1,21 @@
-"""ChrootSandbox: RUN chrooted into the stage root, in private namespaces when permitted.
+"""ChrootSandbox: RUN confined to the stage root, in private namespaces when permitted.
 
-Needs root (or CAP_SYS_CHROOT + CAP_SETUID/SETGID). With CAP_SYS_ADMIN it
-also gets mount, pid, IPC and UTS namespaces (and a network namespace for
-``--network=none``): /proc, /dev, /sys and the /etc files are mounted for the
-step only, and every process the step started dies with it.
+Needs root. With CAP_SYS_ADMIN (the normal case on a build machine) the step
+gets mount, pid, IPC and UTS namespaces (and a network namespace for
+``--network=none``); the stage root is bind-mounted onto itself and becomes
+the namespace's root by pivot_root, with the host's tree detached, so even
+root in the step cannot climb out the way it can out of a chroot. /proc,
+/dev, /sys and the /etc files are mounted for the step only, every process
+the step started dies with it, and the command keeps only Docker's default
+capabilities minus CAP_MKNOD (no device cgroup here to make device nodes
+harmless) — so no mounting, no raw devices.
 
 Without CAP_SYS_ADMIN (an unprivileged container) it falls back to a plain
-chroot: minimal device nodes are created with mknod when missing (and removed
-after the step), there is no /proc or /sys, daemons are still killed through
-the monitor's session/subreaper sweep, and ``--network=none`` is refused.
+chroot(2): minimal device nodes are created with mknod when missing (and
+removed after the step), there is no /proc or /sys, daemons are still killed
+through the monitor's process-group/session/subreaper sweep, ``--network=none``
+and extra mounts are refused, and CAP_SYS_CHROOT is dropped too so the step
+cannot use the classic double-chroot escape.
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ _BASE_NAMESPACES = _linux.CLONE_NEWNS | _linux.CLONE_NEWPID | _linux.CLONE_NEWIP
 
 
 def _mount_all(plan: MountPlan, extra: list[PreparedMount]) -> None:
+    # The root must be a mount point for pivot_root; the mounts below go on top of this one.
+    _linux.mount(str(plan.root), plan.root, None, _linux.MS_BIND | _linux.MS_REC)
     apply_mounts(plan)
     apply_extra_mounts(extra)
 
@@ -54,6 +63,7 @@ class ChrootSandbox:
         # Copies of the host's /etc/hosts and /etc/resolv.conf live here, outside the root.
         self._scratch = Path(tempfile.mkdtemp(prefix="pybuildless-sandbox-", dir=scratch_parent))
         self._closed = False
+        self._last_cap = _linux.last_capability()
 
     def run(self, argv: list[str], *, env: dict[str, str], cwd: str, user: "ResolvedUser",
             stdout: Sink, network: str = "default", mounts: Sequence[Mount] = ()) -> int:
@@ -85,6 +95,10 @@ class ChrootSandbox:
                 proc_mountpoint=str(plan.targets["proc"]) if "proc" in plan.targets else None,
                 loopback_up=network == "none",
                 hostname=self.hostname,
+                pivot_root=self.namespaces and _linux.pivot_available(),
+                capabilities=_linux.RUN_CAPABILITIES if self.namespaces
+                else _linux.RUN_CAPABILITIES - {_linux.CAP_SYS_CHROOT},
+                last_capability=self._last_cap,
             )
             return run_child(spec, as_sink(stdout))
         finally:

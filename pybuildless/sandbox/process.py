@@ -3,8 +3,9 @@
 Process tree (the builder is the parent)::
 
     builder ── monitor (setsid, child subreaper, unshares namespaces, sets up mounts)
-                 └─ init (pid 1 of a new pid namespace, when permitted; mounts /proc)
-                      └─ command (chroot, chdir, drop to the user, exec)
+                 └─ init (pid 1 of a new pid namespace, when permitted; mounts /proc,
+                      │    pivots into the stage root)
+                      └─ command (chroot if not pivoted, chdir, capabilities, user, exec)
 
 * With a pid namespace, ``init`` leaving makes the kernel SIGKILL everything
   else in the namespace, so ``RUN (sleep 1000 &)`` cannot leave a process.
@@ -71,6 +72,12 @@ class ChildSpec:
     proc_mountpoint: str | None = None
     loopback_up: bool = False
     hostname: str | None = None
+    # init pivots into ``chroot`` (made a mount point by setup_mounts) instead
+    # of chroot(2), so the host's tree is detached and cannot be climbed back to.
+    pivot_root: bool = False
+    # Capabilities the command keeps (None: leave them alone).
+    capabilities: frozenset[int] | None = None
+    last_capability: int = 40
 
 
 def run_child(spec: ChildSpec, sink: OutputSink) -> int:
@@ -275,6 +282,11 @@ def _init(spec: ChildSpec, out_w: int, err_w: int, devnull: int) -> None:  # pra
         if spec.proc_mountpoint:
             _linux.mount("proc", spec.proc_mountpoint, "proc",
                          _linux.MS_NOSUID | _linux.MS_NODEV | _linux.MS_NOEXEC)
+        if spec.pivot_root and spec.chroot is not None:
+            # A nested mount namespace, so the pivot does not move the monitor's root.
+            _linux.unshare(_linux.CLONE_NEWNS)
+            _linux.pivot_into(spec.chroot)
+            spec = dataclasses.replace(spec, chroot=None)
         command = os.fork()
         if command == 0:
             _exec_command(spec, out_w, err_w, devnull)
@@ -310,6 +322,8 @@ def _exec_command(spec: ChildSpec, out_w: int, err_w: int, devnull: int) -> None
         os.dup2(devnull, 0)
         os.dup2(out_w, 1)
         os.dup2(out_w, 2)
+        if spec.capabilities is not None:
+            _linux.limit_capabilities(spec.capabilities, spec.last_capability)
         user = spec.user
         os.setgroups(list(user.supplementary_gids))
         os.setgid(user.gid)
