@@ -459,3 +459,10 @@ def test_fallback_cannot_chroot_out(tmp_path: Path) -> None:
         code, out = sh(box, "chroot / true 2>/dev/null && echo chrooted || echo refused; "
                             "grep '^CapEff:' /proc/self/status 2>/dev/null || echo no-proc")
     assert code == 0 and out.splitlines()[0] == "refused"
+
+
+def test_builder_copies_are_not_readable(sandbox: ChrootSandbox) -> None:
+    """init is a fork of the builder (credentials in memory): the step cannot read it."""
+    code, out = sh(sandbox, "head -c 16 /proc/1/mem >/dev/null 2>&1 && echo readable || echo denied; "
+                            "cat /proc/1/environ >/dev/null 2>&1 && echo readable || echo denied")
+    assert (code, out) == (0, "denied\ndenied\n")

@@ -189,6 +189,9 @@ def _monitor(spec: ChildSpec, parent_pid: int, out_w: int, err_w: int, devnull: 
         if os.getppid() != parent_pid:
             os._exit(code)
         _linux.prctl(_linux.PR_SET_CHILD_SUBREAPER, 1)
+        # The monitor and init are copies of the builder, credentials included:
+        # keep the step from reading their memory through /proc/PID/mem.
+        _linux.prctl(_linux.PR_SET_DUMPABLE, 0)
         if spec.unshare_flags:
             _linux.unshare(spec.unshare_flags)
         if spec.unshare_flags & _linux.CLONE_NEWNS:
@@ -279,6 +282,7 @@ def _init(spec: ChildSpec, out_w: int, err_w: int, devnull: int) -> None:  # pra
     code = _EXIT_SETUP_FAILED
     try:
         _linux.prctl(_linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        _linux.prctl(_linux.PR_SET_DUMPABLE, 0)
         if spec.proc_mountpoint:
             _linux.mount("proc", spec.proc_mountpoint, "proc",
                          _linux.MS_NOSUID | _linux.MS_NODEV | _linux.MS_NOEXEC)
