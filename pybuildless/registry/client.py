@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -177,12 +178,15 @@ class RegistryClient:
     def download_blob(self, repository: str, desc: Descriptor, dest: Path, *, scopes: tuple[str, ...] = ()) -> Path:
         """Stream a blob to ``dest`` (via a temp file and rename), verified; retried on transient faults."""
         attempts = max(0, self.options.retries) + 1
-        tmp = dest.with_name(dest.name + ".partial")
         for n in range(attempts):
+            # a private temp name: other threads or processes may fetch the same blob at once
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
+            tmp = Path(tmp_name)
             try:
-                with self.open_blob(repository, desc, scopes=scopes) as reader, open(tmp, "wb") as out:
+                with os.fdopen(fd, "wb") as out, self.open_blob(repository, desc, scopes=scopes) as reader:
                     while chunk := reader.read(CHUNK):
                         out.write(chunk)
+                os.chmod(tmp, 0o644)
                 os.replace(tmp, dest)
                 return dest
             except (RegistryError, DigestMismatchError) as e:
@@ -191,6 +195,9 @@ class RegistryClient:
                     raise
                 logger.warning("download of %s interrupted (%s); retrying", desc.digest, e)
                 self.transport._sleep(0.2 * (n + 1))
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
         raise AssertionError("unreachable")
 
     def mount_blob(self, repository: str, digest: Digest, source_repository: str, *,

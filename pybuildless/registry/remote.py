@@ -190,7 +190,9 @@ def pull_image(ref: Reference | str, dest: Path, *, platform: Platform | None = 
             logger.info("pulled layer %s (%d bytes)", layer.digest, layer.size)
         return FileLayer(path, layer.digest, layer.diff_id, layer.size, layer.media_type)
 
-    layers = _parallel(fetch, remote.layers(), jobs or options.parallel)
+    unique = list({layer.digest: layer for layer in remote.layers()}.values())  # a blob may repeat
+    files = {f.digest: f for f in _parallel(fetch, unique, jobs or options.parallel)}
+    layers = [FileLayer(files[l.digest].path, l.digest, l.diff_id, l.size, l.media_type) for l in remote.layers()]
     return ManifestImage(remote.raw_manifest(), remote.raw_config(), layers)
 
 
@@ -295,7 +297,7 @@ def push_image(image: Image, refs: Sequence[Reference | str], *, options: Regist
             logger.info("layer %s: %s", layer.digest, how)
             return how
 
-        _parallel(push_layer, layers, jobs or options.parallel)
+        _parallel(push_layer, list({layer.digest: layer for layer in layers}.values()), jobs or options.parallel)
         _push_blob(client, ref.repository, config_desc, lambda: io.BytesIO(config_raw), scopes, done_repo)
         got = client.put_manifest(ref, raw_manifest, media_type, scopes=scopes)
         if got != digest:

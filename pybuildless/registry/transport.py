@@ -84,6 +84,7 @@ class Transport:
         self._ping: PingResult | None = None
         self._tokens = TokenCache()
         self._warned: set[str] = set()
+        self._token_lock = threading.Lock()
         self.verify = options.verify_tls(registry, pull=pull)
         self.cert = options.client_cert(registry)
 
@@ -213,8 +214,11 @@ class Transport:
         key = (challenge.realm, challenge.service, frozenset(scopes))
         token = None if force else self._tokens.get(key)
         if token is None:
-            token = fetch_token(self, challenge, scopes, cred)
-            self._tokens.put(key, token)
+            with self._token_lock:  # parallel uploads starting together need one token, not four
+                token = None if force else self._tokens.get(key)
+                if token is None:
+                    token = fetch_token(self, challenge, scopes, cred)
+                    self._tokens.put(key, token)
         return f"Bearer {token.value}"
 
     # -- requests with auth and retries ---------------------------------------------------
@@ -269,7 +273,10 @@ class Transport:
                                     method=method, url=redact_url(url), temporary=True) from None
             if resp.status_code in ok:
                 return resp
-            raise error_from_response(resp, what)
+            err = error_from_response(resp, what)
+            if resp.status_code == 401 and self.ping().challenge is not None and self.credential.anonymous:
+                err.args = (f"{err} (no credentials for {self.registry}: add them to the Docker config.json)",)
+            raise err
 
         if not retry:
             return checked()
