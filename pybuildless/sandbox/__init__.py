@@ -7,6 +7,10 @@
 * ``inplace``: run in the builder's own root, Kaniko style (root must be /);
 * ``userns``: rootless, not available yet;
 * ``auto``: chroot when running as root.
+
+``Sandbox.run(argv, env=, cwd=, user=, stdout=, network=, mounts=)`` returns
+the exit status (128+n when killed by signal n); ``mounts`` takes ``Mount``
+values (host bind mounts and tmpfs, the seam for ``RUN --mount``).
 """
 
 from __future__ import annotations
