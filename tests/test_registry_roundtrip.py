@@ -107,6 +107,8 @@ def test_pull_to_disk_then_push_elsewhere(busybox_image, registry, tmp_path):
     assert digest == Digest.of_bytes(pulled.raw_manifest())
     assert layer_digests(dest) == [str(layer.digest)]
     assert skopeo_inspect(dest)["Digest"] == str(digest)
+    rootfs = skopeo_unpack(dest, registry, tmp_path)
+    assert (rootfs / "bin" / "busybox").read_bytes() == Path("/bin/busybox").read_bytes()
 
 
 def test_remote_image_is_mounted_within_a_registry(busybox_image, registry, propagate_logs, caplog):
