@@ -466,3 +466,18 @@ def test_builder_copies_are_not_readable(sandbox: ChrootSandbox) -> None:
     code, out = sh(sandbox, "head -c 16 /proc/1/mem >/dev/null 2>&1 && echo readable || echo denied; "
                             "cat /proc/1/environ >/dev/null 2>&1 && echo readable || echo denied")
     assert (code, out) == (0, "denied\ndenied\n")
+
+
+def test_scratch_is_removed_on_close_or_collection(rootfs: Path) -> None:
+    import gc
+
+    box = ChrootSandbox(rootfs)
+    scratch = box._scratch
+    assert sh(box, "true")[0] == 0 and (scratch / "hosts").exists()
+    box.close()
+    assert not scratch.exists()
+    forgotten = ChrootSandbox(rootfs)
+    scratch = forgotten._scratch
+    del forgotten
+    gc.collect()
+    assert not scratch.exists()

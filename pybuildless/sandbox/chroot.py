@@ -24,6 +24,7 @@ import functools
 import logging
 import os
 import tempfile
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -62,6 +63,8 @@ class ChrootSandbox:
         self.hostname = hostname
         # Copies of the host's /etc/hosts and /etc/resolv.conf live here, outside the root.
         self._scratch = Path(tempfile.mkdtemp(prefix="pybuildless-sandbox-", dir=scratch_parent))
+        # Removed on close(), or at garbage collection / interpreter exit if close() is forgotten.
+        self._remove_scratch = weakref.finalize(self, remove_scratch, self._scratch)
         self._closed = False
         self._last_cap = _linux.last_capability()
 
@@ -111,7 +114,7 @@ class ChrootSandbox:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            remove_scratch(self._scratch)
+            self._remove_scratch()
 
     def __enter__(self) -> "ChrootSandbox":
         return self
