@@ -224,3 +224,19 @@ def test_credentials_are_not_sent_to_a_redirect_target(registry_basic, busybox_i
         assert front.count("GET", BLOB_GET, "fault redirect") == 2  # config and layer
         assert storage.authorizations and all(auth is None for _, _, auth in storage.authorizations)
         assert any(auth == basic for m, p, auth in front.authorizations if "/manifests/" in p)
+
+
+def test_open_v2_endpoint_with_protected_resources(registry_basic, busybox_image, tmp_path):
+    """/v2/ answers 200 but resources challenge: the resource's challenge is adopted."""
+    from pybuildless.registry.credentials import Credential, StaticKeychain
+
+    creds = Credential(registry_basic.username, registry_basic.password)
+    push_image(fetch_image(busybox_image), [registry_basic.ref("faults/open-ping:v1")],
+               options=RegistryOptions(keychain=StaticKeychain(((registry_basic.host, creds),))))
+    with FaultProxy(registry_basic.url) as front:
+        front.add(Fault("status", r"^/v2/$", method="GET", count=-1, status=200))
+        options = RegistryOptions(keychain=StaticKeychain(((front.host, creds),)))
+        image = fetch_image(f"{front.host}/faults/open-ping:v1", options=options)
+        assert image.layers()
+        assert front.count("GET", r"^/v2/$", "fault 200") >= 1
+        assert front.count("GET", MANIFEST, "401") == 1  # one challenge, then Basic on every request

@@ -80,7 +80,10 @@ class Transport:
         self._credential = credential
         self._sleep = sleep
         self._local = threading.local()
-        self._lock = threading.Lock()
+        # separate locks: the ping holds its lock across network I/O that may log warnings
+        self._ping_lock = threading.Lock()
+        self._cred_lock = threading.Lock()
+        self._warn_lock = threading.Lock()
         self._ping: PingResult | None = None
         self._tokens = TokenCache()
         self._warned: set[str] = set()
@@ -107,7 +110,7 @@ class Transport:
     @property
     def credential(self) -> Credential:
         if self._credential is None:
-            with self._lock:
+            with self._cred_lock:
                 if self._credential is None:
                     self._credential = self.options.get_keychain().resolve(self.registry)
         return self._credential
@@ -137,19 +140,23 @@ class Transport:
             if code != "299":
                 continue
             text = rest.partition(" ")[2].strip().strip('"')
-            with self._lock:
+            with self._warn_lock:
                 if text in self._warned:
                     continue
                 self._warned.add(text)
             logger.warning("registry %s: %s", self.registry, log.redact(text))
 
+    @property
+    def ping_scheme(self) -> str:
+        return self.ping().scheme
+
     def base_url(self) -> str:
-        return f"{self.ping().scheme}://{self.registry}"
+        return f"{self.ping_scheme}://{self.registry}"
 
     # -- ping -----------------------------------------------------------------------------
 
     def ping(self) -> PingResult:
-        with self._lock:
+        with self._ping_lock:
             if self._ping is None:
                 self._ping = self._do_ping()
             return self._ping
@@ -253,10 +260,17 @@ class Transport:
             auth = self._authorization(scopes)
             resp = self._follow(method, url, auth=auth, headers=headers, body=body, stream=stream,
                                 follow=follow_redirects and method in ("GET", "HEAD"))
-            if resp.status_code == 401 and not reauthed and self.ping().challenge is not None:
+            if resp.status_code == 401 and not reauthed:
                 # A resource 401 names the scope it wants; get a token for the union, once.
-                reauthed = True
                 wanted = pick_challenge(parse_challenges(header_values(resp, "WWW-Authenticate")))
+                if self.ping().challenge is None:
+                    if wanted is None:
+                        return resp
+                    # /v2/ was open but this resource is not: adopt the resource's challenge
+                    scheme = self.ping_scheme
+                    with self._ping_lock:
+                        self._ping = PingResult(scheme, wanted)
+                reauthed = True
                 resp.close()
                 if wanted is not None and wanted.scopes:
                     scopes = merge_scopes(wanted.scopes, scopes)
