@@ -186,3 +186,16 @@ def test_secrets_read_are_registered_for_redaction(tmp_path, helper_dir):
     assert "helper-registered-secret" not in redact("token helper-registered-secret here")
     assert "file-registered-secret" not in redact("x file-registered-secret y")
     assert "file-registered-secret" not in repr(kc.resolve("f.example"))
+
+
+def test_containers_auth_json_is_a_fallback(tmp_path):
+    env = write_config(tmp_path, {"auths": {"docker.example": {"auth": b64("dockeruser:p1234")}}})
+    auth_file = tmp_path / "auth.json"
+    auth_file.write_text(json.dumps({"auths": {
+        "podman.example": {"auth": b64("podmanuser:p1234")},
+        "docker.example": {"auth": b64("shadowed:p1234")},
+    }}))
+    env["REGISTRY_AUTH_FILE"] = str(auth_file)
+    kc = default_keychain(env)
+    assert kc.resolve("podman.example").username == "podmanuser"
+    assert kc.resolve("docker.example").username == "dockeruser"  # Docker's config comes first

@@ -240,3 +240,31 @@ def test_open_v2_endpoint_with_protected_resources(registry_basic, busybox_image
         assert image.layers()
         assert front.count("GET", r"^/v2/$", "fault 200") >= 1
         assert front.count("GET", MANIFEST, "401") == 1  # one challenge, then Basic on every request
+
+
+def test_declined_and_failing_mounts_fall_back_to_uploads(proxy, registry, busybox_image, tmp_path):
+    """A mount the registry declines (202: an upload session is open) or refuses (400) still
+    ends with the blob uploaded (ggcr #1404)."""
+    from dataclasses import dataclass
+    from typing import Any
+
+    from pybuildless.image.model import FileLayer, ManifestImage
+
+    @dataclass(frozen=True)
+    class SourcedLayer(FileLayer):
+        source: Any = None
+
+    pulled = pull_image(busybox_image, tmp_path / "blobs")
+    [layer] = pulled.layers()
+    # the claimed source repository does not have the blob: distribution answers 202
+    nowhere = parse_reference(f"{proxy.host}/faults/empty-source:v1")
+    sourced = SourcedLayer(layer.path, layer.digest, layer.diff_id, layer.size, layer.media_type, source=nowhere)
+    image = ManifestImage(pulled.raw_manifest(), pulled.raw_config(), [sourced])
+    assert push_image(image, [f"{proxy.host}/faults/mount-declined:v1"]) == pulled.digest
+    assert proxy.count("POST", r"mount=", "202") == 1
+    assert manifest_blobs_present(registry, registry.ref("faults/mount-declined:v1"))
+
+    proxy.add(Fault("status", r"mount=", method="POST", count=-1, status=400))
+    assert push_image(image, [f"{proxy.host}/faults/mount-refused:v1"]) == pulled.digest
+    assert proxy.count("POST", r"mount=", "fault 400") == 1
+    assert manifest_blobs_present(registry, registry.ref("faults/mount-refused:v1"))

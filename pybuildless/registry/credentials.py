@@ -242,13 +242,27 @@ def docker_config_dir(env: dict[str, str] | None = None) -> Path:
     return Path(env.get("HOME") or Path.home()) / ".docker"
 
 
+def containers_auth_files(env: dict[str, str]) -> list[Path]:
+    """podman/skopeo/buildah's auth.json locations (same ``auths`` format), as ggcr also reads them."""
+    paths = []
+    if env.get("REGISTRY_AUTH_FILE"):
+        paths.append(Path(env["REGISTRY_AUTH_FILE"]))
+    if env.get("XDG_RUNTIME_DIR"):
+        paths.append(Path(env["XDG_RUNTIME_DIR"]) / "containers" / "auth.json")
+    if env.get("XDG_CONFIG_HOME"):
+        paths.append(Path(env["XDG_CONFIG_HOME"]) / "containers" / "auth.json")
+    return paths
+
+
 def default_keychain(env: dict[str, str] | None = None) -> Keychain:
-    """``DOCKER_AUTH_CONFIG`` in front of ``$DOCKER_CONFIG/config.json`` (default ``~/.docker``)."""
+    """``DOCKER_AUTH_CONFIG``, then ``$DOCKER_CONFIG/config.json`` (default ``~/.docker``), then the
+    containers ``auth.json`` files; the first with credentials for a host wins."""
     env = dict(os.environ if env is None else env)
     chain: list[Keychain] = []
     if env.get("DOCKER_AUTH_CONFIG"):
         chain.append(DockerConfigKeychain.from_text(env["DOCKER_AUTH_CONFIG"], "DOCKER_AUTH_CONFIG"))
     chain.append(DockerConfigKeychain.from_file(docker_config_dir(env) / "config.json"))
+    chain.extend(DockerConfigKeychain.from_file(p) for p in containers_auth_files(env))
     return MultiKeychain(tuple(chain))
 
 
