@@ -31,14 +31,14 @@ def build_tree(root: Path, files: int, per_dir: int = 250) -> None:
 
 def build_payload(root: Path, megabytes: int) -> int:
     """~megabytes of files, half random, half text-like (compressible)."""
-    rnd = os.urandom(1 << 20)
+    rnd = os.urandom(1 << 24)
     text = (b"lorem ipsum dolor sit amet, consectetur adipiscing elit " * 20000)[: 1 << 20]
     total = 0
     for i in range(megabytes * 8):  # 128 KiB files
         d = root / f"pkg{i // 64}"
         d.mkdir(parents=True, exist_ok=True)
         src = rnd if i % 2 else text
-        off = (i * 7919) % ((1 << 20) - (1 << 17))
+        off = (i * 7919 * 64) % (len(src) - (1 << 17))
         (d / f"file{i}.bin").write_bytes(src[off: off + (1 << 17)])
         total += 1 << 17
     return total
@@ -70,10 +70,25 @@ def main(argv: list[str] | None = None) -> int:
         victim.write_bytes(b"changed")
         changes, t_one = timed(snap.take)
         print(f"snapshot, one file changed:   {t_one:.3f} s  ({len(changes.paths)} paths in the layer)")
+        walker = Snapshotter(tree, watch=False)
+        walker.baseline()
+        victim.write_bytes(b"changed again")
+        snap.take()
+        walk_changes, t_walk = timed(walker.take)
+        print(f"same, full walk (no inotify): {t_walk:.3f} s  ({len(walk_changes.paths)} paths)")
         hint, t_hint = timed(snap.take_paths, ["d0/s0/f1"])
         print(f"hint snapshot (COPY-style):   {t_hint:.3f} s")
         small, t_small = timed(write_layer, tree, changes, work / "layers")
         print(f"layer for that change:        {t_small:.3f} s ({small.size} bytes)")
+
+        tree_layer, t_tree = timed(write_root_layer, tree, work / "layers")
+        print(f"layer of the {args.files}-file tree: {t_tree:.2f} s")
+        dest = work / "extract-tree"
+        dest.mkdir()
+        with open(tree_layer.path, "rb") as f:
+            stats, t_ext = timed(extract_layer, f, dest)
+        print(f"extraction of that layer:     {t_ext:.2f} s -> {stats.entries / t_ext:.0f} entries/s")
+        shutil.rmtree(dest)
 
         payload = work / "payload"
         size = build_payload(payload, args.layer_mb)

@@ -142,3 +142,46 @@ def test_garbage_and_truncated_layers_are_format_errors(tmp_path):
     with pytest.raises(LayerFormatError):
         extract_layer(io.BytesIO(raw[:20_000]), tmp_path)
     assert extract_layer(io.BytesIO(b""), tmp_path).entries == 0
+
+
+def _as_nobody(fn) -> int:
+    """Run fn() in a forked child with uid/gid 65534; its exit status (0 = passed)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            fn()
+            code = 0
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+@root_only
+def test_read_only_directories_work_without_privileges(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    os.chown(root, 65534, 65534)
+    layer = tar_bytes([entry("ro", "dir", mode=0o555), entry("ro/sub", "dir", mode=0o500),
+                       entry("ro/sub/f", "file", b"x"), entry("dev0", "chr", dev=(1, 3))])
+
+    rootfd = os.open(root, os.O_PATH | os.O_DIRECTORY)  # pytest's base temp dir is private to root
+
+    def unprivileged():
+        stats = extract_layer(io.BytesIO(layer), f"/proc/self/fd/{rootfd}")
+        assert stats.skipped == 1, "device nodes are skipped without root"
+
+    try:
+        assert _as_nobody(unprivileged) == 0
+    finally:
+        os.close(rootfd)
+    assert stat.S_IMODE(os.lstat(root / "ro").st_mode) == 0o555
+    assert stat.S_IMODE(os.lstat(root / "ro/sub").st_mode) == 0o500
+    assert (root / "ro/sub/f").read_bytes() == b"x"
+    assert os.lstat(root / "ro/sub/f").st_uid == 65534

@@ -152,6 +152,8 @@ class _Applier:
         # mtimes of lower directories this layer modifies without carrying them:
         # put back at the end so unchanged directories keep their times
         self.touched: dict[str, int] = {}
+        self.dir_modes: dict[str, int] = {}
+        self.privileged = os.geteuid() == 0
 
     # -- resolution -------------------------------------------------------
     def close(self) -> None:
@@ -317,7 +319,13 @@ class _Applier:
             if self.same_owner:
                 os.fchown(fd, m.uid, m.gid)
             self._set_xattrs_fd(m, fd)
-            os.fchmod(fd, m.mode & 0o7777)
+            mode = m.mode & 0o7777
+            if not self.privileged and mode & 0o700 != 0o700:
+                # without CAP_DAC_OVERRIDE we could not create the children of a
+                # read-only directory: keep it writable until the end of the layer
+                self.dir_modes[rel] = mode
+                mode |= 0o700
+            os.fchmod(fd, mode)
         finally:
             os.close(fd)
         self.dir_times.append((rel, _mtime_ns(m)))  # children would change it: set at the end
@@ -430,3 +438,11 @@ class _Applier:
                     os.utime(base, ns=(ns, ns), dir_fd=pfd, follow_symlinks=False)
             except (FileNotFoundError, NotADirectoryError):
                 continue  # removed later in the same layer
+        for rel in sorted(self.dir_modes, key=lambda r: -r.count("/")):  # children first
+            parent, base = _split(rel)
+            try:
+                pfd, _ = self.parent(parent, create=False)
+                if stat.S_ISDIR(os.lstat(base, dir_fd=pfd).st_mode):  # not a symlink: chmod cannot escape
+                    os.chmod(base, self.dir_modes[rel], dir_fd=pfd)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
