@@ -25,7 +25,9 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", 
 
 @dataclass
 class Fault:
-    kind: str  # "status" | "reset" | "reset_mid_body" | "slow" | "corrupt" | "header" | "redirect"
+    # "status" | "reset" | "reset_mid_body" | "truncate" (half the body, clean close) | "slow" |
+    # "corrupt" | "header" | "redirect"
+    kind: str
     path: str = ".*"  # regex searched in the request path (with query)
     method: str | None = None
     count: int = 1  # how many matching requests it applies to; -1 = all
@@ -147,8 +149,8 @@ class FaultProxy:
         if fault is not None and fault.kind == "corrupt" and data:
             data = bytes([data[0] ^ 0xFF]) + data[1:]
             outcome = f"fault corrupt {status}"
-        if fault is not None and fault.kind == "reset_mid_body" and len(data) > 1:
-            self._record(method, path, "fault reset_mid_body")
+        if fault is not None and fault.kind in ("reset_mid_body", "truncate") and len(data) > 1:
+            self._record(method, path, f"fault {fault.kind}")
             h.send_response(status)
             for k, v in headers:
                 h.send_header(k, v)
@@ -156,7 +158,10 @@ class FaultProxy:
             h.end_headers()
             h.wfile.write(data[: len(data) // 2])
             h.wfile.flush()
-            _reset(h)
+            if fault.kind == "reset_mid_body":
+                _reset(h)
+            else:
+                h.close_connection = True
             return
         if fault is not None and fault.kind == "header":
             headers = [(k, v) for k, v in headers if k.lower() not in {n.lower() for n, _ in fault.headers}]

@@ -268,3 +268,12 @@ def test_declined_and_failing_mounts_fall_back_to_uploads(proxy, registry, busyb
     assert push_image(image, [f"{proxy.host}/faults/mount-refused:v1"]) == pulled.digest
     assert proxy.count("POST", r"mount=", "fault 400") == 1
     assert manifest_blobs_present(registry, registry.ref("faults/mount-refused:v1"))
+
+
+def test_truncated_download_resumes_with_range(proxy, busybox_image, source, tmp_path):
+    layer_digest = str(source.layers()[0].digest)
+    proxy.add(Fault("truncate", f"/blobs/{layer_digest}", method="GET", count=1))
+    image = pull_image(via(proxy, busybox_image), tmp_path)
+    assert Digest.of_bytes(image.layers()[0].path.read_bytes()) == image.layers()[0].digest
+    assert proxy.count("GET", f"/blobs/{layer_digest}", "fault truncate") == 1
+    assert proxy.count("GET", f"/blobs/{layer_digest}", "206") == 1  # only the rest was fetched again

@@ -14,7 +14,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import Any, BinaryIO, Callable
 from urllib.parse import quote, urljoin
 
 import requests
@@ -148,16 +148,33 @@ class RegistryClient:
         resp.close()
         return True
 
-    def open_blob(self, repository: str, desc: Descriptor, *, scopes: tuple[str, ...] = ()) -> VerifyingReader:
-        """A stream of the blob that checks size and digest at EOF (and drains on close)."""
+    def open_blob(self, repository: str, desc: Descriptor, *, scopes: tuple[str, ...] = (),
+                  resume: tuple[Any, int] | None = None) -> VerifyingReader:
+        """A stream of the blob that checks size and digest at EOF (and drains on close).
+
+        ``resume=(hasher, offset)`` asks for the rest with ``Range``; a registry that answers
+        200 instead sends everything again and the reader says ``restarted``.
+        """
         what = f"blob {desc.digest} of {repository}"
-        resp = self.transport.request("GET", f"/v2/{repository}/blobs/{desc.digest}",
+        offset = resume[1] if resume else 0
+        headers = {"Range": f"bytes={offset}-"} if offset else None
+        resp = self.transport.request("GET", f"/v2/{repository}/blobs/{desc.digest}", headers=headers,
+                                      ok=(200, 206) if offset else (200,),
                                       scopes=scopes or (f"repository:{repository}:pull",), stream=True, what=what)
-        length = resp.headers.get("Content-Length")
-        if length is not None and desc.size >= 0 and int(length) != desc.size:
+        partial = resp.status_code == 206
+        if partial and not (resp.headers.get("Content-Range") or "").startswith(f"bytes {offset}-"):
             resp.close()
-            raise DigestMismatchError(f"{what}: Content-Length {length} differs from the descriptor size {desc.size}")
-        return VerifyingReader(_NetworkStream(resp, what), desc.digest, desc.size, what=what, on_close=resp.close)
+            raise RegistryError(f"{what}: registry answered a different range than bytes {offset}-",
+                                temporary=True)
+        want = desc.size - offset if partial else desc.size
+        length = resp.headers.get("Content-Length")
+        if length is not None and desc.size >= 0 and int(length) != want:
+            resp.close()
+            raise DigestMismatchError(f"{what}: Content-Length {length} differs from the expected {want} bytes")
+        reader = VerifyingReader(_NetworkStream(resp, what), desc.digest, desc.size, what=what,
+                                 on_close=resp.close, resume=resume if partial else None)
+        reader.restarted = bool(offset) and not partial
+        return reader
 
     def read_blob(self, repository: str, desc: Descriptor, *, limit: int, scopes: tuple[str, ...] = ()) -> bytes:
         """A small blob (a config) in memory, verified; retried on transient faults."""
@@ -176,29 +193,44 @@ class RegistryClient:
         raise AssertionError("unreachable")
 
     def download_blob(self, repository: str, desc: Descriptor, dest: Path, *, scopes: tuple[str, ...] = ()) -> Path:
-        """Stream a blob to ``dest`` (via a temp file and rename), verified; retried on transient faults."""
+        """Stream a blob to ``dest`` via a private temp file and a rename, verified.
+
+        A dropped connection resumes where it stopped (``Range``) on the next attempt.
+        """
         attempts = max(0, self.options.retries) + 1
-        for n in range(attempts):
-            # a private temp name: other threads or processes may fetch the same blob at once
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
-            tmp = Path(tmp_name)
-            try:
-                with os.fdopen(fd, "wb") as out, self.open_blob(repository, desc, scopes=scopes) as reader:
-                    while chunk := reader.read(CHUNK):
-                        out.write(chunk)
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, dest)
-                return dest
-            except (RegistryError, DigestMismatchError) as e:
-                tmp.unlink(missing_ok=True)
-                if not e.temporary or n == attempts - 1:
-                    raise
-                logger.warning("download of %s interrupted (%s); retrying", desc.digest, e)
-                self.transport._sleep(0.2 * (n + 1))
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
-        raise AssertionError("unreachable")
+        # a private temp name: other threads or processes may fetch the same blob at once
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
+        tmp = Path(tmp_name)
+        resume: tuple[Any, int] | None = None
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for n in range(attempts):
+                    reader = None
+                    try:
+                        reader = self.open_blob(repository, desc, scopes=scopes, resume=resume)
+                        if reader.restarted:
+                            out.seek(0)
+                            out.truncate()
+                        with reader:
+                            while chunk := reader.read(CHUNK):
+                                out.write(chunk)
+                        break
+                    except (RegistryError, DigestMismatchError) as e:
+                        if not e.temporary or n == attempts - 1:
+                            raise
+                        if reader is not None:
+                            resume = reader.progress()
+                            out.seek(resume[1])
+                            out.truncate()
+                        logger.warning("download of %s interrupted (%s); resuming at byte %d", desc.digest, e,
+                                       resume[1] if resume else 0)
+                        self.transport._sleep(0.2 * (n + 1))
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, dest)
+            return dest
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def mount_blob(self, repository: str, digest: Digest, source_repository: str, *,
                    scopes: tuple[str, ...]) -> str | None:

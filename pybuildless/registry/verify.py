@@ -8,7 +8,7 @@ go unhashed) unless ``abandon()`` was called.
 from __future__ import annotations
 
 import io
-from typing import BinaryIO, Callable
+from typing import Any, BinaryIO, Callable
 
 from pybuildless.errors import DigestMismatchError
 from pybuildless.image.descriptor import Digest
@@ -25,17 +25,25 @@ class VerifyingReader(io.RawIOBase):
         *,
         what: str = "blob",
         on_close: Callable[[], None] | None = None,
+        resume: tuple[Any, int] | None = None,
     ) -> None:
+        """``resume=(hasher, count)`` continues a verification whose first ``count`` bytes
+        were already hashed into ``hasher`` (a ranged download after a dropped connection)."""
         super().__init__()
         self._source = source
         self.digest = digest
         self.size = size
         self.what = what
-        self._hasher = digest.hasher()
-        self._count = 0
+        self._hasher, self._count = resume if resume is not None else (digest.hasher(), 0)
         self._done = False
+        self._failed = False
         self._abandoned = False
         self._on_close = on_close
+        self.restarted = False  # set by callers when a ranged request got the whole blob
+
+    def progress(self) -> tuple[Any, int]:
+        """(a copy of the hash state, bytes verified so far): where a resumed download starts."""
+        return self._hasher.copy(), self._count
 
     def readable(self) -> bool:
         return True
@@ -47,7 +55,11 @@ class VerifyingReader(io.RawIOBase):
         if self.size is not None:
             # Read one byte past the announced size so an over-long body is noticed.
             want = min(want, self.size - self._count + 1)
-        data = self._source.read(max(want, 1))
+        try:
+            data = self._source.read(max(want, 1))
+        except BaseException:
+            self._failed = True  # close() must not try to drain a broken stream
+            raise
         if not data:
             self._finish()
             return 0
@@ -85,7 +97,7 @@ class VerifyingReader(io.RawIOBase):
         if self.closed:
             return
         try:
-            if not self._abandoned and not self._done:
+            if not self._abandoned and not self._done and not self._failed:
                 self.drain()
         finally:
             try:
