@@ -184,6 +184,17 @@ def setup_logging(
     return logger
 
 
+def reset_logging() -> None:
+    """Undo ``setup_logging`` (tests that configure logging in-process call this afterwards)."""
+    for name in (ROOT_LOGGER, "urllib3"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if getattr(handler, "_pybuildless", False):
+                logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+    logging.getLogger(ROOT_LOGGER).propagate = True
+
+
 def install_filter(logger: logging.Logger | None = None) -> RedactingFilter:
     """Add a RedactingFilter to every handler of ``logger`` (tests capture through their own handlers)."""
     f = RedactingFilter()

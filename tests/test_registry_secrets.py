@@ -22,6 +22,13 @@ from pybuildless.registry.remote import fetch_image, pull_image, push_image
 VERBOSITIES = ("panic", "fatal", "error", "warn", "info", "debug", "trace")
 
 
+@pytest.fixture(autouse=True)
+def clean_logging():
+    """These tests configure logging in-process; leave it as they found it."""
+    yield
+    log.reset_logging()
+
+
 def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
@@ -83,7 +90,7 @@ def test_no_secret_in_logs_or_errors_at_any_verbosity(docker_config, registry_ba
             captured.append(str(info.value))
             logging.getLogger("pybuildless.test").exception("failed: %s", info.value)
         captured.append(stream.getvalue())
-    log.setup_logging("info", stream=io.StringIO())
+    log.reset_logging()
     text = "\n".join(captured)
     assert "DEBU" in text or '"level": "debug"' in text  # debug output was produced and checked
     assert issued_tokens, "the token registry issued tokens"
@@ -137,7 +144,7 @@ def test_redacting_filter_scrubs_headers_registered_secrets_and_tracebacks():
             logger.exception("failed")
         text = stream.getvalue()
     finally:
-        log.setup_logging("info", stream=io.StringIO())
+        log.reset_logging()
     for secret in ("abc.def.ghi-jkl", "hunter2-registered", "pw-in-url", "tok123", b64("user:some-long-password-here")):
         assert secret not in text
     assert "digest=sha256:1" in text and "ValueError" in text and text.count("[REDACTED]") >= 5
@@ -158,7 +165,9 @@ def test_verbosity_levels_and_formats():
         assert stream2.getvalue().startswith("TRAC[test.levels] fine detail")
         assert not stream.getvalue().count("fine detail")  # the earlier handler was replaced
     finally:
-        log.setup_logging("info", stream=io.StringIO())
+        log.reset_logging()
+    assert logging.getLogger("pybuildless").propagate and not [
+        h for h in logging.getLogger("pybuildless").handlers if getattr(h, "_pybuildless", False)]
     with pytest.raises(UsageError, match="--verbosity"):
         log.setup_logging("loud")
     with pytest.raises(UsageError, match="--log-format"):
