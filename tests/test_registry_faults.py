@@ -277,3 +277,9 @@ def test_truncated_download_resumes_with_range(proxy, busybox_image, source, tmp
     assert Digest.of_bytes(image.layers()[0].path.read_bytes()) == image.layers()[0].digest
     assert proxy.count("GET", f"/blobs/{layer_digest}", "fault truncate") == 1
     assert proxy.count("GET", f"/blobs/{layer_digest}", "206") == 1  # only the rest was fetched again
+
+
+def test_truncated_manifest_is_fetched_again(proxy, busybox_image):
+    proxy.add(Fault("truncate", MANIFEST, method="GET", count=1))
+    image = fetch_image(via(proxy, busybox_image))
+    assert image.layers() and proxy.count("GET", MANIFEST, "fault truncate") == 1

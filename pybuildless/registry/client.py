@@ -87,8 +87,6 @@ class RegistryClient:
             resp = self.transport.request(
                 "HEAD", f"/v2/{ref.repository}/manifests/{ref.identifier}", headers={"Accept": ACCEPT_MANIFESTS},
                 scopes=scopes or (ref.scope("pull"),), what=f"resolve {ref}")
-        except NotFoundError:
-            raise
         except RegistryError as e:
             if e.status == 405:  # some registries lack HEAD
                 return None
@@ -102,6 +100,19 @@ class RegistryClient:
         return Descriptor(media_type, Digest.parse(digest), int(size))
 
     def get_manifest(self, ref: Reference, *, scopes: tuple[str, ...] = ()) -> FetchedManifest:
+        """The manifest or index as raw bytes; by digest it is verified, by tag its digest is computed."""
+        attempts = max(0, self.options.retries) + 1
+        for n in range(attempts):
+            try:
+                return self._get_manifest_once(ref, scopes)
+            except IncompleteBodyError as e:  # the transport already retried everything else
+                if n == attempts - 1:
+                    raise
+                logger.warning("%s; retrying", e)
+                self.transport._sleep(0.2 * (n + 1))
+        raise AssertionError("unreachable")
+
+    def _get_manifest_once(self, ref: Reference, scopes: tuple[str, ...]) -> FetchedManifest:
         what = f"manifest {ref}"
         resp = self.transport.request(
             "GET", f"/v2/{ref.repository}/manifests/{ref.identifier}", headers={"Accept": ACCEPT_MANIFESTS},
@@ -110,8 +121,10 @@ class RegistryClient:
             length = resp.headers.get("Content-Length")
             if length and int(length) > MAX_MANIFEST_SIZE:
                 raise ImageFormatError(f"{what}: manifest larger than {MAX_MANIFEST_SIZE} bytes")
-            raw = resp.raw.read(MAX_MANIFEST_SIZE + 1, decode_content=False)
+            raw = _NetworkStream(resp, what).read_all(MAX_MANIFEST_SIZE + 1)
             content_type = _content_type(resp.headers.get("Content-Type"))
+        if length and len(raw) < int(length):
+            raise IncompleteBodyError(f"{what}: body ended after {len(raw)} of {length} bytes", temporary=True)
         if len(raw) > MAX_MANIFEST_SIZE:
             raise ImageFormatError(f"{what}: manifest larger than {MAX_MANIFEST_SIZE} bytes")
         if ref.digest:  # verified before the bytes are even parsed
@@ -185,7 +198,7 @@ class RegistryClient:
             try:
                 with self.open_blob(repository, desc, scopes=scopes) as reader:
                     return reader.read()
-            except (RegistryError, DigestMismatchError) as e:
+            except (IncompleteBodyError, DigestMismatchError) as e:
                 if not e.temporary or n == attempts - 1:
                     raise
                 logger.warning("download of %s interrupted (%s); retrying", desc.digest, e)
@@ -215,7 +228,7 @@ class RegistryClient:
                             while chunk := reader.read(CHUNK):
                                 out.write(chunk)
                         break
-                    except (RegistryError, DigestMismatchError) as e:
+                    except (IncompleteBodyError, DigestMismatchError) as e:
                         if not e.temporary or n == attempts - 1:
                             raise
                         if reader is not None:
@@ -343,6 +356,10 @@ def _read_exactly(f, n: int) -> bytes:
     return b"".join(parts)
 
 
+class IncompleteBodyError(RegistryError):
+    """The connection dropped while a body was being read (after the transport's own retries)."""
+
+
 class _NetworkStream:
     """The raw body: no Content-Encoding decoding (moby#17595), network faults as RegistryError."""
 
@@ -355,10 +372,17 @@ class _NetworkStream:
         try:
             data = self._resp.raw.read(n if n and n > 0 else CHUNK, decode_content=False)
         except (urllib3.exceptions.HTTPError, OSError, requests.RequestException) as e:
-            raise RegistryError(f"{self._what}: connection lost after {self._count} bytes ({type(e).__name__})",
-                                temporary=True) from None
+            raise IncompleteBodyError(f"{self._what}: connection lost after {self._count} bytes "
+                                      f"({type(e).__name__})", temporary=True) from None
         self._count += len(data)
         return data
+
+    def read_all(self, limit: int) -> bytes:
+        parts, got = [], 0
+        while got < limit and (data := self.read(min(CHUNK, limit - got))):
+            parts.append(data)
+            got += len(data)
+        return b"".join(parts)
 
     def close(self) -> None:
         self._resp.close()

@@ -93,6 +93,11 @@ class RemoteImage:
     def media_type(self) -> str:
         return json.loads(self._raw_manifest).get("mediaType") or mt.OCI_MANIFEST
 
+    @property
+    def digest_reference(self) -> Reference:
+        """Where this exact platform manifest lives: ``source@digest`` (for logs and pinning)."""
+        return self.source.with_digest(str(self.digest))
+
 
 def _candidates(ref: Reference, options: RegistryOptions) -> list[Reference]:
     mirrors = options.mirrors_for(ref)
@@ -270,6 +275,9 @@ def push_image(image: Image, refs: Sequence[Reference | str], *, options: Regist
     if Digest.of_bytes(config_raw, config_desc.digest.algorithm) != config_desc.digest:
         raise DigestMismatchError("push: the image's config does not match its manifest")
     layers = list(image.layers())
+    if media_type == mt.DOCKER_MANIFEST and any(mt.layer_compression(l.media_type) == "zstd" for l in layers):
+        # Docker schema 2 has no zstd layer type; registries and engines reject the mix.
+        raise ImageFormatError("push: zstd layers cannot go in a Docker v2 manifest; use the OCI format")
     clients: dict[str, RegistryClient] = {}
     pushed_repo: dict[str, str] = {}  # registry -> first repository that holds all blobs
     digest = Digest.of_bytes(raw_manifest)
