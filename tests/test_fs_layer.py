@@ -128,3 +128,19 @@ def test_unknown_compression_is_rejected_before_writing(tmp_path):
     with pytest.raises(UsageError):
         write_layer(tmp_path, Changes(added=()), tmp_path / "o", compression="lz4")
     assert list((tmp_path / "o").iterdir()) == []
+
+
+def test_writer_never_reads_through_a_symlinked_parent(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("host secret")
+    root = tmp_path / "r"
+    root.mkdir()
+    (root / "d").mkdir()
+    (root / "d/secret").write_text("inside")
+    changes = Changes(added=("d", "d/secret"))
+    os.rename(root / "d", tmp_path / "d-moved")
+    os.symlink(str(outside), root / "d")  # the tree changed after the snapshot
+    entries = members(write_layer(root, changes, tmp_path / "out", compression="none"))
+    assert [(m.name, m.type) for m, _ in entries] == [("d", tarfile.SYMTYPE)]
+    assert all(data != b"host secret" for _, data in entries)

@@ -22,12 +22,11 @@ from pybuildless.errors import DigestMismatchError, ImageFormatError, LayerSecur
 from pybuildless.fs import secure
 from pybuildless.fs.compress import HashingReader, open_decompressed
 from pybuildless.fs.ignore import IgnoreList
+from pybuildless.fs.whiteouts import WHITEOUT_PREFIX, apply_whiteout
 from pybuildless.image.descriptor import Digest
 
 log = logging.getLogger(__name__)
 
-WHITEOUT_PREFIX = ".wh."
-OPAQUE_MARKER = ".wh..wh..opq"
 _CHUNK = 1 << 20
 _XATTR_ALLOWED = ("user.", "security.", "system.posix_acl_")
 _FD_CACHE_LIMIT = 256
@@ -207,7 +206,7 @@ class _Applier:
             return
         parent, base = _split(rel)
         if base.startswith(WHITEOUT_PREFIX):
-            self._whiteout(parent, base)
+            apply_whiteout(self, parent, base)
             return
         try:
             pfd, preal = self.parent(parent, create=True)
@@ -364,63 +363,6 @@ class _Applier:
         # linkat without AT_SYMLINK_FOLLOW: a link to a symlink is a link to the symlink itself.
         os.link(tbase, base, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
         self.counts.hardlinks += 1
-
-    # -- whiteouts --------------------------------------------------------
-    def _whiteout(self, parent: str, base: str) -> None:
-        self.counts.whiteouts += 1
-        if base == OPAQUE_MARKER:
-            self._opaque(parent)
-            return
-        if base.startswith(WHITEOUT_PREFIX + WHITEOUT_PREFIX):
-            return  # aufs metadata (.wh..wh.plnk...), not a deletion
-        victim = base[len(WHITEOUT_PREFIX):]
-        if victim in ("", ".", ".."):
-            raise LayerSecurityError(f"invalid whiteout {posixpath.join(parent, base)!r}")
-        rel = posixpath.join(parent, victim) if parent else victim
-        if rel in self.layer_paths:
-            return  # a whiteout only hides lower layers
-        try:
-            pfd, preal = self.parent(parent, create=False)
-        except (FileNotFoundError, NotADirectoryError):
-            return  # nothing to hide: real images carry such whiteouts
-        vabs = self._abs(preal, victim)
-        if self.ignore and self.ignore.is_ignored(vabs):
-            return
-        self._touch(parent, pfd)
-        keep = None
-        if self.ignore:
-            keep = lambda path: ("keep" if self.ignore.is_ignored(path)  # noqa: E731
-                                 else "descend" if self.ignore.contains_ignored(path) else None)
-        secure.remove_in_dir(pfd, victim, keep=keep, prefix=preal if self.ignore else "")
-        self._drop_cache_keep(-1)
-
-    def _opaque(self, dir_rel: str) -> None:
-        try:
-            dfd, dreal = self.parent(dir_rel, create=False)
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        self._touch(dir_rel, dfd)
-        prefix_len = len(dir_rel) + 1 if dir_rel else 0
-
-        def keep(path: str) -> str | None:
-            # path is the literal layer path; its resolved form only matters for the ignore list
-            if self.ignore:
-                absolute = posixpath.join(dreal, path[prefix_len:])
-                if self.ignore.is_ignored(absolute):
-                    return "keep"
-                if self.ignore.contains_ignored(absolute):
-                    return "descend"
-            if path in self.layer_paths or path in self.layer_ancestors:
-                return "descend"  # from this layer: keep it, prune lower content below it
-            return None
-
-        rd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dfd)
-        try:
-            for child in os.listdir(rd):
-                secure.remove_in_dir(rd, child, keep=keep, prefix=dir_rel)
-        finally:
-            os.close(rd)
-        self._drop_cache_keep(-1)
 
     # -- end of layer -----------------------------------------------------
     def finish(self) -> None:

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Iterable
 
 from pybuildless.errors import BuildError
+from pybuildless.fs import secure
 from pybuildless.fs.compress import CompressingWriter
-from pybuildless.fs.extract import OPAQUE_MARKER, WHITEOUT_PREFIX
+from pybuildless.fs.whiteouts import OPAQUE_MARKER, WHITEOUT_PREFIX
 from pybuildless.fs.ignore import IgnoreList
 from pybuildless.fs.snapshot import Changes, Snapshotter, read_xattrs
 from pybuildless.image.model import FileLayer
@@ -86,7 +87,40 @@ class _SizedReader:
         return data
 
 
-def _entry_info(root: str, rel: str, st: os.stat_result, clamp: int | None, links: dict) -> tarfile.TarInfo | None:
+class _RootView:
+    """Paths to entries of the root that never look through a symlinked parent.
+
+    The parent directory is opened component by component with O_NOFOLLOW;
+    the returned ``/proc/self/fd/N/name`` path then names exactly that
+    directory's entry, and callers never follow its final component.
+    """
+
+    def __init__(self, root: str) -> None:
+        self.rootfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._parent: tuple[str, int | None] | None = None
+
+    def close(self) -> None:
+        self._set_parent(None)
+        os.close(self.rootfd)
+
+    def _set_parent(self, value) -> None:
+        if self._parent is not None and self._parent[1] is not None:
+            os.close(self._parent[1])
+        self._parent = value
+
+    def locate(self, rel: str) -> str | None:
+        parent, _, base = rel.rpartition("/")
+        if self._parent is None or self._parent[0] != parent:
+            try:
+                fd = secure.open_dir_nofollow(self.rootfd, parent)
+            except OSError:  # vanished, or now reached through a symlink: not part of this tree
+                fd = None
+            self._set_parent((parent, fd))
+        fd = self._parent[1]
+        return None if fd is None else f"/proc/self/fd/{fd}/{base}"
+
+
+def _entry_info(full: str, rel: str, st: os.stat_result, clamp: int | None, links: dict) -> tarfile.TarInfo | None:
     mode = st.st_mode
     info = tarfile.TarInfo(rel + "/" if stat.S_ISDIR(mode) else rel)
     info.mode = stat.S_IMODE(mode)
@@ -94,7 +128,6 @@ def _entry_info(root: str, rel: str, st: os.stat_result, clamp: int | None, link
     info.uname = info.gname = ""
     mtime = int(st.st_mtime)
     info.mtime = min(mtime, clamp) if clamp is not None else mtime
-    full = os.path.join(root, rel)
     if stat.S_ISREG(mode):
         ident = (st.st_dev, st.st_ino)
         if st.st_nlink > 1 and ident in links:
@@ -150,23 +183,30 @@ def write_layer(
             tar = tarfile.TarFile(fileobj=_TarSink(writer), mode="w", format=tarfile.PAX_FORMAT,
                                   encoding="utf-8", errors="surrogateescape")
             links: dict[tuple[int, int], str] = {}
-            for kind, rel in layer_entries(changes):
-                if kind != "path":
-                    tar.addfile(_marker(rel))
-                    continue
-                try:
-                    st = os.lstat(os.path.join(root, rel))
-                except FileNotFoundError:
-                    log.debug("/%s vanished before its layer was written", rel)
-                    continue
-                info = _entry_info(root, rel, st, clamp_mtime, links)
-                if info is None:
-                    continue
-                if info.type == tarfile.REGTYPE:
-                    with open(os.path.join(root, rel), "rb", opener=_nofollow_opener) as f:
-                        tar.addfile(info, _SizedReader(f, info.size, rel))
-                else:
-                    tar.addfile(info)
+            view = _RootView(root)
+            try:
+                for kind, rel in layer_entries(changes):
+                    if kind != "path":
+                        tar.addfile(_marker(rel))
+                        continue
+                    full = view.locate(rel)
+                    try:
+                        st = os.lstat(full) if full else None
+                    except FileNotFoundError:
+                        st = None
+                    if st is None:
+                        log.debug("/%s vanished before its layer was written", rel)
+                        continue
+                    info = _entry_info(full, rel, st, clamp_mtime, links)
+                    if info is None:
+                        continue
+                    if info.type == tarfile.REGTYPE:
+                        with open(full, "rb", opener=_nofollow_opener) as f:
+                            tar.addfile(info, _SizedReader(f, info.size, rel))
+                    else:
+                        tar.addfile(info)
+            finally:
+                view.close()
             tar.close()
             blob = writer.close()
         final = out_dir / (blob.digest.hex + _EXT[compression])

@@ -136,6 +136,26 @@ def walk_in_root(rootfd: int, path: str, *, create: bool = False, mode: int = 0o
             os.close(fd)
 
 
+def open_dir_nofollow(rootfd: int, path: str) -> int:
+    """O_PATH fd of directory ``path`` below the root, refusing any symlink on the way.
+
+    For reading a tree as it is (layer writing), where a symlinked parent means
+    the path is not part of the tree. Raises OSError (ENOTDIR, ELOOP, ENOENT).
+    """
+    cur = os.dup(rootfd)
+    try:
+        for name in split_components(path):
+            if name == "..":
+                raise OSError(errno.EINVAL, "'..' in a snapshot path", path)
+            nxt = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=cur)
+            os.close(cur)
+            cur = nxt
+        return cur
+    except BaseException:
+        os.close(cur)
+        raise
+
+
 def fd_path(fd: int) -> str:
     """The kernel's idea of where an fd points (for ignore-list checks on resolved paths)."""
     return os.readlink(f"/proc/self/fd/{fd}")

@@ -170,10 +170,28 @@ class Snapshotter:
         return out
 
     def _stat(self, rel: str) -> tuple | None:
+        """lstat of root/rel; only valid once every parent of rel is known to be a real directory."""
         try:
             return stat_key(os.lstat(os.path.join(self.root, rel)))
-        except (FileNotFoundError, NotADirectoryError):
+        except OSError:  # gone, or a parent is no longer a directory (ENOTDIR, ELOOP...)
             return None
+
+    def _stat_checked(self, rel: str, keys: dict[str, tuple | None], fresh: set[str]) -> tuple | None:
+        """lstat of rel, or None if a parent is not a directory now (never looks through a symlink).
+
+        Parents in ``fresh`` may have changed and are checked (recursively); the
+        others are unchanged since the last snapshot, so the state is the truth.
+        """
+        if rel in keys:
+            return keys[rel]
+        parent = posixpath.dirname(rel)
+        if parent:
+            pkey = self._stat_checked(parent, keys, fresh) if parent in fresh else self.state.get(parent)
+            if pkey is None or not stat.S_ISDIR(pkey[_MODE]):
+                keys[rel] = None
+                return None
+        keys[rel] = self._stat(rel)
+        return keys[rel]
 
     # -- public API ---------------------------------------------------------
     def baseline(self) -> None:
@@ -202,7 +220,9 @@ class Snapshotter:
         """Look only at the paths inotify named (and whole subtrees of replaced directories)."""
         state = self.state
         queue = {rel for rel in dirty if not self.ignore.is_ignored("/" + rel)}
-        keys = {rel: self._stat(rel) for rel in queue}
+        keys: dict[str, tuple | None] = {}
+        for rel in queue:
+            self._stat_checked(rel, keys, queue)
         # other names of a hardlinked inode get no event of their own
         wanted = {(k[_DEV], k[_INO]) for rel in queue for k in (keys[rel], state.get(rel))
                   if k is not None and k[_NLINK] > 1 and not stat.S_ISDIR(k[_MODE])}
@@ -210,7 +230,8 @@ class Snapshotter:
             for rel, key in state.items():
                 if (key[_DEV], key[_INO]) in wanted and rel not in keys:
                     queue.add(rel)
-                    keys[rel] = self._stat(rel)
+            for rel in list(queue):
+                self._stat_checked(rel, keys, queue)
         old_sub: dict[str, tuple] = {}
         new_sub: dict[str, tuple] = {}
         replaced: set[str] = set()  # directories whose whole subtree must be compared
@@ -248,12 +269,20 @@ class Snapshotter:
             if self._ignored(top) or self.ignore.is_ignored("/" + top):
                 continue
             parts = top.split("/")
+            through_link = False
             for i in range(1, len(parts)):  # parent dirs may be new
                 anc = "/".join(parts[:i])
-                if anc not in new_sub and (key := self._stat(anc)) is not None:
+                key = new_sub.get(anc) or self._stat(anc)
+                if key is None or not stat.S_ISDIR(key[_MODE]):
+                    through_link = True  # never look through a symlink (or at a vanished path)
+                    break
+                if anc not in new_sub:
                     new_sub[anc] = key
                     if anc in self.state:
                         old_sub[anc] = self.state[anc]
+            if through_link:
+                log.debug("hint path /%s is not below real directories; skipped", top)
+                continue
             key = self._stat(top)
             if key is not None:
                 new_sub[top] = key
