@@ -172,3 +172,50 @@ def test_verbosity_levels_and_formats():
         log.setup_logging("loud")
     with pytest.raises(UsageError, match="--log-format"):
         log.setup_logging("info", "xml")
+
+
+@pytest.mark.slow
+def test_tokens_from_config_json_never_show(registry_token, busybox_image, tmp_path, issued_tokens):
+    """identitytoken (OAuth2 refresh) and registrytoken entries: used, never printed."""
+    import urllib.request
+
+    basic = b64(f"{registry_token.username}:{registry_token.password}")
+    req = urllib.request.Request(f"{registry_token.token_realm}?service=pybuildless-test-registry"
+                                 "&offline_token=true&client_id=tests&scope=repository:secrets/tok:pull,push")
+    req.add_header("Authorization", f"Basic {basic}")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        issued = json.loads(resp.read())
+    refresh, ready = issued["refresh_token"], issued["token"]
+
+    config = tmp_path / "identity"
+    config.mkdir()
+    (config / "config.json").write_text(json.dumps({"auths": {registry_token.host: {"identitytoken": refresh}}}))
+    env = dict(os.environ, DOCKER_CONFIG=str(config))
+    push_image(fetch_image(busybox_image), [registry_token.ref("secrets/tok:v1")],
+               options=RegistryOptions(keychain=DockerConfigKeychain.from_file(config / "config.json")))
+    outputs = []
+    for verbosity, fmt in (("trace", "text"), ("debug", "json")):
+        proc = subprocess.run([sys.executable, "-m", "pybuildless", "pull", registry_token.ref("secrets/tok:v1"),
+                               str(tmp_path / f"out-{verbosity}"), "-v", verbosity, "--log-format", fmt],
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        outputs.append(proc.stdout + proc.stderr)
+    # a ready registry token, and a failing run with a bogus refresh token
+    (config / "config.json").write_text(json.dumps({"auths": {registry_token.host: {"registrytoken": ready}}}))
+    proc = subprocess.run([sys.executable, "-m", "pybuildless", "pull", registry_token.ref("secrets/tok:v1"),
+                           str(tmp_path / "out-ready"), "-v", "trace"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    outputs.append(proc.stdout + proc.stderr)
+    (config / "config.json").write_text(json.dumps({"auths": {registry_token.host: {
+        "identitytoken": refresh + "-revoked"}}}))
+    proc = subprocess.run([sys.executable, "-m", "pybuildless", "pull", registry_token.ref("secrets/tok:v1"),
+                           str(tmp_path / "out-bad"), "-v", "trace"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode != 0 and "error:" in proc.stderr
+    outputs.append(proc.stdout + proc.stderr)
+    text = "\n".join(outputs)
+    assert "TRAC" in text
+    for secret in [refresh, ready, *issued_tokens]:
+        assert secret not in text
+    assert "eyJ" not in text  # no JWT (every access token the subprocesses got) in any output

@@ -98,7 +98,8 @@ def fetch_token(transport: "Transport", challenge: Challenge, scopes: tuple[str,
         resp = _get_token(transport, realm, challenge.service, scopes, cred)
     try:
         if resp.status_code in (401, 403):
-            who = f"user {cred.username!r}" if cred.username else "anonymous access"
+            who = (f"user {cred.username!r}" if cred.username
+                   else "the identity token from the Docker config" if cred.identity_token else "anonymous access")
             raise AuthError(
                 f"{transport.registry}: token server refused {who} for {' '.join(scopes) or 'the registry'}"
                 f" (HTTP {resp.status_code})",
