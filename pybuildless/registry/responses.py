@@ -97,19 +97,25 @@ def retry_after_seconds(resp: requests.Response) -> float | None:
 
 
 def describe_exception(e: Exception) -> str:
-    text = type(e).__name__
+    """A short, secret-free phrase for a network failure (requests' own texts run to lines)."""
     reason = str(e)
-    if "Connection reset" in reason or "ConnectionResetError" in reason:
+    lowered = reason.lower()
+    if "connection reset" in lowered or "connectionreseterror" in lowered:
         return "connection reset by peer"
-    if "RemoteDisconnected" in reason or "Connection aborted" in reason:
+    if "remotedisconnected" in lowered or "connection aborted" in lowered:
         return "connection closed by the registry"
-    if "timed out" in reason.lower():
+    if "timed out" in lowered or "timeout" in type(e).__name__.lower():
         return "timed out"
-    if "Connection refused" in reason:
+    if "connection refused" in lowered:
         return "connection refused"
-    if "SSL" in reason or "certificate" in reason:
-        return f"TLS error: {log.redact(reason)[:200]}"
-    return f"{text}: {log.redact(reason)[:200]}"
+    if "nameresolution" in lowered or "name or service not known" in lowered or "name resolution" in lowered:
+        return "cannot resolve the host name"
+    if "certificate verify failed" in lowered:
+        detail = reason.split("certificate verify failed:", 1)[-1].split(")")[0].strip()
+        return f"TLS certificate not trusted ({detail or 'verify failed'}); see --registry-certificate"
+    if "ssl" in lowered:
+        return "TLS handshake failed"
+    return f"{type(e).__name__}: {log.redact(reason)[:200]}"
 
 
 def header_values(resp: requests.Response, name: str) -> list[str]:

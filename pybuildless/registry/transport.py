@@ -170,7 +170,9 @@ class Transport:
             try:
                 return self._ping_scheme("https", retry=False)
             except RegistryError as e:
-                if e.status is not None:
+                # An HTTPS server with an untrusted certificate is a TLS problem to report,
+                # not a reason to try plain HTTP.
+                if e.status is not None or "TLS certificate" in str(e):
                     raise
                 logger.debug("%s: no HTTPS, using plain HTTP", self.registry)
             return self._ping_scheme("http", retry=True)
