@@ -83,3 +83,16 @@ def test_hashing_reader_drains_trailing_bytes():
     r.drain()
     assert r.size == 115
     assert r.digest.hex == hashlib.sha256(b"tar-data" + b"\0" * 100 + b"trailer").hexdigest()
+
+
+def test_inspect_and_recompress_keep_the_diff_id():
+    from pybuildless.fs.compress import inspect_blob, recompress
+    gz = gzip.compress(DATA)
+    info = inspect_blob(io.BytesIO(gz))
+    assert info.compression == "gzip" and info.media_type == mt.OCI_LAYER_GZIP
+    assert info.digest.hex == hashlib.sha256(gz).hexdigest() and info.size == len(gz)
+    assert info.diff_id.hex == hashlib.sha256(DATA).hexdigest() and info.uncompressed_size == len(DATA)
+    out = io.BytesIO()
+    z = recompress(io.BytesIO(gz), out, "zstd")
+    assert z.diff_id == info.diff_id and z.media_type == mt.OCI_LAYER_ZSTD
+    assert inspect_blob(io.BytesIO(out.getvalue())) == z

@@ -8,7 +8,7 @@ import stat
 import pytest
 import zstandard
 
-from pybuildless.errors import DigestMismatchError
+from pybuildless.errors import DigestMismatchError, ImageFormatError
 from pybuildless.fs.extract import LayerFormatError, extract_layer
 from pybuildless.fs.ignore import IgnoreList
 from pybuildless.image.descriptor import Digest
@@ -185,3 +185,21 @@ def test_read_only_directories_work_without_privileges(tmp_path):
     assert stat.S_IMODE(os.lstat(root / "ro/sub").st_mode) == 0o500
     assert (root / "ro/sub/f").read_bytes() == b"x"
     assert os.lstat(root / "ro/sub/f").st_uid == 65534
+
+
+def test_blob_digest_limits_and_corrupt_compression(tmp_path):
+    raw = tar_bytes([entry("a", "file", b"data" * 1000)])
+    blob = gzip.compress(raw)
+    (tmp_path / "r1").mkdir()
+    stats = extract_layer(io.BytesIO(blob), tmp_path / "r1", expect_digest=Digest.of_bytes(blob))
+    assert (stats.digest, stats.size) == (Digest.of_bytes(blob), len(blob))
+    (tmp_path / "r2").mkdir()
+    with pytest.raises(DigestMismatchError, match="blob digest"):
+        extract_layer(io.BytesIO(blob), tmp_path / "r2", expect_digest=Digest.of_bytes(b"x"))
+    with pytest.raises(ImageFormatError, match="beyond the allowed"):
+        extract_layer(io.BytesIO(blob), tmp_path / "r2", max_uncompressed=2048)
+    bad_zstd = zstandard.ZstdCompressor().compress(raw)[:-30] + b"\x00" * 30
+    with pytest.raises(LayerFormatError):
+        extract_layer(io.BytesIO(bad_zstd), tmp_path / "r2")
+    with pytest.raises(LayerFormatError):
+        extract_layer(io.BytesIO(blob[:len(blob) // 2]), tmp_path / "r2")

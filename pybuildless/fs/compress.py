@@ -74,12 +74,21 @@ def open_decompressed(raw: BinaryIO) -> BinaryIO:
 
 
 class HashingReader(io.RawIOBase):
-    """Counts and sha256-hashes what is read through it (the diff_id of a tar stream)."""
+    """Counts and sha256-hashes what is read through it (a blob digest, or a diff_id).
 
-    def __init__(self, inner: BinaryIO) -> None:
+    ``limit`` makes reading past that many bytes an error (decompression bombs).
+    """
+
+    def __init__(self, inner: BinaryIO, limit: int | None = None) -> None:
         self._inner = inner
         self._hash = hashlib.sha256()
         self.size = 0
+        self.limit = limit
+
+    def _count(self, n: int) -> None:
+        self.size += n
+        if self.limit is not None and self.size > self.limit:
+            raise ImageFormatError(f"layer expands beyond the allowed {self.limit} bytes")
 
     def readable(self) -> bool:
         return True
@@ -89,13 +98,13 @@ class HashingReader(io.RawIOBase):
         n = len(data)
         b[:n] = data
         self._hash.update(data)
-        self.size += n
+        self._count(n)
         return n
 
     def read(self, n: int = -1) -> bytes:
         data = self._inner.read(n)
         self._hash.update(data)
-        self.size += len(data)
+        self._count(len(data))
         return data
 
     def drain(self) -> None:
@@ -198,6 +207,25 @@ class CompressingWriter:
                 compression=self.compression,
             )
         return self._info
+
+
+def inspect_blob(raw: BinaryIO) -> BlobInfo:
+    """Digest, diff_id and sizes of a layer blob, read once (e.g. a local tarball layer)."""
+    outer = HashingReader(raw)
+    kind, stream = sniff(outer)
+    inner = HashingReader(open_decompressed(stream))
+    inner.drain()
+    outer.drain()
+    return BlobInfo(outer.digest, inner.digest, outer.size, inner.size, MEDIA_TYPES[kind], kind)
+
+
+def recompress(raw: BinaryIO, out: BinaryIO, compression: str = "gzip", level: int | None = None) -> BlobInfo:
+    """Write ``raw`` (any compression) to ``out`` with another compression; the diff_id stays."""
+    writer = CompressingWriter(out, compression, level)
+    src = open_decompressed(raw)
+    while chunk := src.read(_CHUNK):
+        writer.write(chunk)
+    return writer.close()
 
 
 def check_magic_matches(media_type: str, kind: str) -> None:

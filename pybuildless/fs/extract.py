@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from pybuildless.errors import DigestMismatchError, ImageFormatError, LayerSecurityError
+import zstandard
+
+from pybuildless.errors import DigestMismatchError, ImageFormatError, LayerSecurityError, PybuildlessError
 from pybuildless.fs import secure
 from pybuildless.fs.compress import HashingReader, open_decompressed
 from pybuildless.fs.ignore import IgnoreList
@@ -36,6 +38,10 @@ class LayerFormatError(ImageFormatError):
     """A layer tar that cannot be applied (bad entry, missing hardlink target...)."""
 
 
+class ExtractionError(PybuildlessError):
+    """The root refused a write (permissions, full disk, read-only filesystem)."""
+
+
 @dataclass(frozen=True)
 class ExtractStats:
     entries: int
@@ -48,6 +54,8 @@ class ExtractStats:
     skipped: int
     uncompressed_size: int
     diff_id: Digest
+    size: int  # of the blob as read (compressed)
+    digest: Digest  # of the blob as read
 
 
 @dataclass
@@ -70,44 +78,55 @@ def extract_layer(
     same_owner: bool | None = None,
     allow_devices: bool = True,
     expect_diff_id: Digest | None = None,
+    expect_digest: Digest | None = None,
+    max_uncompressed: int | None = None,
 ) -> ExtractStats:
     """Apply the layer ``blob`` (gzip, zstd or plain tar, sniffed) onto ``root``.
 
     ``same_owner`` (default: running as root) applies the entries' uid/gid;
-    devices need root and ``allow_devices``. The stream is read to EOF and its
-    diff_id checked against ``expect_diff_id`` when given.
+    devices need root and ``allow_devices``. The stream is read to EOF; the
+    blob digest and the diff_id are computed on the way and checked against
+    ``expect_digest``/``expect_diff_id`` when given (a mismatch raises after
+    the layer was applied: verify blobs before extracting when that matters).
+    ``max_uncompressed`` bounds the tar size (decompression bombs).
     """
     if same_owner is None:
         same_owner = os.geteuid() == 0
-    reader = HashingReader(open_decompressed(blob))
+    raw = HashingReader(blob)
     applier = _Applier(Path(root), ignore or IgnoreList.empty(), same_owner, allow_devices and os.geteuid() == 0)
+    current = "(header)"
     try:
+        reader = HashingReader(open_decompressed(raw), limit=max_uncompressed)
         try:
             tar = tarfile.open(fileobj=reader, mode="r|", errors="surrogateescape")
         except tarfile.ReadError as e:
-            if reader.size == 0:  # an empty blob is an empty layer
-                tar = None
-            else:
+            if reader.size != 0:
                 raise LayerFormatError(f"layer is not a tar archive: {e}") from None
-        if tar is not None:
-            try:
-                while (member := tar.next()) is not None:
-                    applier.apply(tar, member)
-                    tar.members.clear()  # stream mode: keep memory flat
-            except (tarfile.TarError, EOFError, OSError) as e:
-                if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.ENOSPC, errno.EDQUOT):
-                    raise
-                raise LayerFormatError(f"cannot apply layer: {e}") from None
+            tar = None  # an empty blob is an empty layer
+        while tar is not None and (member := tar.next()) is not None:
+            current = member.name
+            applier.apply(tar, member)
+            tar.members.clear()  # stream mode: keep memory flat
+        current = "(end of layer)"
         applier.finish()
         reader.drain()
+        raw.drain()
+    except (tarfile.TarError, EOFError, zstandard.ZstdError) as e:
+        raise LayerFormatError(f"corrupt layer at {current!r}: {e}") from None
+    except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+            raise ExtractionError(f"cannot apply layer entry {current!r}: {e.strerror}") from None
+        raise LayerFormatError(f"cannot apply layer entry {current!r}: {e}") from None
     finally:
         applier.close()
     if expect_diff_id is not None and reader.digest != expect_diff_id:
         raise DigestMismatchError(f"layer diff_id is {reader.digest}, expected {expect_diff_id}")
+    if expect_digest is not None and raw.digest != expect_digest:
+        raise DigestMismatchError(f"layer blob digest is {raw.digest}, expected {expect_digest}")
     c = applier.counts
     return ExtractStats(
         c.entries, c.files, c.dirs, c.symlinks, c.hardlinks, c.specials, c.whiteouts, c.skipped,
-        reader.size, reader.digest,
+        reader.size, reader.digest, raw.size, raw.digest,
     )
 
 
