@@ -224,8 +224,7 @@ def _nofollow_opener(path: str, flags: int) -> int:
 
 def whole_root_changes(root: Path | str, ignore: IgnoreList | None = None) -> Changes:
     """Every path of ``root`` as added: for --single-snapshot or a layer of a whole tree."""
-    snap = Snapshotter(root, ignore)
-    return snap.take()
+    return Snapshotter(root, ignore, watch=False).take()
 
 
 def write_root_layer(root: Path | str, out_dir: Path | str, *, ignore: IgnoreList | None = None,

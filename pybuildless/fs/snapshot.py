@@ -114,6 +114,11 @@ class Snapshotter:
             self._watcher.close()
             self._watcher = None
 
+    def __del__(self) -> None:
+        watcher = getattr(self, "_watcher", None)
+        if watcher is not None:
+            watcher.close()
+
     def __enter__(self) -> "Snapshotter":
         return self
 
