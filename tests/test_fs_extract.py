@@ -203,3 +203,10 @@ def test_blob_digest_limits_and_corrupt_compression(tmp_path):
         extract_layer(io.BytesIO(bad_zstd), tmp_path / "r2")
     with pytest.raises(LayerFormatError):
         extract_layer(io.BytesIO(blob[:len(blob) // 2]), tmp_path / "r2")
+
+
+def test_plain_archives_keep_whiteout_names(tmp_path):
+    apply(tmp_path, entry("old", "file", b"o"))
+    apply(tmp_path, entry(".wh.old", "file", b"not a whiteout"), entry("d/.wh..wh..opq", "file"), whiteouts=False)
+    assert (tmp_path / "old").exists() and (tmp_path / ".wh.old").read_bytes() == b"not a whiteout"
+    assert (tmp_path / "d/.wh..wh..opq").exists()

@@ -80,6 +80,7 @@ def extract_layer(
     expect_diff_id: Digest | None = None,
     expect_digest: Digest | None = None,
     max_uncompressed: int | None = None,
+    whiteouts: bool = True,
 ) -> ExtractStats:
     """Apply the layer ``blob`` (gzip, zstd or plain tar, sniffed) onto ``root``.
 
@@ -89,11 +90,14 @@ def extract_layer(
     ``expect_digest``/``expect_diff_id`` when given (a mismatch raises after
     the layer was applied: verify blobs before extracting when that matters).
     ``max_uncompressed`` bounds the tar size (decompression bombs).
+    ``whiteouts=False`` treats ``.wh.*`` names as ordinary files: for
+    ``ADD archive.tar``, which is not an image layer.
     """
     if same_owner is None:
         same_owner = os.geteuid() == 0
     raw = HashingReader(blob)
-    applier = _Applier(Path(root), ignore or IgnoreList.empty(), same_owner, allow_devices and os.geteuid() == 0)
+    applier = _Applier(Path(root), ignore or IgnoreList.empty(), same_owner, allow_devices and os.geteuid() == 0,
+                       whiteouts)
     current = "(header)"
     try:
         reader = HashingReader(open_decompressed(raw), limit=max_uncompressed)
@@ -157,6 +161,7 @@ class _Applier:
     ignore: IgnoreList
     same_owner: bool
     allow_devices: bool
+    whiteouts: bool = True
     counts: _Counts = field(default_factory=_Counts)
 
     def __post_init__(self) -> None:
@@ -224,7 +229,7 @@ class _Applier:
             self._apply_root(m)
             return
         parent, base = _split(rel)
-        if base.startswith(WHITEOUT_PREFIX):
+        if self.whiteouts and base.startswith(WHITEOUT_PREFIX):
             apply_whiteout(self, parent, base)
             return
         try:
