@@ -97,6 +97,7 @@ def test_pull_to_disk_then_push_elsewhere(busybox_image, registry, tmp_path):
     pulled = pull_image(busybox_image, tmp_path / "blobs")
     [layer] = pulled.layers()
     assert isinstance(layer, FileLayer) and layer.path.stat().st_size == layer.size
+    assert isinstance(layer, MountableLayer) and layer.source == parse_reference(busybox_image)
     # a second pull reuses the verified file instead of downloading it again
     mtime = layer.path.stat().st_mtime_ns
     again = pull_image(busybox_image, tmp_path / "blobs")

@@ -14,6 +14,7 @@ from pybuildless.registry.credentials import Credential, Keychain, default_keych
 from pybuildless.registry.options import RegistryOptions
 from pybuildless.registry.reference import Reference, parse_reference, parse_repository
 from pybuildless.registry.remote import (
+    PulledLayer,
     RemoteImage,
     RemoteLayer,
     fetch_image,
@@ -27,6 +28,7 @@ from pybuildless.registry.remote import (
 __all__ = [
     "Credential",
     "Keychain",
+    "PulledLayer",
     "Reference",
     "RegistryOptions",
     "RemoteImage",

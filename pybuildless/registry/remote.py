@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
@@ -159,6 +160,14 @@ def _warn_platform(ref: Reference, raw_config: bytes, wanted: Platform) -> None:
         logger.warning("image %s is for platform %s, not the requested %s", ref, have, wanted)
 
 
+@dataclass(frozen=True)
+class PulledLayer(FileLayer):
+    """A downloaded layer that remembers the repository it came from, so pushing it to the
+    same registry mounts it instead of uploading it (it is a ``MountableLayer``)."""
+
+    source: Reference | None = None
+
+
 # -- pull to disk ------------------------------------------------------------------------
 
 
@@ -179,6 +188,8 @@ def pull_image(ref: Reference | str, dest: Path, *, platform: Platform | None = 
                blob_path: Callable[[Digest], Path] | None = None) -> ManifestImage:
     """Download all layers of ``ref`` into ``dest`` in parallel; verified blobs already there are kept.
 
+    The layers are ``PulledLayer``s: local files that remember their source repository.
+
     Files are named ``<algorithm>-<hex>`` unless ``blob_path(digest)`` says otherwise
     (an OCI layout's ``blobs/<algorithm>/<hex>``).
     """
@@ -193,11 +204,12 @@ def pull_image(ref: Reference | str, dest: Path, *, platform: Platform | None = 
         if not _cached_ok(path, layer.descriptor):
             remote.client.download_blob(remote.source.repository, layer.descriptor, path)
             logger.info("pulled layer %s (%d bytes)", layer.digest, layer.size)
-        return FileLayer(path, layer.digest, layer.diff_id, layer.size, layer.media_type)
+        return PulledLayer(path, layer.digest, layer.diff_id, layer.size, layer.media_type, remote.source)
 
     unique = list({layer.digest: layer for layer in remote.layers()}.values())  # a blob may repeat
     files = {f.digest: f for f in _parallel(fetch, unique, jobs or options.parallel)}
-    layers = [FileLayer(files[l.digest].path, l.digest, l.diff_id, l.size, l.media_type) for l in remote.layers()]
+    layers = [PulledLayer(files[l.digest].path, l.digest, l.diff_id, l.size, l.media_type, remote.source)
+              for l in remote.layers()]
     return ManifestImage(remote.raw_manifest(), remote.raw_config(), layers)
 
 
