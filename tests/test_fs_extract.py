@@ -210,3 +210,12 @@ def test_plain_archives_keep_whiteout_names(tmp_path):
     apply(tmp_path, entry(".wh.old", "file", b"not a whiteout"), entry("d/.wh..wh..opq", "file"), whiteouts=False)
     assert (tmp_path / "old").exists() and (tmp_path / ".wh.old").read_bytes() == b"not a whiteout"
     assert (tmp_path / "d/.wh..wh..opq").exists()
+
+
+def test_cached_parents_follow_replacements_and_self_links_keep_files(tmp_path):
+    apply(tmp_path, entry("real", "dir"), entry("lnk", "symlink", link="real"), entry("lnk/a", "file", b"a"),
+          entry("lnk", "dir"), entry("lnk/b", "file", b"b"), entry("f", "file", b"keep"), entry("f", "hardlink", link="f"))
+    assert sorted(os.listdir(tmp_path / "real")) == ["a"]
+    assert (tmp_path / "lnk").is_dir() and not (tmp_path / "lnk").is_symlink()
+    assert os.listdir(tmp_path / "lnk") == ["b"]
+    assert (tmp_path / "f").read_bytes() == b"keep"

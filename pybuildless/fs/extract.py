@@ -241,6 +241,8 @@ class _Applier:
             log.debug("not extracting ignored path %s", target_abs)
             self.counts.skipped += 1
             return
+        if m.islnk() and secure.check_name(m.linkname) == rel:
+            return  # a hardlink to itself: nothing to do (and nothing to remove first)
         if m.ischr() or m.isblk():
             if not self.allow_devices:
                 log.warning("skipping device node %s (needs root)", m.name)
@@ -257,7 +259,7 @@ class _Applier:
         except FileNotFoundError:
             existing = None
         if existing is not None and not (m.isdir() and stat.S_ISDIR(existing.st_mode)):
-            self._remove(pfd, base, target_abs, stat.S_ISDIR(existing.st_mode))
+            self._remove(pfd, base, target_abs, existing.st_mode)
         if m.isreg():
             self._file(tar, m, pfd, base)
         elif m.isdir():
@@ -288,12 +290,13 @@ class _Applier:
         if rel not in self.touched and rel not in self.layer_paths:
             self.touched[rel] = os.stat(fd).st_mtime_ns
 
-    def _remove(self, pfd: int, base: str, target_abs: str, is_dir: bool) -> None:
+    def _remove(self, pfd: int, base: str, target_abs: str, mode: int) -> None:
+        is_dir = stat.S_ISDIR(mode)
         if is_dir and self.ignore and self.ignore.contains_ignored(target_abs):
             raise LayerSecurityError(f"layer replaces {target_abs}, which holds protected paths")
         secure.remove_in_dir(pfd, base)
-        if is_dir:
-            self._drop_cache_keep(pfd)
+        if is_dir or stat.S_ISLNK(mode):
+            self._drop_cache_keep(pfd)  # cached parents may lie in (or behind) what was removed
 
     def _drop_cache_keep(self, keep_fd: int) -> None:
         """Forget cached fds (some may point into a removed tree) but keep the one in use."""
@@ -372,8 +375,6 @@ class _Applier:
         target = secure.check_name(m.linkname)
         if not target:
             raise LayerSecurityError(f"{m.name}: hardlink to the root")
-        if target == rel:
-            return
         tparent, tbase = _split(target)
         try:
             tfd, treal = self.parent(tparent, create=False)
