@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import zstandard
-from isal import igzip
+from isal import igzip, igzip_threaded
 
 from pybuildless.errors import ImageFormatError, UsageError
 from pybuildless.image import mediatypes as mt
@@ -63,10 +63,16 @@ def sniff(raw: BinaryIO) -> tuple[str, BinaryIO]:
     return "none", stream
 
 
-def open_decompressed(raw: BinaryIO) -> BinaryIO:
-    """The uncompressed tar stream of a layer blob, whatever its compression."""
+def open_decompressed(raw: BinaryIO, *, threaded: bool = False) -> BinaryIO:
+    """The uncompressed tar stream of a layer blob, whatever its compression.
+
+    ``threaded`` inflates gzip in a helper thread (the GIL is released while
+    inflating), so decompression overlaps with whatever consumes the stream.
+    """
     kind, stream = sniff(raw)
     if kind == "gzip":
+        if threaded:
+            return igzip_threaded.open(stream, "rb", threads=1)
         return igzip.IGzipFile(fileobj=stream, mode="rb")
     if kind == "zstd":
         return zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True, closefd=False)
