@@ -283,3 +283,23 @@ def test_truncated_manifest_is_fetched_again(proxy, busybox_image):
     proxy.add(Fault("truncate", MANIFEST, method="GET", count=1))
     image = fetch_image(via(proxy, busybox_image))
     assert image.layers() and proxy.count("GET", MANIFEST, "fault truncate") == 1
+
+
+def test_registry_to_registry_copy_survives_a_source_fault_and_stops_on_corruption(
+        proxy, registry, registry_factory, busybox_image, source):
+    """Layers stream from one registry into another; a dropped source connection restarts the
+    upload, corrupt source bytes abort the push before any manifest is written."""
+    target = registry_factory()
+    layer_path = f"/blobs/{source.layers()[0].digest}"
+    remote = fetch_image(via(proxy, busybox_image))
+    proxy.add(Fault("reset_mid_body", layer_path, method="GET", count=1))
+    dest = target.ref("copied/ok:v1")
+    assert push_image(remote, [dest]) == source.digest
+    assert proxy.count("GET", layer_path) == 2
+    assert manifest_blobs_present(target, dest)
+
+    proxy.add(Fault("corrupt", layer_path, method="GET", count=-1))
+    with pytest.raises(DigestMismatchError):
+        push_image(remote, [target.ref("copied/bad:v1")])
+    with pytest.raises(NotFoundError):
+        fetch_image(target.ref("copied/bad:v1"))
