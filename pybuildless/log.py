@@ -48,6 +48,8 @@ _GENERIC = [
         ),
         rf"\1{REDACTED}",
     ),
+    # JWTs (registry bearer tokens) wherever they appear
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"), REDACTED),
     # user:password@ in URLs
     (re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^/\s@]+@"), rf"\1{REDACTED}@"),
 ]

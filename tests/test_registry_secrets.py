@@ -138,6 +138,7 @@ def test_redacting_filter_scrubs_headers_registered_secrets_and_tracebacks():
         logger.info("value %s in args", "hunter2-registered")
         logger.info("url https://u:pw-in-url@h/x?access_token=tok123&digest=sha256:1")
         logger.debug("Basic %s", b64("user:some-long-password-here"))
+        logger.info("stray jwt eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ0ZXN0ZXIifQ.c2lnbmF0dXJl in text")
         try:
             raise ValueError("boom hunter2-registered")
         except ValueError:
@@ -145,9 +146,10 @@ def test_redacting_filter_scrubs_headers_registered_secrets_and_tracebacks():
         text = stream.getvalue()
     finally:
         log.reset_logging()
-    for secret in ("abc.def.ghi-jkl", "hunter2-registered", "pw-in-url", "tok123", b64("user:some-long-password-here")):
+    for secret in ("abc.def.ghi-jkl", "hunter2-registered", "pw-in-url", "tok123", b64("user:some-long-password-here"),
+                   "eyJzdWIiOiJ0ZXN0ZXIifQ"):
         assert secret not in text
-    assert "digest=sha256:1" in text and "ValueError" in text and text.count("[REDACTED]") >= 5
+    assert "digest=sha256:1" in text and "ValueError" in text and text.count("[REDACTED]") >= 6
 
 
 def test_verbosity_levels_and_formats():
