@@ -153,3 +153,22 @@ def test_inotify_path_handles_deep_replacements_and_renames(tree):
     c = s.take()
     assert c.added == ("moved", "moved/x", "moved/y") and c.deleted == ("etc/again",)
     s.close()
+
+
+def test_hint_paths_through_symlinked_dirs_are_resolved_in_root(tree, watch):
+    os.symlink("/usr/bin", tree / "bin")  # absolute: must mean <root>/usr/bin, never the host's
+    s = Snapshotter(tree, watch=watch)
+    s.baseline()
+    write(tree / "usr/bin/copied", "c")
+    c = s.take_paths(["/bin/copied", "/bin/../etc/conf"])
+    assert c.added == ("usr/bin/copied",)
+    assert "bin/copied" not in s.state
+
+
+def test_many_hint_paths_are_cheap(tree, watch):
+    s = Snapshotter(tree, watch=watch)
+    s.baseline()
+    for i in range(300):
+        write(tree / f"many/f{i}", "x")
+    c = s.take_paths([f"/many/f{i}" for i in range(300)])
+    assert len(c.added) == 301 and c.added[0] == "many"

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from pybuildless.fs import secure
 from pybuildless.fs.ignore import IgnoreList
 from pybuildless.fs.watch import DirWatcher, Incomplete
 
@@ -266,38 +267,71 @@ class Snapshotter:
         return changes
 
     def take_paths(self, paths: Iterable[str]) -> Changes:
-        """Only look at ``paths`` (and below, and their parent directories): for COPY/ADD."""
+        """Only look at ``paths`` (and below, and their parent directories): for COPY/ADD.
+
+        A path reached through a symlinked directory is looked at where it
+        really is (resolved inside the root), never through the link.
+        """
         old_sub: dict[str, tuple] = {}
         new_sub: dict[str, tuple] = {}
-        tops = sorted({posixpath.normpath(p).strip("/") for p in paths} - {"", "."})
-        for top in tops:
-            if self._ignored(top) or self.ignore.is_ignored("/" + top):
+        tops: set[str] = set()
+        for top in sorted({posixpath.normpath(p).strip("/") for p in paths} - {"", "."}):
+            if not self._real_parents(top, new_sub):
+                resolved = self._resolve_in_root(top)
+                if resolved is None or not self._real_parents(resolved, new_sub):
+                    log.debug("hint path /%s does not exist below real directories; skipped", top)
+                    continue
+                top = resolved
+            if not top or self.ignore.is_ignored("/" + top):
                 continue
-            parts = top.split("/")
-            through_link = False
-            for i in range(1, len(parts)):  # parent dirs may be new
-                anc = "/".join(parts[:i])
-                key = new_sub.get(anc) or self._stat(anc)
-                if key is None or not stat.S_ISDIR(key[_MODE]):
-                    through_link = True  # never look through a symlink (or at a vanished path)
-                    break
-                if anc not in new_sub:
-                    new_sub[anc] = key
-                    if anc in self.state:
-                        old_sub[anc] = self.state[anc]
-            if through_link:
-                log.debug("hint path /%s is not below real directories; skipped", top)
-                continue
+            tops.add(top)
             key = self._stat(top)
             if key is not None:
                 new_sub[top] = key
                 if stat.S_ISDIR(key[_MODE]):
                     new_sub.update(self._walk(top))
-            prefix = top + "/"
+        for anc in list(new_sub):
+            if anc in self.state and anc not in tops:
+                old_sub[anc] = self.state[anc]
+        if tops:
             for rel, old in self.state.items():
-                if rel == top or rel.startswith(prefix):
+                if rel in tops or any(a in tops for a in _ancestors(rel)):
                     old_sub[rel] = old
-        return self._adopt(old_sub, new_sub, scope=set(new_sub) | set(old_sub))
+        return self._adopt(old_sub, new_sub, scope=None)
+
+    def _real_parents(self, top: str, found: dict[str, tuple]) -> bool:
+        """Record the parents of ``top`` in ``found``; False if one is not a real directory."""
+        parts = top.split("/")
+        keys = []
+        for i in range(1, len(parts)):
+            anc = "/".join(parts[:i])
+            key = found.get(anc) or self._stat(anc)
+            if key is None or not stat.S_ISDIR(key[_MODE]):
+                return False
+            keys.append((anc, key))
+        found.update(keys)
+        return True
+
+    def _resolve_in_root(self, top: str) -> str | None:
+        """Where ``top`` really is, following symlinks of its parents as if chrooted."""
+        parent, _, base = top.rpartition("/")
+        rootfd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = secure.walk_in_root(rootfd, parent)
+        except OSError:
+            return None
+        finally:
+            os.close(rootfd)
+        try:
+            real = secure.fd_path(fd)
+        finally:
+            os.close(fd)
+        prefix = self.root.rstrip("/") + "/"
+        if real == self.root:
+            return base
+        if not real.startswith(prefix):
+            return None
+        return f"{real[len(prefix):]}/{base}"
 
     # -- diffing ------------------------------------------------------------
     def _record_extras(self, rel: str, key: tuple) -> None:
