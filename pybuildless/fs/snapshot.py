@@ -252,17 +252,17 @@ class Snapshotter:
             if (old_dir or new_dir) and not (old_dir and new_dir and (old[_INO], old[_DEV]) == (key[_INO], key[_DEV])):
                 replaced.add(rel)
         tops = {r for r in replaced if not any(a in replaced for a in _ancestors(r))}
+        prefixes = tuple(t + "/" for t in tops)
         if tops:
             for rel, key in state.items():
-                if any(a in tops for a in _ancestors(rel)):
+                if rel.startswith(prefixes):
                     old_sub[rel] = key
             for top in tops:
                 if top in new_sub and stat.S_ISDIR(new_sub[top][_MODE]):
                     new_sub.update(self._walk(top))
         changes = self._adopt(old_sub, new_sub, scope=None)
         for rel, key in new_sub.items():
-            if stat.S_ISDIR(key[_MODE]) and (rel in replaced or rel in changes.added or any(
-                    a in tops for a in _ancestors(rel))):
+            if stat.S_ISDIR(key[_MODE]) and (rel in replaced or rel in changes.added or rel.startswith(prefixes)):
                 self._watcher.add(rel)
         return changes
 
@@ -293,9 +293,13 @@ class Snapshotter:
         for anc in list(new_sub):
             if anc in self.state and anc not in tops:
                 old_sub[anc] = self.state[anc]
-        if tops:
+        for top in tops:
+            if top in self.state:
+                old_sub[top] = self.state[top]
+        old_dirs = tuple(t + "/" for t in tops if t in self.state and stat.S_ISDIR(self.state[t][_MODE]))
+        if old_dirs:  # one C-level prefix test per known path
             for rel, old in self.state.items():
-                if rel in tops or any(a in tops for a in _ancestors(rel)):
+                if rel.startswith(old_dirs):
                     old_sub[rel] = old
         return self._adopt(old_sub, new_sub, scope=None)
 
