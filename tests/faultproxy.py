@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization"}
 
@@ -26,7 +26,7 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", 
 @dataclass
 class Fault:
     # "status" | "reset" | "reset_mid_body" | "truncate" (half the body, clean close) | "slow" |
-    # "corrupt" | "header" | "redirect"
+    # "corrupt" | "header" | "redirect" | "relocate" (Location header moved to ``location``'s host)
     kind: str
     path: str = ".*"  # regex searched in the request path (with query)
     method: str | None = None
@@ -163,6 +163,11 @@ class FaultProxy:
             else:
                 h.close_connection = True
             return
+        if fault is not None and fault.kind == "relocate":
+            moved = urlsplit(fault.location)
+            headers = [(k, urlunsplit((moved.scheme, moved.netloc) + tuple(urlsplit(v))[2:]) if k.lower() == "location"
+                        else v) for k, v in headers]
+            outcome = f"fault relocate {status}"
         if fault is not None and fault.kind == "header":
             headers = [(k, v) for k, v in headers if k.lower() not in {n.lower() for n, _ in fault.headers}]
             headers += list(fault.headers)

@@ -303,3 +303,23 @@ def test_registry_to_registry_copy_survives_a_source_fault_and_stops_on_corrupti
         push_image(remote, [target.ref("copied/bad:v1")])
     with pytest.raises(NotFoundError):
         fetch_image(target.ref("copied/bad:v1"))
+
+
+def test_credentials_are_not_sent_to_an_upload_location_on_another_host(registry_basic, busybox_image):
+    """Upload sessions may continue on another host (``Location`` is opaque): no credentials there."""
+    import base64
+
+    from pybuildless.registry.credentials import Credential, StaticKeychain
+
+    creds = Credential(registry_basic.username, registry_basic.password)
+    basic = "Basic " + base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
+    with FaultProxy(registry_basic.url, upstream_authorization=basic) as storage, \
+            FaultProxy(registry_basic.url) as front:
+        front.add(Fault("relocate", UPLOAD, method="POST", count=-1, location=f"http://localhost:{storage.port}"))
+        options = RegistryOptions(keychain=StaticKeychain(((front.host, creds),)))
+        dest = f"{front.host}/faults/relocated:v1"
+        digest = push_image(fetch_image(busybox_image), [dest], options=options)
+        assert digest == fetch_image(dest, options=options).digest
+        puts = [auth for m, p, auth in storage.authorizations if m == "PUT"]
+        assert len(puts) == 2 and all(auth is None for auth in puts)  # config and layer, no credentials
+        assert all(auth == basic for m, p, auth in front.authorizations if p != "/v2/")

@@ -300,11 +300,13 @@ class Transport:
 
     def _follow(self, method: str, url: str, *, auth: str | None, headers, body: Body, stream: bool,
                 follow: bool) -> requests.Response:
-        registry_netloc = urlsplit(url).netloc
         for _ in range(10):
+            # Credentials go to the registry host only: never to a redirect target or an upload
+            # Location on another host (object storage, CDNs).
+            own_host = urlsplit(url).netloc.lower() == self.registry.lower()
             data = body() if callable(body) else body
             try:
-                resp = self._send(method, url, auth=auth if urlsplit(url).netloc == registry_netloc else None,
+                resp = self._send(method, url, auth=auth if own_host else None,
                                   headers=headers, data=data, stream=stream, allow_redirects=False)
             finally:
                 if data is not None and hasattr(data, "close"):
