@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import pytest
 
-from pybuildless.errors import AuthError
+from pybuildless.errors import AuthError, RegistryError
 from pybuildless.registry.tokens import _check_realm
-from pybuildless.registry.transport import PingResult
+from pybuildless.registry.options import RegistryOptions
+from pybuildless.registry.transport import PingResult, Transport
 
 
-class FakeTransport:
+class FakeTransport(Transport):
+    """A transport whose ping result is given (no network)."""
+
     def __init__(self, registry: str, scheme: str) -> None:
-        self.registry = registry
-        self._scheme = scheme
-
-    def ping(self) -> PingResult:
-        return PingResult(self._scheme, None)
+        super().__init__(registry, RegistryOptions())
+        self._ping = PingResult(scheme, None)
 
 
 @pytest.mark.parametrize("registry,scheme,realm", [
@@ -40,3 +40,20 @@ def test_acceptable_realms(registry, scheme, realm):
 def test_rejected_realms(registry, scheme, realm, reason):
     with pytest.raises(AuthError, match=reason):
         _check_realm(FakeTransport(registry, scheme), realm)
+
+
+@pytest.mark.parametrize("registry,scheme,url,allowed", [
+    ("reg.example", "https", "https://storage.example/blob?sig=1", True),
+    ("reg.example", "https", "https://10.0.0.1/blob", False),
+    ("reg.example", "https", "http://169.254.169.254/latest/meta-data", False),
+    ("reg.example", "https", "https://localhost/x", False),
+    ("127.0.0.1:5000", "http", "http://127.0.0.1:5001/x", True),
+    ("10.0.0.7:5000", "http", "http://10.0.0.8/x", True),
+])
+def test_redirects_and_upload_locations_to_private_addresses(registry, scheme, url, allowed):
+    transport = FakeTransport(registry, scheme)
+    if allowed:
+        transport.check_foreign_host(url, "redirect")
+    else:
+        with pytest.raises(RegistryError, match="refusing redirect on a private address"):
+            transport.check_foreign_host(url, "redirect")

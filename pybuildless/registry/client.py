@@ -277,12 +277,13 @@ class RegistryClient:
                 min_chunk = 0
             return self._location(resp), min_chunk
 
-    @staticmethod
-    def _location(resp) -> str:
+    def _location(self, resp) -> str:
         location = resp.headers.get("Location")
         if not location:
             raise RegistryError(f"{resp.request.method} {redact_url(resp.url)}: upload response without Location")
-        return urljoin(resp.url, location)  # may be relative; always use the latest one
+        url = urljoin(resp.url, location)  # may be relative; always use the latest one
+        self.transport.check_foreign_host(url, "upload location")
+        return url
 
     def upload_blob(self, repository: str, desc: Descriptor, opener: Callable[[], BinaryIO], *,
                     scopes: tuple[str, ...], location: str | None = None) -> None:

@@ -107,6 +107,18 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def is_private_address(hostname: str) -> bool:
+    """Loopback, private, link-local or unspecified IP literals, and localhost names."""
+    name = hostname.strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_unspecified
+
+
 def parse_host_value_pairs(values: tuple[str, ...] | list[str], flag: str) -> tuple[tuple[str, str], ...]:
     """``host=value`` flag values (``--registry-certificate``, ``--registry-map``; ';' separates several)."""
     out = []

@@ -8,7 +8,6 @@ at no less than 60 s; tokens are refreshed 10% early.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import threading
@@ -70,18 +69,7 @@ def _check_realm(transport: "Transport", realm: str) -> None:
     registry_http = transport.ping().scheme == "http"
     if parts.scheme == "http" and not registry_http:
         raise AuthError(f"{transport.registry}: refusing plain-HTTP token realm for an HTTPS registry")
-    try:
-        ip = ipaddress.ip_address(parts.hostname)
-    except ValueError:
-        return
-    local = ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_unspecified
-    registry_host = transport.registry.rsplit(":", 1)[0].strip("[]")
-    try:
-        registry_local = ipaddress.ip_address(registry_host).is_loopback or registry_http
-    except ValueError:
-        registry_local = registry_host == "localhost" or registry_http
-    if local and not registry_local:
-        raise AuthError(f"{transport.registry}: refusing token realm on a private address {parts.hostname}")
+    transport.check_foreign_host(realm, "token realm", AuthError)
 
 
 def fetch_token(transport: "Transport", challenge: Challenge, scopes: tuple[str, ...], cred: Credential) -> Token:

@@ -27,7 +27,7 @@ from pybuildless import __version__, log
 from pybuildless.errors import AuthError, RegistryError
 from pybuildless.registry.challenge import Challenge, merge_scopes, parse_challenges, pick_challenge
 from pybuildless.registry.credentials import Credential
-from pybuildless.registry.options import RegistryOptions, is_loopback
+from pybuildless.registry.options import RegistryOptions, is_loopback, is_private_address
 from pybuildless.registry.responses import (
     TEMPORARY_STATUS,
     describe_exception,
@@ -145,6 +145,16 @@ class Transport:
                     continue
                 self._warned.add(text)
             logger.warning("registry %s: %s", self.registry, log.redact(text))
+
+    def check_foreign_host(self, url: str, what: str, error: type[RegistryError] = RegistryError) -> None:
+        """SSRF hardening (ggcr #2243, #2295): a registry may send us to other hosts (token realm,
+        redirects, upload Locations), but not to private addresses unless it is local itself."""
+        host = urlsplit(url).hostname or ""
+        if not is_private_address(host) or host.lower() == self.registry.rsplit(":", 1)[0].strip("[]").lower():
+            return
+        if is_private_address(self.registry.rsplit(":", 1)[0]) or self.ping_scheme == "http":
+            return  # a local or explicitly insecure registry may point at local services
+        raise error(f"{self.registry}: refusing {what} on a private address {host}")
 
     @property
     def ping_scheme(self) -> str:
@@ -318,6 +328,7 @@ class Transport:
             if not location:
                 return resp
             url = urljoin(url, location)
+            self.check_foreign_host(url, "redirect")
             logger.debug("redirected to %s", redact_url(url))
         raise RegistryError(f"{method} {redact_url(url)}: too many redirects")
 
