@@ -15,6 +15,7 @@ Writes never follow a symlink out of the destination root (see rootpath).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
 import shutil
@@ -150,15 +151,37 @@ def _match_dstar(pat, parts, match) -> bool:
 
 def copy_files(src_root: SourceRoot, req: CopyRequest, dest_root: str) -> CopyResult:
     """Copy the request's sources into ``dest_root`` (a stage root directory, or /)."""
+    writer = _Writer(src_root, req, dest_root)
+    _copy(src_root, req, writer, lambda dest: _is_real_dir(resolve_in_root(dest_root, dest)))
+    writer.finish()
+    return CopyResult(touched=writer.touched)
+
+
+def source_digest(src_root: SourceRoot, req: CopyRequest) -> str:
+    """A content hash of everything the request would copy, for cache keys.
+
+    It covers each entry's path, type, mode, link target and content, in copy
+    order, and never mtimes, owners or inode numbers: a fresh checkout of the
+    same files gives the same digest. Files excluded by .dockerignore or
+    --exclude do not count.
+    """
+    hasher = _Hasher(src_root, req)
+    _copy(src_root, req, hasher, lambda dest: False)
+    return hasher.digest()
+
+
+def _is_real_dir(path: str) -> bool:
+    return os.path.isdir(path) and not os.path.islink(path)
+
+
+def _copy(src_root: SourceRoot, req: CopyRequest, sink: "_Writer", dest_is_dir) -> None:
     sources = resolve_sources(src_root, req)
     dest = req.dest if req.dest.startswith("/") else posixpath.join(req.workdir or "/", req.dest)
     wants_dir = req.dest.endswith("/") or req.dest in (".", "") or len(req.sources) > 1 or any(
         has_wildcard(s) for s in req.sources
     ) and len(sources) > 1
-    dest_host = resolve_in_root(dest_root, dest)
-    if os.path.isdir(dest_host) and not os.path.islink(dest_host):
+    if dest_is_dir(dest):
         wants_dir = True
-    writer = _Writer(src_root, req, dest_root)
     for rel, pivot in sources:
         host = resolve_in_root(src_root.root, rel) if rel != "." else src_root.root
         st = os.stat(host) if os.path.exists(host) else os.lstat(host)
@@ -170,12 +193,10 @@ def copy_files(src_root: SourceRoot, req: CopyRequest, dest_root: str) -> CopyRe
         else:
             target = posixpath.join(dest, posixpath.basename(rel)) if wants_dir else dest
         if stat.S_ISDIR(st.st_mode):
-            writer.copy_tree(host, rel, target)
+            sink.copy_tree(host, rel, target)
         else:
-            writer.ensure_parents(posixpath.dirname(target) or "/")
-            writer.copy_entry(host, st, target)
-    writer.finish()
-    return CopyResult(touched=writer.touched)
+            sink.ensure_parents(posixpath.dirname(target) or "/")
+            sink.copy_entry(host, st, target)
 
 
 class _Writer:
@@ -310,3 +331,28 @@ def _copy_xattrs(src: str, dst: str) -> None:
             os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False), follow_symlinks=False)
         except OSError:
             pass  # e.g. security.selinux on a filesystem that refuses it
+
+
+class _Hasher(_Writer):
+    """Walks exactly like _Writer but hashes what it would write."""
+
+    def __init__(self, src_root: SourceRoot, req: CopyRequest) -> None:
+        super().__init__(src_root, req, dest_root="")
+        self.h = hashlib.sha256()
+
+    def ensure_parents(self, in_root_dir: str) -> None:
+        pass
+
+    def copy_entry(self, src: str, st: os.stat_result, target: str) -> None:
+        mode = st.st_mode
+        self.h.update(f"{target}\0{stat.S_IFMT(mode)}\0{stat.S_IMODE(mode):o}\0".encode())
+        if stat.S_ISLNK(mode):
+            self.h.update(os.readlink(src).encode())
+        elif stat.S_ISREG(mode):
+            with open(src, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    self.h.update(chunk)
+        self.h.update(b"\n")
+
+    def digest(self) -> str:
+        return "sha256:" + self.h.hexdigest()
