@@ -144,3 +144,16 @@ def test_writer_never_reads_through_a_symlinked_parent(tmp_path):
     entries = members(write_layer(root, changes, tmp_path / "out", compression="none"))
     assert [(m.name, m.type) for m, _ in entries] == [("d", tarfile.SYMTYPE)]
     assert all(data != b"host secret" for _, data in entries)
+
+
+def test_docker_media_types(tmp_path):
+    from pybuildless.errors import UsageError
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r/f").write_text("x")
+    changes = Changes(added=("f",))
+    assert write_layer(tmp_path / "r", changes, tmp_path / "o", docker=True).media_type == mt.DOCKER_LAYER_GZIP
+    oci = write_layer(tmp_path / "r", changes, tmp_path / "o2")
+    docker = write_layer(tmp_path / "r", changes, tmp_path / "o3", docker=True)
+    assert (oci.digest, oci.media_type) == (docker.digest, mt.OCI_LAYER_GZIP), "same bytes, other label"
+    with pytest.raises(UsageError, match="zstd"):
+        write_layer(tmp_path / "r", changes, tmp_path / "o4", compression="zstd", docker=True)

@@ -232,10 +232,3 @@ def recompress(raw: BinaryIO, out: BinaryIO, compression: str = "gzip", level: i
     while chunk := src.read(_CHUNK):
         writer.write(chunk)
     return writer.close()
-
-
-def check_magic_matches(media_type: str, kind: str) -> None:
-    """Warn-worthy mismatches are the caller's business; a wrong kind for zstd/gzip is an error."""
-    declared = mt.layer_compression(media_type)
-    if declared != "none" and kind != declared:
-        raise ImageFormatError(f"layer declared {media_type} but its bytes are {kind}")

@@ -17,17 +17,19 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
-from pybuildless.errors import BuildError
+from pybuildless.errors import BuildError, UsageError
 from pybuildless.fs import secure
 from pybuildless.fs.compress import CompressingWriter
 from pybuildless.fs.whiteouts import OPAQUE_MARKER, WHITEOUT_PREFIX
 from pybuildless.fs.ignore import IgnoreList
 from pybuildless.fs.snapshot import Changes, Snapshotter, read_xattrs
+from pybuildless.image import mediatypes as mt
 from pybuildless.image.model import FileLayer
 
 log = logging.getLogger(__name__)
 
 _EXT = {"gzip": ".tar.gz", "zstd": ".tar.zst", "none": ".tar"}
+_DOCKER_MEDIA_TYPES = {"gzip": mt.DOCKER_LAYER_GZIP, "none": "application/vnd.docker.image.rootfs.diff.tar"}
 
 
 def _sort_key(rel: str) -> tuple:
@@ -171,8 +173,15 @@ def write_layer(
     compression: str = "gzip",
     level: int | None = None,
     clamp_mtime: int | None = None,
+    docker: bool = False,
 ) -> FileLayer:
-    """Write the layer for ``changes`` (read from ``root`` now) into ``out_dir``."""
+    """Write the layer for ``changes`` (read from ``root`` now) into ``out_dir``.
+
+    ``docker=True`` labels the layer with Docker schema 2 media types (for a
+    Docker manifest); zstd has none, so that combination is refused.
+    """
+    if docker and compression == "zstd":
+        raise UsageError("--compression=zstd needs an OCI image; the base image uses Docker media types")
     root = os.path.realpath(root)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -215,7 +224,8 @@ def write_layer(
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return FileLayer(final, blob.digest, blob.diff_id, blob.size, blob.media_type)
+    media_type = _DOCKER_MEDIA_TYPES[compression] if docker else blob.media_type
+    return FileLayer(final, blob.digest, blob.diff_id, blob.size, media_type)
 
 
 def _nofollow_opener(path: str, flags: int) -> int:
