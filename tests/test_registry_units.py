@@ -80,16 +80,6 @@ def test_closing_early_still_verifies_the_rest():
     abandoned.abandon()  # no verification when the caller already failed
 
 
-def test_resumed_reader_continues_the_hash():
-    data = b"abcdef" * 1000
-    first = reader(data[:2500], data, size=len(data))
-    first.read(2500)
-    hasher, count = first.progress()
-    rest = VerifyingReader(io.BytesIO(data[2500:]), Digest.of_bytes(data), len(data), resume=(hasher, count))
-    assert rest.read() == data[2500:]
-    rest.close()
-
-
 _component = st.from_regex(r"[a-z0-9]{1,8}([._-][a-z0-9]{1,8}){0,2}", fullmatch=True)
 _host = st.one_of(st.just(""), st.from_regex(r"[a-z]{1,8}\.[a-z]{2,5}(:[1-9][0-9]{1,4})?", fullmatch=True),
                   st.just("localhost:5000"))

@@ -14,7 +14,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import BinaryIO, Callable
 from urllib.parse import quote, urljoin
 
 import requests
@@ -161,19 +161,21 @@ class RegistryClient:
         resp.close()
         return True
 
-    def open_blob(self, repository: str, desc: Descriptor, *, scopes: tuple[str, ...] = (),
-                  resume: tuple[Any, int] | None = None) -> VerifyingReader:
+    def open_blob(self, repository: str, desc: Descriptor, *, scopes: tuple[str, ...] = ()) -> VerifyingReader:
         """A stream of the blob that checks size and digest at EOF (and drains on close).
 
-        ``resume=(hasher, offset)`` asks for the rest with ``Range``; a registry that answers
-        200 instead sends everything again and the reader says ``restarted``.
+        A dropped connection is resumed transparently with ``Range`` (up to ``retries`` times).
         """
         what = f"blob {desc.digest} of {repository}"
-        offset = resume[1] if resume else 0
+        scopes = scopes or (f"repository:{repository}:pull",)
+        stream = _ResumingStream(self, repository, desc, scopes, what)
+        return VerifyingReader(stream, desc.digest, desc.size, what=what)
+
+    def _blob_response(self, repository: str, desc: Descriptor, offset: int, scopes: tuple[str, ...], what: str):
+        """GET the blob from ``offset``; (response, True if the registry honoured the range)."""
         headers = {"Range": f"bytes={offset}-"} if offset else None
         resp = self.transport.request("GET", f"/v2/{repository}/blobs/{desc.digest}", headers=headers,
-                                      ok=(200, 206) if offset else (200,),
-                                      scopes=scopes or (f"repository:{repository}:pull",), stream=True, what=what)
+                                      ok=(200, 206) if offset else (200,), scopes=scopes, stream=True, what=what)
         partial = resp.status_code == 206
         if partial and not (resp.headers.get("Content-Range") or "").startswith(f"bytes {offset}-"):
             resp.close()
@@ -184,60 +186,24 @@ class RegistryClient:
         if length is not None and desc.size >= 0 and int(length) != want:
             resp.close()
             raise DigestMismatchError(f"{what}: Content-Length {length} differs from the expected {want} bytes")
-        reader = VerifyingReader(_NetworkStream(resp, what), desc.digest, desc.size, what=what,
-                                 on_close=resp.close, resume=resume if partial else None)
-        reader.restarted = bool(offset) and not partial
-        return reader
+        return resp, partial
 
     def read_blob(self, repository: str, desc: Descriptor, *, limit: int, scopes: tuple[str, ...] = ()) -> bytes:
-        """A small blob (a config) in memory, verified; retried on transient faults."""
+        """A small blob (a config) in memory, verified."""
         if desc.size > limit:
             raise ImageFormatError(f"blob {desc.digest} of {repository}: {desc.size} bytes is more than {limit}")
-        attempts = max(0, self.options.retries) + 1
-        for n in range(attempts):
-            try:
-                with self.open_blob(repository, desc, scopes=scopes) as reader:
-                    return reader.read()
-            except (IncompleteBodyError, DigestMismatchError) as e:
-                if not e.temporary or n == attempts - 1:
-                    raise
-                logger.warning("download of %s interrupted (%s); retrying", desc.digest, e)
-                self.transport._sleep(0.2 * (n + 1))
-        raise AssertionError("unreachable")
+        with self.open_blob(repository, desc, scopes=scopes) as reader:
+            return reader.read()
 
     def download_blob(self, repository: str, desc: Descriptor, dest: Path, *, scopes: tuple[str, ...] = ()) -> Path:
-        """Stream a blob to ``dest`` via a private temp file and a rename, verified.
-
-        A dropped connection resumes where it stopped (``Range``) on the next attempt.
-        """
-        attempts = max(0, self.options.retries) + 1
+        """Stream a blob to ``dest`` via a private temp file and a rename, verified."""
         # a private temp name: other threads or processes may fetch the same blob at once
         fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
         tmp = Path(tmp_name)
-        resume: tuple[Any, int] | None = None
         try:
-            with os.fdopen(fd, "wb") as out:
-                for n in range(attempts):
-                    reader = None
-                    try:
-                        reader = self.open_blob(repository, desc, scopes=scopes, resume=resume)
-                        if reader.restarted:
-                            out.seek(0)
-                            out.truncate()
-                        with reader:
-                            while chunk := reader.read(CHUNK):
-                                out.write(chunk)
-                        break
-                    except (IncompleteBodyError, DigestMismatchError) as e:
-                        if not e.temporary or n == attempts - 1:
-                            raise
-                        if reader is not None:
-                            resume = reader.progress()
-                            out.seek(resume[1])
-                            out.truncate()
-                        logger.warning("download of %s interrupted (%s); resuming at byte %d", desc.digest, e,
-                                       resume[1] if resume else 0)
-                        self.transport._sleep(0.2 * (n + 1))
+            with os.fdopen(fd, "wb") as out, self.open_blob(repository, desc, scopes=scopes) as reader:
+                while chunk := reader.read(CHUNK):
+                    out.write(chunk)
             os.chmod(tmp, 0o644)
             os.replace(tmp, dest)
             return dest
@@ -384,6 +350,53 @@ class _NetworkStream:
             parts.append(data)
             got += len(data)
         return b"".join(parts)
+
+    def close(self) -> None:
+        self._resp.close()
+
+
+class _ResumingStream:
+    """Raw blob bytes that survive dropped connections: the rest is asked for again with
+    ``Range`` (a 200 answer means starting over, so the bytes already passed on are skipped).
+    Verification happens above, in the VerifyingReader, over the whole stream."""
+
+    def __init__(self, client: RegistryClient, repository: str, desc: Descriptor, scopes: tuple[str, ...],
+                 what: str) -> None:
+        self._client, self._repository, self._desc, self._scopes, self._what = client, repository, desc, scopes, what
+        self._offset = 0
+        self._retries = max(0, client.options.retries)
+        self._resp, _ = client._blob_response(repository, desc, 0, scopes, what)
+
+    def read(self, n: int = -1) -> bytes:
+        n = n if n and n > 0 else CHUNK
+        while True:
+            try:
+                data = self._resp.raw.read(n, decode_content=False)
+                if data or self._offset >= self._desc.size:
+                    self._offset += len(data)
+                    return data
+                problem = f"body ended after {self._offset} of {self._desc.size} bytes"
+            except (urllib3.exceptions.HTTPError, OSError, requests.RequestException) as e:
+                problem = f"connection lost after {self._offset} bytes ({type(e).__name__})"
+            self._reconnect(problem)
+
+    def _reconnect(self, problem: str) -> None:
+        self._resp.close()
+        if self._retries <= 0:
+            raise IncompleteBodyError(f"{self._what}: {problem}", temporary=True)
+        self._retries -= 1
+        logger.warning("%s: %s; resuming", self._what, problem)
+        self._client.transport._sleep(0.2)
+        self._resp, partial = self._client._blob_response(self._repository, self._desc, self._offset,
+                                                          self._scopes, self._what)
+        if not partial:  # the whole blob again: skip what was already passed on
+            skip = self._offset
+            while skip > 0:
+                data = self._resp.raw.read(min(CHUNK, skip), decode_content=False)
+                if not data:
+                    raise IncompleteBodyError(f"{self._what}: body ended while skipping to byte {self._offset}",
+                                              temporary=True)
+                skip -= len(data)
 
     def close(self) -> None:
         self._resp.close()

@@ -8,7 +8,7 @@ go unhashed) unless ``abandon()`` was called.
 from __future__ import annotations
 
 import io
-from typing import Any, BinaryIO, Callable
+from typing import BinaryIO, Callable
 
 from pybuildless.errors import DigestMismatchError
 from pybuildless.image.descriptor import Digest
@@ -25,25 +25,18 @@ class VerifyingReader(io.RawIOBase):
         *,
         what: str = "blob",
         on_close: Callable[[], None] | None = None,
-        resume: tuple[Any, int] | None = None,
     ) -> None:
-        """``resume=(hasher, count)`` continues a verification whose first ``count`` bytes
-        were already hashed into ``hasher`` (a ranged download after a dropped connection)."""
         super().__init__()
         self._source = source
         self.digest = digest
         self.size = size
         self.what = what
-        self._hasher, self._count = resume if resume is not None else (digest.hasher(), 0)
+        self._hasher = digest.hasher()
+        self._count = 0
         self._done = False
         self._failed = False
         self._abandoned = False
         self._on_close = on_close
-        self.restarted = False  # set by callers when a ranged request got the whole blob
-
-    def progress(self) -> tuple[Any, int]:
-        """(a copy of the hash state, bytes verified so far): where a resumed download starts."""
-        return self._hasher.copy(), self._count
 
     def readable(self) -> bool:
         return True
