@@ -53,6 +53,7 @@ class FaultProxy:
         self.faults: list[Fault] = []
         self.log: list[tuple[str, str, str]] = []
         self.authorizations: list[tuple[str, str, str | None]] = []  # (method, path, Authorization)
+        self.headers: list[tuple[str, str, dict[str, str]]] = []  # (method, path, request headers)
         self._lock = threading.Lock()
         proxy = self
 
@@ -116,6 +117,7 @@ class FaultProxy:
         body = _read_body(h)
         with self._lock:
             self.authorizations.append((method, path, h.headers.get("Authorization")))
+            self.headers.append((method, path, {k.lower(): v for k, v in h.headers.items()}))
         fault = self._pick(method, path)
         if fault is not None and fault.kind == "redirect":
             self._record(method, path, "fault redirect")

@@ -12,11 +12,12 @@ import time
 import pytest
 
 from pybuildless.errors import AuthError, DigestMismatchError, NotFoundError, RegistryError
+from pybuildless.image import mediatypes as mt
 from pybuildless.image.descriptor import Digest
 from pybuildless.registry.client import RegistryClient
 from pybuildless.registry.options import RegistryOptions
 from pybuildless.registry.reference import parse_reference
-from pybuildless.registry.remote import fetch_image, pull_image, push_image
+from pybuildless.registry.remote import fetch_image, image_exists, pull_image, push_image
 from tests.faultproxy import Fault, FaultProxy
 
 pytestmark = pytest.mark.slow
@@ -68,12 +69,24 @@ def test_bursts_of_503_during_push_are_retried(proxy, registry, source):
     assert proxy.count("PUT", MANIFEST, "fault 500") == 2
     assert proxy.count("PUT", MANIFEST, "201") == 1
     assert manifest_blobs_present(registry, registry.ref("faults/burst:v1"))
+    # bodies go out with Content-Length, never chunked (registries and presigned storage reject it)
+    uploads = [h for m, p, h in proxy.headers if m == "PUT" and "/blobs/uploads/" in p]
+    assert uploads and all("content-length" in h and "transfer-encoding" not in h for h in uploads)
+    # the manifest goes out with its own media type as Content-Type
+    [manifest_put] = [h for m, p, h in proxy.headers if m == "PUT" and "/manifests/" in p][-1:]
+    assert manifest_put["content-type"] == source.media_type
+    assert all(h.get("accept-encoding") == "identity" for _, p, h in proxy.headers if p != "/v2/")
 
 
 def test_429_with_retry_after_is_honoured(proxy, busybox_image):
     proxy.add(Fault("status", MANIFEST, method="GET", count=1, status=429, retry_after="1"))
     start = time.monotonic()
     image = fetch_image(via(proxy, busybox_image))
+    # the same Accept, with all four manifest types, on every manifest request, HEAD and GET
+    assert image_exists(via(proxy, busybox_image)).digest == image.digest
+    assert {m for m, p, h in proxy.headers if "/manifests/" in p} == {"GET", "HEAD"}
+    [accept] = {h["accept"] for m, p, h in proxy.headers if "/manifests/" in p}
+    assert all(t in accept for t in mt.MANIFEST_ACCEPT)
     assert time.monotonic() - start >= 0.95  # waited as told, not the 0.2 s default backoff
     assert image.layers()
     assert proxy.count("GET", MANIFEST, "fault 429") == 1
