@@ -172,3 +172,27 @@ def test_many_hint_paths_are_cheap(tree, watch):
         write(tree / f"many/f{i}", "x")
     c = s.take_paths([f"/many/f{i}" for i in range(300)])
     assert len(c.added) == 301 and c.added[0] == "many"
+
+
+def test_directory_recreated_with_its_old_inode_number_is_walked(tree, watch):
+    reused = False
+    for attempt in range(20):  # ext4 usually hands the freed inode straight back
+        s = Snapshotter(tree, watch=watch)
+        s.baseline()
+        old_ino = os.lstat(tree / "etc/d").st_ino
+        for child in os.listdir(tree / "etc/d"):
+            os.unlink(tree / "etc/d" / child)
+        os.rmdir(tree / "etc/d")
+        os.mkdir(tree / "etc/d")
+        write(tree / f"etc/d/new{attempt}", "n")
+        c = s.take()
+        assert f"etc/d/new{attempt}" in c.added
+        reused = os.lstat(tree / "etc/d").st_ino == old_ino
+        if reused:
+            assert c.opaque == () and c.deleted, "explicit whiteouts when the directory looks the same"
+        else:
+            assert c.opaque == ("etc/d",)
+        assert s.take().empty
+        s.close()
+        if reused:
+            break

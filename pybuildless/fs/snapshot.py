@@ -213,7 +213,7 @@ class Snapshotter:
         """Report the changes since the last snapshot and adopt the new state."""
         if self._watcher is not None:
             try:
-                return self._take_reported(self._watcher.drain())
+                return self._take_reported(*self._watcher.drain())
             except Incomplete:
                 log.debug("inotify record incomplete: walking the whole root")
         new = self._walk("")
@@ -222,7 +222,7 @@ class Snapshotter:
             self._rewatch()
         return changes
 
-    def _take_reported(self, dirty: set[str]) -> Changes:
+    def _take_reported(self, dirty: set[str], created_dirs: set[str]) -> Changes:
         """Look only at the paths inotify named (and whole subtrees of replaced directories)."""
         state = self.state
         queue = {rel for rel in dirty if not self.ignore.is_ignored("/" + rel)}
@@ -249,8 +249,9 @@ class Snapshotter:
                 new_sub[rel] = key
             old_dir = old is not None and stat.S_ISDIR(old[_MODE])
             new_dir = key is not None and stat.S_ISDIR(key[_MODE])
-            if (old_dir or new_dir) and not (old_dir and new_dir and (old[_INO], old[_DEV]) == (key[_INO], key[_DEV])):
-                replaced.add(rel)
+            same_dir = old_dir and new_dir and (old[_INO], old[_DEV]) == (key[_INO], key[_DEV])
+            if (old_dir or new_dir) and (not same_dir or rel in created_dirs):
+                replaced.add(rel)  # (created again, perhaps with its old inode number)
         tops = {r for r in replaced if not any(a in replaced for a in _ancestors(r))}
         prefixes = tuple(t + "/" for t in tops)
         if tops:

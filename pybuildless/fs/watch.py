@@ -81,9 +81,15 @@ class DirWatcher:
             return
         self.wds[wd] = rel
 
-    def drain(self) -> set[str]:
-        """Paths (relative) named by the events since the last drain, plus their directories."""
+    def drain(self) -> tuple[set[str], set[str]]:
+        """(paths named by the events since the last drain plus their directories,
+        directories created meanwhile).
+
+        A directory deleted and created again may get its old inode number
+        back; the creation event is what tells it apart from an untouched one.
+        """
         dirty: set[str] = set()
+        created_dirs: set[str] = set()
         incomplete = self.broken
         while True:
             try:
@@ -112,8 +118,11 @@ class DirWatcher:
                 dirty.add(base)
                 if name:
                     child = os.fsdecode(name)
-                    dirty.add(f"{base}/{child}" if base else child)
+                    path = f"{base}/{child}" if base else child
+                    dirty.add(path)
+                    if mask & IN_ISDIR and mask & IN_CREATE:
+                        created_dirs.add(path)
         if incomplete:
             raise Incomplete()
         dirty.discard("")
-        return dirty
+        return dirty, created_dirs
