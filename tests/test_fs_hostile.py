@@ -68,3 +68,51 @@ def test_hostile_layer_is_contained(tmp_path, resolver, case_name):
     for d, _, fs in os.walk(root):
         for f in fs:
             assert os.lstat(os.path.join(d, f)).st_ino not in canary_inodes
+
+
+# -- random layers built from the dangerous ingredients -------------------------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from tests.fs_hostile import entry, tar_bytes  # noqa: E402
+
+_NAMES = ["a", "b", "a/b", "b/a", "a/b/c", "passwd", "sub", "sub/file", ".", "a/.", "b/.."]
+
+
+def _random_entry(draw_kind, name, target):
+    kind = draw_kind
+    if kind == "file":
+        return entry(name, "file", b"pwned", mode=0o4777)
+    if kind in ("dir", "fifo"):
+        return entry(name, kind, mode=0o777)
+    if kind == "whiteout":
+        parent, _, base = name.rpartition("/")
+        return entry(f"{parent}/.wh.{base}" if parent else f".wh.{base}", "file")
+    if kind == "opaque":
+        return entry(f"{name}/.wh..wh..opq", "file")
+    return entry(name, kind, link=target)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_random_hostile_layers_never_touch_the_outside(tmp_path_factory, resolver, data):
+    base = tmp_path_factory.mktemp("fuzz")
+    canary = _make_canary(base)
+    root = base / "root"
+    root.mkdir()
+    targets = [str(canary), str(canary / "passwd"), "../" * 8 + str(canary).lstrip("/"), "/", "..", "a", "/a/b",
+               "passwd", "sub/file", "../../../.."]
+    layer_spec = st.lists(st.tuples(
+        st.sampled_from(["file", "dir", "symlink", "hardlink", "whiteout", "opaque", "fifo"]),
+        st.sampled_from(_NAMES), st.sampled_from(targets)), min_size=1, max_size=8)
+    layers = data.draw(st.lists(layer_spec, min_size=1, max_size=3))
+    before = fingerprint(canary)
+    outside_before = sorted(os.listdir(base))
+    for spec in layers:
+        try:
+            extract_layer(io.BytesIO(tar_bytes([_random_entry(k, n, t) for k, n, t in spec])), root)
+        except PybuildlessError:
+            pass
+    assert fingerprint(canary) == before
+    assert sorted(os.listdir(base)) == outside_before
+    assert root.is_dir() and not root.is_symlink()
