@@ -17,15 +17,13 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 from urllib.parse import quote, urljoin
 
-import requests
-import urllib3
-
 from pybuildless.errors import DigestMismatchError, ImageFormatError, NotFoundError, RegistryError
 from pybuildless.image import mediatypes as mt
 from pybuildless.image.descriptor import Descriptor, Digest
 from pybuildless.registry.options import RegistryOptions
 from pybuildless.registry.reference import Reference
 from pybuildless.registry.transport import Transport, redact_url, shared_transport, with_query
+from pybuildless.registry.streams import IncompleteBodyError, NetworkStream, ResumingStream, read_exactly
 from pybuildless.registry.verify import CHUNK, VerifyingReader
 
 logger = logging.getLogger(__name__)
@@ -121,7 +119,7 @@ class RegistryClient:
             length = resp.headers.get("Content-Length")
             if length and int(length) > MAX_MANIFEST_SIZE:
                 raise ImageFormatError(f"{what}: manifest larger than {MAX_MANIFEST_SIZE} bytes")
-            raw = _NetworkStream(resp, what).read_all(MAX_MANIFEST_SIZE + 1)
+            raw = NetworkStream(resp, what).read_all(MAX_MANIFEST_SIZE + 1)
             content_type = _content_type(resp.headers.get("Content-Type"))
         if length and len(raw) < int(length):
             raise IncompleteBodyError(f"{what}: body ended after {len(raw)} of {length} bytes", temporary=True)
@@ -168,7 +166,8 @@ class RegistryClient:
         """
         what = f"blob {desc.digest} of {repository}"
         scopes = scopes or (f"repository:{repository}:pull",)
-        stream = _ResumingStream(self, repository, desc, scopes, what)
+        stream = ResumingStream(lambda offset: self._blob_response(repository, desc, offset, scopes, what),
+                                desc.size, what, retries=self.options.retries, sleep=self.transport._sleep)
         return VerifyingReader(stream, desc.digest, desc.size, what=what)
 
     def _blob_response(self, repository: str, desc: Descriptor, offset: int, scopes: tuple[str, ...], what: str):
@@ -289,7 +288,7 @@ class RegistryClient:
         offset = 0
         with opener() as f:
             while offset < desc.size:
-                chunk = _read_exactly(f, chunk_size)
+                chunk = read_exactly(f, chunk_size)
                 if not chunk:
                     raise RegistryError(f"upload {desc.digest}: source ended at {offset} of {desc.size} bytes")
                 end = offset + len(chunk) - 1
@@ -309,97 +308,6 @@ class RegistryClient:
             self.transport.request("DELETE", location, ok=(200, 202, 204, 404), scopes=scopes, retry=False).close()
         except Exception:  # best effort
             pass
-
-
-def _read_exactly(f, n: int) -> bytes:
-    """Up to ``n`` bytes (fewer only at EOF): file objects may return short reads."""
-    parts, got = [], 0
-    while got < n:
-        data = f.read(n - got)
-        if not data:
-            break
-        parts.append(data)
-        got += len(data)
-    return b"".join(parts)
-
-
-class IncompleteBodyError(RegistryError):
-    """The connection dropped while a body was being read (after the transport's own retries)."""
-
-
-class _NetworkStream:
-    """The raw body: no Content-Encoding decoding (moby#17595), network faults as RegistryError."""
-
-    def __init__(self, resp, what: str) -> None:
-        self._resp = resp
-        self._what = what
-        self._count = 0
-
-    def read(self, n: int = -1) -> bytes:
-        try:
-            data = self._resp.raw.read(n if n and n > 0 else CHUNK, decode_content=False)
-        except (urllib3.exceptions.HTTPError, OSError, requests.RequestException) as e:
-            raise IncompleteBodyError(f"{self._what}: connection lost after {self._count} bytes "
-                                      f"({type(e).__name__})", temporary=True) from None
-        self._count += len(data)
-        return data
-
-    def read_all(self, limit: int) -> bytes:
-        parts, got = [], 0
-        while got < limit and (data := self.read(min(CHUNK, limit - got))):
-            parts.append(data)
-            got += len(data)
-        return b"".join(parts)
-
-    def close(self) -> None:
-        self._resp.close()
-
-
-class _ResumingStream:
-    """Raw blob bytes that survive dropped connections: the rest is asked for again with
-    ``Range`` (a 200 answer means starting over, so the bytes already passed on are skipped).
-    Verification happens above, in the VerifyingReader, over the whole stream."""
-
-    def __init__(self, client: RegistryClient, repository: str, desc: Descriptor, scopes: tuple[str, ...],
-                 what: str) -> None:
-        self._client, self._repository, self._desc, self._scopes, self._what = client, repository, desc, scopes, what
-        self._offset = 0
-        self._retries = max(0, client.options.retries)
-        self._resp, _ = client._blob_response(repository, desc, 0, scopes, what)
-
-    def read(self, n: int = -1) -> bytes:
-        n = n if n and n > 0 else CHUNK
-        while True:
-            try:
-                data = self._resp.raw.read(n, decode_content=False)
-                if data or self._offset >= self._desc.size:
-                    self._offset += len(data)
-                    return data
-                problem = f"body ended after {self._offset} of {self._desc.size} bytes"
-            except (urllib3.exceptions.HTTPError, OSError, requests.RequestException) as e:
-                problem = f"connection lost after {self._offset} bytes ({type(e).__name__})"
-            self._reconnect(problem)
-
-    def _reconnect(self, problem: str) -> None:
-        self._resp.close()
-        if self._retries <= 0:
-            raise IncompleteBodyError(f"{self._what}: {problem}", temporary=True)
-        self._retries -= 1
-        logger.warning("%s: %s; resuming", self._what, problem)
-        self._client.transport._sleep(0.2)
-        self._resp, partial = self._client._blob_response(self._repository, self._desc, self._offset,
-                                                          self._scopes, self._what)
-        if not partial:  # the whole blob again: skip what was already passed on
-            skip = self._offset
-            while skip > 0:
-                data = self._resp.raw.read(min(CHUNK, skip), decode_content=False)
-                if not data:
-                    raise IncompleteBodyError(f"{self._what}: body ended while skipping to byte {self._offset}",
-                                              temporary=True)
-                skip -= len(data)
-
-    def close(self) -> None:
-        self._resp.close()
 
 
 def _digest_as(raw: bytes, like: Digest) -> Digest:
