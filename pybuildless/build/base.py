@@ -42,6 +42,7 @@ class BaseImage:
     layers: list[Layer]
     description: str
     docker_media_types: bool = False
+    key: str | None = None  # where the cache key chain starts: the image's manifest digest
 
 
 def is_layout_reference(name: str) -> bool:
@@ -59,7 +60,8 @@ def _split_layout(name: str) -> tuple[Path, str | None]:
 def from_image(image: Image, description: str) -> BaseImage:
     manifest = json.loads(image.raw_manifest())
     docker = manifest.get("mediaType", "").startswith("application/vnd.docker.")
-    return BaseImage(json.loads(image.raw_config()), list(image.layers()), description, docker)
+    key = str(Digest.of_bytes(image.raw_manifest()))
+    return BaseImage(json.loads(image.raw_config()), list(image.layers()), description, docker, key)
 
 
 def load_base(
@@ -71,7 +73,7 @@ def load_base(
 ) -> BaseImage:
     """Resolve FROM's image (already expanded; stage names are handled by the caller)."""
     if name == "scratch":
-        return BaseImage(scratch_config(platform), [], "scratch")
+        return BaseImage(scratch_config(platform), [], "scratch", key=f"scratch:{platform}")
     if is_layout_reference(name):
         from pybuildless.image.layout import read_layout
 

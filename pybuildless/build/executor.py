@@ -16,6 +16,7 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from pybuildless.build import imageconfig, inplace
@@ -26,11 +27,13 @@ from pybuildless.build.options import BuildOptions
 from pybuildless.build.progress import Progress
 from pybuildless.build.publish import publish
 from pybuildless.build.stage import StageBuilder, StageResult
+from pybuildless.cache.store import open_cache
+from pybuildless.dockerfile.mounts import parse_go_duration
 from pybuildless.dockerfile.args import GlobalArgs, StageEnv, platform_args, unused_build_args
 from pybuildless.dockerfile.dockerignore import load_dockerignore
 from pybuildless.dockerfile.parser import Dockerfile, Stage, load_dockerfile
 from pybuildless.dockerfile.stages import plan_build
-from pybuildless.errors import BuildError
+from pybuildless.errors import BuildError, UsageError
 from pybuildless.fs.extract import extract_layer
 from pybuildless.fs.ignore import IgnoreList
 from pybuildless.image.descriptor import Platform
@@ -82,6 +85,31 @@ class BuildRun:
         self.scopes: dict[int, StageEnv] = {}
         self._sandboxes: dict[Path, object] = {}
         self._image_roots: dict[str, SourceRoot] = {}
+        self.cache = open_layer_cache(options, self.registry, platform)
+        self._cache_pushes: list[Future] = []
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cache-push")
+
+    def cache_put(self, key: str, layer, created_by: str) -> None:
+        """Store a step in the cache in the background; a failure only warns (as in Kaniko)."""
+        if self.cache is None:
+            return
+        self._cache_pushes.append(self._pool.submit(self.cache.put, key, layer, created_by))
+
+    def wait_for_cache(self) -> None:
+        for future in self._cache_pushes:
+            try:
+                future.result()
+            except Exception as e:  # noqa: BLE001 - a cache that cannot be written must not fail the build
+                log.warning("could not store a layer in the cache: %s", e)
+        self._cache_pushes.clear()
+
+    def stage_key(self, ref: str) -> str | None:
+        """The final cache key of an earlier stage, or an image pinned by digest; else None."""
+        stage = self.dockerfile.stage_by_name_or_index(ref)
+        if stage is not None:
+            result = self.results.get(stage.index)
+            return result.key if result is not None else None
+        return ref if "@sha256:" in ref else None
 
     def is_final(self, stage: Stage) -> bool:
         return stage.index == self.final_index
@@ -98,6 +126,8 @@ class BuildRun:
             result = self.results.get(stage.index)
             if result is None:
                 raise inst.error(f"--from={ref}: stage {stage.index} has not been built")
+            if result.ensure_root is not None:
+                result.ensure_root()  # a stage taken whole from the cache has no files yet
             return SourceRoot(str(result.root), is_context=False, description=f"stage {ref}")
         if ref not in self._image_roots:
             base = load_base(ref, platform=self.platform, registry=self.registry, blob_dir=self.blob_dir)
@@ -109,6 +139,8 @@ class BuildRun:
         return self._image_roots[ref]
 
     def close(self) -> None:
+        self.wait_for_cache()
+        self._pool.shutdown()
         for sandbox in self._sandboxes.values():
             sandbox.close()  # type: ignore[attr-defined]
         self._sandboxes.clear()
@@ -195,7 +227,7 @@ def _build(options: BuildOptions, work: Path, dockerfile: Dockerfile, context_so
             if base_spec.stage is not None:
                 parent = run.results[base_spec.stage]
                 base = BaseImage(parent.config, list(parent.image.layers()), f"stage {base_spec.stage}",
-                                 _is_docker(parent))
+                                 _is_docker(parent), key=parent.key)
                 scope = run.scopes[base_spec.stage].child()
             else:
                 stage_platform = Platform.parse(base_spec.platform) if base_spec.platform else platform
@@ -212,6 +244,7 @@ def _build(options: BuildOptions, work: Path, dockerfile: Dockerfile, context_so
             if in_place and index in needed_later:
                 # / is wiped before the next stage: keep this stage's files for COPY --from.
                 result.root = _materialize(result, work / "stages" / str(index) / "rootfs")
+                result.ensure_root = None
             run.results[index] = result
             run.scopes[index] = builder.state.vars
         if in_place and options.cleanup:
@@ -220,6 +253,23 @@ def _build(options: BuildOptions, work: Path, dockerfile: Dockerfile, context_so
         return run.results[plan.target].image
     finally:
         run.close()
+
+
+def open_layer_cache(options: BuildOptions, registry: RegistryOptions, platform: Platform):
+    if not options.cache:
+        return None
+    repo = options.cache_repo
+    if not repo:
+        if not options.destinations:
+            log.warning("--cache needs --cache-repo or a --destination; building without the layer cache")
+            return None
+        first = parse_reference(options.destinations[0])
+        repo = f"{first.registry}/{first.repository}/cache"
+    try:
+        ttl = parse_go_duration(options.cache_ttl) / 1e9
+    except ValueError:
+        raise UsageError(f"--cache-ttl {options.cache_ttl!r}: expected a duration such as 336h") from None
+    return open_cache(repo, registry, ttl=ttl, platform=platform, push=not options.no_push_cache)
 
 
 def _materialize(result: StageResult, root: Path) -> Path:

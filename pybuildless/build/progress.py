@@ -25,11 +25,12 @@ class Progress:
         first_line = text.splitlines()[0] if text else ""
         log.info("[stage %d/%d] STEP %d/%d: %s", stage[0], stage[1], step[0], step[1], first_line)
 
-    def done(self, elapsed: float, layer) -> None:
+    def done(self, elapsed: float, layer, *, cached: bool = False) -> None:
+        how = "from cache" if cached else f"done in {elapsed:.2f}s"
         if layer is None:
-            log.debug("  done in %.2fs, no layer", elapsed)
+            (log.info if cached else log.debug)("  %s, no layer", how)
         else:
-            log.info("  done in %.2fs, layer %s (%s)", elapsed, str(layer.digest)[:19], human_size(layer.size))
+            log.info("  %s, layer %s (%s)", how, str(layer.digest)[:19], human_size(layer.size))
 
     def info(self, message: str) -> None:
         log.info("%s", message)

@@ -17,7 +17,8 @@ from typing import Any, Callable
 
 from pybuildless.build import imageconfig
 from pybuildless.build.base import BaseImage
-from pybuildless.build.commands import HANDLERS, Outcome
+from pybuildless.build.commands import HANDLERS, KEY_PARTS, Outcome
+from pybuildless.cache.keys import chain
 from pybuildless.build.progress import Progress
 from pybuildless.dockerfile.args import StageEnv
 from pybuildless.dockerfile import instructions as ins
@@ -38,6 +39,8 @@ class StageResult:
     image: ManifestImage
     root: Path
     config: dict[str, Any]
+    key: str | None = None  # final cache key
+    ensure_root: Callable[[], None] | None = None
 
 
 @dataclass
@@ -84,15 +87,20 @@ class StageBuilder:
         self.state = StageState(stage.index, stage.name, root, config, variables, build, layers=list(base.layers))
         self.snapshotter: Snapshotter | None = None
         self.options = build.options
+        self.key: str | None = base.key  # cache key chain; None once a step cannot be cached
 
     # -- filesystem -----------------------------------------------------------------
-    def extract_base(self) -> None:
+    def ensure_root(self) -> None:
+        """Lay down the base and every layer taken from the cache so far, once, lazily:
+        a stage whose steps all come from the cache never extracts anything."""
+        if self.snapshotter is not None:
+            return
         started = time.monotonic()
-        for layer in self.base.layers:
+        for layer in self.state.layers:
             with layer.open_compressed() as blob:
                 extract_layer(blob, self.root, ignore=self.ignore, expect_diff_id=layer.diff_id)
-        if self.base.layers:
-            self.progress.info(f"extracted {len(self.base.layers)} base layer(s) of {self.base.description} "
+        if self.state.layers:
+            self.progress.info(f"extracted {len(self.state.layers)} layer(s) of {self.base.description} "
                                f"in {time.monotonic() - started:.2f}s")
         self.snapshotter = Snapshotter(self.root, self.ignore)
         self.snapshotter.baseline()
@@ -118,35 +126,73 @@ class StageBuilder:
         instructions = list(self._onbuild_triggers()) + list(self.stage.instructions)
         total = len(instructions) + 1
         self.progress.step(self.position, (1, total), self.stage.from_.original)
-        self.extract_base()
-        created = self.build.created
+        cache = self.build.cache
+        if cache is None:
+            self.ensure_root()
         single = self.options.single_snapshot and self.build.is_final(self.stage)
         for n, instruction in enumerate(instructions, start=2):
             self.progress.step(self.position, (n, total), instruction.original)
             started = time.monotonic()
             instruction = self.state.vars.apply(instruction)  # expands; ARG/ENV update the scope
-            handler: Callable[..., Outcome] | None = HANDLERS.get(type(instruction))
-            if handler is None:
-                raise instruction.error(f"{instruction.keyword} is not supported")
-            outcome = handler(instruction, self.state)
-            layer = None
-            if outcome.snapshot and not single:
-                layer = self._commit_layer(self._snapshot(outcome))
-            if layer is not None:
-                self.state.layers.append(layer)
-            imageconfig.add_history(self.state.config, outcome.created_by, empty_layer=layer is None,
-                                    created=created, comment=outcome.comment)
-            elapsed = time.monotonic() - started
-            self.progress.done(elapsed, layer)
+            layer, cached = self._step(instruction, cache, single)
+            self.progress.done(time.monotonic() - started, layer, cached=cached)
         if single:
-            changes = self._snapshot(Outcome(created_by="", snapshot=True))
-            layer = self._commit_layer(changes)
+            self.ensure_root()
+            layer = self._commit_layer(self._snapshot(Outcome(created_by="", snapshot=True)))
             if layer is not None:
                 # Every step above was recorded as empty; this entry stands for the one layer.
                 self.state.layers.append(layer)
                 imageconfig.add_history(self.state.config, "pybuildless --single-snapshot", empty_layer=False,
-                                        created=created)
+                                        created=self.build.created)
         return self._result()
+
+    def _step(self, instruction: ins.Instruction, cache, single: bool) -> tuple[Layer | None, bool]:
+        handler: Callable[..., Outcome] | None = HANDLERS.get(type(instruction))
+        if handler is None:
+            raise instruction.error(f"{instruction.keyword} is not supported")
+        key = None
+        key_parts = KEY_PARTS.get(type(instruction))
+        if key_parts is None:  # metadata only: no filesystem, folded into the chain
+            outcome = handler(instruction, self.state)
+            if self.key is not None:
+                self.key = chain(self.key, [outcome.created_by])
+            self._record(outcome, None)
+            return None, False
+        if cache is not None and self.key is not None and not single:
+            parts = key_parts(instruction, self.state)
+            key = chain(self.key, parts) if parts is not None else None
+            hit = cache.get(key) if key is not None else None
+            if hit is not None:
+                if hit.layer is not None:
+                    self.state.layers.append(hit.layer)
+                    self._apply_cached(hit.layer)
+                self._record(Outcome(created_by=hit.created_by, snapshot=True), hit.layer)
+                self.key = key
+                return hit.layer, True
+        self.ensure_root()
+        outcome = handler(instruction, self.state)
+        layer = None
+        if outcome.snapshot and not single:
+            layer = self._commit_layer(self._snapshot(outcome))
+        if layer is not None:
+            self.state.layers.append(layer)
+        self._record(outcome, layer)
+        self.key = key  # None after a step that cannot be cached: later keys are not trusted
+        if key is not None:
+            self.build.cache_put(key, layer, outcome.created_by)
+        return layer, False
+
+    def _apply_cached(self, layer: Layer) -> None:
+        """A hit after the root was already laid down: apply the cached layer to it too."""
+        if self.snapshotter is None:
+            return  # ensure_root() will extract it with the others
+        with layer.open_compressed() as blob:
+            extract_layer(blob, self.root, ignore=self.ignore, expect_diff_id=layer.diff_id)
+        self.snapshotter.baseline()
+
+    def _record(self, outcome: Outcome, layer: Layer | None) -> None:
+        imageconfig.add_history(self.state.config, outcome.created_by, empty_layer=layer is None,
+                                created=self.build.created, comment=outcome.comment)
 
     def _onbuild_triggers(self) -> list[ins.Instruction]:
         triggers = (self.base.config.get("config") or {}).get("OnBuild") or []
@@ -160,5 +206,5 @@ class StageBuilder:
         cfg = imageconfig.finalize(self.state.config, created=self.build.created)
         image = build_image(cfg, self.state.layers, docker=self.base.docker_media_types
                             and self.options.compression == "gzip")
-        return StageResult(self.stage.index, self.stage.name, image, self.root, cfg)
+        return StageResult(self.stage.index, self.stage.name, image, self.root, cfg, self.key, self.ensure_root)
 

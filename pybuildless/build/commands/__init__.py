@@ -43,3 +43,11 @@ HANDLERS: dict[type, object] = {
     ins.Onbuild: metadata.onbuild,
     ins.Maintainer: metadata.maintainer,
 }
+
+# What decides a filesystem step's result, for the layer cache; None = never cached.
+KEY_PARTS: dict[type, object] = {
+    ins.Run: run.key_parts,
+    ins.Copy: files.copy_key_parts,
+    ins.Add: files.add_key_parts,
+    ins.Workdir: workdir.key_parts,
+}

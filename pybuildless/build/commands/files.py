@@ -183,3 +183,43 @@ def _unpack(archive: Path, kind: str, i, st) -> list[str]:
             # a corrupt archive is the Dockerfile author's problem: say so plainly
             raise i.error(f"ADD {archive.name}: cannot extract archive: {e}") from None
     return created + [dest]
+
+
+# -- cache keys --------------------------------------------------------------------------------
+
+
+def _common_key(i, st) -> list[str]:
+    parts = [i.keyword, f"dest={i.dest}", f"workdir={st.workdir}", f"chown={i.chown}", f"chmod={i.chmod}",
+             f"excludes={list(i.excludes)}", f"link={i.link}"]
+    parts += [f"inline:{s.name}:{s.data}" for s in i.inline]
+    return parts
+
+
+def _context_digest(i, st, sources) -> str:
+    from pybuildless.build.copy import source_digest
+
+    req = CopyRequest(sources=list(sources), dest=i.dest, workdir=st.workdir, excludes=tuple(i.excludes),
+                      parents=getattr(i, "parents", False), match=_match)
+    return source_digest(st.build.context_source, req)
+
+
+def copy_key_parts(i: ins.Copy, st) -> list[str] | None:
+    parts = _common_key(i, st) + [f"parents={i.parents}", *[f"src={s}" for s in i.sources]]
+    if i.from_:
+        origin = st.build.stage_key(i.from_)
+        if origin is None:
+            return None  # an image by tag: its content can change under the same name
+        return parts + [f"from={origin}"]
+    if i.sources:
+        parts.append(_context_digest(i, st, i.sources))
+    return parts
+
+
+def add_key_parts(i: ins.Add, st) -> list[str] | None:
+    if any(_is_url(s) for s in i.sources) and not i.checksum:
+        return None  # remote content may change: never cached
+    parts = _common_key(i, st) + [f"checksum={i.checksum}", f"unpack={i.unpack}", *[f"src={s}" for s in i.sources]]
+    local = [s for s in i.sources if not _is_url(s)]
+    if local:
+        parts.append(_context_digest(i, st, local))
+    return parts

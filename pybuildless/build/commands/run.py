@@ -67,3 +67,14 @@ def _stdout(chunk: bytes) -> None:
     out = sys.stdout.buffer
     out.write(chunk)
     out.flush()
+
+
+def key_parts(i: ins.Run, st) -> list[str] | None:
+    """What decides this RUN's result (see pybuildless.cache)."""
+    from pybuildless.cache.keys import env_parts
+
+    if i.mounts:
+        return None
+    resolved = i.resolve(st.shell)
+    return ["RUN", *resolved.argv, *[content for _, content, _ in resolved.files],
+            *env_parts(st.vars.run_env()), f"user={st.user}", f"workdir={st.workdir}", f"network={i.network}"]

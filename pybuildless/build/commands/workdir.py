@@ -36,3 +36,7 @@ def workdir(i: ins.Workdir, st) -> Outcome:
     st.container_config["WorkingDir"] = path
     created = make_dirs(st, path)
     return Outcome(f"WORKDIR {path}", snapshot=bool(created), paths=tuple(created) or None)
+
+
+def key_parts(i: ins.Workdir, st) -> list[str]:
+    return ["WORKDIR", posixpath.normpath(posixpath.join(st.workdir, i.value)), f"user={st.user}"]

@@ -1,0 +1,115 @@
+"""The layer cache: warm rebuilds come from the registry without extracting the base, and a change
+invalidates exactly the steps that depend on it."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+from tests.buildkit import executor, unpack, write_context
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (chroot)")]
+
+DOCKERFILE = """\
+FROM {base}
+RUN echo first > /first
+ARG FLAVOUR=plain
+ARG UNUSED_BY_RUN=x
+RUN echo "$FLAVOUR" > /flavour
+COPY app.txt /app.txt
+RUN cat /app.txt > /copy-of-app
+"""
+
+
+def steps(stderr: bytes) -> dict[str, str]:
+    """STEP text -> 'cached' or 'built', from the executor's step lines."""
+    out, current = {}, None
+    for line in stderr.decode().splitlines():
+        m = re.search(r"STEP \d+/\d+: (.*)$", line)
+        if m:
+            current = m.group(1)
+            continue
+        if current and ("from cache" in line or "done in" in line):
+            out[current] = "cached" if "from cache" in line else "built"
+    return out
+
+
+def build(tmp_path, ctx, ref, *args, env=None):
+    return executor("-c", str(ctx), "-d", ref, "--cache", *args, cwd=tmp_path, env=env)
+
+
+def test_warm_rebuild_and_exact_invalidation(tmp_path, registry, busybox_image):
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": DOCKERFILE.format(base=busybox_image), "app.txt": "v1"})
+    ref = registry.ref("cache/app:1")
+    cold = build(tmp_path, ctx, ref)
+    assert set(steps(cold.stderr).values()) == {"built"}
+    cold_image = unpack(f"docker://{ref}", tmp_path / "cold")
+
+    warm = build(tmp_path, ctx, ref)
+    assert set(steps(warm.stderr).values()) == {"cached"}, steps(warm.stderr)
+    assert b"extracted" not in warm.stderr, "a fully cached stage must not extract its base"
+    warm_image = unpack(f"docker://{ref}", tmp_path / "warm")
+    assert warm_image.manifest["layers"] == cold_image.manifest["layers"]
+    assert (warm_image.rootfs / "copy-of-app").read_text() == "v1"
+
+    # a fresh checkout (new mtimes, same content) still hits
+    os.utime(ctx / "app.txt", (1, 1))
+    assert set(steps(build(tmp_path, ctx, ref).stderr).values()) == {"cached"}
+
+    # an unused build-arg changes nothing
+    assert set(steps(build(tmp_path, ctx, ref, "--build-arg", "NOBODY=1").stderr).values()) == {"cached"}
+
+    # a context file: COPY and what follows are rebuilt, the steps before are not
+    (ctx / "app.txt").write_text("v2")
+    got = steps(build(tmp_path, ctx, ref).stderr)
+    assert got["RUN echo first > /first"] == "cached"
+    assert got['RUN echo "$FLAVOUR" > /flavour'] == "cached"
+    assert got["COPY app.txt /app.txt"] == "built" and got["RUN cat /app.txt > /copy-of-app"] == "built"
+    assert (unpack(f"docker://{ref}", tmp_path / "v2").rootfs / "copy-of-app").read_text() == "v2"
+
+    # a build arg used by a RUN: that RUN and what follows
+    got = steps(build(tmp_path, ctx, ref, "--build-arg", "FLAVOUR=spicy").stderr)
+    assert got["RUN echo first > /first"] == "cached"
+    assert got['RUN echo "$FLAVOUR" > /flavour'] == "built"
+    assert got["RUN cat /app.txt > /copy-of-app"] == "built"
+    image = unpack(f"docker://{ref}", tmp_path / "spicy")
+    assert (image.rootfs / "flavour").read_text() == "spicy\n"
+
+
+def test_new_base_digest_invalidates_everything(tmp_path, registry, busybox_image):
+    base_ctx = write_context(tmp_path / "base", {"Dockerfile": f"FROM {busybox_image}\nRUN echo 1 > /base-version\n"})
+    base = registry.ref("cache/base:latest")
+    executor("-c", str(base_ctx), "-d", base, cwd=tmp_path)
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": DOCKERFILE.format(base=base), "app.txt": "v1"})
+    ref = registry.ref("cache/onbase:1")
+    build(tmp_path, ctx, ref)
+    assert set(steps(build(tmp_path, ctx, ref).stderr).values()) == {"cached"}
+    (base_ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN echo 2 > /base-version\n")
+    executor("-c", str(base_ctx), "-d", base, cwd=tmp_path)
+    assert set(steps(build(tmp_path, ctx, ref).stderr).values()) == {"built"}
+
+
+def test_local_layout_cache_and_no_push_cache(tmp_path, registry, busybox_image):
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": DOCKERFILE.format(base=busybox_image), "app.txt": "v1"})
+    ref = registry.ref("cache/layout:1")
+    cache = tmp_path / "cache-layout"
+    build(tmp_path, ctx, ref, "--cache-repo", f"oci:{cache}", "--no-push-cache")
+    assert not cache.exists(), "--no-push-cache must not write the cache"
+    build(tmp_path, ctx, ref, "--cache-repo", f"oci:{cache}")
+    assert (cache / "index.json").exists()
+    warm = build(tmp_path, ctx, ref, "--cache-repo", f"oci:{cache}")
+    assert set(steps(warm.stderr).values()) == {"cached"}
+
+
+def test_multistage_copy_from_cached_stage(tmp_path, registry, busybox_image):
+    dockerfile = (f"FROM {busybox_image} AS a\nRUN echo made-in-a > /a.txt\n"
+                  f"FROM {busybox_image}\nCOPY --from=a /a.txt /b.txt\nRUN cat /b.txt > /c.txt\n")
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": dockerfile})
+    ref = registry.ref("cache/multi:1")
+    build(tmp_path, ctx, ref)
+    warm = build(tmp_path, ctx, ref)
+    assert set(steps(warm.stderr).values()) == {"cached"}
+    assert b"extracted" not in warm.stderr
+    assert (unpack(f"docker://{ref}", tmp_path / "u").rootfs / "c.txt").read_text() == "made-in-a\n"
