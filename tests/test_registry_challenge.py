@@ -105,6 +105,9 @@ def test_mirrors_and_registry_map():
     gcr = [r.name for r in opts.mirrors_for(parse_reference("gcr.io/p/app:2"))]
     assert gcr == ["gcr-mirror.example/p/app:2"]
     assert opts.mirrors_for(parse_reference("quay.io/x/y")) == []
+    plain = RegistryOptions(registry_mirrors=("http://plain.example:5000",), registry_map=(("a", "https://tls.example"),))
+    assert plain.plain_http("plain.example:5000") and not plain.plain_http("tls.example")
+    assert [r.name for r in plain.mirrors_for(parse_reference("x"))] == ["plain.example:5000/library/x:latest"]
 
 
 def test_host_value_flags():

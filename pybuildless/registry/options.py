@@ -38,7 +38,12 @@ class RegistryOptions:
         host = normalise_registry(host)
         if self.insecure or (pull and self.insecure_pull):
             return True
-        return host in {normalise_registry(h) for h in self.insecure_registries}
+        if host in {normalise_registry(h) for h in self.insecure_registries}:
+            return True
+        # a mirror given as http://host[/prefix] asks for plain HTTP to that host
+        targets = list(self.registry_mirrors) + [mirror for _, mirror in self.registry_map]
+        return any(t.strip().startswith("http://") and
+                   normalise_registry(t.strip().removeprefix("http://").split("/", 1)[0]) == host for t in targets)
 
     def verify_tls(self, host: str, *, pull: bool = False) -> bool | str:
         """``requests``' ``verify`` for a host: False, a CA bundle path, or True."""
