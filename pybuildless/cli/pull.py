@@ -32,7 +32,8 @@ def registry_flags(f):
     return f
 
 
-def registry_options(kw: dict) -> RegistryOptions:
+def options_from_flags(kw: dict) -> RegistryOptions:
+    """Set up logging from the log flags and turn the registry flags into options (pops them from ``kw``)."""
     setup_logging(kw.pop("verbosity"), kw.pop("log_format"))
     return RegistryOptions(
         insecure=kw.pop("insecure"),
@@ -50,7 +51,7 @@ def registry_options(kw: dict) -> RegistryOptions:
 @registry_flags
 def command(reference: str, directory: Path, platform: str | None, **kw) -> None:
     """Pull REFERENCE into the OCI image layout DIRECTORY (tagged with the reference's tag)."""
-    options = registry_options(kw)
+    options = options_from_flags(kw)
     ref = parse_reference(reference)
     try:
         wanted = Platform.parse(platform) if platform else None

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pybuildless.cli.pull import registry_flags, registry_options
+from pybuildless.cli.pull import options_from_flags, registry_flags
 from pybuildless.image.layout import read_layout
 from pybuildless.registry.reference import parse_reference
 from pybuildless.registry.remote import push_image
@@ -19,7 +19,7 @@ from pybuildless.registry.remote import push_image
 @registry_flags
 def command(directory: Path, references: tuple[str, ...], layout_ref: str | None, **kw) -> None:
     """Push the image in the OCI layout DIRECTORY to each REFERENCE; prints REPO@DIGEST per destination."""
-    options = registry_options(kw)
+    options = options_from_flags(kw)
     refs = [parse_reference(r) for r in references]  # all validated before any upload
     image = read_layout(directory, layout_ref)
     digest = push_image(image, refs, options=options)
