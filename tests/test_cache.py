@@ -113,3 +113,18 @@ def test_multistage_copy_from_cached_stage(tmp_path, registry, busybox_image):
     assert set(steps(warm.stderr).values()) == {"cached"}
     assert b"extracted" not in warm.stderr
     assert (unpack(f"docker://{ref}", tmp_path / "u").rootfs / "c.txt").read_text() == "made-in-a\n"
+
+
+def test_warmer_fills_the_base_cache_used_without_pulling(tmp_path, registry, busybox_image):
+    cache_dir = tmp_path / "basecache"
+    df = tmp_path / "Dockerfile.warm"
+    df.write_text(f"FROM {busybox_image}\nRUN true\n")
+    proc = __import__("subprocess").run(
+        ["python", "-m", "pybuildless", "warm", "--dockerfile", str(df), "--cache-dir", str(cache_dir)],
+        capture_output=True, cwd=str(tmp_path), env={**os.environ, "PYTHONPATH": str(__import__("tests.buildkit").buildkit.ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    assert busybox_image.encode() in proc.stdout
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_image}\nRUN echo hi > /hi\n"})
+    out = build(tmp_path, ctx, registry.ref("cache/warmed:1"), "--cache-dir", str(cache_dir), "-v", "debug")
+    assert b"from the cache in" in out.stderr
+    assert b"pulled layer" not in out.stderr

@@ -70,6 +70,7 @@ def load_base(
     platform: Platform,
     registry: RegistryOptions,
     blob_dir: Path,
+    cache_dir: Path | None = None,
 ) -> BaseImage:
     """Resolve FROM's image (already expanded; stage names are handled by the caller)."""
     if name == "scratch":
@@ -84,6 +85,12 @@ def load_base(
     from pybuildless.registry.remote import pull_image
 
     ref = parse_reference(name)
+    if cache_dir is not None:
+        from pybuildless.cache.baseimages import lookup
+
+        cached = lookup(cache_dir, name, platform=platform, options=registry)
+        if cached is not None:
+            return from_image(cached, str(ref))
     image = pull_image(ref, blob_dir, platform=platform, options=registry)
     base = from_image(image, str(ref))
     base.layers = [_sourced(layer, ref) for layer in base.layers]

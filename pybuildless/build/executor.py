@@ -232,7 +232,7 @@ def _build(options: BuildOptions, work: Path, dockerfile: Dockerfile, context_so
             else:
                 stage_platform = Platform.parse(base_spec.platform) if base_spec.platform else platform
                 base = load_base(base_spec.image or "scratch", platform=stage_platform, registry=run.registry,
-                                 blob_dir=run.blob_dir)
+                                 blob_dir=run.blob_dir, cache_dir=options.cache_dir if options.cache else None)
                 env_list = (base.config.get("config") or {}).get("Env") or []
                 scope = StageEnv(glob, build_args, image_env=env_list)
             builder = StageBuilder(stage, base, build=run, position=(position, len(plan.order)), root=root,
