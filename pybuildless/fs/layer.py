@@ -19,10 +19,11 @@ from typing import Iterable
 
 from pybuildless.errors import BuildError, UsageError
 from pybuildless.fs import secure
+from pybuildless.fs.changes import Changes, read_xattrs
 from pybuildless.fs.compress import CompressingWriter
-from pybuildless.fs.whiteouts import OPAQUE_MARKER, WHITEOUT_PREFIX
 from pybuildless.fs.ignore import IgnoreList
-from pybuildless.fs.snapshot import Changes, Snapshotter, read_xattrs
+from pybuildless.fs.snapshot import Snapshotter
+from pybuildless.fs.whiteouts import OPAQUE_MARKER, WHITEOUT_PREFIX
 from pybuildless.image import mediatypes as mt
 from pybuildless.image.model import FileLayer
 

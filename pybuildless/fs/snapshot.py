@@ -10,82 +10,24 @@ paths that exist in lower layers.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import posixpath
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 from pybuildless.fs import secure
+from pybuildless.fs.changes import (
+    CTIME, DEV, GID, INO, MODE, MTIME, NLINK, RDEV, SIZE, UID, Changes, ancestors, hash_file,
+    read_xattrs, stat_key,
+)
 from pybuildless.fs.ignore import IgnoreList
 from pybuildless.fs.watch import DirWatcher, Incomplete
 
+__all__ = ["Changes", "Snapshotter"]  # Changes lives in fs.changes; importable from here too
+
 log = logging.getLogger(__name__)
-
-# xattrs recorded and written into layers (never trusted.*, never host SELinux labels)
-XATTR_PREFIXES = ("security.capability", "user.")
-
-# key fields: (st_mode, uid, gid, size, mtime_ns, ctime_ns, ino, dev, nlink, rdev)
-_MODE, _UID, _GID, _SIZE, _MTIME, _CTIME, _INO, _DEV, _NLINK, _RDEV = range(10)
-
-
-def stat_key(st: os.stat_result) -> tuple:
-    return (st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
-            st.st_ino, st.st_dev, st.st_nlink, st.st_rdev)
-
-
-def read_xattrs(path: str) -> tuple[tuple[str, bytes], ...]:
-    try:
-        names = os.listxattr(path, follow_symlinks=False)
-    except OSError:
-        return ()
-    out = []
-    for name in names:
-        if name.startswith(XATTR_PREFIXES):
-            try:
-                out.append((name, os.getxattr(path, name, follow_symlinks=False)))
-            except OSError:
-                pass
-    return tuple(sorted(out))
-
-
-def _ancestors(rel: str):
-    while "/" in rel:
-        rel = rel.rpartition("/")[0]
-        yield rel
-
-
-def _hash_file(path: str) -> str:
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb", buffering=0) as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-    except OSError:
-        return ""
-    return h.hexdigest()
-
-
-@dataclass(frozen=True)
-class Changes:
-    """Paths (relative, no leading slash) a layer must carry."""
-
-    added: tuple[str, ...] = ()
-    modified: tuple[str, ...] = ()
-    deleted: tuple[str, ...] = ()  # topmost vanished paths that exist below: whiteouts
-    opaque: tuple[str, ...] = ()  # directories recreated in this step: opaque markers
-
-    @property
-    def empty(self) -> bool:
-        return not (self.added or self.modified or self.deleted or self.opaque)
-
-    @property
-    def paths(self) -> tuple[str, ...]:
-        return tuple(sorted(set(self.added) | set(self.modified)))
-
 
 class Snapshotter:
     """Tracks a root's state across build steps.
@@ -137,7 +79,7 @@ class Snapshotter:
             return
         w.add("")
         for rel, key in self.state.items():
-            if stat.S_ISDIR(key[_MODE]):
+            if stat.S_ISDIR(key[MODE]):
                 w.add(rel)
         if w.broken:
             w.close()
@@ -193,7 +135,7 @@ class Snapshotter:
         parent = posixpath.dirname(rel)
         if parent:
             pkey = self._stat_checked(parent, keys, fresh) if parent in fresh else self.state.get(parent)
-            if pkey is None or not stat.S_ISDIR(pkey[_MODE]):
+            if pkey is None or not stat.S_ISDIR(pkey[MODE]):
                 keys[rel] = None
                 return None
         keys[rel] = self._stat(rel)
@@ -230,11 +172,11 @@ class Snapshotter:
         for rel in queue:
             self._stat_checked(rel, keys, queue)
         # other names of a hardlinked inode get no event of their own
-        wanted = {(k[_DEV], k[_INO]) for rel in queue for k in (keys[rel], state.get(rel))
-                  if k is not None and k[_NLINK] > 1 and not stat.S_ISDIR(k[_MODE])}
+        wanted = {(k[DEV], k[INO]) for rel in queue for k in (keys[rel], state.get(rel))
+                  if k is not None and k[NLINK] > 1 and not stat.S_ISDIR(k[MODE])}
         if wanted:
             for rel, key in state.items():
-                if (key[_DEV], key[_INO]) in wanted and rel not in keys:
+                if (key[DEV], key[INO]) in wanted and rel not in keys:
                     queue.add(rel)
             for rel in list(queue):
                 self._stat_checked(rel, keys, queue)
@@ -247,23 +189,23 @@ class Snapshotter:
                 old_sub[rel] = old
             if key is not None:
                 new_sub[rel] = key
-            old_dir = old is not None and stat.S_ISDIR(old[_MODE])
-            new_dir = key is not None and stat.S_ISDIR(key[_MODE])
-            same_dir = old_dir and new_dir and (old[_INO], old[_DEV]) == (key[_INO], key[_DEV])
+            old_dir = old is not None and stat.S_ISDIR(old[MODE])
+            new_dir = key is not None and stat.S_ISDIR(key[MODE])
+            same_dir = old_dir and new_dir and (old[INO], old[DEV]) == (key[INO], key[DEV])
             if (old_dir or new_dir) and (not same_dir or rel in created_dirs):
                 replaced.add(rel)  # (created again, perhaps with its old inode number)
-        tops = {r for r in replaced if not any(a in replaced for a in _ancestors(r))}
+        tops = {r for r in replaced if not any(a in replaced for a in ancestors(r))}
         prefixes = tuple(t + "/" for t in tops)
         if tops:
             for rel, key in state.items():
                 if rel.startswith(prefixes):
                     old_sub[rel] = key
             for top in tops:
-                if top in new_sub and stat.S_ISDIR(new_sub[top][_MODE]):
+                if top in new_sub and stat.S_ISDIR(new_sub[top][MODE]):
                     new_sub.update(self._walk(top))
         changes = self._adopt(old_sub, new_sub, scope=None)
         for rel, key in new_sub.items():
-            if stat.S_ISDIR(key[_MODE]) and (rel in replaced or rel in changes.added or rel.startswith(prefixes)):
+            if stat.S_ISDIR(key[MODE]) and (rel in replaced or rel in changes.added or rel.startswith(prefixes)):
                 self._watcher.add(rel)
         return changes
 
@@ -289,7 +231,7 @@ class Snapshotter:
             key = self._stat(top)
             if key is not None:
                 new_sub[top] = key
-                if stat.S_ISDIR(key[_MODE]):
+                if stat.S_ISDIR(key[MODE]):
                     new_sub.update(self._walk(top))
         for anc in list(new_sub):
             if anc in self.state and anc not in tops:
@@ -297,7 +239,7 @@ class Snapshotter:
         for top in tops:
             if top in self.state:
                 old_sub[top] = self.state[top]
-        old_dirs = tuple(t + "/" for t in tops if t in self.state and stat.S_ISDIR(self.state[t][_MODE]))
+        old_dirs = tuple(t + "/" for t in tops if t in self.state and stat.S_ISDIR(self.state[t][MODE]))
         if old_dirs:  # one C-level prefix test per known path
             for rel, old in self.state.items():
                 if rel.startswith(old_dirs):
@@ -311,7 +253,7 @@ class Snapshotter:
         for i in range(1, len(parts)):
             anc = "/".join(parts[:i])
             key = found.get(anc) or self._stat(anc)
-            if key is None or not stat.S_ISDIR(key[_MODE]):
+            if key is None or not stat.S_ISDIR(key[MODE]):
                 return False
             keys.append((anc, key))
         found.update(keys)
@@ -341,34 +283,34 @@ class Snapshotter:
     # -- diffing ------------------------------------------------------------
     def _record_extras(self, rel: str, key: tuple) -> None:
         full = os.path.join(self.root, rel)
-        xa = read_xattrs(full) if not stat.S_ISLNK(key[_MODE]) else ()
+        xa = read_xattrs(full) if not stat.S_ISLNK(key[MODE]) else ()
         if xa:
             self.xattrs[rel] = xa
         else:
             self.xattrs.pop(rel, None)
-        if self.mode == "full" and stat.S_ISREG(key[_MODE]):
-            self.hashes[rel] = _hash_file(full)
+        if self.mode == "full" and stat.S_ISREG(key[MODE]):
+            self.hashes[rel] = hash_file(full)
 
     def _really_changed(self, rel: str, old: tuple, new: tuple) -> bool:
         """old != new; decide whether the layer must carry rel again."""
-        if (old[_MODE], old[_INO], old[_DEV]) != (new[_MODE], new[_INO], new[_DEV]):
+        if (old[MODE], old[INO], old[DEV]) != (new[MODE], new[INO], new[DEV]):
             return True
-        same_meta = (old[_UID], old[_GID], old[_MTIME]) == (new[_UID], new[_GID], new[_MTIME])
+        same_meta = (old[UID], old[GID], old[MTIME]) == (new[UID], new[GID], new[MTIME])
         old_xa = self.xattrs.get(rel, ())
         old_hash = self.hashes.get(rel)
         self._record_extras(rel, new)
         if not same_meta or self.xattrs.get(rel, ()) != old_xa:
             return True
-        if stat.S_ISDIR(new[_MODE]):
+        if stat.S_ISDIR(new[MODE]):
             return False  # only its entries changed; they are reported themselves
-        if stat.S_ISREG(new[_MODE]):
-            if old[_SIZE] != new[_SIZE]:
+        if stat.S_ISREG(new[MODE]):
+            if old[SIZE] != new[SIZE]:
                 return True
             if self.mode == "full":
                 return self.hashes.get(rel) != old_hash
             return True  # ctime moved: content may have changed behind a restored mtime
-        if stat.S_ISLNK(new[_MODE]) or stat.S_ISCHR(new[_MODE]) or stat.S_ISBLK(new[_MODE]):
-            return old[_SIZE] != new[_SIZE] or old[_RDEV] != new[_RDEV] or old[_CTIME] != new[_CTIME]
+        if stat.S_ISLNK(new[MODE]) or stat.S_ISCHR(new[MODE]) or stat.S_ISBLK(new[MODE]):
+            return old[SIZE] != new[SIZE] or old[RDEV] != new[RDEV] or old[CTIME] != new[CTIME]
         return False
 
     def _adopt(self, old: dict[str, tuple], new: dict[str, tuple], scope: set[str] | None) -> Changes:
@@ -381,8 +323,8 @@ class Snapshotter:
                 added.append(rel)
                 self._record_extras(rel, key)
             elif prev != key:
-                if stat.S_ISDIR(key[_MODE]) and stat.S_ISDIR(prev[_MODE]) and (
-                    prev[_INO], prev[_DEV]) != (key[_INO], key[_DEV]):
+                if stat.S_ISDIR(key[MODE]) and stat.S_ISDIR(prev[MODE]) and (
+                    prev[INO], prev[DEV]) != (key[INO], key[DEV]):
                     opaque.add(rel)  # deleted and recreated: hide everything below from lower layers
                     modified.append(rel)
                     self._record_extras(rel, key)
@@ -407,7 +349,7 @@ class Snapshotter:
                 continue  # one whiteout for the top of a deleted tree
             if parent:
                 pkey = new.get(parent) or self.state.get(parent)
-                if pkey is None or not stat.S_ISDIR(pkey[_MODE]) or parent in opaque:
+                if pkey is None or not stat.S_ISDIR(pkey[MODE]) or parent in opaque:
                     continue  # parent replaced by a non-directory, or opaque: no whiteout needed
                 if any(parent == o or parent.startswith(o + "/") for o in opaque):
                     continue
