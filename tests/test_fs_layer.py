@@ -157,3 +157,22 @@ def test_docker_media_types(tmp_path):
     assert (oci.digest, oci.media_type) == (docker.digest, mt.OCI_LAYER_GZIP), "same bytes, other label"
     with pytest.raises(UsageError, match="zstd"):
         write_layer(tmp_path / "r", changes, tmp_path / "o4", compression="zstd", docker=True)
+
+
+def test_non_utf8_and_long_names_survive_a_round_trip(tmp_path):
+    from pybuildless.fs.extract import extract_layer
+    src = tmp_path / "src"
+    src.mkdir()
+    odd = os.fsdecode(b"caf\xe9-latin1")
+    (src / odd).write_text("bytes name")
+    deep = src / ("d" * 100) / ("e" * 200)
+    deep.mkdir(parents=True)
+    (deep / ("f" * 250)).write_text("long")
+    layer = write_root_layer(src, tmp_path / "out")
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    with open(layer.path, "rb") as f:
+        extract_layer(f, dst)
+    assert (dst / odd).read_text() == "bytes name"
+    assert os.fsencode(odd) in os.listdir(os.fsencode(dst))
+    assert (dst / ("d" * 100) / ("e" * 200) / ("f" * 250)).read_text() == "long"
