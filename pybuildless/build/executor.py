@@ -89,6 +89,30 @@ class BuildRun:
         self._cache_pushes: list[Future] = []
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cache-push")
 
+    @property
+    def run_cache_dir(self) -> Path:
+        """RUN --mount=type=cache directories: kept between builds, never in an image."""
+        if self.options.cache_dir is not None:
+            base = Path(self.options.cache_dir) / "run-mounts"
+        elif self.options.isolation == "inplace":
+            base = Path(self.options.kaniko_dir) / "cache" / "run-mounts"
+        else:
+            base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pybuildless" / "run-mounts"
+        base.mkdir(parents=True, exist_ok=True)
+        return base
+
+    def secret(self, ident: str) -> bytes | None:
+        for sid, kind, value in self.options.secrets:
+            if sid != ident:
+                continue
+            if kind == "env":
+                return os.environ[value].encode() if value in os.environ else None
+            try:
+                return Path(value).read_bytes()
+            except OSError as e:
+                raise UsageError(f"--secret id={ident}: cannot read {value}: {e.strerror}") from None
+        return None
+
     def cache_put(self, key: str, layer, created_by: str) -> None:
         """Store a step in the cache in the background; a failure only warns (as in Kaniko)."""
         if self.cache is None:

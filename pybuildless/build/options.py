@@ -52,6 +52,7 @@ class BuildOptions:
     registry_certificates: tuple[tuple[str, str], ...] = ()
     registry_mirrors: tuple[str, ...] = ()
     registry_map: tuple[tuple[str, str], ...] = ()
+    secrets: tuple[tuple[str, str, str], ...] = ()  # (id, "src"|"env", path or variable name)
     push_retry: int = 0
     image_download_retry: int = 0
     # inputs from outside the Dockerfile that are not flags

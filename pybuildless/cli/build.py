@@ -46,6 +46,19 @@ def _registry_map(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     return _pairs(tuple(items), "--registry-map")
 
 
+def _secrets(values: tuple[str, ...]) -> tuple[tuple[str, str, str], ...]:
+    out = []
+    for v in values:
+        fields = dict(part.partition("=")[::2] for part in v.split(","))
+        ident = fields.pop("id", "")
+        kinds = [k for k in ("src", "source", "env") if fields.get(k)]
+        if not ident or len(kinds) != 1 or set(fields) - {"src", "source", "env", "type"}:
+            raise UsageError(f"--secret {v!r}: expected id=ID,src=PATH or id=ID,env=VAR")
+        kind = "env" if kinds[0] == "env" else "src"
+        out.append((ident, kind, fields[kinds[0]]))
+    return tuple(out)
+
+
 def _sde(value: str | None) -> int | None:
     if value in (None, ""):
         return None
@@ -108,6 +121,7 @@ P = click.Path(path_type=Path)
 @click.option("--registry-certificate", multiple=True, help="HOST=PATH of a CA bundle for that registry.")
 @click.option("--registry-mirror", multiple=True, envvar="KANIKO_REGISTRY_MIRROR")
 @click.option("--registry-map", multiple=True, envvar="KANIKO_REGISTRY_MAP", help="ORIG=MIRROR[;ORIG2=MIRROR2]")
+@click.option("--secret", multiple=True, help="id=ID,src=PATH or id=ID,env=VAR: a secret for RUN --mount=type=secret.")
 @click.option("--push-retry", type=int, default=0, show_default=True)
 @click.option("--image-download-retry", type=int, default=0, show_default=True)
 @click.option("-v", "--verbosity", type=click.Choice(VERBOSITIES), default="info", show_default=True)
@@ -166,6 +180,7 @@ def command(**kw) -> None:
         registry_certificates=_pairs(kw["registry_certificate"], "--registry-certificate"),
         registry_mirrors=tuple(kw["registry_mirror"]),
         registry_map=_registry_map(kw["registry_map"]),
+        secrets=_secrets(kw["secret"]),
         push_retry=kw["push_retry"],
         image_download_retry=kw["image_download_retry"],
     )

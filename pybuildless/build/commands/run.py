@@ -7,7 +7,7 @@ import shutil
 import sys
 
 from pybuildless.build import imageconfig
-from pybuildless.build.commands import Outcome
+from pybuildless.build.commands import Outcome, runmounts
 from pybuildless.build.commands.workdir import make_dirs
 from pybuildless.dockerfile import instructions as ins
 from pybuildless.errors import BuildError
@@ -36,8 +36,6 @@ def _write_scripts(st, resolved: ins.ResolvedRun) -> tuple[list[str], str | None
 
 
 def run(i: ins.Run, st) -> Outcome:
-    if i.mounts:
-        raise i.error("RUN --mount is not supported yet")
     network = i.network or "default"
     if network not in ("default", "none", "host"):
         raise i.error(f"invalid --network={network!r}: expected default, none or host")
@@ -49,9 +47,13 @@ def run(i: ins.Run, st) -> Outcome:
     cwd = st.workdir
     make_dirs(st, cwd)
     argv, scripts = _write_scripts(st, resolved)
+    prepared = runmounts.prepare(i, st)
+    env.update(prepared.env)
     try:
-        code = st.build.sandbox_for(st.root).run(argv, env=env, cwd=cwd, user=user, stdout=_stdout, network=network)
+        code = st.build.sandbox_for(st.root).run(argv, env=env, cwd=cwd, user=user, stdout=_stdout,
+                                                 network=network, mounts=prepared.mounts)
     finally:
+        prepared.stack.close()
         if scripts:
             shutil.rmtree(scripts, ignore_errors=True)
     if code != 0:
