@@ -344,3 +344,10 @@ def test_credentials_are_not_sent_to_an_upload_location_on_another_host(registry
         puts = [auth for m, p, auth in storage.authorizations if m == "PUT"]
         assert len(puts) == 2 and all(auth is None for auth in puts)  # config and layer, no credentials
         assert all(auth == basic for m, p, auth in front.authorizations if p != "/v2/")
+
+
+def test_wrong_docker_content_digest_on_manifest_push_is_caught(proxy, source):
+    wrong = "sha256:" + "1" * 64
+    proxy.add(Fault("header", MANIFEST, method="PUT", count=-1, headers=(("Docker-Content-Digest", wrong),)))
+    with pytest.raises(DigestMismatchError, match=f"registry stored {wrong}"):
+        push_image(source, [f"{proxy.host}/faults/wrong-digest:v1"])

@@ -271,3 +271,21 @@ def test_registry_options_from_build_options():
     assert opts.verify_tls("z") is False and opts.registry_map == (("x", "y"),)
     assert opts.registry_mirrors == ("m.example",) and opts.certificates == (("c.example", "/ca.pem"),)
     assert opts.retries == 5
+
+
+def test_nested_indexes_are_followed(registry, busybox_image):
+    image = fetch_image(busybox_image)
+    repo = parse_reference(registry.ref("multi/nested:outer"))
+    push_image(image, [repo.with_tag("leaf")])
+    client = RegistryClient.for_reference(repo)
+    inner = canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [
+        {"mediaType": image.media_type, "digest": str(image.digest), "size": len(image.raw_manifest()),
+         "platform": Platform.host().to_dict()}]})
+    inner_digest = client.put_manifest(repo.with_tag("inner"), inner, mt.OCI_INDEX)
+    outer = canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [
+        {"mediaType": mt.OCI_INDEX, "digest": str(inner_digest), "size": len(inner),
+         "platform": Platform.host().to_dict()}]})
+    outer_digest = client.put_manifest(repo, outer, mt.OCI_INDEX)
+    got = fetch_image(repo)
+    assert got.digest == image.digest and got.index_digest == outer_digest
+    assert got.digest_reference.name == f"{repo.context}@{image.digest}"

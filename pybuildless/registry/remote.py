@@ -96,8 +96,8 @@ class RemoteImage:
 
     @property
     def digest_reference(self) -> Reference:
-        """Where this exact platform manifest lives: ``source@digest`` (for logs and pinning)."""
-        return self.source.with_digest(str(self.digest))
+        """Where this exact platform manifest lives: ``registry/repo@digest`` (for logs and pinning)."""
+        return Reference(self.source.registry, self.source.repository, None, str(self.digest))
 
 
 def _candidates(ref: Reference, options: RegistryOptions) -> list[Reference]:
