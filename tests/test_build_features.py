@@ -130,3 +130,70 @@ COPY --from={busybox_image} /bin/busybox /bb
     followed = image.rootfs / "followed"
     assert not followed.is_symlink() and followed.read_text() == "real\n"
     assert (image.rootfs / "bb").read_bytes() == (image.rootfs / "bin/busybox").read_bytes()
+
+
+def test_zstd_layers_use_oci_media_types(tmp_path, registry, busybox_image):
+    ref, _ = build(tmp_path, registry, f"FROM {busybox_image}\nRUN echo z > /z\n", None, "--compression", "zstd",
+                   repo="feat/zstd:1")
+    image = unpack(f"docker://{ref}", tmp_path / "u")  # skopeo recompresses to gzip for umoci
+    assert (image.rootfs / "z").read_text() == "z\n"
+    raw = __import__("json").loads(__import__("subprocess").run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"], capture_output=True, check=True).stdout)
+    assert raw["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    assert raw["layers"][-1]["mediaType"] == "application/vnd.oci.image.layer.v1.tar+zstd"
+
+
+@pytest.fixture
+def git_daemon(tmp_path):
+    import subprocess
+    import socket
+    import time
+
+    base = tmp_path / "git"
+    repo = base / "repo.git"
+    work = tmp_path / "gitwork"
+    work.mkdir(parents=True)
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.com"}
+    run = lambda *a, cwd=work: subprocess.run(["git", *a], cwd=cwd, check=True, capture_output=True, env=env)
+    run("init", "-q", "-b", "main")
+    (work / "sub").mkdir()
+    (work / "sub/tool.sh").write_text("#!/bin/sh\necho tool\n")
+    os.chmod(work / "sub/tool.sh", 0o775)
+    (work / "README").write_text("v1\n")
+    run("add", "-A")
+    run("commit", "-q", "-m", "one")
+    run("tag", "v1")
+    (work / "README").write_text("v2\n")
+    run("commit", "-q", "-am", "two")
+    run("clone", "-q", "--bare", str(work), str(repo), cwd=tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    daemon = subprocess.Popen(["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={base}",
+                               "--listen=127.0.0.1", f"--port={port}", str(base)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(50):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.1)
+    commit_v1 = subprocess.run(["git", "rev-parse", "v1"], cwd=work, capture_output=True, text=True).stdout.strip()
+    yield f"git://127.0.0.1:{port}/repo.git", commit_v1
+    daemon.terminate()
+    daemon.wait()
+
+
+def test_add_git_repository(tmp_path, registry, busybox_image, git_daemon):
+    url, commit_v1 = git_daemon
+    dockerfile = (f"FROM {busybox_image}\nADD {url} /src/\nADD --checksum={commit_v1[:12]} {url}#v1 /v1/\n"
+                  f"ADD {url}#main:sub /tools/\n")
+    ref, _ = build(tmp_path, registry, dockerfile, repo="feat/git:1")
+    r = unpack(f"docker://{ref}", tmp_path / "u").rootfs
+    assert (r / "src/README").read_text() == "v2\n" and not (r / "src/.git").exists()
+    assert (r / "v1/README").read_text() == "v1\n"
+    assert stat.S_IMODE((r / "tools/tool.sh").stat().st_mode) == 0o755
+    assert stat.S_IMODE((r / "src/README").stat().st_mode) == 0o644
+    bad = write_context(tmp_path / "bad", {"Dockerfile": f"FROM {busybox_image}\nADD --checksum=deadbeef {url}#v1 /x/\n"})
+    proc = executor("-c", str(bad), "-d", registry.ref("feat/git:bad"), cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and b"checksum mismatch" in proc.stderr

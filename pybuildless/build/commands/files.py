@@ -17,6 +17,7 @@ from pybuildless.build.commands import Outcome
 from pybuildless.build.commands.workdir import make_dirs
 from pybuildless.build.copy import CopyRequest, SourceRoot, copy_files, resolve_sources
 from pybuildless.dockerfile import instructions as ins
+from pybuildless.errors import BuildError
 from pybuildless.fs.extract import extract_layer
 from pybuildless.fs.users import resolve_chown
 from pybuildless.sandbox.rootpath import resolve_in_root
@@ -138,8 +139,11 @@ def _download(url: str, tmp: str, checksum: str | None, i) -> str:
 
 
 def add(i: ins.Add, st) -> Outcome:
-    if any(_is_git(s) for s in i.sources):
-        raise i.error("ADD of a git repository is not supported yet")
+    gits = [s for s in i.sources if _is_git(s)]
+    if gits and len(i.sources) != 1:
+        raise i.error("ADD of a git repository takes exactly one source")
+    if gits:
+        return _add_git(i, st, gits[0])
     urls = [s for s in i.sources if _is_url(s)]
     local = [s for s in i.sources if not _is_url(s)]
     if i.checksum and (len(i.sources) != 1 or not urls):
@@ -169,6 +173,19 @@ def add(i: ins.Add, st) -> Outcome:
             if plain:
                 touched += copy_files(ctx, _request(i, st, plain), str(st.root)).touched
     return Outcome(_created_by(i, list(i.sources) + [s.name for s in i.inline]), snapshot=True, paths=tuple(touched))
+
+
+def _add_git(i: ins.Add, st, url: str) -> Outcome:
+    from pybuildless.build.commands.gitsource import fetch_git
+
+    with tempfile.TemporaryDirectory(dir=st.build.scratch_dir) as tmp:
+        try:
+            source = fetch_git(url, Path(tmp) / "repo", keep_git_dir=bool(i.keep_git_dir), checksum=i.checksum)
+        except BuildError as e:
+            raise i.error(str(e)) from None
+        src = SourceRoot(str(source), is_context=True, description=f"git repository {url}")
+        touched = copy_files(src, _request(i, st, ["."]), str(st.root)).touched
+    return Outcome(_created_by(i, [url]), snapshot=True, paths=tuple(touched))
 
 
 def _unpack(archive: Path, kind: str, i, st) -> list[str]:
@@ -216,7 +233,7 @@ def copy_key_parts(i: ins.Copy, st) -> list[str] | None:
 
 
 def add_key_parts(i: ins.Add, st) -> list[str] | None:
-    if any(_is_url(s) for s in i.sources) and not i.checksum:
+    if any(_is_url(s) or _is_git(s) for s in i.sources) and not i.checksum:
         return None  # remote content may change: never cached
     parts = _common_key(i, st) + [f"checksum={i.checksum}", f"unpack={i.unpack}", *[f"src={s}" for s in i.sources]]
     local = [s for s in i.sources if not _is_url(s)]
