@@ -3,7 +3,9 @@
 Layered after go-containerregistry's transport: a ``/v2/`` ping decides the
 scheme and the auth scheme; Basic is sent pre-emptively and Bearer tokens are
 cached per (realm, service, scope set); credentials go only to the registry
-host and to the token realm, never to a redirect target; temporary failures
+host and to the token realm, never to a redirect target or an upload Location
+on another host; redirects, realms and Locations pointing at private addresses
+are refused for public registries; temporary failures
 (408, 429, 5xx, connection resets) are retried with jittered backoff honouring
 ``Retry-After``; errors carry the registry's codes and a redacted URL.
 """
@@ -42,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 Body = bytes | Callable[[], BinaryIO] | None
 USER_AGENT = f"pybuildless/{__version__}"
+
+
 class _HeaderAuth(requests.auth.AuthBase):
     """Sets Authorization; passing it as ``auth=`` also stops requests applying ~/.netrc over it."""
 
@@ -374,4 +378,4 @@ def backoff(attempt: int) -> float:
     return 0.2 * (3**attempt) * random.uniform(0.9, 1.1)
 
 
-__all__ = ["Transport", "PingResult", "error_from_response", "redact_url", "with_query", "TEMPORARY_STATUS"]
+__all__ = ["Transport", "PingResult", "shared_transport", "error_from_response", "redact_url", "with_query", "TEMPORARY_STATUS"]
