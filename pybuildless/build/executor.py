@@ -24,7 +24,7 @@ from pybuildless.build.base import BaseImage, load_base
 from pybuildless.build.context import open_context, resolve_dockerfile
 from pybuildless.build.copy import SourceRoot
 from pybuildless.build.options import BuildOptions
-from pybuildless.build.progress import Progress
+from pybuildless.build.progress import BufferedProgress, Progress
 from pybuildless.build.publish import publish
 from pybuildless.build.stage import StageBuilder, StageResult
 from pybuildless.cache.store import open_cache
@@ -234,49 +234,72 @@ def _build(options: BuildOptions, work: Path, dockerfile: Dockerfile, context_so
     for skipped in plan.skipped(dockerfile):
         log.debug("skipping stage %d: the target does not need it", skipped)
     in_place = options.isolation == "inplace"
-    needed_later = {dep for deps in plan.deps.values() for dep in deps}
+    positions = {index: n for n, index in enumerate(plan.order, start=1)}
     try:
-        for position, index in enumerate(plan.order, start=1):
-            stage = dockerfile.stages[index]
-            if in_place:
-                ignore = inplace.ignore_list(options.kaniko_dir, ignore_var_run=options.ignore_var_run,
-                                             extra=options.ignore_paths)
-                inplace.wipe_root(Path("/"), ignore)
-                root = Path("/")
-            else:
-                ignore = IgnoreList.for_root()
-                root = work / "stages" / str(index) / "rootfs"
-                root.mkdir(parents=True)
-            base_spec = plan.bases[index]
-            if base_spec.stage is not None:
-                parent = run.results[base_spec.stage]
-                base = BaseImage(parent.config, list(parent.image.layers()), f"stage {base_spec.stage}",
-                                 _is_docker(parent), key=parent.key)
-                scope = run.scopes[base_spec.stage].child()
-            else:
-                stage_platform = Platform.parse(base_spec.platform) if base_spec.platform else platform
-                base = load_base(base_spec.image or "scratch", platform=stage_platform, registry=run.registry,
-                                 blob_dir=run.blob_dir, cache_dir=options.cache_dir if options.cache else None)
-                env_list = (base.config.get("config") or {}).get("Env") or []
-                scope = StageEnv(glob, build_args, image_env=env_list)
-            builder = StageBuilder(stage, base, build=run, position=(position, len(plan.order)), root=root,
-                                   ignore=ignore, variables=scope, progress=progress)
-            if index == plan.target and options.labels:
-                labels = builder.state.container_config.get("Labels") or {}
-                builder.state.container_config["Labels"] = {**labels, **dict(options.labels)}
-            result = builder.run()
-            if in_place and index in needed_later:
-                # / is wiped before the next stage: keep this stage's files for COPY --from.
-                result.root = _materialize(result, work / "stages" / str(index) / "rootfs")
-                result.ensure_root = None
-            run.results[index] = result
-            run.scopes[index] = builder.state.vars
+        # In place there is one root (/), so stages run one after another; otherwise the
+        # stages of a level do not depend on each other and run side by side.
+        levels = [(i,) for i in plan.order] if in_place else [tuple(sorted(level)) for level in plan.levels]
+        jobs = max(1, min(os.cpu_count() or 1, options.jobs))
+        for level in levels:
+            if len(level) == 1 or jobs == 1:
+                for index in level:
+                    _build_stage(run, plan, glob, index, positions[index], progress)
+                continue
+            buffers = {index: BufferedProgress() for index in level}
+            with ThreadPoolExecutor(max_workers=min(jobs, len(level)), thread_name_prefix="stage") as pool:
+                futures = {index: pool.submit(_build_stage, run, plan, glob, index, positions[index], buffers[index])
+                           for index in level}
+            for index in level:
+                buffers[index].replay(progress)
+            for index in level:
+                futures[index].result()  # the first failure in stage order wins
         if in_place and options.cleanup:
             inplace.wipe_root(Path("/"), inplace.ignore_list(options.kaniko_dir, ignore_var_run=options.ignore_var_run,
                                                              extra=options.ignore_paths))
         return run.results[plan.target].image
     finally:
         run.close()
+
+
+def _build_stage(run: BuildRun, plan, glob: GlobalArgs, index: int, position: int, progress: Progress) -> None:
+    options = run.options
+    stage = run.dockerfile.stages[index]
+    build_args = dict(options.build_args)
+    in_place = options.isolation == "inplace"
+    if in_place:
+        ignore = inplace.ignore_list(options.kaniko_dir, ignore_var_run=options.ignore_var_run,
+                                     extra=options.ignore_paths)
+        inplace.wipe_root(Path("/"), ignore)
+        root = Path("/")
+    else:
+        ignore = IgnoreList.for_root()
+        root = run.work / "stages" / str(index) / "rootfs"
+        root.mkdir(parents=True)
+    base_spec = plan.bases[index]
+    if base_spec.stage is not None:
+        parent = run.results[base_spec.stage]
+        base = BaseImage(parent.config, list(parent.image.layers()), f"stage {base_spec.stage}",
+                         _is_docker(parent), key=parent.key)
+        scope = run.scopes[base_spec.stage].child()
+    else:
+        stage_platform = Platform.parse(base_spec.platform) if base_spec.platform else run.platform
+        base = load_base(base_spec.image or "scratch", platform=stage_platform, registry=run.registry,
+                         blob_dir=run.blob_dir, cache_dir=options.cache_dir if options.cache else None)
+        env_list = (base.config.get("config") or {}).get("Env") or []
+        scope = StageEnv(glob, build_args, image_env=env_list)
+    builder = StageBuilder(stage, base, build=run, position=(position, len(plan.order)), root=root,
+                           ignore=ignore, variables=scope, progress=progress)
+    if index == plan.target and options.labels:
+        labels = builder.state.container_config.get("Labels") or {}
+        builder.state.container_config["Labels"] = {**labels, **dict(options.labels)}
+    result = builder.run()
+    needed_later = any(index in deps for deps in plan.deps.values())
+    if in_place and needed_later:
+        # / is wiped before the next stage: keep this stage's files for COPY --from.
+        result.root = _materialize(result, run.work / "stages" / str(index) / "rootfs")
+        result.ensure_root = None
+    run.scopes[index] = builder.state.vars
+    run.results[index] = result
 
 
 def open_layer_cache(options: BuildOptions, registry: RegistryOptions, platform: Platform):

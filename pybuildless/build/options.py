@@ -29,6 +29,7 @@ class BuildOptions:
     ignore_var_run: bool = True
     cleanup: bool = False
     isolation: str = "auto"
+    jobs: int = 4  # independent stages built at once (bounded by the cores)
     force: bool = False
     kaniko_dir: Path = Path("/kaniko")
     work_dir: Path | None = None

@@ -53,6 +53,7 @@ class StageState:
     config: dict[str, Any]
     vars: StageEnv
     build: Any  # build.executor.BuildRun: options, context, earlier stages, sandbox factory
+    progress: Progress | None = None
     cmd_set: bool = False
     layers: list[Layer] = field(default_factory=list)
 
@@ -84,7 +85,8 @@ class StageBuilder:
         self.ignore = ignore
         self.progress = progress
         config = imageconfig.stage_config(base.config, build.platform)
-        self.state = StageState(stage.index, stage.name, root, config, variables, build, layers=list(base.layers))
+        self.state = StageState(stage.index, stage.name, root, config, variables, build, progress=progress,
+                                layers=list(base.layers))
         self.snapshotter: Snapshotter | None = None
         self.options = build.options
         self.key: str | None = base.key  # cache key chain; None once a step cannot be cached

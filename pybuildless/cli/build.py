@@ -100,6 +100,8 @@ P = click.Path(path_type=Path)
 @click.option("--cleanup", is_flag=True, help="Remove the built filesystem at the end.")
 @click.option("--isolation", type=click.Choice(["auto", "chroot", "inplace", "userns"]), default=_default_isolation,
               show_default="auto, or $PYBUILDLESS_ISOLATION", help="How RUN steps execute.")
+@click.option("--jobs", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Independent stages built in parallel (at most the number of cores).")
 @click.option("--force", is_flag=True, help="Build in place even where no container is detected.")
 @click.option("--kaniko-dir", type=P, envvar="KANIKO_DIR", default="/kaniko", show_default=True)
 @click.option("--work-dir", type=P, help="Scratch directory for stage roots and layers (default: a temp dir).")
@@ -160,6 +162,7 @@ def command(**kw) -> None:
         cleanup=kw["cleanup"],
         isolation=kw["isolation"],
         force=kw["force"],
+        jobs=kw["jobs"],
         kaniko_dir=kw["kaniko_dir"],
         work_dir=kw["work_dir"],
         compression=kw["compression"],

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 
 from pybuildless.build import imageconfig
 from pybuildless.build.commands import Outcome, runmounts
@@ -50,7 +49,7 @@ def run(i: ins.Run, st) -> Outcome:
     prepared = runmounts.prepare(i, st)
     env.update(prepared.env)
     try:
-        code = st.build.sandbox_for(st.root).run(argv, env=env, cwd=cwd, user=user, stdout=_stdout,
+        code = st.build.sandbox_for(st.root).run(argv, env=env, cwd=cwd, user=user, stdout=st.progress.output,
                                                  network=network, mounts=prepared.mounts)
     finally:
         prepared.stack.close()
@@ -63,12 +62,6 @@ def run(i: ins.Run, st) -> Outcome:
     args = st.vars.arg_history()
     prefix = f"|{len(args)} {' '.join(args)} " if args else ""
     return Outcome(f"RUN {prefix}{' '.join(resolved.argv)} # buildkit", snapshot=True)
-
-
-def _stdout(chunk: bytes) -> None:
-    out = sys.stdout.buffer
-    out.write(chunk)
-    out.flush()
 
 
 def key_parts(i: ins.Run, st) -> list[str] | None:
