@@ -51,6 +51,11 @@ def run_guarded(command: click.Command, args: list[str] | None, prog_name: str) 
     except PybuildlessError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
+    except OSError as e:
+        # Disk full, permission denied, a file vanished: one line, not a traceback.
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        click.echo(f"error: {e.strerror or e}{where}", err=True)
+        sys.exit(1)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
