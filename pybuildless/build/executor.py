@@ -33,7 +33,7 @@ from pybuildless.dockerfile.args import GlobalArgs, StageEnv, platform_args, unu
 from pybuildless.dockerfile.dockerignore import load_dockerignore
 from pybuildless.dockerfile.parser import Dockerfile, Stage, load_dockerfile
 from pybuildless.dockerfile.stages import plan_build
-from pybuildless.errors import BuildError, UsageError
+from pybuildless.errors import UsageError
 from pybuildless.fs.extract import extract_layer
 from pybuildless.fs.ignore import IgnoreList
 from pybuildless.image.descriptor import Platform
@@ -330,5 +330,3 @@ def _materialize(result: StageResult, root: Path) -> Path:
 def _is_docker(result: StageResult) -> bool:
     return json.loads(result.image.raw_manifest()).get("mediaType", "").startswith("application/vnd.docker.")
 
-
-__all__ = ["run_build", "BuildRun", "BuildError"]

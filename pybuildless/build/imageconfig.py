@@ -14,7 +14,6 @@ from typing import Any
 from pybuildless.image.descriptor import Platform
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-EPOCH_ZERO = "1970-01-01T00:00:00Z"
 
 
 def rfc3339(ts: float | None) -> str:
@@ -60,26 +59,6 @@ def stage_config(base: dict[str, Any], platform: Platform | None) -> dict[str, A
     return cfg
 
 
-def env_dict(cfg: dict[str, Any]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in cfg.get("config", {}).get("Env") or []:
-        k, _, v = item.partition("=")
-        out[k] = v
-    return out
-
-
-def set_env(cfg: dict[str, Any], key: str, value: str) -> None:
-    env = cfg["config"].get("Env") or []
-    prefix = key + "="
-    for i, item in enumerate(env):
-        if item.startswith(prefix):
-            env[i] = prefix + value
-            break
-    else:
-        env.append(prefix + value)
-    cfg["config"]["Env"] = env
-
-
 def add_history(
     cfg: dict[str, Any], created_by: str, *, empty_layer: bool, created: str, comment: str | None = None
 ) -> None:
@@ -97,8 +76,5 @@ def finalize(cfg: dict[str, Any], *, created: str) -> dict[str, Any]:
     out["created"] = created
     c = out.get("config", {})
     for key in [k for k, v in c.items() if v in (None, [], {}, "")]:
-        if key in ("Cmd", "Entrypoint") and c[key] == []:
-            # An explicitly empty list is meaningful only as null; drop it.
-            pass
         del c[key]
     return out
