@@ -119,9 +119,14 @@ class StageBuilder:
         layer = write_layer(
             self.root, changes, self.build.layer_dir,
             compression=self.options.compression, level=self.options.compression_level,
-            clamp_mtime=self.build.clamp_mtime,
+            clamp_mtime=self.build.clamp_mtime, docker=self._docker_media_types,
         )
         return layer
+
+    @property
+    def _docker_media_types(self) -> bool:
+        """Kaniko's rule: the image keeps its base's media-type family; zstd needs OCI."""
+        return self.base.docker_media_types and self.options.compression == "gzip"
 
     # -- the loop -------------------------------------------------------------------
     def run(self) -> StageResult:
@@ -206,7 +211,6 @@ class StageBuilder:
 
     def _result(self) -> StageResult:
         cfg = imageconfig.finalize(self.state.config, created=self.build.created)
-        image = build_image(cfg, self.state.layers, docker=self.base.docker_media_types
-                            and self.options.compression == "gzip")
+        image = build_image(cfg, self.state.layers, docker=self._docker_media_types)
         return StageResult(self.stage.index, self.stage.name, image, self.root, cfg, self.key, self.ensure_root)
 

@@ -195,7 +195,7 @@ def _unpack(archive: Path, kind: str, i, st) -> list[str]:
     target = resolve_in_root(st.root, dest)
     with _open_archive(str(archive), kind) as stream:
         try:
-            extract_layer(stream, target)
+            extract_layer(stream, target, whiteouts=False)  # an archive, not an image layer
         except (OSError, EOFError, lzma.LZMAError, ValueError) as e:
             # a corrupt archive is the Dockerfile author's problem: say so plainly
             raise i.error(f"ADD {archive.name}: cannot extract archive: {e}") from None
