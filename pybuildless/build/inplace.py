@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from pathlib import Path
 
 from pybuildless.errors import UsageError
@@ -75,5 +76,30 @@ def wipe_root(root: Path, ignore: IgnoreList) -> None:
     try:
         for name in os.listdir(fd):
             remove_in_dir(fd, name, keep=keep)
+        _prune_empty_parents(fd, "", keep)
     finally:
         os.close(fd)
+
+
+def _prune_empty_parents(dir_fd: int, rel: str, keep) -> None:
+    """Remove directories that were kept only because an ignored path *might* be below
+    them (``/etc`` for ``/etc/mtab``, ``/var`` for ``/var/run``) and turned out empty."""
+    for name in os.listdir(dir_fd):
+        child = f"{rel}/{name}"
+        if keep(child) != "descend":
+            continue
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            continue
+        sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            _prune_empty_parents(sub, child, keep)
+        finally:
+            os.close(sub)
+        try:
+            os.rmdir(name, dir_fd=dir_fd)
+        except OSError:
+            pass  # not empty: something protected lives below

@@ -1,0 +1,143 @@
+"""Kaniko mode end to end: the executor image's filesystem (``/kaniko`` only, as
+``Dockerfile.executor`` lays it out) in a jail, ``/kaniko/executor`` building
+in place on the jail's ``/`` from a Debian-like, a busybox and an empty base,
+and hostile bases that try to reach the executor's prefix.
+
+Root only: chroot and mount/pid namespaces (``unshare``), all in temp dirs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.buildkit import skopeo_inspect, unpack
+from tests.fixtures.images import push_layout, write_oci_layout
+from tests.jail import (
+    Entry, assemble_executor_fs, copy_jail, make_debian_like_rootfs, prefix_tree, rootfs_layer, run_in_jail,
+    tar_layer, write_layers_layout,
+)
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="chroot and namespaces need root"),
+]
+
+
+@pytest.fixture(scope="module")
+def executor_fs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return assemble_executor_fs(tmp_path_factory.mktemp("executor-fs") / "jail")
+
+
+@pytest.fixture
+def jail(executor_fs: Path, tmp_path: Path) -> Path:
+    return copy_jail(executor_fs, tmp_path / "jail")
+
+
+@pytest.fixture(scope="module")
+def debian_image(registry, tmp_path_factory: pytest.TempPathFactory) -> str:
+    work = tmp_path_factory.mktemp("debian-like")
+    rootfs = make_debian_like_rootfs(work / "rootfs")
+    return push_layout(write_oci_layout(rootfs, work / "layout"), registry, "base/debian-like:latest")
+
+
+def build_in_jail(jail: Path, files: dict[str, str], destination: str, *extra: str):
+    """Write the context to <jail>/workspace and run the executor there; returns the run
+    and asserts the executor prefix is byte-for-byte what it was."""
+    for name, text in files.items():
+        (jail / "workspace" / name).write_text(text)
+    before = prefix_tree(jail)
+    result = run_in_jail(jail, ["/kaniko/executor", "--context", "dir:///workspace", "--destination", destination,
+                                *extra])
+    after = prefix_tree(jail)
+    changed = sorted(set(before.items()) ^ set(after.items()))
+    assert not changed, f"the executor prefix changed: {changed[:10]}"
+    return result
+
+
+def assert_ok(result) -> None:
+    assert result.returncode == 0, f"executor failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+
+
+def test_runtime_imports_everything_with_nothing_but_the_prefix(jail: Path) -> None:
+    # Extension modules are loaded lazily, after / has been replaced: they must
+    # resolve their libraries inside /kaniko only (the jail has no /lib, /usr).
+    assert sorted(p.name for p in jail.iterdir()) == ["dev", "kaniko", "proc", "workspace"]
+    code = ("import ssl, lzma, bz2, zlib, ctypes, hashlib, json, isal.isal_zlib, zstandard, yaml, requests, "
+            "pybuildless.cli, sys; print(sys.prefix, ssl.OPENSSL_VERSION.split()[0], yaml.__with_libyaml__)")
+    result = run_in_jail(jail, ["/kaniko/bin/python3", "-IB", "-c", code])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["/kaniko", "OpenSSL", "True"]
+
+
+def test_debian_like_base(jail: Path, registry, debian_image: str, tmp_path: Path) -> None:
+    dest = registry.ref("kaniko/debian:1")
+    result = build_in_jail(jail, {"Dockerfile": (
+        f"FROM {debian_image}\n"
+        "RUN echo built-on-$(head -1 /etc/os-release | cut -d= -f2 2>/dev/null || echo x) > /built\n"
+        "RUN mkdir -p /app && echo hello from dash > /app/msg && ls /kaniko > /app/kaniko-visible\n"
+        "COPY note.txt /app/note.txt\n"
+        'CMD ["/bin/cat", "/app/msg"]\n'),
+        "note.txt": "a note\n"}, dest)
+    assert_ok(result)
+    manifest = skopeo_inspect(dest, "--raw")
+    assert len(manifest["layers"]) == 4  # base + 2 RUN + COPY
+    image = unpack(f"docker://{dest}", tmp_path / "unpacked")
+    assert image.run().stdout == b"hello from dash\n"
+    tree = image.tree()
+    assert "/app/note.txt" in tree and "/usr/bin/dash" in tree and tree["/bin"][0] == "l"
+    # The executor's own files are never part of the image, nor the context.
+    assert not any(p.startswith(("/kaniko", "/workspace", "/proc/", "/dev/")) for p in tree), \
+        sorted(p for p in tree if p.startswith(("/kaniko", "/workspace")))
+    # RUN saw the executor prefix, as Kaniko's RUN does, without snapshotting it.
+    assert b"executor" in (image.rootfs / "app/kaniko-visible").read_bytes()
+    # Nothing of the build is left in the scratch area.
+    assert not [p for p in (jail / "kaniko").iterdir() if p.name.startswith("pybuildless-")]
+
+
+def test_busybox_base(jail: Path, registry, busybox_image: str, tmp_path: Path) -> None:
+    dest = registry.ref("kaniko/busybox:1")
+    result = build_in_jail(jail, {"Dockerfile": (
+        f"FROM {busybox_image}\n"
+        "RUN adduser_line='app:x:1001:1001::/home/app:/bin/sh' && echo \"$adduser_line\" >> /etc/passwd\n"
+        "RUN mkdir -p /home/app && chown 1001 /home/app && echo musl-side > /home/app/x\n"
+        "USER app\n"
+        'CMD ["sh", "-c", "id -u; cat /home/app/x"]\n')}, dest)
+    assert_ok(result)
+    image = unpack(f"docker://{dest}", tmp_path / "unpacked")
+    run = image.run()
+    assert run.stdout == b"1001\nmusl-side\n", run.stderr
+    assert image.tree()["/home/app"][2] == 1001
+
+
+def test_multi_stage_with_copy_from(jail: Path, registry, busybox_image: str, debian_image: str,
+                                    tmp_path: Path) -> None:
+    dest = registry.ref("kaniko/multi:1")
+    result = build_in_jail(jail, {"Dockerfile": (
+        f"FROM {debian_image} AS builder\n"
+        "RUN mkdir /out && echo artifact-from-debian > /out/artifact && cp /usr/bin/dash /out/dash-copy\n"
+        "FROM scratch AS empty\n"
+        "COPY --from=builder /out/artifact /only\n"
+        f"FROM {busybox_image}\n"
+        "COPY --from=builder /out/artifact /artifact\n"
+        "COPY --from=empty /only /from-empty\n"
+        "RUN cat /artifact /from-empty > /both\n"
+        'CMD ["cat", "/both"]\n')}, dest)
+    assert_ok(result)
+    image = unpack(f"docker://{dest}", tmp_path / "unpacked")
+    assert image.run().stdout == b"artifact-from-debian\nartifact-from-debian\n"
+    tree = image.tree()
+    # The final stage starts from a wiped /: nothing of the Debian-like stage leaks in.
+    assert "/usr/bin/dash" not in tree and "/out" not in tree and "/etc/os-release" not in tree
+    assert "/bin/busybox" in tree
+
+
+def test_cleanup_leaves_only_the_protected_paths(jail: Path, registry, debian_image: str) -> None:
+    result = build_in_jail(jail, {"Dockerfile": f"FROM {debian_image}\nRUN echo x > /x\n"},
+                           registry.ref("kaniko/cleanup:1"), "--cleanup")
+    assert_ok(result)
+    assert sorted(p.name for p in jail.iterdir()) == ["dev", "kaniko", "proc", "workspace"]
