@@ -9,7 +9,7 @@ Root only: chroot and mount/pid namespaces (``unshare``), all in temp dirs.
 from __future__ import annotations
 
 import os
-import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -141,3 +141,54 @@ def test_cleanup_leaves_only_the_protected_paths(jail: Path, registry, debian_im
                            registry.ref("kaniko/cleanup:1"), "--cleanup")
     assert_ok(result)
     assert sorted(p.name for p in jail.iterdir()) == ["dev", "kaniko", "proc", "workspace"]
+
+
+# --- hostile bases -----------------------------------------------------------------------------
+
+PWNED = b"#!/bin/sh\necho pwned\n"
+HOSTILE_LAYERS = {
+    "dotdot": [Entry("../kaniko/executor", data=PWNED, mode=0o755), Entry("a/../../kaniko/bin/evil", data=PWNED)],
+    "dotdot-absolute": [Entry("/kaniko/executor", data=PWNED, mode=0o755)],
+    "symlink-prefix": [Entry("kaniko", "symlink", target="/tmp/x"), Entry("kaniko/executor", data=PWNED)],
+    "symlink-through": [Entry("x", "symlink", target="/kaniko"), Entry("x/executor", data=PWNED, mode=0o755),
+                        Entry("y", "symlink", target="../kaniko/bin"), Entry("y/python3", data=PWNED)],
+    "hardlink-then-write": [Entry("h", "hardlink", target="kaniko/executor"), Entry("h", data=PWNED)],
+    "whiteout-prefix": [Entry(".wh.kaniko")],
+    "opaque-root": [Entry(".wh..wh..opq"), Entry("marker", data=b"after opaque\n")],
+}
+
+
+def layer_names(layout: Path, descriptor: dict) -> list[str]:
+    blob = layout / "blobs" / "sha256" / descriptor["digest"].split(":", 1)[1]
+    with tarfile.open(blob, "r:*") as tar:
+        return tar.getnames()
+
+
+@pytest.fixture(scope="module")
+def busybox_layer(busybox_rootfs: Path) -> bytes:
+    return rootfs_layer(busybox_rootfs)
+
+
+@pytest.mark.parametrize("attack", sorted(HOSTILE_LAYERS))
+def test_hostile_base_cannot_touch_the_prefix(attack: str, jail: Path, registry, busybox_layer: bytes,
+                                             tmp_path: Path) -> None:
+    layout = write_layers_layout(tmp_path / "layout", [busybox_layer, tar_layer(HOSTILE_LAYERS[attack])])
+    base = push_layout(layout, registry, f"hostile/{attack}:latest")
+    dest = registry.ref(f"kaniko/hostile-{attack}:1")
+    result = build_in_jail(jail, {"Dockerfile": f"FROM {base}\nRUN echo still-building > /proof\n"}, dest)
+    # Either the build refuses the layer with a clear message, or it goes on safely.
+    if result.returncode != 0:
+        assert "Traceback" not in result.stderr, result.stderr
+        assert "error" in result.stderr.lower(), result.stderr
+    else:
+        image = unpack(f"docker://{dest}", tmp_path / "unpacked")
+        assert (image.rootfs / "proof").read_text() == "still-building\n"
+        # Base layers are carried over verbatim (whatever they hold); what the build
+        # added must not include anything of the executor's prefix.
+        assert len(image.manifest["layers"]) == 3
+        added = layer_names(tmp_path / "unpacked" / "layout", image.manifest["layers"][-1])
+        assert "proof" in added and not [n for n in added if n.lstrip("./").startswith("kaniko")], added
+    # The prefix is intact (checked by build_in_jail) and the executor still works.
+    again = run_in_jail(jail, ["/kaniko/executor", "--help"])
+    assert again.returncode == 0 and "Usage" in again.stdout, again.stderr
+    assert not list((jail / "tmp").glob("x*")) if (jail / "tmp").is_dir() else True
