@@ -197,3 +197,25 @@ def test_add_git_repository(tmp_path, registry, busybox_image, git_daemon):
     bad = write_context(tmp_path / "bad", {"Dockerfile": f"FROM {busybox_image}\nADD --checksum=deadbeef {url}#v1 /x/\n"})
     proc = executor("-c", str(bad), "-d", registry.ref("feat/git:bad"), cwd=tmp_path, check=False)
     assert proc.returncode != 0 and b"checksum mismatch" in proc.stderr
+
+
+def test_copy_link_parents_and_exclude(tmp_path, registry, busybox_image):
+    dockerfile = f"""\
+FROM {busybox_image}
+RUN mkdir -p /opt && chmod 0700 /opt && ln -s /opt /optlink
+COPY --link app/ /opt/app/
+COPY --parents ./src/./pkg/*.py /parents/
+COPY --parents src/pkg/mod.py /keep-full/
+COPY --exclude=*.log --exclude=cache logs/ /logs/
+"""
+    files = {"app/main.txt": "main", "src/pkg/mod.py": "m", "src/pkg/other.py": "o", "src/pkg/data.txt": "d",
+             "logs/keep.txt": "k", "logs/drop.log": "x", "logs/cache/f": "c", "logs/sub/drop.log": "y"}
+    ref, _ = build(tmp_path, registry, dockerfile, files, repo="feat/link:1")
+    image = unpack(f"docker://{ref}", tmp_path / "u")
+    r = image.rootfs
+    assert (r / "opt/app/main.txt").read_text() == "main"
+    # BuildKit's --link rule: parent directories come from the copy's own layer, not the stage's
+    assert stat.S_IMODE((r / "opt").stat().st_mode) == 0o755
+    assert sorted(os.listdir(r / "parents/pkg")) == ["mod.py", "other.py"]
+    assert (r / "keep-full/src/pkg/mod.py").read_text() == "m"
+    assert sorted(str(p.relative_to(r / "logs")) for p in (r / "logs").rglob("*")) == ["keep.txt", "sub", "sub/drop.log"]  # *.log matches at the top only

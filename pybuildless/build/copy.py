@@ -103,8 +103,11 @@ def resolve_sources(src_root: SourceRoot, req: CopyRequest) -> list[tuple[str, s
     out: list[tuple[str, str]] = []
     for raw in req.sources:
         pivot = ""
-        if req.parents and "/./" in "/" + raw:
-            head, _, _ = ("/" + raw).partition("/./")
+        bare = raw
+        while bare.startswith("./"):
+            bare = bare[2:]  # a leading ./ is just "relative", not a pivot
+        if req.parents and "/./" in "/" + bare:
+            head, _, _ = ("/" + bare).partition("/./")
             pivot = _clean_source(head)
             if pivot == ".":
                 pivot = ""

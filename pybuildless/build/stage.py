@@ -10,6 +10,7 @@ diff is not empty, and record history. Metadata-only steps get
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from pybuildless.dockerfile import instructions as ins
 from pybuildless.dockerfile.parser import Stage, parse_onbuild_triggers
 from pybuildless.fs.extract import extract_layer
 from pybuildless.fs.ignore import IgnoreList
-from pybuildless.fs.layer import write_layer
+from pybuildless.fs.layer import whole_root_changes, write_layer
 from pybuildless.fs.snapshot import Changes, Snapshotter
 from pybuildless.image.model import Layer, ManifestImage, build_image
 
@@ -114,10 +115,13 @@ class StageBuilder:
         return self.snapshotter.take_paths([p.lstrip("/") for p in outcome.paths])
 
     def _commit_layer(self, changes: Changes) -> Layer | None:
+        return self._commit_layer_from(self.root, changes)
+
+    def _commit_layer_from(self, root, changes: Changes) -> Layer | None:
         if changes.empty:
             return None
         layer = write_layer(
-            self.root, changes, self.build.layer_dir,
+            root, changes, self.build.layer_dir,
             compression=self.options.compression, level=self.options.compression_level,
             clamp_mtime=self.build.clamp_mtime, docker=self._docker_media_types,
         )
@@ -179,7 +183,9 @@ class StageBuilder:
         self.ensure_root()
         outcome = handler(instruction, self.state)
         layer = None
-        if outcome.snapshot and not single:
+        if outcome.layer_root is not None:
+            layer = self._linked_layer(outcome, single)
+        elif outcome.snapshot and not single:
             layer = self._commit_layer(self._snapshot(outcome))
         if layer is not None:
             self.state.layers.append(layer)
@@ -188,6 +194,21 @@ class StageBuilder:
         if key is not None:
             self.build.cache_put(key, layer, outcome.created_by)
         return layer, False
+
+    def _linked_layer(self, outcome: Outcome, single: bool) -> Layer | None:
+        """COPY --link: the layer is the copied tree alone; it is then applied to the root."""
+        try:
+            changes = whole_root_changes(outcome.layer_root)
+            layer = self._commit_layer_from(outcome.layer_root, changes)
+        finally:
+            shutil.rmtree(outcome.layer_root, ignore_errors=True)
+        if layer is None:
+            return None
+        with layer.open_compressed() as blob:
+            extract_layer(blob, self.root, ignore=self.ignore, expect_diff_id=layer.diff_id)
+        assert self.snapshotter is not None
+        self.snapshotter.take_paths([p.lstrip("/") for p in outcome.paths or ()])  # now part of the baseline
+        return None if single else layer
 
     def _apply_cached(self, layer: Layer) -> None:
         """A hit after the root was already laid down: apply the cached layer to it too."""

@@ -19,6 +19,8 @@ class Outcome:
     snapshot: bool = False
     paths: tuple[str, ...] | None = None
     comment: str | None = None
+    # COPY --link: the layer is exactly this directory's tree, independent of the stage's files.
+    layer_root: str | None = None
 
 
 # Imported after Outcome exists: the handler modules import it from here.

@@ -58,16 +58,21 @@ def copy(i: ins.Copy, st) -> Outcome:
     if any(_is_url(s) for s in i.sources):
         raise i.error("source can't be a URL for COPY")
     touched: list[str] = []
+    # --link: copy into an empty tree that becomes the layer on its own (BuildKit's rule: the
+    # layer does not depend on what the stage holds, so it stays valid on another base).
+    link_root = tempfile.mkdtemp(prefix="link-", dir=st.build.scratch_dir) if i.link else None
+    target_root = link_root or str(st.root)
     with tempfile.TemporaryDirectory(dir=st.build.scratch_dir) as tmp:
         if i.inline:
             src, names = _inline(i, st, tmp)
-            touched += copy_files(src, _request(i, st, names), str(st.root)).touched
+            touched += copy_files(src, _request(i, st, names), target_root).touched
         if i.sources:
             src = st.build.source_root(i.from_, i) if i.from_ else st.build.context_source
-            touched += copy_files(src, _request(i, st, i.sources), str(st.root)).touched
+            touched += copy_files(src, _request(i, st, i.sources), target_root).touched
     names = list(i.sources) + [s.name for s in i.inline]
-    from_ = f"--from={i.from_} " if i.from_ else ""
-    return Outcome(f"COPY {from_}{' '.join(names)} {i.dest} # buildkit", snapshot=True, paths=tuple(touched))
+    flags = (f"--from={i.from_} " if i.from_ else "") + ("--link " if i.link else "")
+    return Outcome(f"COPY {flags}{' '.join(names)} {i.dest} # buildkit", snapshot=True, paths=tuple(touched),
+                   layer_root=link_root)
 
 
 # -- ADD ---------------------------------------------------------------------------------------
