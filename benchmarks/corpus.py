@@ -180,7 +180,7 @@ def pybuildless_build(ctx: Path, base: str, dest: str, cache_repo: str, work_dir
     profile_dir = os.environ.get("PYBUILDLESS_PROFILE")
     if profile_dir:
         Path(profile_dir).mkdir(parents=True, exist_ok=True)
-        name = dest.rsplit("/", 1)[-1].replace(":", "-")
+        name = work_dir.name  # "<case>-<attempt>-cold|warm"
         argv += ["-m", "cProfile", "-o", str(Path(profile_dir) / f"{name}.prof")]
     argv += ["-m", "pybuildless", "build", "-c", str(ctx), "-f", str(ctx / "Dockerfile"),
              "--build-arg", f"BASE={base}", "-d", dest, "--cache", "--cache-copy-layers",

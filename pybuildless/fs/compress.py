@@ -2,6 +2,8 @@
 
 The compressed digest (manifest), the diff_id (config) and both sizes are
 computed in the same pass as the (de)compression, never by re-reading.
+gzip is deflated in a helper thread (isal releases the GIL), so reading and
+tarring files overlaps with compressing, hashing and writing the blob.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from pybuildless.image.descriptor import Digest
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _CHUNK = 1 << 20
+# Deflate block handed to the compression thread. Blocks are cut at fixed offsets of the
+# uncompressed stream, so the blob's bytes depend only on its content, never on how the
+# caller split its writes.
+_GZIP_BLOCK = 1 << 20
 
 MEDIA_TYPES = {"gzip": mt.OCI_LAYER_GZIP, "zstd": mt.OCI_LAYER_ZSTD, "none": mt.OCI_LAYER}
 
@@ -160,6 +166,40 @@ def _gzip_level(level: int | None) -> int:
     return 2 if level <= 5 else 3
 
 
+class _ThreadedGzip:
+    """gzip deflated by one isal helper thread, fed fixed-size blocks.
+
+    isal's threaded writer deflates each block with the previous 32 KiB as its
+    dictionary, then writes and (through the sink) hashes the output in that
+    thread; the header has mtime 0 and no file name.
+    """
+
+    def __init__(self, sink: "_HashingSink", level: int) -> None:
+        self._file = igzip_threaded.open(sink, "wb", compresslevel=level, threads=1, block_size=_GZIP_BLOCK)
+        self._raw = self._file.raw  # bypass the BufferedWriter: its flush points follow the caller's writes
+        self._pending = bytearray()
+
+    def write(self, data) -> None:
+        self._pending += data
+        if len(self._pending) >= _GZIP_BLOCK:
+            whole = len(self._pending) - len(self._pending) % _GZIP_BLOCK
+            view = memoryview(self._pending)
+            try:
+                for start in range(0, whole, _GZIP_BLOCK):
+                    self._raw.write(view[start:start + _GZIP_BLOCK])
+            finally:
+                view.release()
+            del self._pending[:whole]
+
+    def close(self) -> None:
+        try:
+            if self._pending:
+                self._raw.write(bytes(self._pending))
+                self._pending.clear()
+        finally:
+            self._file.close()  # waits for the thread, writes the trailer; re-raises its errors
+
+
 class CompressingWriter:
     """Write an uncompressed tar stream; get the compressed blob and its BlobInfo.
 
@@ -176,7 +216,7 @@ class CompressingWriter:
         self._usize = 0
         self._info: BlobInfo | None = None
         if compression == "gzip":
-            self._comp = igzip.IGzipFile(filename="", mode="wb", fileobj=self._sink, compresslevel=_gzip_level(level), mtime=0)
+            self._comp = _ThreadedGzip(self._sink, _gzip_level(level))
         elif compression == "zstd":
             zlevel = 3 if level is None or level < 0 else level
             self._comp = zstandard.ZstdCompressor(level=zlevel, write_checksum=True).stream_writer(
@@ -196,6 +236,15 @@ class CompressingWriter:
 
     def tell(self) -> int:
         return self._usize
+
+    def abort(self) -> None:
+        """Give up on the blob (the caller discards it): stop the compression thread."""
+        if self._info is None and self._comp is not None:
+            try:
+                self._comp.close()
+            except Exception:  # noqa: BLE001 - the blob is being thrown away; the caller's error matters
+                pass
+            self._comp = None
 
     def close(self) -> BlobInfo:
         if self._info is None:

@@ -187,6 +187,7 @@ def write_layer(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".layer-", suffix=".tmp")
+    writer: CompressingWriter | None = None
     try:
         with os.fdopen(fd, "wb") as out:
             writer = CompressingWriter(out, compression, level)
@@ -222,6 +223,8 @@ def write_layer(
         final = out_dir / (blob.digest.hex + _EXT[compression])
         os.replace(tmp, final)
     except BaseException:
+        if writer is not None:
+            writer.abort()  # no compression thread outlives a failed layer
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
