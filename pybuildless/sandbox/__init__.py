@@ -5,8 +5,9 @@
 * ``chroot``: chroot into the stage root, private mount/pid/IPC/UTS
   namespaces when permitted (needs root);
 * ``inplace``: run in the builder's own root, Kaniko style (root must be /);
-* ``userns``: rootless, not available yet;
-* ``auto``: chroot when running as root.
+* ``userns``: rootless: the chroot isolation inside the user namespace the
+  builder re-executed itself in (``userns.maybe_reexec``, called at startup);
+* ``auto``: chroot when running as root (or inside that namespace).
 
 ``Sandbox.run(argv, env=, cwd=, user=, stdout=, network=, mounts=)`` returns
 the exit status (128+n when killed by signal n); ``mounts`` takes ``Mount``
@@ -24,12 +25,13 @@ from pybuildless.sandbox.chroot import ChrootSandbox
 from pybuildless.sandbox.extra_mounts import Mount
 from pybuildless.sandbox.inplace import InPlaceSandbox
 from pybuildless.sandbox.process import CommandNotFoundError
+from pybuildless.sandbox.userns import UsernsUnavailableError, in_reexecuted_namespace, maybe_reexec
 
 ISOLATIONS = ("auto", "chroot", "inplace", "userns")
 
 __all__ = [
     "ChrootSandbox", "CommandNotFoundError", "ISOLATIONS", "InPlaceSandbox", "Mount", "NETWORK_MODES", "Sandbox",
-    "Sink", "open_sandbox",
+    "Sink", "UsernsUnavailableError", "maybe_reexec", "open_sandbox",
 ]
 
 
@@ -41,9 +43,9 @@ def open_sandbox(kind: str, root: Path, **options: object) -> Sandbox:
     if kind == "auto":
         if os.geteuid() != 0:
             raise SandboxError(
-                "--isolation=auto: not running as root, and rootless isolation (userns) is not available "
-                "yet; run the builder as root or in a container with --isolation=inplace")
-        kind = "chroot"
+                "--isolation=auto: not running as root and not inside the builder's user namespace "
+                "(pybuildless.sandbox.userns.maybe_reexec was not called at startup)")
+        kind = "userns" if in_reexecuted_namespace() else "chroot"
     if kind == "chroot":
         return ChrootSandbox(root, **options)  # type: ignore[arg-type]
     if kind == "inplace":
@@ -51,5 +53,9 @@ def open_sandbox(kind: str, root: Path, **options: object) -> Sandbox:
             raise SandboxError(f"--isolation=inplace runs RUN in the builder's own root, but the stage root is {root}")
         return InPlaceSandbox(**options)  # type: ignore[arg-type]
     if kind == "userns":
-        raise SandboxError("--isolation=userns (rootless builds in a user namespace) is not available yet")
+        if not in_reexecuted_namespace():
+            raise SandboxError("--isolation=userns: this process is not inside the builder's user namespace "
+                               "(pybuildless.sandbox.userns.maybe_reexec must run at startup)")
+        # uid 0 with all capabilities over the namespace: the chroot isolation works as for root.
+        return ChrootSandbox(root, **options)  # type: ignore[arg-type]
     raise SandboxError(f"--isolation={kind}: unknown isolation (expected one of {', '.join(ISOLATIONS)})")

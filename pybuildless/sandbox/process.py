@@ -328,10 +328,7 @@ def _exec_command(spec: ChildSpec, out_w: int, err_w: int, devnull: int) -> None
         os.dup2(out_w, 2)
         if spec.capabilities is not None:
             _linux.limit_capabilities(spec.capabilities, spec.last_capability)
-        user = spec.user
-        os.setgroups(list(user.supplementary_gids))
-        os.setgid(user.gid)
-        os.setuid(user.uid)
+        _become(spec.user)
         # PDEATHSIG is cleared by a credential change: set it again.
         _linux.prctl(_linux.PR_SET_PDEATHSIG, signal.SIGKILL)
         # Python ignores SIGPIPE and SIGXFSZ; a shell pipeline expects defaults.
@@ -346,3 +343,30 @@ def _exec_command(spec: ChildSpec, out_w: int, err_w: int, devnull: int) -> None
             os._exit(EXIT_NOT_FOUND)
         _report(err_w, "setup", f"{type(exc).__name__}: {exc}")
     os._exit(_EXIT_SETUP_FAILED)
+
+
+def _setgroups_denied() -> bool:  # pragma: no cover - command child only
+    try:
+        with open("/proc/self/setgroups", "rb") as f:
+            return f.read().strip() == b"deny"
+    except OSError:
+        return False
+
+
+def _become(user: "ResolvedUser") -> None:  # pragma: no cover - command child only
+    """Switch to the step's user; explain the failures a single-id user namespace causes."""
+    try:
+        os.setgroups(list(user.supplementary_gids))
+    except PermissionError:
+        # A user namespace with a single id mapping denies setgroups; there are no
+        # other groups to drop or add in there anyway.
+        if not _setgroups_denied():
+            raise
+    try:
+        os.setgid(user.gid)
+        os.setuid(user.uid)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        raise OSError(exc.errno, f"uid {user.uid} / gid {user.gid} is not mapped in this user namespace "
+                      "(rootless build without /etc/subuid and /etc/subgid ranges: only 0 exists)") from None
