@@ -161,7 +161,8 @@ def _free_id(start: int) -> int:
 
 def _make_user(name: str, uid: int, base: Path) -> BuildUser:
     subprocess.run(["groupadd", "-g", str(uid), name], check=True, capture_output=True)
-    subprocess.run(["useradd", "-u", str(uid), "-g", str(uid), "-M", "-d", "/nonexistent", "-s", "/usr/sbin/nologin",
+    # No automatic subordinate ranges (useradd adds them when login.defs says so): the test sets its own.
+    subprocess.run(["useradd", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", "-u", str(uid), "-g", str(uid), "-M", "-d", "/nonexistent", "-s", "/usr/sbin/nologin",
                     name], check=True, capture_output=True)
     workspace = base / name
     for sub in ("", "home", "tmp", "root-view"):
@@ -339,7 +340,7 @@ def test_single_mapping_with_auto(tmp_path, users, registry, busybox_image) -> N
     proc = single.executor("--context", str(ctx2), "--dockerfile", str(ctx2 / "Dockerfile"), "--destination", ref)
     log = proc.stderr.decode(errors="replace")
     assert proc.returncode == 0, log
-    assert "single id mapping" in log and "isolation: userns (--isolation=auto" in log
+    assert "single id mapping" in log and "isolation: userns (--isolation=auto" in log, log
     image = unpack(f"docker://{ref}", tmp_path / "u")
     assert (image.rootfs / "made/f").read_text() == "ok\n"
     assert image.tree()["/made/f"][2:4] == (0, 0)
