@@ -271,6 +271,9 @@ USER user
 RUN echo "$(id -u):$(id -g)" > /tmp/who && mkdir /tmp/mine
 USER root
 RUN rm /bin/vi && mkdir -p /var/cache/x && touch /var/cache/x/y
+RUN --network=none --mount=type=cache,target=/cache --mount=type=tmpfs,target=/scratch \
+    set -e; test -c /dev/null; test -r /proc/self/status; test -d /sys/kernel; echo data > /dev/null; \
+    echo cached >> /cache/log; echo t > /scratch/t; test "$(grep -c : /proc/net/dev)" = 1
 """
 
 
@@ -289,6 +292,25 @@ def test_rootless_build_matches_root_build(tmp_path, users, registry, busybox_im
     assert (user_image.rootfs / "tmp/who").read_text() == "1000:1000\n"
     assert "/bin/vi" not in user_tree and user_tree["/opt/app/link"][4] == "out"
     assert user_image.config["config"]["User"] == root_image.config["config"]["User"] == "root"
+
+
+@pytest.mark.slow
+def test_root_with_userns_isolation_uses_an_identity_map(tmp_path, registry, busybox_image) -> None:
+    """Real root asking for userns: same image as chroot, built inside a user namespace."""
+    if os.geteuid() != 0:
+        pytest.skip("this case is about running as root")
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_image}\n"
+                        "RUN cat /proc/self/uid_map > /uidmap && mkdir /o && chown 1000:1000 /o\n"})
+    ref = registry.ref("userns/root-identity:1")
+    proc = subprocess.run([sys.executable, "-c", WRAPPER, "--context", str(ctx), "--dockerfile", str(ctx / "Dockerfile"),
+                           "--destination", ref, "--isolation", "userns"],
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, timeout=300)
+    log = proc.stderr.decode(errors="replace")
+    assert proc.returncode == 0, log
+    assert "identity id map" in log
+    image = unpack(f"docker://{ref}", tmp_path / "u")
+    assert (image.rootfs / "uidmap").read_text().split() == ["0", "0", "4294967295"]
+    assert image.tree()["/o"][2:4] == (1000, 1000)
 
 
 @pytest.mark.slow
