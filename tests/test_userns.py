@@ -370,6 +370,10 @@ def test_single_mapping_with_auto(tmp_path, users, registry, busybox_image) -> N
     proc = single.executor("--context", str(ctx3), "--dockerfile", str(ctx3 / "Dockerfile"), "--no-push")
     assert proc.returncode != 0
     assert b"Invalid argument" in proc.stdout + proc.stderr
+    ctx4 = _context(single, "single-user", f'FROM {base}\nUSER 1000\nRUN ["/bin/busybox", "true"]\n')
+    proc = single.executor("--context", str(ctx4), "--dockerfile", str(ctx4 / "Dockerfile"), "--no-push")
+    assert proc.returncode != 0
+    assert b"uid 1000 / gid 0 is not mapped in this user namespace" in proc.stderr, proc.stderr
 
 
 @pytest.mark.slow
