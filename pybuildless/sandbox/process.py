@@ -362,11 +362,11 @@ def _become(user: "ResolvedUser") -> None:  # pragma: no cover - command child o
         # other groups to drop or add in there anyway.
         if not _setgroups_denied():
             raise
-    try:
-        os.setgid(user.gid)
-        os.setuid(user.uid)
-    except OSError as exc:
-        if exc.errno != errno.EINVAL:
-            raise
-        raise OSError(exc.errno, f"uid {user.uid} / gid {user.gid} is not mapped in this user namespace "
-                      "(rootless build without /etc/subuid and /etc/subgid ranges: only 0 exists)") from None
+    for kind, ident, switch in (("gid", user.gid, os.setgid), ("uid", user.uid, os.setuid)):
+        try:
+            switch(ident)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            raise OSError(exc.errno, f"{kind} {ident} is not mapped in this user namespace (rootless build "
+                          "without /etc/subuid and /etc/subgid ranges for this user: only 0 exists)") from None
