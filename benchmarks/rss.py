@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from corpus import ROOT, run_measured  # noqa: E402
+from corpus import ROOT, precompile, pybuildless_env, run_measured  # noqa: E402
 from tests.fixtures.images import make_busybox_rootfs, push_layout, write_oci_layout  # noqa: E402
 from tests.fixtures.registry import start_registry  # noqa: E402
 
@@ -43,7 +43,7 @@ def build(ctx: Path, base: str, dest: str, work_dir: Path, profile: Path | None)
         argv += ["-m", "cProfile", "-o", str(profile / f"{ctx.name}.prof")]
     argv += ["-m", "pybuildless", "build", "-c", str(ctx), "-f", str(ctx / "Dockerfile"), "--build-arg",
              f"BASE={base}", "-d", dest, "--work-dir", str(work_dir)]
-    return run_measured(argv, cwd=ROOT, poll=0.005).check()
+    return run_measured(argv, cwd=ROOT, poll=0.005, env=pybuildless_env()).check()
 
 
 def main() -> int:
@@ -60,6 +60,7 @@ def main() -> int:
         work = Path(tmp)
         server, stop = start_registry(work / "registry")
         try:
+            precompile()
             layout = write_oci_layout(make_busybox_rootfs(work / "rootfs"), work / "layout")
             base = push_layout(layout, server, "bench/busybox:latest")
             for mode in modes:
