@@ -391,3 +391,17 @@ def test_blocked_namespaces_give_a_clear_error(users) -> None:
         err = proc.stderr.decode(errors="replace")
         assert proc.returncode != 0
         assert "max_user_namespaces is 0" in err, err
+
+
+@needs_root
+def test_termination_is_forwarded_once() -> None:
+    """SIGTERM sent to the waiting parent reaches the builder in the namespace, once."""
+    code = ("import sys; from pybuildless.sandbox import userns; "
+            "sys.exit(userns.run_in_namespace(userns.plan_for(0, 0), sys.argv[1:]))")
+    child = ('n=0; trap \'n=$((n+1))\' TERM; echo ready; i=0; '
+             'while [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); [ $n -gt 0 ] && break; done; sleep 0.3; exit $((40+n))')
+    proc = subprocess.Popen([sys.executable, "-c", code, "sh", "-c", child], stdout=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout.readline() == b"ready\n"
+    proc.send_signal(15)
+    assert proc.wait(timeout=30) == 41

@@ -331,27 +331,31 @@ def _read_all(fd: int) -> str:
 
 
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+# si_code of a signal the kernel raised itself: ^C, ^\ and hangups go to the whole
+# foreground process group, the child included, so forwarding would double them.
+_SI_KERNEL = 0x80
 
 
 def _wait_forwarding_signals(pid: int, err_r: int) -> int:
-    def forward(signum: int, _frame: object) -> None:
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-
-    previous = {sig: signal.signal(sig, forward) for sig in _FORWARDED}
+    watched = set(_FORWARDED) | {signal.SIGCHLD}
+    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
     try:
         while True:
             try:
-                _, status = os.waitpid(pid, 0)
-                break
+                done, status = os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
-                status = 1 << 8
+                done, status = pid, 1 << 8
+            if done:
                 break
+            info = signal.sigtimedwait(watched, 1.0)
+            if info is None or info.si_signo == signal.SIGCHLD or info.si_code == _SI_KERNEL:
+                continue
+            try:
+                os.kill(pid, info.si_signo)
+            except ProcessLookupError:
+                pass
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
     setup_error = _read_all(err_r)
     os.close(err_r)
     code = os.waitstatus_to_exitcode(status)
