@@ -15,12 +15,14 @@ Both builders end with the image in the same loopback registry: pybuildless ``bu
 the unchanged Dockerfile again (pybuildless from the registry cache, buildah from its storage).
 
 Prints per case the wall times, the ratios pybuildless/buildah (against bud+push and against bud
-alone) and pybuildless's peak RSS, then the medians. Needs root, docker-registry, skopeo, buildah.
+alone) and pybuildless's peak RSS, then the medians, and checks the warm builds: under 2 s, no base
+extraction, and the same image as the cold build (layers and runtime config). Needs root, docker-registry, skopeo, buildah.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -242,6 +244,24 @@ def buildah_driver(scratch: Path) -> str:
     return "overlay" if ok else "vfs"
 
 
+def image_differences(cold_ref: str, warm_ref: str) -> tuple[str, ...]:
+    """A cached rebuild must give the same image: same layers, same runtime config (only the
+    creation times may differ). Returns what differs."""
+    configs = []
+    for ref in (cold_ref, warm_ref):
+        out = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--config", "--raw", f"docker://{ref}"],
+                             capture_output=True, text=True, check=True).stdout
+        configs.append(json.loads(out))
+    cold, warm = configs
+    found = []
+    if cold["rootfs"]["diff_ids"] != warm["rootfs"]["diff_ids"]:
+        found.append("layers (rootfs.diff_ids)")
+    for key in sorted(set(cold.get("config", {})) | set(warm.get("config", {}))):
+        if cold.get("config", {}).get(key) != warm.get("config", {}).get(key):
+            found.append(f"config.{key}: {cold.get('config', {}).get(key)!r} -> {warm.get('config', {}).get(key)!r}")
+    return tuple(found)
+
+
 # --- one case -------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -253,6 +273,8 @@ class Figures:
     bah_cold_push: Run
     bah_warm_bud: Run
     bah_warm_push: Run
+
+    warm_differences: tuple[str, ...] = ()  # how the warm image differs from the cold one
 
     def warm_extracted(self) -> list[str]:
         return [line for line in self.pyb_warm.stderr.splitlines() if "extracted" in line]
@@ -272,25 +294,28 @@ def run_case(case: Case, work: Path, server, bases: dict[str, str], driver: str,
     local = f"localhost/bench-{tag}"
     buildah = Buildah(work / "buildah" / tag, driver)
     try:
-        pyb_cold = pybuildless_build(ctx, base, pyb_dest, cache_repo, work / "pyb" / f"{tag}-cold")
+        pyb_cold = pybuildless_build(ctx, base, f"{pyb_dest}-cold", cache_repo, work / "pyb" / f"{tag}-cold")
         bah_cold_bud = buildah.bud(ctx, base, local)
         bah_cold_push = buildah.push(local, bah_dest)
-        pyb_warm = pybuildless_build(ctx, base, pyb_dest, cache_repo, work / "pyb" / f"{tag}-warm")
+        pyb_warm = pybuildless_build(ctx, base, f"{pyb_dest}-warm", cache_repo, work / "pyb" / f"{tag}-warm")
+        differences = image_differences(f"{pyb_dest}-cold", f"{pyb_dest}-warm")
         bah_warm_bud = buildah.bud(ctx, base, local)
         bah_warm_push = buildah.push(local, bah_dest)
     finally:
         buildah.remove()
         shutil.rmtree(work / "buildah" / tag, ignore_errors=True)
         shutil.rmtree(work / "pyb", ignore_errors=True)
-    return Figures(case.name, pyb_cold, pyb_warm, bah_cold_bud, bah_cold_push, bah_warm_bud, bah_warm_push)
+    return Figures(case.name, pyb_cold, pyb_warm, bah_cold_bud, bah_cold_push, bah_warm_bud, bah_warm_push,
+                   differences)
 
 
 def best(figures: list[Figures]) -> Figures:
     """Of repeated attempts, the fastest of each measurement (noise on a shared machine only adds)."""
     def pick(attr: str) -> Run:
         return min((getattr(f, attr) for f in figures), key=lambda r: r.seconds)
+    differences = tuple(sorted({d for f in figures for d in f.warm_differences}))
     return Figures(figures[0].case, *(pick(a) for a in ("pyb_cold", "pyb_warm", "bah_cold_bud", "bah_cold_push",
-                                                         "bah_warm_bud", "bah_warm_push")))
+                                                         "bah_warm_bud", "bah_warm_push")), differences)
 
 
 # --- report ----------------------------------------------------------------------------------------
@@ -328,6 +353,11 @@ def report(results: list[Figures], driver: str) -> bool:
         ok &= fast and not extracted
         print(f"[{'ok' if fast and not extracted else 'FAIL'}] {f.case}: warm {f.pyb_warm.seconds:.2f}s < 2s, "
               f"base extraction: {'; '.join(extracted) if extracted else 'none'}")
+    for f in results:
+        same = not f.warm_differences
+        ok &= same
+        print(f"[{'ok' if same else 'FAIL'}] {f.case}: warm image = cold image"
+              + ("" if same else f" - differs in {'; '.join(f.warm_differences)}"))
     peak = max(r.peak_rss_kb for f in results for r in (f.pyb_cold, f.pyb_warm)) / 1024
     print(f"peak RSS of pybuildless over the corpus: {peak:.1f} MB")
     return ok
