@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol
 
 from pybuildless.build.chmod import Chmod
+from pybuildless.fs import owners
 from pybuildless.sandbox.rootpath import resolve_in_root as _resolve
 from pybuildless.errors import BuildError
 
@@ -211,12 +212,13 @@ class _Writer:
         self.links: dict[tuple[int, int], str] = {}
         self.dir_times: list[tuple[str, os.stat_result]] = []
 
-    def owner_of(self, st: os.stat_result) -> tuple[int, int]:
+    def owner_of(self, st: os.stat_result, src: str | None = None) -> tuple[int, int]:
         if self.req.owner is not None:
             return self.req.owner
         if self.src_root.is_context:
             return (0, 0)
-        return (st.st_uid, st.st_gid)
+        recorded = owners.recorded_owner(src) if src is not None else None
+        return recorded or (st.st_uid, st.st_gid)
 
     def ensure_parents(self, in_root_dir: str) -> None:
         """mkdir -p inside the root; new directories are 0755, owned by --chown or root."""
@@ -232,7 +234,7 @@ class _Writer:
             os.mkdir(host, 0o755)
             os.chmod(host, 0o755)
             uid, gid = self.req.owner or (0, 0)
-            os.lchown(host, uid, gid)
+            owners.chown_or_record(host, uid, gid)
             self.touched.append(current)
 
     def _walk(self, host_dir: str, rel_dir: str) -> Iterator[tuple[str, str, os.stat_result]]:
@@ -305,8 +307,8 @@ class _Writer:
                 return  # sockets are not copied
             if st.st_nlink > 1:
                 self.links[key] = dst
-        uid, gid = self.owner_of(st)
-        os.lchown(dst, uid, gid)
+        uid, gid = self.owner_of(st, src)
+        owners.chown_or_record(dst, uid, gid)
         if not stat.S_ISLNK(mode):
             perm = stat.S_IMODE(mode)
             if self.req.chmod is not None:
@@ -330,6 +332,8 @@ def _copy_xattrs(src: str, dst: str) -> None:
     except OSError:
         return
     for name in names:
+        if name == owners.OWNER_XATTR:
+            continue  # the copy's owner was set (or recorded) from --chown or the source already
         try:
             os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False), follow_symlinks=False)
         except OSError:

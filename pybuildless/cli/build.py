@@ -138,6 +138,11 @@ def command(**kw) -> None:
     if fmt == "color" and not sys.stderr.isatty():
         fmt = "text"  # Kaniko's default is color; escape codes only help a terminal
     setup_logging(kw["verbosity"], fmt, kw["log_timestamp"])
+    # Rootless: re-executes this command in a user namespace (and exits with its
+    # status) for userns, or auto when not root; before anything else starts.
+    from pybuildless.sandbox.userns import maybe_reexec
+
+    isolation = maybe_reexec(kw["isolation"])
     level = kw["compression_level"]
     options = BuildOptions(
         context=kw["context"],
@@ -160,7 +165,7 @@ def command(**kw) -> None:
         ignore_paths=tuple(kw["ignore_path"]),
         ignore_var_run=kw["ignore_var_run"],
         cleanup=kw["cleanup"],
-        isolation=kw["isolation"],
+        isolation=isolation,
         force=kw["force"],
         jobs=kw["jobs"],
         kaniko_dir=kw["kaniko_dir"],

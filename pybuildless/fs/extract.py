@@ -21,7 +21,7 @@ from typing import BinaryIO
 import zstandard
 
 from pybuildless.errors import DigestMismatchError, ImageFormatError, LayerSecurityError, PybuildlessError
-from pybuildless.fs import secure
+from pybuildless.fs import owners, secure
 from pybuildless.fs.compress import HashingReader, open_decompressed
 from pybuildless.fs.ignore import IgnoreList
 from pybuildless.fs.whiteouts import WHITEOUT_PREFIX, apply_whiteout
@@ -149,7 +149,9 @@ def _xattrs(member: tarfile.TarInfo) -> list[tuple[str, bytes]]:
     for key, value in member.pax_headers.items():
         if key.startswith("SCHILY.xattr."):
             name = key[len("SCHILY.xattr."):]
-            if name.startswith(_XATTR_ALLOWED):
+            if name == owners.OWNER_XATTR:
+                log.debug("dropping %s on %s: only the builder itself records it", name, member.name)
+            elif name.startswith(_XATTR_ALLOWED):
                 out.append((name, value.encode("utf-8", "surrogateescape")))
             else:
                 log.debug("dropping xattr %s on %s", name, member.name)
@@ -312,7 +314,7 @@ class _Applier:
 
     def _owner_nofollow(self, m: tarfile.TarInfo, pfd: int, base: str) -> None:
         if self.same_owner:
-            os.chown(base, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False)
+            owners.lchown_or_skip(base, m.uid, m.gid, dir_fd=pfd)
 
     def _set_xattrs_fd(self, m: tarfile.TarInfo, fd: int) -> None:
         for name, value in _xattrs(m):
@@ -336,7 +338,7 @@ class _Applier:
                 while view:
                     view = view[os.write(fd, view):]
             if self.same_owner:
-                os.fchown(fd, m.uid, m.gid)
+                owners.fchown_or_record(fd, m.uid, m.gid)
             self._set_xattrs_fd(m, fd)
             os.fchmod(fd, m.mode & 0o7777)  # after chown, which clears setuid/setgid
             os.utime(fd, ns=(_mtime_ns(m),) * 2)
@@ -348,7 +350,7 @@ class _Applier:
         fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
         try:
             if self.same_owner:
-                os.fchown(fd, m.uid, m.gid)
+                owners.fchown_or_record(fd, m.uid, m.gid)
             self._set_xattrs_fd(m, fd)
             mode = m.mode & 0o7777
             if not self.privileged and mode & 0o700 != 0o700:
@@ -370,7 +372,7 @@ class _Applier:
         fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self.rootfd)
         try:
             if self.same_owner:
-                os.fchown(fd, m.uid, m.gid)
+                owners.fchown_or_record(fd, m.uid, m.gid)
             os.fchmod(fd, m.mode & 0o7777)
         finally:
             os.close(fd)

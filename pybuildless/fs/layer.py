@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterable
 
 from pybuildless.errors import BuildError, UsageError
-from pybuildless.fs import secure
+from pybuildless.fs import owners, secure
 from pybuildless.fs.changes import Changes, read_xattrs
 from pybuildless.fs.compress import CompressingWriter
 from pybuildless.fs.ignore import IgnoreList
@@ -156,6 +156,12 @@ def _entry_info(full: str, rel: str, st: os.stat_result, clamp: int | None, link
         log.debug("skipping socket /%s", rel)
         return None
     for name, value in read_xattrs(full):
+        if name == owners.OWNER_XATTR:
+            # the owner extraction could not apply (single-id user namespace)
+            recorded = owners.decode(value)
+            if recorded is not None:
+                info.uid, info.gid = recorded
+            continue
         info.pax_headers["SCHILY.xattr." + name] = value.decode("utf-8", "surrogateescape")
     return info
 
