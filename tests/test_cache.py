@@ -128,3 +128,17 @@ def test_warmer_fills_the_base_cache_used_without_pulling(tmp_path, registry, bu
     out = build(tmp_path, ctx, registry.ref("cache/warmed:1"), "--cache-dir", str(cache_dir), "-v", "debug")
     assert b"from the cache in" in out.stderr
     assert b"pulled layer" not in out.stderr
+
+
+def test_cached_workdir_keeps_the_config_and_later_keys(tmp_path, registry, busybox_image):
+    dockerfile = f"FROM {busybox_image}\nWORKDIR /app\nCOPY app.txt .\nRUN cat app.txt > copy\n"
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": dockerfile, "app.txt": "v1"})
+    ref = registry.ref("cache/workdir:1")
+    build(tmp_path, ctx, ref)
+    cold = unpack(f"docker://{ref}", tmp_path / "cold")
+    warm_proc = build(tmp_path, ctx, ref)
+    assert set(steps(warm_proc.stderr).values()) == {"cached"}, steps(warm_proc.stderr)
+    assert b"extracted" not in warm_proc.stderr
+    warm = unpack(f"docker://{ref}", tmp_path / "warm")
+    assert warm.container["WorkingDir"] == "/app"
+    assert warm.manifest["layers"] == cold.manifest["layers"]

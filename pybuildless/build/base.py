@@ -71,6 +71,7 @@ def load_base(
     registry: RegistryOptions,
     blob_dir: Path,
     cache_dir: Path | None = None,
+    lazy: bool = False,
 ) -> BaseImage:
     """Resolve FROM's image (already expanded; stage names are handled by the caller)."""
     if name == "scratch":
@@ -91,6 +92,12 @@ def load_base(
         cached = lookup(cache_dir, name, platform=platform, options=registry)
         if cached is not None:
             return from_image(cached, str(ref))
+    if lazy:
+        # With the layer cache a stage may never need its base's files: blobs are then
+        # streamed from the registry only if and when the root is laid down.
+        from pybuildless.registry.remote import fetch_image
+
+        return from_image(fetch_image(ref, platform=platform, options=registry), str(ref))
     image = pull_image(ref, blob_dir, platform=platform, options=registry)
     base = from_image(image, str(ref))
     base.layers = [_sourced(layer, ref) for layer in base.layers]

@@ -211,6 +211,14 @@ class _Writer:
         self.touched: list[str] = []
         self.links: dict[tuple[int, int], str] = {}
         self.dir_times: list[tuple[str, os.stat_result]] = []
+        # in-root directory -> host path: copying a tree resolves each parent once, not per file
+        self._resolved: dict[str, str] = {}
+
+    def _parent(self, in_root_dir: str) -> str:
+        host = self._resolved.get(in_root_dir)
+        if host is None:
+            host = self._resolved[in_root_dir] = resolve_in_root(self.dest_root, in_root_dir)
+        return host
 
     def owner_of(self, st: os.stat_result, src: str | None = None) -> tuple[int, int]:
         if self.req.owner is not None:
@@ -278,7 +286,7 @@ class _Writer:
             self.copy_entry(host, st, posixpath.join(target, rel))
 
     def copy_entry(self, src: str, st: os.stat_result, target: str) -> None:
-        parent = resolve_in_root(self.dest_root, posixpath.dirname(target) or "/")
+        parent = self._parent(posixpath.dirname(target) or "/")
         dst = os.path.join(parent, posixpath.basename(target)) if posixpath.basename(target) else parent
         mode = st.st_mode
         existing = os.lstat(dst) if os.path.lexists(dst) else None
@@ -299,6 +307,8 @@ class _Writer:
                 return
             if stat.S_ISLNK(mode):
                 os.symlink(os.readlink(src), dst)
+                # a new link can change what paths below it resolve to
+                self._resolved = {k: v for k, v in self._resolved.items() if not (k + "/").startswith(target + "/")}
             elif stat.S_ISREG(mode):
                 shutil.copyfile(src, dst, follow_symlinks=False)
             elif stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode):

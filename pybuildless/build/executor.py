@@ -284,7 +284,8 @@ def _build_stage(run: BuildRun, plan, glob: GlobalArgs, index: int, position: in
     else:
         stage_platform = Platform.parse(base_spec.platform) if base_spec.platform else run.platform
         base = load_base(base_spec.image or "scratch", platform=stage_platform, registry=run.registry,
-                         blob_dir=run.blob_dir, cache_dir=options.cache_dir if options.cache else None)
+                         blob_dir=run.blob_dir, cache_dir=options.cache_dir if options.cache else None,
+                         lazy=options.cache)
         env_list = (base.config.get("config") or {}).get("Env") or []
         scope = StageEnv(glob, build_args, image_env=env_list)
     builder = StageBuilder(stage, base, build=run, position=(position, len(plan.order)), root=root,

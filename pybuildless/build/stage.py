@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from pybuildless.build import imageconfig
 from pybuildless.build.base import BaseImage
-from pybuildless.build.commands import HANDLERS, KEY_PARTS, Outcome
+from pybuildless.build.commands import CONFIG_EFFECTS, HANDLERS, KEY_PARTS, Outcome
 from pybuildless.cache.keys import chain
 from pybuildless.build.progress import Progress
 from pybuildless.dockerfile.args import StageEnv
@@ -174,6 +174,9 @@ class StageBuilder:
             key = chain(self.key, parts) if parts is not None else None
             hit = cache.get(key) if key is not None else None
             if hit is not None:
+                effect = CONFIG_EFFECTS.get(type(instruction))
+                if effect is not None:
+                    effect(instruction, self.state)
                 if hit.layer is not None:
                     self.state.layers.append(hit.layer)
                     self._apply_cached(hit.layer)

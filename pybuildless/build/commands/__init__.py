@@ -53,3 +53,8 @@ KEY_PARTS: dict[type, object] = {
     ins.Add: files.add_key_parts,
     ins.Workdir: workdir.key_parts,
 }
+
+# Config changes of filesystem steps, applied on a cache hit too (the handler does not run then).
+CONFIG_EFFECTS: dict[type, object] = {
+    ins.Workdir: workdir.set_workdir,
+}

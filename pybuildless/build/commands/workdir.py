@@ -31,9 +31,15 @@ def make_dirs(st, path: str) -> list[str]:
     return created
 
 
-def workdir(i: ins.Workdir, st) -> Outcome:
+def set_workdir(i: ins.Workdir, st) -> str:
+    """WORKDIR's config change; also applied when the step's layer comes from the cache."""
     path = posixpath.normpath(posixpath.join(st.workdir, i.value))
     st.container_config["WorkingDir"] = path
+    return path
+
+
+def workdir(i: ins.Workdir, st) -> Outcome:
+    path = set_workdir(i, st)
     created = make_dirs(st, path)
     return Outcome(f"WORKDIR {path}", snapshot=bool(created), paths=tuple(created) or None)
 
