@@ -30,7 +30,7 @@ from pybuildless.image import mediatypes as mt
 from pybuildless.image.descriptor import Descriptor, Digest
 from pybuildless.image.layout import LAYOUT_VERSION, REF_NAME
 from pybuildless.image.model import Image, ManifestImage, canonical_json, image_from_raw_config
-from pybuildless.image.validate import sniff_compression
+from pybuildless.image.validate import HashingStream, sniff_compression
 from pybuildless.registry.reference import parse_reference
 
 log = logging.getLogger(__name__)
@@ -55,19 +55,6 @@ def split_repo_tag(name: str) -> tuple[str, str]:
     if colon > slash:
         return name[:colon], name[colon + 1 :]
     return name, "latest"
-
-
-class _HashingReader:
-    def __init__(self, inner: BinaryIO) -> None:
-        self.inner = inner
-        self.sha = hashlib.sha256()
-        self.size = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.inner.read(n)
-        self.sha.update(data)
-        self.size += len(data)
-        return data
 
 
 def _info(name: str, size: int = 0, *, directory: bool = False) -> tarfile.TarInfo:
@@ -134,7 +121,7 @@ def _write_entries(tar: tarfile.TarFile, entries: Sequence[tuple[Image, Sequence
             if str(layer.digest) in written:
                 continue
             with layer.open_compressed() as src:
-                hashing = _HashingReader(src)
+                hashing = HashingStream(src)
                 tar.addfile(_info(name, layer.size), hashing)  # reads exactly layer.size bytes
                 if hashing.size != layer.size or hashing.sha.hexdigest() != layer.digest.hex or src.read(1):
                     raise DigestMismatchError(f"layer {layer.digest}: content does not match its digest or size")

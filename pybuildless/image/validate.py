@@ -24,7 +24,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
-class _Hashing:
+class HashingStream:
     """A readable stream that hashes and counts what is read through it."""
 
     def __init__(self, inner: BinaryIO) -> None:
@@ -75,7 +75,7 @@ def _json(raw: bytes, what: str) -> dict[str, Any]:
 
 def _check_layer_bytes(i: int, layer: Layer, decompress: bool) -> None:
     with layer.open_compressed() as f:
-        hashing = _Hashing(f)
+        hashing = HashingStream(f)
         if decompress:
             head = f.read(4)
             hashing.sha.update(head)
