@@ -262,9 +262,10 @@ def test_mirrors_and_registry_map_with_fallback(registry, busybox_image):
 
 
 def test_registry_options_from_build_options():
+    from pybuildless.build.executor import registry_options
     from pybuildless.build.options import BuildOptions
 
-    opts = RegistryOptions.from_build_options(BuildOptions(
+    opts = registry_options(BuildOptions(
         insecure_registries=("a.example",), skip_tls_verify=True, registry_map=(("x", "y"),),
         registry_mirrors=("m.example",), registry_certificates=(("c.example", "/ca.pem"),), push_retry=5))
     assert opts.insecure_registries == ("a.example",) and opts.plain_http("a.example")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Any
 
 from pybuildless.errors import UsageError
 from pybuildless.registry.credentials import Keychain, default_keychain
@@ -82,23 +81,6 @@ class RegistryOptions:
             repository = f"{prefix}/{ref.repository}" if prefix else ref.repository
             out.append(ref.with_registry(normalise_registry(host), repository))
         return out
-
-    @classmethod
-    def from_build_options(cls, opts: Any, keychain: Keychain | None = None) -> "RegistryOptions":
-        """Map the executor's flags (``BuildOptions``) onto registry options."""
-        return cls(
-            insecure_registries=tuple(opts.insecure_registries),
-            insecure=bool(opts.insecure),
-            insecure_pull=bool(getattr(opts, "insecure_pull", False)),
-            skip_tls_verify=bool(opts.skip_tls_verify),
-            skip_tls_verify_pull=bool(getattr(opts, "skip_tls_verify_pull", False)),
-            skip_tls_verify_registries=tuple(getattr(opts, "skip_tls_verify_registries", ())),
-            certificates=tuple(getattr(opts, "registry_certificates", ())),
-            registry_mirrors=tuple(getattr(opts, "registry_mirrors", ())),
-            registry_map=tuple(getattr(opts, "registry_map", ())),
-            retries=max(3, int(getattr(opts, "push_retry", 0) or 0), int(getattr(opts, "image_download_retry", 0) or 0)),
-            keychain=keychain,
-        )
 
 
 def is_loopback(host: str) -> bool:
