@@ -16,6 +16,13 @@ removed after the step), there is no /proc or /sys, daemons are still killed
 through the monitor's process-group/session/subreaper sweep, ``--network=none``
 and extra mounts are refused, and CAP_SYS_CHROOT is dropped too so the step
 cannot use the classic double-chroot escape.
+
+``overlay=True`` runs each step on an overlay mount over the root (see
+``pybuildless.fs.overlay``) when the probe says overlay mounts are allowed:
+the step's changes are read from the upper dir (``take_overlay_changes``)
+and moved onto the root before ``run`` returns, so the root is always the
+truth. Where overlay mounts are refused, ``run`` writes straight into the root
+and ``take_overlay_changes`` returns None: the caller walks the root instead.
 """
 
 from __future__ import annotations
@@ -29,10 +36,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from pybuildless.errors import SandboxError
+from pybuildless.fs.changes import Changes
+from pybuildless.fs.overlay import apply_upper, overlay_changes
 from pybuildless.sandbox import _linux
 from pybuildless.sandbox.base import Sink, as_sink, check_run_args, mounts_below, probe_namespaces
 from pybuildless.sandbox.extra_mounts import Mount, PreparedMount, apply_extra_mounts, prepare_extra_mounts
 from pybuildless.sandbox.mounts import MountPlan, apply_mounts, prepare_fallback, prepare_mounts, remove_scratch
+from pybuildless.sandbox.overlay_mount import OverlayDirs, OverlaySupport, mount_overlay
 from pybuildless.sandbox.process import ChildSpec, run_child
 
 if TYPE_CHECKING:
@@ -43,7 +53,11 @@ log = logging.getLogger(__name__)
 _BASE_NAMESPACES = _linux.CLONE_NEWNS | _linux.CLONE_NEWPID | _linux.CLONE_NEWIPC | _linux.CLONE_NEWUTS
 
 
-def _mount_all(plan: MountPlan, extra: list[PreparedMount]) -> None:
+def _mount_all(plan: MountPlan, extra: list[PreparedMount], overlay: OverlayDirs | None = None,
+               userxattr: bool = False) -> None:
+    if overlay is not None:
+        # first, so /proc, /dev and the RUN --mount targets are mounted on the merged view
+        mount_overlay(str(plan.root), str(overlay.upper), str(overlay.work), userxattr=userxattr)
     # The root must be a mount point for pivot_root; the mounts below go on top of this one.
     _linux.mount(str(plan.root), plan.root, None, _linux.MS_BIND | _linux.MS_REC)
     apply_mounts(plan)
@@ -52,8 +66,11 @@ def _mount_all(plan: MountPlan, extra: list[PreparedMount]) -> None:
 
 class ChrootSandbox:
     def __init__(self, root: Path, *, namespaces: bool | None = None, hostname: str | None = None,
-                 scratch_parent: Path | None = None) -> None:
-        """``namespaces``: None probes, False forces the plain-chroot fallback."""
+                 scratch_parent: Path | None = None, overlay: bool = False) -> None:
+        """``namespaces``: None probes, False forces the plain-chroot fallback.
+
+        ``overlay``: run steps on an overlay mount when this process may mount one.
+        """
         self.root = Path(os.path.abspath(root))
         if not self.root.is_dir():
             raise SandboxError(f"RUN root {self.root} is not a directory")
@@ -67,6 +84,31 @@ class ChrootSandbox:
         self._remove_scratch = weakref.finalize(self, remove_scratch, self._scratch)
         self._closed = False
         self._last_cap = _linux.last_capability()
+        self._overlay = self._probe_overlay() if overlay else None
+        self._overlay_changes: Changes | None = None
+
+    def _probe_overlay(self) -> OverlaySupport | None:
+        if not self.namespaces:
+            log.info("overlay snapshots off: no mount namespace here; snapshots walk the root")
+            return None
+        support = OverlaySupport.probe(self.root.parent)
+        if not support.usable:
+            log.info("overlay snapshots off: overlay mounts are refused here (%s); snapshots walk the root",
+                     support.reason)
+            return None
+        log.debug("RUN steps run on overlay mounts (userxattr=%s)", support.userxattr)
+        return support
+
+    @property
+    def overlay(self) -> bool:
+        """Whether steps run on an overlay mount (asked for, and the probe allowed it)."""
+        return self._overlay is not None
+
+    def take_overlay_changes(self) -> Changes | None:
+        """The changes of the last ``run`` read from its overlay upper dir (already applied to
+        the root), once; None when it did not run on an overlay."""
+        changes, self._overlay_changes = self._overlay_changes, None
+        return changes
 
     def run(self, argv: list[str], *, env: dict[str, str], cwd: str, user: "ResolvedUser",
             stdout: Sink, network: str = "default", mounts: Sequence[Mount] = ()) -> int:
@@ -80,7 +122,9 @@ class ChrootSandbox:
             flags |= _linux.CLONE_NEWNET
         if mounts and not self.namespaces:
             raise SandboxError("RUN --mount needs a mount namespace, which cannot be created here")
+        self._overlay_changes = None
         before = set(mounts_below(self.root))
+        dirs = OverlayDirs.create(self.root.parent) if self._overlay is not None else None
         if self.namespaces:
             plan = prepare_mounts(self.root, self._scratch)
         else:
@@ -94,7 +138,9 @@ class ChrootSandbox:
                 user=user,
                 chroot=str(self.root),
                 unshare_flags=flags,
-                setup_mounts=functools.partial(_mount_all, plan, extra) if self.namespaces else None,
+                setup_mounts=functools.partial(_mount_all, plan, extra, dirs,
+                                               self._overlay is not None and self._overlay.userxattr)
+                if self.namespaces else None,
                 proc_mountpoint=str(plan.targets["proc"]) if "proc" in plan.targets else None,
                 loopback_up=network == "none",
                 hostname=self.hostname,
@@ -103,9 +149,22 @@ class ChrootSandbox:
                 else _linux.RUN_CAPABILITIES - {_linux.CAP_SYS_CHROOT},
                 last_capability=self._last_cap,
             )
-            return run_child(spec, as_sink(stdout))
+            code = run_child(spec, as_sink(stdout))
+            if dirs is not None:
+                # read before the cleanup below changes the lower dirs' metadata
+                self._overlay_changes = overlay_changes(dirs.upper, lower=self.root)
+            return code
         finally:
             plan.cleanup()
+            if dirs is not None:
+                try:
+                    if self._overlay_changes is not None:
+                        apply_upper(dirs.upper, self.root)
+                except OSError as exc:
+                    self._overlay_changes = None
+                    raise SandboxError(f"cannot move the RUN step's overlay changes onto {self.root}: {exc}") from exc
+                finally:
+                    dirs.remove()
             left = sorted(set(mounts_below(self.root)) - before)
             if left:
                 # Cannot happen with a private namespace; refuse to snapshot over mounts.
