@@ -87,9 +87,3 @@ class Buildah:
                  f"--signature-policy={self.home / 'policy.json'}", *flags,
                  "-f", str(context / "Dockerfile"), "-t", ref, str(context))
         self.run("push", "--tls-verify=false", f"--signature-policy={self.home / 'policy.json'}", ref)
-
-    def remove_everything(self) -> None:
-        """Drop all images and containers (a cold start for the next build), keeping the configuration."""
-        subprocess.run(["buildah", *self._global_flags(), "rm", "--all"], env=self._env(), capture_output=True)
-        subprocess.run(["buildah", *self._global_flags(), "rmi", "--all", "--force"], env=self._env(),
-                       capture_output=True)
