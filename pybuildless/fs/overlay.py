@@ -144,6 +144,17 @@ def overlay_changes(upper: Path | str, *, lower: Path | str | None = None,
     return Changes(tuple(sorted(added)), tuple(sorted(modified)), tuple(sorted(deleted)), tuple(sorted(opaque)))
 
 
+def without_ignored(changes: Changes, ignore: IgnoreList | None) -> Changes:
+    """``changes`` minus the paths the build never snapshots."""
+    if not ignore:
+        return changes
+
+    def keep(paths: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(p for p in paths if not ignore.is_ignored("/" + p))
+
+    return Changes(keep(changes.added), keep(changes.modified), keep(changes.deleted), keep(changes.opaque))
+
+
 def snapshot_tops(changes: Changes) -> list[str]:
     """The paths to hand to ``Snapshotter.take_paths`` so it adopts an applied upper dir.
 
