@@ -234,7 +234,7 @@ def overlay_usable(tmp_path_factory) -> bool:
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
 def test_overlay_run_matches_the_stat_walk(tmp_path, overlay_usable, name) -> None:
     walk_root, ovl_root = _seed(tmp_path / "walk" / "root"), _seed(tmp_path / "ovl" / "root")
-    walked = Snapshotter(walk_root, watch=False)
+    walked = Snapshotter(walk_root)  # inotify: tells a recreated dir even when its inode number is reused
     walked.baseline()
     tracked = Snapshotter(ovl_root, watch=False)
     tracked.baseline()
@@ -254,6 +254,17 @@ def test_overlay_run_matches_the_stat_walk(tmp_path, overlay_usable, name) -> No
     assert adopted.deleted == from_upper.deleted and set(adopted.paths) <= set(from_upper.paths)
     assert tracked.take().empty
     assert sorted(os.listdir(tmp_path / "ovl")) == ["root"], "upper and work dirs are removed"
+
+
+def test_writing_through_a_lower_hard_link_breaks_it_as_docker_does(tmp_path, overlay_usable) -> None:
+    root = _seed(tmp_path / "root")
+    (root / "shared").write_text("data\n")
+    os.link(root / "shared", root / "shared2")
+    with ChrootSandbox(root, overlay=True) as sandbox:
+        _run(sandbox, "echo replaced > /shared")
+        assert sandbox.take_overlay_changes().paths == ("shared",)
+    assert (root / "shared").read_text() == "replaced\n" and (root / "shared2").read_text() == "data\n"
+    assert os.lstat(root / "shared").st_ino != os.lstat(root / "shared2").st_ino
 
 
 def test_failed_probe_falls_back_to_writing_into_the_root(tmp_path, overlay_usable, caplog) -> None:
@@ -315,3 +326,49 @@ def test_overlay_in_a_user_namespace_uses_user_xattrs(tmp_path, overlay_usable) 
     assert out["ovl_changes"] == [["etc/group", "keep/k"], ["data"]]
     assert out["ovl_tree"] == out["walk_tree"]
     assert not any(".overlay." in name for name in out["xattrs"])
+
+
+# --- whole builds: overlay snapshots against the stat walk (the stage loop takes the upper's diff) ---
+
+E2E_DOCKERFILE = """\
+FROM {base} AS base
+RUN mkdir -p /keep /gone/sub /redo /etc/app && echo a > /gone/sub/f && echo old > /redo/old && echo k > /keep/k \\
+    && echo conf > /etc/app/conf && echo data > /shared && ln /shared /shared2
+FROM base AS work
+RUN rm -rf /gone && rm /keep/k && rm -rf /redo && mkdir /redo && echo new > /redo/new
+RUN echo data > /a && ln /a /b && cp /bin/busybox /suid && chmod 4755 /suid && chown 1000:1000 /a && \\
+    chmod 700 /keep && ln -s /a /link && rm /etc/app/conf && rmdir /etc/app
+RUN test -f /redo/new && test ! -e /gone && cat /a /b > /both && rm -rf /redo && echo file > /redo
+COPY --from=base /etc/passwd /copied-passwd
+RUN rm /copied-passwd && touch /copied-later
+FROM base
+COPY --from=work /both /suid /out/
+RUN ls -la /out > /listing
+"""
+
+
+def _build(tmp_path: Path, registry, base: str, name: str, *flags: str):
+    from tests.buildkit import executor, unpack, write_context
+
+    ctx = write_context(tmp_path / f"ctx-{name}", {"Dockerfile": E2E_DOCKERFILE.format(base=base)})
+    ref = registry.ref(f"overlay/{name}:1")
+    proc = executor("--context", str(ctx), "--dockerfile", str(ctx / "Dockerfile"), "--destination", ref,
+                    "--target", "work", "-v", "debug", *flags, cwd=tmp_path)
+    work = unpack(f"docker://{ref}", tmp_path / f"u-{name}")
+    return work, proc.stderr.decode(errors="replace")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (chroot)")
+def test_builds_with_overlay_snapshots_match_the_stat_walk(tmp_path, registry, busybox_image) -> None:
+    walked, walk_log = _build(tmp_path, registry, busybox_image, "walk", "--no-overlay-snapshots")
+    ovl, ovl_log = _build(tmp_path, registry, busybox_image, "ovl", "--overlay-snapshots")
+    assert "overlay upper dir" in ovl_log and "overlay upper dir" not in walk_log
+    assert tree_with_links(ovl.rootfs) == tree_with_links(walked.rootfs)
+    tree = ovl.tree()
+    assert "/gone" not in tree and "/keep/k" not in tree and tree["/redo"][0] == "f"
+    assert tree["/suid"][1] == 0o4755 and tree["/a"][2:4] == (1000, 1000) and tree["/keep"][1] == 0o700
+    assert (ovl.rootfs / "both").read_text() == "data\ndata\n" and "/etc/app" not in tree
+    assert os.lstat(ovl.rootfs / "a").st_ino == os.lstat(ovl.rootfs / "b").st_ino
+    assert "/copied-passwd" not in tree and "/copied-later" in tree
+    assert len(ovl.manifest["layers"]) == len(walked.manifest["layers"])
