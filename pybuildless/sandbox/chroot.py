@@ -31,6 +31,7 @@ import functools
 import logging
 import os
 import tempfile
+import time
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -86,6 +87,7 @@ class ChrootSandbox:
         self._last_cap = _linux.last_capability()
         self._overlay = self._probe_overlay() if overlay else None
         self._overlay_changes: Changes | None = None
+        self.overlay_seconds = 0.0  # reading and applying the last step's upper dir
 
     def _probe_overlay(self) -> OverlaySupport | None:
         if not self.namespaces:
@@ -152,14 +154,20 @@ class ChrootSandbox:
             code = run_child(spec, as_sink(stdout))
             if dirs is not None:
                 # read before the cleanup below changes the lower dirs' metadata
+                started = time.perf_counter()
                 self._overlay_changes = overlay_changes(dirs.upper, lower=self.root)
+                self.overlay_seconds = time.perf_counter() - started
             return code
         finally:
             plan.cleanup()
             if dirs is not None:
                 try:
                     if self._overlay_changes is not None:
-                        apply_upper(dirs.upper, self.root)
+                        started = time.perf_counter()
+                        applied = apply_upper(dirs.upper, self.root)
+                        self.overlay_seconds += time.perf_counter() - started
+                        log.debug("overlay upper dir: %d entries read and applied in %.1f ms", applied,
+                                  self.overlay_seconds * 1000)
                 except OSError as exc:
                     self._overlay_changes = None
                     raise SandboxError(f"cannot move the RUN step's overlay changes onto {self.root}: {exc}") from exc
