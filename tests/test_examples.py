@@ -97,3 +97,69 @@ def test_kubernetes_executor_is_unprivileged_with_limits_and_credentials(manifes
         assert mounts["/kaniko/.docker/config.json"]["name"] in secrets
         assert "/workspace" in mounts
         assert "--context=dir:///workspace" in executor["args"]
+
+
+# --- the rootless variant ------------------------------------------------------------------------
+
+ROOTLESS_POD = ROOT / "examples" / "kubernetes" / "rootless-pod.yaml"
+EXECUTOR_DOCKERFILE = ROOT / "Dockerfile.executor"
+
+
+def _stage_instructions(stage: str) -> list[tuple[str, str]]:
+    """(instruction, value) of one stage of Dockerfile.executor, as dockerfile-parse reads it."""
+    import io
+
+    from dockerfile_parse import DockerfileParser
+
+    parser = DockerfileParser(fileobj=io.BytesIO(EXECUTOR_DOCKERFILE.read_bytes()))
+    found, current = [], None
+    for ins in parser.structure:
+        if ins["instruction"] == "FROM":
+            words = ins["value"].split()
+            current = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
+            continue
+        if current == stage:
+            found.append((ins["instruction"], ins["value"]))
+    return found
+
+
+def test_rootless_target_runs_as_uid_1000_with_subordinate_ids_and_userns() -> None:
+    steps = _stage_instructions("rootless")
+    assert ("USER", "1000:1000") in steps
+    env = " ".join(v for k, v in steps if k == "ENV")
+    assert "PYBUILDLESS_ISOLATION=userns" in env and "TMPDIR=/home/build/work" in env
+    run = " ".join(v for k, v in steps if k == "RUN")
+    assert 'echo "build:100000:65536" > /etc/subuid' in run and 'echo "build:100000:65536" > /etc/subgid' in run
+    assert "useradd --uid 1000 --gid 1000" in run and "uidmap" in run
+    assert "install -d -o 1000 -g 1000 -m 0700 /home/build/work" in run
+    assert ("ENTRYPOINT", '["/kaniko/executor"]') in steps
+    # the default target is still Kaniko's in-place executor
+    last_from = [line for line in EXECUTOR_DOCKERFILE.read_text().splitlines() if line.startswith("FROM ")][-1]
+    assert last_from.split()[-1] == "executor"
+
+
+def test_rootless_pod_is_non_root_without_escalation_and_says_what_the_node_allows() -> None:
+    pod = yaml.safe_load(ROOTLESS_POD.read_text())
+    spec = pod["spec"]
+    assert spec["hostUsers"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] == 1000
+    executor = next(c for c in spec["containers"] if c["name"] == "executor")
+    assert executor["image"].endswith(":rootless")
+    sc = executor["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False and sc["privileged"] is False
+    assert sc["runAsNonRoot"] is True and (sc["runAsUser"], sc["runAsGroup"]) == (1000, 1000)
+    assert sc["capabilities"]["drop"] == ["ALL"] and "add" not in sc["capabilities"]
+    # user namespaces, mounts and a fresh /proc inside the build: what the default profiles refuse
+    assert sc["procMount"] == "Unmasked"
+    assert sc["seccompProfile"]["type"] in ("Unconfined", "Localhost")
+    assert sc["appArmorProfile"]["type"] in ("Unconfined", "Localhost")
+    env = {e["name"]: e["value"] for e in executor.get("env", [])}
+    assert env.get("PYBUILDLESS_ISOLATION", "userns") in ("userns", "auto")
+    mounts = {m["mountPath"]: m["name"] for m in executor["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert "emptyDir" in volumes[mounts["/home/build/work"]], "stage roots need a writable volume"
+    text = ROOTLESS_POD.read_text()
+    for needle in ("unprivileged_userns_clone", "apparmor_restrict_unprivileged_userns", "seccomp"):
+        assert needle in text
+    guide = (ROOT / "docs" / "rootless.md").read_text()
+    assert "rootless-pod.yaml" in guide and "procMount" in guide and "allowPrivilegeEscalation" in guide
