@@ -137,9 +137,7 @@ class StageBuilder:
         instructions = list(self._onbuild_triggers()) + list(self.stage.instructions)
         total = len(instructions) + 1
         self.progress.step(self.position, (1, total), self.stage.from_.original)
-        cache = self.build.cache
-        if cache is None:
-            self.ensure_root()
+        cache = self.build.cache  # the root is laid down by the first step that needs files
         single = self.options.single_snapshot and self.build.is_final(self.stage)
         for n, instruction in enumerate(instructions, start=2):
             self.progress.step(self.position, (n, total), instruction.original)
