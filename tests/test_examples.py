@@ -163,3 +163,111 @@ def test_rootless_pod_is_non_root_without_escalation_and_says_what_the_node_allo
         assert needle in text
     guide = (ROOT / "docs" / "rootless.md").read_text()
     assert "rootless-pod.yaml" in guide and "procMount" in guide and "allowPrivilegeEscalation" in guide
+
+
+# --- the rootless image's filesystem in a jail, run as uid 1000 --------------------------------------
+
+ROOTLESS_DOCKERFILE = """\
+FROM {base}
+COPY --chown=1000:1000 f /srv/data/f
+RUN mkdir -p /gone/sub && {chown}rm -rf /gone && cat /proc/self/uid_map > /uidmap && id -u > /whoami
+"""
+
+
+def _copy_with_libraries(binary: Path, jail: Path) -> None:
+    """``binary`` and what ldd lists for it, at the same paths inside the jail (setuid bit kept)."""
+    out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=True).stdout
+    paths = [binary] + [Path(w) for line in out.splitlines() for w in line.split() if w.startswith("/")]
+    for path in paths:
+        dest = jail / str(path).lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not dest.exists():
+            shutil.copy2(path.resolve(), dest)
+
+
+def make_rootless_jail(jail: Path) -> Path:
+    """The rootless target's filesystem: /kaniko plus what its RUN step adds (user 1000, subordinate
+    ids, newuidmap/newgidmap, the work dir), assembled from this machine's files."""
+    from tests.jail import assemble_executor_fs
+
+    assemble_executor_fs(jail)
+    etc = jail / "etc"
+    etc.mkdir()
+    (etc / "passwd").write_text("root:x:0:0:root:/root:/sbin/nologin\n"
+                                "build:x:1000:1000::/home/build:/usr/sbin/nologin\n")
+    (etc / "group").write_text("root:x:0:\nbuild:x:1000:\n")
+    (etc / "subuid").write_text("build:100000:65536\n")
+    (etc / "subgid").write_text("build:100000:65536\n")
+    for tool in ("newuidmap", "newgidmap"):
+        _copy_with_libraries(Path(shutil.which(tool) or f"/usr/bin/{tool}"), jail)
+    for d in ("home/build/work", "home/build/.cache"):
+        (jail / d).mkdir(parents=True)
+        os.chown(jail / d, 1000, 1000)
+        os.chmod(jail / d, 0o700)
+    os.chown(jail / "home/build", 1000, 1000)
+    return jail
+
+
+# Runs in the fresh mount and pid namespaces: what a container engine does before starting the
+# image's entry point (the kernel refuses user namespaces to chrooted processes, so pivot_root).
+ENTER_JAIL = """
+import os, sys
+from pybuildless.sandbox import _linux
+jail, argv = sys.argv[1], sys.argv[2:]
+for host, inside in (("/dev", "dev"), ("/sys", "sys")):
+    os.makedirs(os.path.join(jail, inside), exist_ok=True)
+    _linux.mount(host, os.path.join(jail, inside), None, _linux.MS_BIND | _linux.MS_REC)
+_linux.mount(jail, jail, None, _linux.MS_BIND | _linux.MS_REC)
+_linux.pivot_into(jail)
+os.setgroups([1000])
+os.setgid(1000)
+os.setuid(1000)
+os.chdir("/workspace")
+os.execv(argv[0], argv)
+"""
+
+
+def run_as_build_user(jail: Path, argv: list[str], *, no_new_privs: bool = False):
+    """``argv`` as uid/gid 1000 without capabilities, pivoted into ``jail`` in private mount and pid
+    namespaces with /proc, /dev and /sys (what a container engine gives it), env from the image."""
+    from tests.jail import executor_stage_config
+
+    env = executor_stage_config(stage="rootless")["env"]
+    prefix = ["setpriv", "--no-new-privs"] if no_new_privs else []
+    return subprocess.run(
+        ["unshare", "--mount", "--pid", "--fork", "--propagation", "private", f"--mount-proc={jail}/proc",
+         *prefix, sys.executable, "-c", ENTER_JAIL, str(jail), *argv],
+        env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, timeout=300, text=True, errors="replace")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="assembling the jail and chroot need root")
+@pytest.mark.parametrize("no_new_privs", [False, True], ids=["full-map", "no-new-privs"])
+def test_rootless_image_builds_as_uid_1000(tmp_path, registry, busybox_image, no_new_privs) -> None:
+    """The rootless variant's filesystem builds as an unprivileged user: with newuidmap usable the
+    full id map (chown to 1000 works); under no_new_privs, as allowPrivilegeEscalation: false
+    gives it, the single map, and the image still carries the owner through the xattr."""
+    from tests.buildkit import unpack
+
+    jail = make_rootless_jail(tmp_path / "jail")
+    # RUN chown to another id needs the full map; COPY --chown works with either
+    chown = "" if no_new_privs else "mkdir /srv/more && chown 1000:1000 /srv/more && "
+    (jail / "workspace" / "Dockerfile").write_text(ROOTLESS_DOCKERFILE.format(base=busybox_image, chown=chown))
+    (jail / "workspace" / "f").write_text("x\n")
+    ref = registry.ref(f"rootless/jail:{'nnp' if no_new_privs else 'full'}")
+    proc = run_as_build_user(jail, ["/kaniko/executor", "--context", "dir:///workspace", "--destination", ref],
+                             no_new_privs=no_new_privs)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    log = proc.stderr
+    assert "isolation: userns" in log
+    assert ("single id map" if no_new_privs else "full id map") in log, log
+    image = unpack(f"docker://{ref}", tmp_path / "u")
+    tree = image.tree()
+    assert tree["/srv/data/f"][2:4] == (1000, 1000) and "/gone" not in tree
+    if not no_new_privs:
+        assert tree["/srv/more"][2:4] == (1000, 1000)
+    assert (image.rootfs / "whoami").read_text() == "0\n"
+    first = (image.rootfs / "uidmap").read_text().split()
+    assert first[:3] == (["0", "1000", "1"]), first
+    # the scratch dir under the user's work dir is cleaned up
+    assert os.listdir(jail / "home/build/work") == []

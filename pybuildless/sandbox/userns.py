@@ -118,6 +118,20 @@ def _stacked(own: int, ranges: list[tuple[int, int]]) -> tuple[IdMap, ...]:
     return tuple(maps)
 
 
+def no_new_privs() -> bool:
+    """Whether this process runs under no_new_privs: setuid bits and file capabilities of the
+    programs it starts are ignored then (Kubernetes ``allowPrivilegeEscalation: false``, Docker
+    ``--security-opt no-new-privileges``), so newuidmap/newgidmap cannot write the maps."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("NoNewPrivs:"):
+                    return line.split(":", 1)[1].strip() == "1"
+    except OSError:
+        pass
+    return False
+
+
 def plan_for(uid: int, gid: int, *, subuid: Path = SUBUID_FILE, subgid: Path = SUBGID_FILE) -> UsernsPlan:
     """The id maps a process with real ``uid``/``gid`` can get for its namespace."""
     if uid == 0:
@@ -127,14 +141,19 @@ def plan_for(uid: int, gid: int, *, subuid: Path = SUBUID_FILE, subgid: Path = S
         name: str | None = pwd.getpwuid(uid).pw_name
     except KeyError:
         name = None  # newuidmap needs a passwd entry to find the user's ranges
-    helpers = shutil.which("newuidmap") is not None and shutil.which("newgidmap") is not None
+    installed = shutil.which("newuidmap") is not None and shutil.which("newgidmap") is not None
+    nnp = installed and no_new_privs()
+    helpers = installed and not nnp
     uid_ranges = subordinate_ranges(subuid, name, uid)
     gid_ranges = subordinate_ranges(subgid, name, uid)
     if helpers and name and uid_ranges and gid_ranges:
         return UsernsPlan("full", _stacked(uid, uid_ranges), _stacked(gid, gid_ranges), use_helpers=True)
     missing = []
-    if not helpers:
+    if not installed:
         missing.append("newuidmap/newgidmap (package uidmap)")
+    elif nnp:
+        missing.append("setuid newuidmap/newgidmap: no_new_privs is set (Kubernetes allowPrivilegeEscalation: "
+                       "false, Docker --security-opt no-new-privileges)")
     if name is None:
         missing.append(f"a passwd entry for uid {uid}")
     if not uid_ranges:
