@@ -341,6 +341,9 @@ RUN echo data > /a && ln /a /b && cp /bin/busybox /suid && chmod 4755 /suid && c
 RUN test -f /redo/new && test ! -e /gone && cat /a /b > /both && rm -rf /redo && echo file > /redo
 COPY --from=base /etc/passwd /copied-passwd
 RUN rm /copied-passwd && touch /copied-later
+WORKDIR /w/d
+RUN rm -rf /w
+RUN true
 FROM base
 COPY --from=work /both /suid /out/
 RUN ls -la /out > /listing
@@ -371,4 +374,6 @@ def test_builds_with_overlay_snapshots_match_the_stat_walk(tmp_path, registry, b
     assert (ovl.rootfs / "both").read_text() == "data\ndata\n" and "/etc/app" not in tree
     assert os.lstat(ovl.rootfs / "a").st_ino == os.lstat(ovl.rootfs / "b").st_ino
     assert "/copied-passwd" not in tree and "/copied-later" in tree
+    # RUN makes a missing WORKDIR in the root before the step, outside the overlay: still in the layer
+    assert tree["/w/d"][0] == "d"
     assert len(ovl.manifest["layers"]) == len(walked.manifest["layers"])

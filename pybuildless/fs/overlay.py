@@ -155,6 +155,15 @@ def without_ignored(changes: Changes, ignore: IgnoreList | None) -> Changes:
     return Changes(keep(changes.added), keep(changes.modified), keep(changes.deleted), keep(changes.opaque))
 
 
+def combined(first: Changes, second: Changes) -> Changes:
+    """Both sets of changes in one (a path reported as added by either stays added)."""
+    added = set(first.added) | set(second.added)
+    modified = (set(first.modified) | set(second.modified)) - added
+    return Changes(tuple(sorted(added)), tuple(sorted(modified)),
+                   tuple(sorted(set(first.deleted) | set(second.deleted))),
+                   tuple(sorted(set(first.opaque) | set(second.opaque))))
+
+
 def snapshot_tops(changes: Changes) -> list[str]:
     """The paths to hand to ``Snapshotter.take_paths`` so it adopts an applied upper dir.
 
