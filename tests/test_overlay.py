@@ -18,7 +18,7 @@ import pytest
 from pybuildless.fs.changes import Changes
 from pybuildless.fs.ignore import IgnoreList
 from pybuildless.fs.layer import layer_entries
-from pybuildless.fs.overlay import apply_upper, overlay_changes, snapshot_tops, without_ignored
+from pybuildless.fs.overlay import apply_upper, combined, overlay_changes, snapshot_tops, without_ignored
 from pybuildless.fs.snapshot import Snapshotter
 from pybuildless.sandbox import ChrootSandbox
 from pybuildless.sandbox.overlay_mount import OverlaySupport, mount_options
@@ -146,6 +146,13 @@ def test_snapshot_tops_skip_parents_and_covered_paths() -> None:
     # usr and usr/lib only carry changes below them; usr/new's walk covers its children;
     # etc changed itself (a chmod) and has nothing below it in the change: it must be looked at
     assert snapshot_tops(changes) == ["etc", "redo", "usr/lib/x.so", "usr/new", "var/gone"]
+
+
+def test_combined_keeps_added_over_modified() -> None:
+    upper = Changes(added=("app/x",), modified=("etc/passwd",), deleted=("old",), opaque=())
+    extra = Changes(added=("app",), modified=("app/x",), deleted=(), opaque=("redo",))
+    both = combined(upper, extra)
+    assert both == Changes(("app", "app/x"), ("etc/passwd",), ("old",), ("redo",))
 
 
 # --- apply_upper ----------------------------------------------------------------------------
@@ -278,6 +285,7 @@ def test_failed_probe_falls_back_to_writing_into_the_root(tmp_path, overlay_usab
         assert sandbox.take_overlay_changes() is None
     assert (root / "x").read_text() == "x\n"
     assert "overlay snapshots off" in caplog.text and "mount options" in caplog.text
+    assert not OverlaySupport.probe(tmp_path, tmp_path / "root:x").usable  # the lower dir's path too
 
 
 def test_mount_options_keep_the_upper_dir_self_contained() -> None:

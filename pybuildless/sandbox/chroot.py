@@ -93,7 +93,7 @@ class ChrootSandbox:
         if not self.namespaces:
             log.info("overlay snapshots off: no mount namespace here; snapshots walk the root")
             return None
-        support = OverlaySupport.probe(self.root.parent)
+        support = OverlaySupport.probe(self.root.parent, self.root)
         if not support.usable:
             log.info("overlay snapshots off: overlay mounts are refused here (%s); snapshots walk the root",
                      support.reason)

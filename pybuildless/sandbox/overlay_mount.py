@@ -84,10 +84,13 @@ class OverlaySupport:
     reason: str = ""
 
     @classmethod
-    def probe(cls, parent: Path) -> "OverlaySupport":
+    def probe(cls, parent: Path, lower: Path | None = None) -> "OverlaySupport":
+        """Can an overlay with its upper dir in ``parent`` be mounted (over ``lower``, whose
+        path must be writable in the mount options too)?"""
         parent_s = os.fspath(parent)
-        if any(c in parent_s for c in _UNSAFE_IN_OPTIONS):
-            return cls(False, reason=f"the path {parent_s!r} cannot be written in overlay mount options")
+        for path in (parent_s, os.fspath(lower) if lower is not None else ""):
+            if any(c in path for c in _UNSAFE_IN_OPTIONS):
+                return cls(False, reason=f"the path {path!r} cannot be written in overlay mount options")
         userxattr = in_user_namespace()
         try:
             base = Path(tempfile.mkdtemp(prefix=".pybuildless-overlay-probe-", dir=parent))
