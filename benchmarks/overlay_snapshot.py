@@ -1,6 +1,6 @@
 """Overlay snapshots against the stat walk: the snapshot after a one-file RUN on a 100k-file root.
 
-    python benchmarks/overlay_snapshot.py [--files 100000] [--runs 5]
+    python benchmarks/overlay_snapshot.py [--files 100000] [--runs 5] [--changed 1]
 
 Needs root (the chroot sandbox). Prints, per method, the median time from the
 end of the RUN to a ready ``Changes`` with the snapshotter's state updated:
@@ -46,10 +46,15 @@ def make_root(root: Path, files: int) -> None:
     build_tree(root / "usr", files)
 
 
-def one_file_run(sandbox: ChrootSandbox, n: int) -> None:
+CHANGED = 1  # files each RUN writes besides the modified one (--changed)
+
+
+def one_file_run(sandbox: ChrootSandbox, n: int, tag: str) -> None:
     out = io.BytesIO()
-    code = sandbox.run(["/bin/sh", "-c", f"echo {n} > /usr/d0/s0/f0 && echo {n} > /new{n}"], env=ENV, cwd="/",
-                       user=ROOT_USER, stdout=out)
+    new = f"/new-{tag}-{n}"  # each method's RUNs add their own paths to the shared root
+    script = (f"set -e; echo {tag}{n} > /usr/d0/s0/f0; /bin/busybox mkdir {new}; i=0; "
+              f"while [ $i -lt {CHANGED} ]; do echo $i > {new}/$i; i=$((i+1)); done")
+    code = sandbox.run(["/bin/sh", "-c", script], env=ENV, cwd="/", user=ROOT_USER, stdout=out)
     if code != 0:
         raise SystemExit(f"RUN failed: {out.getvalue()!r}")
 
@@ -60,7 +65,7 @@ def bench_walk(root: Path, runs: int, watch: bool) -> tuple[float, int]:
     times, found = [], 0
     with ChrootSandbox(root) as sandbox:
         for n in range(runs):
-            one_file_run(sandbox, n)
+            one_file_run(sandbox, n, "inotify" if watch else "walk")
             started = time.perf_counter()
             changes = snap.take()
             times.append(time.perf_counter() - started)
@@ -77,7 +82,7 @@ def bench_overlay(root: Path, runs: int) -> tuple[float, float, int]:
         if not sandbox.overlay:
             raise SystemExit("overlay mounts are refused here (see the log); nothing to measure")
         for n in range(runs):
-            one_file_run(sandbox, n)
+            one_file_run(sandbox, n, "overlay")
             started = time.perf_counter()
             changes = sandbox.take_overlay_changes()
             assert changes is not None
@@ -94,14 +99,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=100_000)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--changed", type=int, default=1, help="new files per RUN (1: the one-file case)")
     ap.add_argument("--dir", default=None, help="scratch directory (default: a new temp dir)")
     args = ap.parse_args(argv)
+    global CHANGED
+    CHANGED = args.changed
     work = Path(tempfile.mkdtemp(prefix="pybuildless-overlay-bench-", dir=args.dir))
     try:
         root = work / "root"
         started = time.perf_counter()
         make_root(root, args.files)
-        print(f"root: {args.files} files in {time.perf_counter() - started:.1f}s; {args.runs} one-file RUNs each")
+        print(f"root: {args.files} files in {time.perf_counter() - started:.1f}s; {args.runs} RUNs each writing {args.changed} new file(s) "
+              "and changing one")
         ovl, ovl_io, n_ovl = bench_overlay(root, args.runs)
         inotify, n_ino = bench_walk(root, args.runs, watch=True)
         full, n_full = bench_walk(root, args.runs, watch=False)
@@ -109,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{n_ovl} paths)  target < 50 ms")
         print(f"{'stat walk, inotify':32s} {inotify * 1000:9.1f} ms  ({n_ino} paths)")
         print(f"{'stat walk, no inotify (full)':32s} {full * 1000:9.1f} ms  ({n_full} paths)")
-        return 0 if ovl < 0.05 else 1
+        return 0 if ovl < 0.05 or args.changed > 1 else 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -17,7 +17,8 @@ import pytest
 
 from pybuildless.fs.changes import Changes
 from pybuildless.fs.ignore import IgnoreList
-from pybuildless.fs.layer import layer_entries
+from pybuildless.fs.extract import extract_layer
+from pybuildless.fs.layer import layer_entries, write_layer
 from pybuildless.fs.overlay import apply_upper, combined, overlay_changes, snapshot_tops, without_ignored
 from pybuildless.fs.snapshot import Snapshotter
 from pybuildless.sandbox import ChrootSandbox
@@ -177,12 +178,16 @@ def test_apply_upper_moves_everything_onto_the_root(lower_upper) -> None:
     os.setxattr(upper / "suid", "trusted.overlay.origin", b"\x00")
     os.setxattr(upper / "suid", "user.kept", b"v")
     os.chown(upper / "redo", 1000, 1001)
+    os.setxattr(lower / "etc", "user.removed-in-run", b"1")
+    os.setxattr(etc, "user.set-in-run", b"2")  # (the copy-up did not carry user.removed-in-run)
+    os.setxattr(etc, "trusted.overlay.impure", b"y")
     os.utime(etc, ns=(5_000_000_000, 7_000_000_000))
     count = apply_upper(upper, lower)
     assert count >= 9
     assert sorted(os.listdir(lower)) == ["etc", "keep", "link", "redo", "suid", "suid-link"]
     assert sorted(os.listdir(lower / "etc")) == ["passwd"] and (lower / "etc/passwd").read_text() == "root\nuser\n"
     assert os.stat(lower / "etc").st_mtime_ns == 7_000_000_000
+    assert os.listxattr(lower / "etc") == ["user.set-in-run"]
     assert sorted(os.listdir(lower / "redo")) == ["new"]
     redo = os.lstat(lower / "redo")
     assert redo.st_ino != old_redo_ino and (redo.st_uid, redo.st_gid, stat.S_IMODE(redo.st_mode)) == (1000, 1001, 0o750)
@@ -191,6 +196,23 @@ def test_apply_upper_moves_everything_onto_the_root(lower_upper) -> None:
     assert os.readlink(lower / "link") == "etc/passwd" and (lower / "keep").is_file()
     assert os.listxattr(lower / "suid") == ["user.kept"]
     assert not os.listxattr(lower / "redo")  # the opaque marker belongs to the mount, not the image
+
+
+@needs_root
+def test_apply_upper_moves_a_new_tree_whole_and_drops_overlay_xattrs(lower_upper) -> None:
+    lower, upper = lower_upper
+    (upper / "newd/sub").mkdir(parents=True)
+    (upper / "newd/moved").write_text("m")
+    (upper / "newd/sub/k").write_text("k")
+    os.link(upper / "newd/moved", upper / "newd/sub/link")
+    os.setxattr(upper / "newd", "trusted.overlay.impure", b"y")
+    os.setxattr(upper / "newd/moved", "trusted.overlay.origin", b"\x00")
+    os.setxattr(upper / "newd/sub/k", "trusted.overlay.origin", b"\x00")
+    os.setxattr(upper / "newd/sub/k", "user.keep", b"1")
+    assert apply_upper(upper, lower) == 5
+    assert sorted(os.listdir(lower / "newd")) == ["moved", "sub"] and not (upper / "newd").exists()
+    assert os.lstat(lower / "newd/moved").st_ino == os.lstat(lower / "newd/sub/link").st_ino
+    assert overlay_xattrs_below(lower) == [] and os.listxattr(lower / "newd/sub/k") == ["user.keep"]
 
 
 # --- RUN on an overlay in the sandbox, against the stat walk on a twin root ----------------------
@@ -202,7 +224,17 @@ SCRIPTS = {
                        "chown 1000:1000 /tmp/a && ln -s /tmp/a /sym && chmod 700 /keep",
     "replace_types": "rm -rf /keep && echo file > /keep && rm /data/sub/f && rmdir /data/sub && ln -s /etc /data/sub",
     "nothing": "true",
+    # lower files moved into new directories: copied up (with the overlay's origin xattr) and renamed
+    "move_into_new": "mkdir -p /newd/sub && mv /data/old /newd/moved && mv /keep/k /newd/sub/k",
 }
+
+
+def overlay_xattrs_below(root: Path) -> list[str]:
+    found = []
+    for p in [root, *root.rglob("*")]:
+        if not p.is_symlink():
+            found += [f"{p}: {n}" for n in os.listxattr(p) if ".overlay." in n]
+    return found
 
 
 def _seed(root: Path) -> Path:
@@ -254,12 +286,20 @@ def test_overlay_run_matches_the_stat_walk(tmp_path, overlay_usable, name) -> No
         assert from_upper is not None and ovl.take_overlay_changes() is None  # taken once
     from_walk = walked.take()
     assert tree_with_links(ovl_root) == tree_with_links(walk_root)
-    assert _layer(from_upper) == _layer(from_walk)
-    assert from_upper.deleted == from_walk.deleted and from_upper.opaque == from_walk.opaque
+    # the layers, applied to the root as it was, give that same tree
+    for changes, source, kind in ((from_upper, ovl_root, "ovl"), (from_walk, walk_root, "walk")):
+        layer = write_layer(source, changes, tmp_path / f"layer-{kind}")
+        fresh = _seed(tmp_path / f"applied-{kind}" / "root")
+        with layer.open_compressed() as blob:
+            extract_layer(blob, fresh)
+        assert tree_with_links(fresh) == tree_with_links(ovl_root), kind
+    if from_walk.opaque == from_upper.opaque:  # else the walk missed a recreation (inode number reused)
+        assert _layer(from_upper) == _layer(from_walk)
     # the tracked snapshotter adopts the applied paths: a full walk then finds nothing new
     adopted = tracked.take_paths(snapshot_tops(from_upper))
     assert adopted.deleted == from_upper.deleted and set(adopted.paths) <= set(from_upper.paths)
     assert tracked.take().empty
+    assert overlay_xattrs_below(ovl_root) == []
     assert sorted(os.listdir(tmp_path / "ovl")) == ["root"], "upper and work dirs are removed"
 
 

@@ -67,10 +67,15 @@ def _meta(st: os.stat_result) -> tuple:
     return st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns
 
 
-def _image_xattrs(path: str) -> dict[str, bytes]:
+def _nofollow(target: str | int) -> dict:
+    # an fd is the file itself; for a path, the last component is never followed
+    return {} if isinstance(target, int) else {"follow_symlinks": False}
+
+
+def _image_xattrs(target: str | int) -> dict[str, bytes]:
     """The xattrs that belong to the file (not to the overlay mount, not host labels)."""
     try:
-        names = os.listxattr(path, follow_symlinks=False)
+        names = os.listxattr(target, **_nofollow(target))
     except OSError:
         return {}
     out = {}
@@ -78,7 +83,7 @@ def _image_xattrs(path: str) -> dict[str, bytes]:
         if name.startswith(_OVERLAY_XATTR_PREFIXES) or name in _SKIP_XATTRS:
             continue
         try:
-            out[name] = os.getxattr(path, name, follow_symlinks=False)
+            out[name] = os.getxattr(target, name, **_nofollow(target))
         except OSError:
             pass
     return out
@@ -238,9 +243,28 @@ class _Applier:
                     secure.remove_in_dir(rfd, name)
                 continue
             if stat.S_ISDIR(st.st_mode):
+                if old is None and self._move_new_tree(ufd, rfd, name):
+                    continue
                 self._apply_subdir(ufd, rfd, prefix, name, st, old)
             else:
                 self._move(ufd, rfd, prefix, name, st, old)
+
+    def _move_new_tree(self, ufd: int, rfd: int, name: str) -> bool:
+        """A directory the root does not have: one rename for the whole tree (nothing below it
+        can be a whiteout, there was no lower dir to hide), then the overlay's xattrs dropped."""
+        try:
+            os.rename(name, name, src_dir_fd=ufd, dst_dir_fd=rfd)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            return False  # entry by entry, copying
+        dfd = os.open(name, _DIR_FLAGS, dir_fd=rfd)
+        try:
+            _drop_overlay_xattrs(dfd)
+            self.count += _drop_overlay_xattrs_below(dfd)
+        finally:
+            os.close(dfd)
+        return True
 
     def _apply_subdir(self, ufd: int, rfd: int, prefix: str, name: str, st: os.stat_result,
                       old: os.stat_result | None) -> None:
@@ -322,31 +346,46 @@ def _unlink_if_present(dirfd: int, name: str) -> None:
         pass
 
 
-def _drop_overlay_xattrs(path: str) -> None:
+def _drop_overlay_xattrs(target: str | int) -> None:
     try:
-        names = os.listxattr(path, follow_symlinks=False)
+        names = os.listxattr(target, **_nofollow(target))
     except OSError:
         return
     for name in names:
         if name.startswith(_OVERLAY_XATTR_PREFIXES):
             try:
-                os.removexattr(path, name, follow_symlinks=False)
+                os.removexattr(target, name, **_nofollow(target))
             except OSError as exc:
-                log.debug("cannot drop %s from %s: %s", name, path, exc.strerror)
+                log.debug("cannot drop %s from %s: %s", name, target, exc.strerror)
+
+
+def _drop_overlay_xattrs_below(dirfd: int) -> int:
+    """Drop the overlay's xattrs from everything below ``dirfd`` (no symlink followed); the count."""
+    count = 0
+    for e in list(os.scandir(dirfd)):
+        count += 1
+        if e.is_symlink():
+            continue
+        _drop_overlay_xattrs(_xattr_path(dirfd, e.name))
+        if e.is_dir(follow_symlinks=False):
+            sub = os.open(e.name, _DIR_FLAGS, dir_fd=dirfd)
+            try:
+                count += _drop_overlay_xattrs_below(sub)
+            finally:
+                os.close(sub)
+    return count
 
 
 def _copy_meta(ufd: int, rfd: int, st: os.stat_result) -> None:
     """Owner, mode, xattrs and times of an upper directory onto its root counterpart."""
     os.chown(rfd, st.st_uid, st.st_gid)
     os.chmod(rfd, stat.S_IMODE(st.st_mode))  # after chown, which may clear set-id bits
-    src = f"/proc/self/fd/{ufd}"
-    dst = f"/proc/self/fd/{rfd}"
-    want = _image_xattrs(src)
-    have = _image_xattrs(dst)
+    want = _image_xattrs(ufd)
+    have = _image_xattrs(rfd)
     for attr in have.keys() - want.keys():
-        os.removexattr(dst, attr)
+        os.removexattr(rfd, attr)
     for attr, value in want.items():
         if have.get(attr) != value:
-            os.setxattr(dst, attr, value)
-    _drop_overlay_xattrs(dst)
+            os.setxattr(rfd, attr, value)
+    _drop_overlay_xattrs(rfd)
     os.utime(rfd, ns=(st.st_atime_ns, st.st_mtime_ns))
