@@ -140,7 +140,8 @@ class BuildRun:
 
     def sandbox_for(self, root: Path):
         if root not in self._sandboxes:
-            self._sandboxes[root] = open_sandbox(self.options.isolation, root, scratch_parent=self.scratch_dir)
+            self._sandboxes[root] = open_sandbox(self.options.isolation, root, scratch_parent=self.scratch_dir,
+                                                 overlay=self.options.overlay_snapshots)
         return self._sandboxes[root]
 
     def source_root(self, ref: str, inst) -> SourceRoot:

@@ -29,6 +29,7 @@ class BuildOptions:
     ignore_var_run: bool = True
     cleanup: bool = False
     isolation: str = "auto"
+    overlay_snapshots: bool = True  # RUN on an overlay; the diff read from its upper dir
     jobs: int = 4  # independent stages built at once (bounded by the cores)
     force: bool = False
     kaniko_dir: Path = Path("/kaniko")

@@ -27,6 +27,7 @@ from pybuildless.dockerfile.parser import Stage, parse_onbuild_triggers
 from pybuildless.fs.extract import extract_layer
 from pybuildless.fs.ignore import IgnoreList
 from pybuildless.fs.layer import whole_root_changes, write_layer
+from pybuildless.fs.overlay import snapshot_tops, without_ignored
 from pybuildless.fs.snapshot import Changes, Snapshotter
 from pybuildless.image.model import Layer, ManifestImage, build_image
 
@@ -110,8 +111,15 @@ class StageBuilder:
 
     def _snapshot(self, outcome: Outcome) -> Changes:
         assert self.snapshotter is not None
-        if outcome.paths is None or any(not p.strip("/") for p in outcome.paths):
-            return self.snapshotter.take()  # asked for, or the step wrote to / itself
+        if outcome.upper is not None:
+            # The RUN ran on an overlay: only the paths its upper dir held (now moved onto
+            # the root), plus what was made before it, need looking at.
+            tops = snapshot_tops(without_ignored(outcome.upper, self.ignore))
+            return self.snapshotter.take_paths([*tops, *(p.lstrip("/") for p in outcome.made)])
+        if outcome.paths is None:
+            return self.snapshotter.take()
+        if any(not p.strip("/") for p in outcome.paths):
+            return self.snapshotter.take()  # the step wrote to / itself
         return self.snapshotter.take_paths([p.lstrip("/") for p in outcome.paths])
 
     def _commit_layer(self, changes: Changes) -> Layer | None:

@@ -100,6 +100,9 @@ P = click.Path(path_type=Path)
 @click.option("--cleanup", is_flag=True, help="Remove the built filesystem at the end.")
 @click.option("--isolation", type=click.Choice(["auto", "chroot", "inplace", "userns"]), default=_default_isolation,
               show_default="auto, or $PYBUILDLESS_ISOLATION", help="How RUN steps execute.")
+@click.option("--overlay-snapshots/--no-overlay-snapshots", default=True, show_default=True,
+              envvar="PYBUILDLESS_OVERLAY_SNAPSHOTS",
+              help="Run RUN steps on an overlay and read their changes from its upper dir, where mounts allow.")
 @click.option("--jobs", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Independent stages built in parallel (at most the number of cores).")
 @click.option("--force", is_flag=True, help="Build in place even where no container is detected.")
@@ -166,6 +169,7 @@ def command(**kw) -> None:
         ignore_var_run=kw["ignore_var_run"],
         cleanup=kw["cleanup"],
         isolation=isolation,
+        overlay_snapshots=kw["overlay_snapshots"],
         force=kw["force"],
         jobs=kw["jobs"],
         kaniko_dir=kw["kaniko_dir"],

@@ -49,6 +49,7 @@ def open_sandbox(kind: str, root: Path, **options: object) -> Sandbox:
     if kind == "chroot":
         return ChrootSandbox(root, **options)  # type: ignore[arg-type]
     if kind == "inplace":
+        options.pop("overlay", None)  # RUN writes straight into / there: nothing to mount over
         if os.path.abspath(root) != "/":
             raise SandboxError(f"--isolation=inplace runs RUN in the builder's own root, but the stage root is {root}")
         return InPlaceSandbox(**options)  # type: ignore[arg-type]

@@ -3,7 +3,7 @@
 ``Outcome.snapshot`` False means metadata only (an ``empty_layer`` history
 entry); True with ``paths`` lists what the step wrote (COPY, ADD, WORKDIR), so
 only those are examined; True with ``paths=None`` asks for a walk of the whole
-root (RUN).
+root (RUN), unless the RUN ran on an overlay and ``upper`` holds its changes.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pybuildless.dockerfile import instructions as ins
+from pybuildless.fs.changes import Changes
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,10 @@ class Outcome:
     comment: str | None = None
     # COPY --link: the layer is exactly this directory's tree, independent of the stage's files.
     layer_root: str | None = None
+    # RUN on an overlay: the changes read from its upper dir (already on the root), and
+    # the directories made before the step (a missing WORKDIR), which the upper dir lacks.
+    upper: Changes | None = None
+    made: tuple[str, ...] = ()
 
 
 # Imported after Outcome exists: the handler modules import it from here.

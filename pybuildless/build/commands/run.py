@@ -1,4 +1,5 @@
-"""RUN: execute a command in the stage root through the sandbox; the whole root is then walked."""
+"""RUN: execute a command in the stage root through the sandbox; the whole root is then walked
+(or, on an overlay, only what the upper dir holds)."""
 
 from __future__ import annotations
 
@@ -44,12 +45,13 @@ def run(i: ins.Run, st) -> Outcome:
     env.setdefault("PATH", imageconfig.DEFAULT_PATH)
     env.setdefault("HOME", user.home or "/")
     cwd = st.workdir
-    make_dirs(st, cwd)
+    made = make_dirs(st, cwd)
     argv, scripts = _write_scripts(st, resolved)
     prepared = runmounts.prepare(i, st)
     env.update(prepared.env)
     try:
-        code = st.build.sandbox_for(st.root).run(argv, env=env, cwd=cwd, user=user, stdout=st.progress.output,
+        sandbox = st.build.sandbox_for(st.root)
+        code = sandbox.run(argv, env=env, cwd=cwd, user=user, stdout=st.progress.output,
                                                  network=network, mounts=prepared.mounts)
     finally:
         prepared.stack.close()
@@ -59,9 +61,12 @@ def run(i: ins.Run, st) -> Outcome:
         raise BuildError(
             f"{i.path}:{i.line}: RUN {' '.join(resolved.argv)}: exited with code {code}", exit_code=code
         )
+    take_upper = getattr(sandbox, "take_overlay_changes", None)  # only the chroot sandbox has one
+    upper = take_upper() if take_upper is not None else None
     args = st.vars.arg_history()
     prefix = f"|{len(args)} {' '.join(args)} " if args else ""
-    return Outcome(f"RUN {prefix}{' '.join(resolved.argv)} # buildkit", snapshot=True)
+    return Outcome(f"RUN {prefix}{' '.join(resolved.argv)} # buildkit", snapshot=True, upper=upper,
+                   made=tuple(made))
 
 
 def key_parts(i: ins.Run, st) -> list[str] | None:
