@@ -16,6 +16,8 @@ import sys
 import threading
 from typing import Literal
 
+from pybuildless import transfer
+
 ROOT_LOGGER = "pybuildless"
 REDACTED = "[REDACTED]"
 TRACE = 5
@@ -138,6 +140,15 @@ class TextFormatter(logging.Formatter):
         return text
 
 
+class ConsoleHandler(logging.StreamHandler):
+    """A stream handler that hides the live transfer lines (``pybuildless.transfer``)
+    while it writes a record, so a record never lands in the middle of them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with transfer.paused():
+            super().emit(record)
+
+
 def _level_name(levelno: int) -> str:
     if levelno <= TRACE:
         return "trace"
@@ -164,7 +175,7 @@ def setup_logging(
     for handler in list(logger.handlers):
         if getattr(handler, "_pybuildless", False):
             logger.removeHandler(handler)
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler = ConsoleHandler(stream if stream is not None else sys.stderr)
     handler._pybuildless = True  # type: ignore[attr-defined]
     handler.addFilter(RedactingFilter())
     if fmt == "json":

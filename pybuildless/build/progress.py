@@ -10,6 +10,8 @@ import logging
 import sys
 import threading
 
+from pybuildless import transfer
+
 log = logging.getLogger("pybuildless.build")
 
 
@@ -30,8 +32,11 @@ class Progress:
 
     def output(self, chunk: bytes) -> None:
         out = sys.stdout.buffer
-        out.write(chunk)
-        out.flush()
+        # Background cache pushes may be showing live lines on the same terminal; output
+        # that stops mid-line keeps them hidden (redrawing would glue them to it).
+        with transfer.paused(redraw=chunk.endswith(b"\n")):
+            out.write(chunk)
+            out.flush()
 
     def step(self, stage: tuple[int, int], step: tuple[int, int], text: str) -> None:
         first_line = text.splitlines()[0] if text else ""

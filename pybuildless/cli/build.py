@@ -134,6 +134,7 @@ P = click.Path(path_type=Path)
 @click.option("--log-timestamp", is_flag=True)
 def command(**kw) -> None:
     """Build an image from a Dockerfile and push it (Kaniko's executor)."""
+    from pybuildless import transfer
     from pybuildless.build.executor import run_build
     from pybuildless.log import setup_logging
 
@@ -141,6 +142,7 @@ def command(**kw) -> None:
     if fmt == "color" and not sys.stderr.isatty():
         fmt = "text"  # Kaniko's default is color; escape codes only help a terminal
     setup_logging(kw["verbosity"], fmt, kw["log_timestamp"])
+    transfer.enable(sys.stderr, fmt)  # live pull/push progress on a terminal only
     # Rootless: re-executes this command in a user namespace (and exits with its
     # status) for userns, or auto when not root; before anything else starts.
     from pybuildless.sandbox.userns import maybe_reexec

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 
+from pybuildless import transfer
 from pybuildless.errors import ImageFormatError, UsageError
 from pybuildless.image.descriptor import Platform
 from pybuildless.image.layout import blob_path, write_layout
@@ -33,8 +35,11 @@ def registry_flags(f):
 
 
 def options_from_flags(kw: dict) -> RegistryOptions:
-    """Set up logging from the log flags and turn the registry flags into options (pops them from ``kw``)."""
-    setup_logging(kw.pop("verbosity"), kw.pop("log_format"))
+    """Set up logging (and live transfer progress on a terminal) from the log flags and turn the
+    registry flags into options (pops them from ``kw``)."""
+    log_format = kw.pop("log_format")
+    setup_logging(kw.pop("verbosity"), log_format)
+    transfer.enable(sys.stderr, log_format)
     return RegistryOptions(
         insecure=kw.pop("insecure"),
         insecure_registries=tuple(kw.pop("insecure_registry")),

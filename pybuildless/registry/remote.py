@@ -5,7 +5,8 @@
 ``pull_image`` downloads every layer in parallel into a directory and returns
 an image of ``FileLayer``s. ``push_image`` uploads blobs (skipping existing
 ones, mounting across repositories), then the manifest, to one or more
-destinations.
+destinations. Layer bytes pulled or pushed are reported to ``pybuildless.transfer``
+(a live display on a terminal, nothing otherwise).
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import tempfile
 from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
 from typing import BinaryIO, Callable, Sequence
 
+from pybuildless import transfer
 from pybuildless.errors import DigestMismatchError, ImageFormatError, NotFoundError, RegistryError
 from pybuildless.image import mediatypes as mt
 from pybuildless.image.descriptor import Descriptor, Digest, Platform
@@ -52,7 +56,8 @@ class RemoteLayer:
     descriptor = property(lambda self: self._desc)
 
     def open_compressed(self) -> VerifyingReader:
-        return self._client.open_blob(self._source.repository, self._desc)
+        reader = self._client.open_blob(self._source.repository, self._desc)
+        return reader.report_to(transfer.start(str(self._desc.digest), self._desc.size, "pulling"))
 
     def __repr__(self) -> str:
         return f"RemoteLayer({self._source.context}@{self._desc.digest})"
@@ -202,7 +207,7 @@ def pull_image(ref: Reference | str, dest: Path, *, platform: Platform | None = 
         path = blob_path(layer.digest) if blob_path else dest / f"{layer.digest.algorithm}-{layer.digest.hex}"
         path.parent.mkdir(parents=True, exist_ok=True)
         if not _cached_ok(path, layer.descriptor):
-            remote.client.download_blob(remote.source.repository, layer.descriptor, path)
+            _download(layer, path)
             logger.info("pulled layer %s (%d bytes)", layer.digest, layer.size)
         return PulledLayer(path, layer.digest, layer.diff_id, layer.size, layer.media_type, remote.source)
 
@@ -211,6 +216,26 @@ def pull_image(ref: Reference | str, dest: Path, *, platform: Platform | None = 
     layers = [PulledLayer(files[l.digest].path, l.digest, l.diff_id, l.size, l.media_type, remote.source)
               for l in remote.layers()]
     return ManifestImage(remote.raw_manifest(), remote.raw_config(), layers)
+
+
+def _download(layer: RemoteLayer, path: Path) -> None:
+    """Stream a layer to ``path`` via a private temp file and a rename, verified.
+
+    Through ``open_compressed`` rather than ``RegistryClient.download_blob`` so the
+    bytes are reported to the progress display like any other streamed layer.
+    """
+    # a private temp name: other threads or processes may fetch the same blob at once
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out, layer.open_compressed() as reader:
+            while chunk := reader.read(CHUNK):
+                out.write(chunk)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _parallel(fn: Callable, items: Sequence, jobs: int) -> list:
@@ -225,10 +250,15 @@ def _parallel(fn: Callable, items: Sequence, jobs: int) -> list:
 
 
 class _Sized:
-    """A file object with a known length, so requests sends Content-Length, never chunked."""
+    """A file object with a known length, so requests sends Content-Length, never chunked.
 
-    def __init__(self, f: BinaryIO, size: int) -> None:
+    Each one is one upload attempt as far as the progress display is concerned: the
+    transport opens a fresh one per attempt and closes it after sending.
+    """
+
+    def __init__(self, f: BinaryIO, size: int, progress: transfer.Transfer = transfer.NULL_TRANSFER) -> None:
         self._f, self._size, self._pos = f, size, 0
+        self._progress = progress
 
     def __len__(self) -> int:
         return self._size
@@ -239,10 +269,14 @@ class _Sized:
     def read(self, n: int = -1) -> bytes:
         data = self._f.read(CHUNK if n is None or n < 0 else n)
         self._pos += len(data)
+        self._progress.advance(len(data))
         return data
 
     def close(self) -> None:
-        self._f.close()
+        try:
+            self._f.close()
+        finally:
+            self._progress.finish()
 
     def __enter__(self) -> "_Sized":
         return self
@@ -252,7 +286,11 @@ class _Sized:
 
 
 def _opener(layer: Layer) -> Callable[[], _Sized]:
-    return lambda: _Sized(layer.open_compressed(), layer.size)
+    def open_layer() -> _Sized:
+        f = layer.open_compressed()
+        return _Sized(f, layer.size, transfer.start(str(layer.digest), layer.size, "pushing"))
+
+    return open_layer
 
 
 def _push_blob(client: RegistryClient, repository: str, desc: Descriptor, opener, scopes: tuple[str, ...],

@@ -2,7 +2,8 @@
 
 Never trusts the consumer to read to the end: ``close()`` drains the rest (tar
 readers stop at the end-of-archive blocks, so trailing bytes would otherwise
-go unhashed) unless ``abandon()`` was called.
+go unhashed) unless ``abandon()`` was called. ``report_to`` passes the bytes read
+on to a live progress display (``pybuildless.transfer``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import io
 from typing import BinaryIO, Callable
 
+from pybuildless import transfer
 from pybuildless.errors import DigestMismatchError
 from pybuildless.image.descriptor import Digest
 
@@ -37,6 +39,12 @@ class VerifyingReader(io.RawIOBase):
         self._failed = False
         self._abandoned = False
         self._on_close = on_close
+        self._transfer: transfer.Transfer = transfer.NULL_TRANSFER
+
+    def report_to(self, progress: transfer.Transfer) -> "VerifyingReader":
+        """Count the bytes read into ``progress`` and finish it on close; returns self."""
+        self._transfer = progress
+        return self
 
     def readable(self) -> bool:
         return True
@@ -63,6 +71,7 @@ class VerifyingReader(io.RawIOBase):
         self._hasher.update(data)
         n = len(data)
         buffer[:n] = data
+        self._transfer.advance(n)
         return n
 
     def _finish(self) -> None:
@@ -96,6 +105,7 @@ class VerifyingReader(io.RawIOBase):
             try:
                 self._source.close()
             finally:
+                self._transfer.finish()
                 if self._on_close is not None:
                     self._on_close()
                 super().close()
