@@ -4,7 +4,6 @@ running the images (chroot into the unpacked rootfs with the image's config)."""
 from __future__ import annotations
 
 import base64
-import gzip
 import io
 import json
 import os

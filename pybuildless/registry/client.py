@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 from urllib.parse import quote, urljoin
 
+from pybuildless import transfer
 from pybuildless.errors import DigestMismatchError, ImageFormatError, NotFoundError, RegistryError
 from pybuildless.image import mediatypes as mt
 from pybuildless.image.descriptor import Descriptor, Digest
@@ -194,13 +195,16 @@ class RegistryClient:
         with self.open_blob(repository, desc, scopes=scopes) as reader:
             return reader.read()
 
-    def download_blob(self, repository: str, desc: Descriptor, dest: Path, *, scopes: tuple[str, ...] = ()) -> Path:
-        """Stream a blob to ``dest`` via a private temp file and a rename, verified."""
+    def download_blob(self, repository: str, desc: Descriptor, dest: Path, *, scopes: tuple[str, ...] = (),
+                      progress: transfer.Transfer = transfer.NULL_TRANSFER) -> Path:
+        """Stream a blob to ``dest`` via a private temp file and a rename, verified;
+        the bytes are reported to ``progress`` (the live display on a terminal)."""
         # a private temp name: other threads or processes may fetch the same blob at once
         fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
         tmp = Path(tmp_name)
         try:
-            with os.fdopen(fd, "wb") as out, self.open_blob(repository, desc, scopes=scopes) as reader:
+            with os.fdopen(fd, "wb") as out, \
+                    self.open_blob(repository, desc, scopes=scopes).report_to(progress) as reader:
                 while chunk := reader.read(CHUNK):
                     out.write(chunk)
             os.chmod(tmp, 0o644)

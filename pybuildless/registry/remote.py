@@ -14,8 +14,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
@@ -207,7 +205,8 @@ def pull_image(ref: Reference | str, dest: Path, *, platform: Platform | None = 
         path = blob_path(layer.digest) if blob_path else dest / f"{layer.digest.algorithm}-{layer.digest.hex}"
         path.parent.mkdir(parents=True, exist_ok=True)
         if not _cached_ok(path, layer.descriptor):
-            _download(layer, path)
+            remote.client.download_blob(remote.source.repository, layer.descriptor, path,
+                                        progress=transfer.start(str(layer.digest), layer.size, "pulling"))
             logger.info("pulled layer %s (%d bytes)", layer.digest, layer.size)
         return PulledLayer(path, layer.digest, layer.diff_id, layer.size, layer.media_type, remote.source)
 
@@ -216,26 +215,6 @@ def pull_image(ref: Reference | str, dest: Path, *, platform: Platform | None = 
     layers = [PulledLayer(files[l.digest].path, l.digest, l.diff_id, l.size, l.media_type, remote.source)
               for l in remote.layers()]
     return ManifestImage(remote.raw_manifest(), remote.raw_config(), layers)
-
-
-def _download(layer: RemoteLayer, path: Path) -> None:
-    """Stream a layer to ``path`` via a private temp file and a rename, verified.
-
-    Through ``open_compressed`` rather than ``RegistryClient.download_blob`` so the
-    bytes are reported to the progress display like any other streamed layer.
-    """
-    # a private temp name: other threads or processes may fetch the same blob at once
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out, layer.open_compressed() as reader:
-            while chunk := reader.read(CHUNK):
-                out.write(chunk)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _parallel(fn: Callable, items: Sequence, jobs: int) -> list:

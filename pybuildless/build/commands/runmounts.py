@@ -25,7 +25,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pybuildless.build.copy import CopyRequest, SourceRoot, copy_files
+from pybuildless.build.copy import CopyRequest, copy_files
 from pybuildless.dockerfile.mounts import Mount as MountSpec
 from pybuildless.errors import BuildError
 from pybuildless.log import register_secret
