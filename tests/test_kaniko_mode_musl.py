@@ -25,8 +25,7 @@ import pytest
 
 from tests.buildkit import skopeo_inspect, unpack
 from tests.fixtures.images import push_layout, write_oci_layout
-from tests.jail import assemble_executor_fs, copy_jail
-from tests.test_kaniko_mode import assert_ok, build_in_jail
+from tests.test_kaniko_mode import assert_ok, build_in_jail, executor_fs, jail  # noqa: F401 - fixtures
 
 pytestmark = [
     pytest.mark.root,
@@ -162,16 +161,6 @@ def musl_rootfs(busybox_rootfs: Path, musl_hello: Path, tmp_path_factory: pytest
 def musl_image(registry, musl_rootfs: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
     layout = write_oci_layout(musl_rootfs, tmp_path_factory.mktemp("musl-layout") / "layout")
     return push_layout(layout, registry, "base/musl-alpine-like:latest")
-
-
-@pytest.fixture(scope="module")
-def executor_fs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return assemble_executor_fs(tmp_path_factory.mktemp("executor-fs") / "jail")
-
-
-@pytest.fixture
-def jail(executor_fs: Path, tmp_path: Path) -> Path:
-    return copy_jail(executor_fs, tmp_path / "jail")
 
 
 def test_the_base_is_musl_only(musl_rootfs: Path) -> None:
