@@ -126,3 +126,44 @@ def test_heredoc_body_keeps_quotes_and_expands():
 def test_unset_differs_from_empty():
     assert process_word("${X-unset}", {}) == "unset"
     assert process_word("${X-unset}", {"X": ""}) == ""
+
+
+# Written from the Dockerfile reference ("Environment replacement") and the POSIX
+# parameter-expansion rules BuildKit follows; the expected values are stated here.
+REFERENCE_ENV = {"v": "hello", "empty": "", "path": "/usr/local/bin/tool.tar.gz"}
+REFERENCE_CASES = [
+    ("${v:-w}", "hello"),
+    ("${unset:-w}", "w"),
+    ("${empty:-w}", "w"),          # ':' treats empty as unset
+    ("${empty-w}", ""),            # without ':' only unset takes the default
+    ("${unset-w}", "w"),
+    ("${v:+w}", "w"),
+    ("${empty:+w}", ""),
+    ("${empty+w}", "w"),           # set (though empty): the alternative
+    ("${unset+w}", ""),
+    ("${empty?boom}", ""),         # '?' without ':' only fails when unset
+    ("${path#*/}", "usr/local/bin/tool.tar.gz"),   # shortest prefix
+    ("${path##*/}", "tool.tar.gz"),                 # longest prefix
+    ("${path%.*}", "/usr/local/bin/tool.tar"),      # shortest suffix
+    ("${path%%.*}", "/usr/local/bin/tool"),         # longest suffix
+    ("${path/o/0}", "/usr/l0cal/bin/tool.tar.gz"),  # first match
+    ("${path//o/0}", "/usr/l0cal/bin/t00l.tar.gz"),  # every match
+    ("'$v'", "$v"),                # single quotes: no expansion
+    ('"$v"', "hello"),
+    ("\\$v", "$v"),                # escaped dollar
+    ("${v}world", "helloworld"),
+    ("a${unset}b", "ab"),
+    ("${unset:-$v}", "hello"),     # the word is expanded too
+    ("${unset:-${v}x}", "hellox"),
+]
+
+
+@pytest.mark.parametrize(("word", "expected"), REFERENCE_CASES, ids=[w for w, _ in REFERENCE_CASES])
+def test_reference_expansion_rules(word, expected):
+    assert process_word(word, REFERENCE_ENV) == expected
+
+
+@pytest.mark.parametrize("word", ["${unset:?boom}", "${empty:?boom}", "${unset?boom}"])
+def test_reference_mandatory_forms_fail(word):
+    with pytest.raises(WordError, match="boom"):
+        process_word(word, REFERENCE_ENV)
