@@ -142,3 +142,51 @@ def test_cached_workdir_keeps_the_config_and_later_keys(tmp_path, registry, busy
     warm = unpack(f"docker://{ref}", tmp_path / "warm")
     assert warm.container["WorkingDir"] == "/app"
     assert warm.manifest["layers"] == cold.manifest["layers"]
+
+
+MOUNTS_DOCKERFILE = """\
+FROM {base} AS tools
+RUN echo tool-v1 > /tool
+FROM {base}
+RUN --mount=type=bind,source=data.txt,target=/in/data.txt cat /in/data.txt > /from-bind
+RUN --mount=type=cache,target=/var/cache/app echo cached-run >> /var/cache/app/log && echo done > /from-cache
+RUN --mount=type=secret,id=token cat /run/secrets/token | wc -c > /secret-length
+RUN --mount=type=bind,from=tools,source=/tool,target=/t cat /t > /from-stage
+RUN --mount=type=tmpfs,target=/scratch echo tmp > /scratch/x && cat /scratch/x > /from-tmpfs
+"""
+
+
+def test_run_with_mounts_is_cached_by_what_the_mounts_bring(tmp_path, registry, busybox_image):
+    """BuildKit's rule: a bind mount's content (or its stage) is part of the key; a cache
+    mount's content and a secret's value are not."""
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": MOUNTS_DOCKERFILE.format(base=busybox_image),
+                                           "data.txt": "one"})
+    secret = tmp_path / "token"
+    secret.write_text("s3cret-value")
+    ref = registry.ref("cache/mounts:1")
+    args = ("--secret", f"id=token,src={secret}", "--cache-dir", str(tmp_path / "cache-dir"))
+    bind_step = "RUN --mount=type=bind,source=data.txt,target=/in/data.txt cat /in/data.txt > /from-bind"
+    assert set(steps(build(tmp_path, ctx, ref, *args).stderr).values()) == {"built"}
+
+    secret.write_text("another-secret-value-of-a-new-length")  # the value is not part of the key
+    warm = build(tmp_path, ctx, ref, *args)
+    assert set(steps(warm.stderr).values()) == {"cached"}, steps(warm.stderr)
+    assert b"extracted" not in warm.stderr
+
+    (ctx / "data.txt").write_text("two")  # the bound file: that RUN and every later one
+    got = steps(build(tmp_path, ctx, ref, *args).stderr)
+    assert got["RUN echo tool-v1 > /tool"] == "cached"
+    assert got[bind_step] == "built"
+    assert all(state == "built" for step, state in got.items() if step.startswith("RUN --mount") and step != bind_step)
+    image = unpack(f"docker://{ref}", tmp_path / "two")
+    assert (image.rootfs / "from-bind").read_text() == "two"
+    assert (image.rootfs / "secret-length").read_text().strip() == str(len("another-secret-value-of-a-new-length"))
+    assert (image.rootfs / "from-stage").read_text() == "tool-v1\n"
+    assert not (image.rootfs / "var/cache/app/log").exists() and not (image.rootfs / "in").exists()
+
+    # the stage a bind comes from: a new key there rebuilds the RUN that mounts it
+    (ctx / "Dockerfile").write_text(MOUNTS_DOCKERFILE.format(base=busybox_image).replace("tool-v1", "tool-v2"))
+    got = steps(build(tmp_path, ctx, ref, *args).stderr)
+    assert got[bind_step] == "cached" and got["RUN echo tool-v2 > /tool"] == "built"
+    assert got["RUN --mount=type=bind,from=tools,source=/tool,target=/t cat /t > /from-stage"] == "built"
+    assert (unpack(f"docker://{ref}", tmp_path / "v2").rootfs / "from-stage").read_text() == "tool-v2\n"

@@ -73,8 +73,9 @@ def key_parts(i: ins.Run, st) -> list[str] | None:
     """What decides this RUN's result (see pybuildless.cache)."""
     from pybuildless.cache.keys import env_parts
 
-    if i.mounts:
+    mount_parts = runmounts.key_parts(i, st) if i.mounts else []
+    if mount_parts is None:
         return None
     resolved = i.resolve(st.shell)
-    return ["RUN", *resolved.argv, *[content for _, content, _ in resolved.files],
+    return ["RUN", *mount_parts, *resolved.argv, *[content for _, content, _ in resolved.files],
             *env_parts(st.vars.run_env()), f"user={st.user}", f"workdir={st.workdir}", f"network={i.network}"]

@@ -10,6 +10,11 @@
   variable; from ``--secret id=ID,src=PATH`` or ``--secret id=ID,env=VAR``; missing
   secrets are skipped unless ``required``. Secrets never enter a layer, the config,
   the history or a log.
+
+``key_parts`` says what of the mounts decides a RUN's result for the layer cache
+(BuildKit's rule): a bind mount's content (hashed like a COPY source) or the key
+of the stage it comes from; a cache or tmpfs mount's options, never its
+content; a secret's id and placement, never its value.
 """
 
 from __future__ import annotations
@@ -25,11 +30,12 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pybuildless.build.copy import CopyRequest, copy_files
+from pybuildless.build.copy import CopyRequest, copy_files, resolve_sources, source_digest
 from pybuildless.dockerfile.mounts import Mount as MountSpec
 from pybuildless.errors import BuildError
 from pybuildless.log import register_secret
 from pybuildless.sandbox import Mount
+from pybuildless.sandbox.rootpath import resolve_in_root
 
 _SIZE = re.compile(r"^(\d+)([kmg]?)b?$", re.I)
 
@@ -59,7 +65,11 @@ def _bind(spec: MountSpec, st, i, out: PreparedMounts) -> None:
     # A filtered copy: .dockerignore applies, and writes are discarded with the copy.
     req = CopyRequest(sources=[spec.source or "."], dest="/", workdir="/", match=_match)
     copy_files(source, req, str(copy))
-    out.mounts.append(Mount(target=_target(spec, st), source=copy, kind="bind", readonly=spec.readonly))
+    mounted = copy
+    found = resolve_sources(source, req)
+    if len(found) == 1 and found[0][0] != "." and not os.path.isdir(resolve_in_root(source.root, found[0][0])):
+        mounted = copy / posixpath.basename(found[0][0])  # a file is bound as the file, not in a directory
+    out.mounts.append(Mount(target=_target(spec, st), source=mounted, kind="bind", readonly=spec.readonly))
 
 
 def _match(pattern: str, name: str) -> bool:
@@ -143,3 +153,32 @@ def prepare(i, st) -> PreparedMounts:
         out.stack.close()
         raise
     return out
+
+
+def key_parts(i, st) -> list[str] | None:
+    """The cache-key parts of RUN ``i``'s mounts; None when the step cannot be cached
+    (a bind from an image by tag, whose content can change under the same name)."""
+    parts: list[str] = []
+    for spec in i.expanded_mounts(st.vars.expansion_env()):
+        target = posixpath.normpath(posixpath.join(st.workdir, spec.target)) if spec.target else ""
+        if spec.type == "bind":
+            if spec.from_:
+                origin = st.build.stage_key(spec.from_)
+                if origin is None:
+                    return None
+                content = f"from={origin}"
+            else:
+                req = CopyRequest(sources=[spec.source or "."], dest="/", workdir="/", match=_match)
+                content = f"context={source_digest(st.build.context_source, req)}"
+            parts.append(f"mount=bind,target={target},source={spec.source},rw={not spec.readonly},{content}")
+        elif spec.type == "cache":
+            parts.append(f"mount=cache,target={target},id={spec.id},sharing={spec.sharing},mode={spec.mode},"
+                         f"uid={spec.uid},gid={spec.gid},ro={spec.readonly}")
+        elif spec.type == "tmpfs":
+            parts.append(f"mount=tmpfs,target={target},size={spec.size}")
+        elif spec.type == "secret":
+            parts.append(f"mount=secret,id={spec.id},target={spec.target},env={spec.env},mode={spec.mode},"
+                         f"uid={spec.uid},gid={spec.gid},required={spec.required}")
+        else:
+            return None
+    return parts
