@@ -11,17 +11,9 @@ import sys
 import threading
 
 from pybuildless import transfer
+from pybuildless.transfer import human_size
 
 log = logging.getLogger("pybuildless.build")
-
-
-def human_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
-        size /= 1000
-    return f"{n}B"
 
 
 class Progress:

@@ -116,10 +116,8 @@ class StageBuilder:
             # the root), plus what was made before it, need looking at.
             tops = snapshot_tops(without_ignored(outcome.upper, self.ignore))
             return self.snapshotter.take_paths([*tops, *(p.lstrip("/") for p in outcome.made)])
-        if outcome.paths is None:
-            return self.snapshotter.take()
-        if any(not p.strip("/") for p in outcome.paths):
-            return self.snapshotter.take()  # the step wrote to / itself
+        if outcome.paths is None or any(not p.strip("/") for p in outcome.paths):
+            return self.snapshotter.take()  # asked for, or the step wrote to / itself
         return self.snapshotter.take_paths([p.lstrip("/") for p in outcome.paths])
 
     def _commit_layer(self, changes: Changes) -> Layer | None:

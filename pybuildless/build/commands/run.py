@@ -52,7 +52,7 @@ def run(i: ins.Run, st) -> Outcome:
     try:
         sandbox = st.build.sandbox_for(st.root)
         code = sandbox.run(argv, env=env, cwd=cwd, user=user, stdout=st.progress.output,
-                                                 network=network, mounts=prepared.mounts)
+                           network=network, mounts=prepared.mounts)
     finally:
         prepared.stack.close()
         if scripts:

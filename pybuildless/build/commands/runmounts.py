@@ -59,11 +59,15 @@ def _tmp(st, stack: contextlib.ExitStack, prefix: str) -> Path:
     return path
 
 
+def _bind_request(spec: MountSpec) -> CopyRequest:
+    return CopyRequest(sources=[spec.source or "."], dest="/", workdir="/", match=_match)
+
+
 def _bind(spec: MountSpec, st, i, out: PreparedMounts) -> None:
     source = st.build.source_root(spec.from_, i) if spec.from_ else st.build.context_source
     copy = _tmp(st, out.stack, "bind-")
     # A filtered copy: .dockerignore applies, and writes are discarded with the copy.
-    req = CopyRequest(sources=[spec.source or "."], dest="/", workdir="/", match=_match)
+    req = _bind_request(spec)
     copy_files(source, req, str(copy))
     mounted = copy
     found = resolve_sources(source, req)
@@ -160,7 +164,7 @@ def key_parts(i, st) -> list[str] | None:
     (a bind from an image by tag, whose content can change under the same name)."""
     parts: list[str] = []
     for spec in i.expanded_mounts(st.vars.expansion_env()):
-        target = posixpath.normpath(posixpath.join(st.workdir, spec.target)) if spec.target else ""
+        target = _target(spec, st) if spec.target else ""
         if spec.type == "bind":
             if spec.from_:
                 origin = st.build.stage_key(spec.from_)
@@ -168,8 +172,7 @@ def key_parts(i, st) -> list[str] | None:
                     return None
                 content = f"from={origin}"
             else:
-                req = CopyRequest(sources=[spec.source or "."], dest="/", workdir="/", match=_match)
-                content = f"context={source_digest(st.build.context_source, req)}"
+                content = f"context={source_digest(st.build.context_source, _bind_request(spec))}"
             parts.append(f"mount=bind,target={target},source={spec.source},rw={not spec.readonly},{content}")
         elif spec.type == "cache":
             parts.append(f"mount=cache,target={target},id={spec.id},sharing={spec.sharing},mode={spec.mode},"
