@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import stat
 
 from pybuildless.errors import LayerSecurityError
 from pybuildless.fs import secure
@@ -31,8 +32,13 @@ def apply_whiteout(applier, parent: str, base: str) -> None:
     if victim in ("", ".", ".."):
         raise LayerSecurityError(f"invalid whiteout {posixpath.join(parent, base)!r}")
     rel = posixpath.join(parent, victim) if parent else victim
-    if rel in applier.layer_paths:
-        return  # a whiteout only hides lower layers
+    if rel in applier.layer_paths or rel in applier.layer_ancestors:
+        # This layer already wrote the path (or something below it): the whiteout came after
+        # it in the tar. It still hides the lower content, as if it had come first, and never
+        # this layer's own entries (a directory keeps them, a file or link is left alone).
+        if _is_real_dir(applier, parent, victim):
+            _apply_opaque(applier, rel)
+        return
     try:
         pfd, preal = applier.parent(parent, create=False)
     except (FileNotFoundError, NotADirectoryError):
@@ -47,6 +53,15 @@ def apply_whiteout(applier, parent: str, base: str) -> None:
                              else "descend" if applier.ignore.contains_ignored(path) else None)
     secure.remove_in_dir(pfd, victim, keep=keep, prefix=preal if applier.ignore else "")
     applier._drop_cache_keep(-1)
+
+
+def _is_real_dir(applier, parent: str, name: str) -> bool:
+    """``parent/name`` is a directory itself, not a symlink to one (never followed here)."""
+    try:
+        pfd, _ = applier.parent(parent, create=False)
+        return stat.S_ISDIR(os.lstat(name, dir_fd=pfd).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
 
 
 def _apply_opaque(applier, dir_rel: str) -> None:
