@@ -34,8 +34,15 @@ MS_PRIVATE = 1 << 18
 
 MNT_DETACH = 0x2
 
+# mount_setattr(2) (Linux 5.12): one call changes the attributes of a whole mount tree.
+_SYS_MOUNT_SETATTR = 442  # the same number on every architecture (unified syscall table)
+_MOUNT_ATTR_RDONLY = 0x1
+_AT_RECURSIVE = 0x8000
+_AT_FDCWD = -100
+
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
+PR_SET_NAME = 15
 PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
 PR_CAP_AMBIENT = 47
@@ -44,7 +51,7 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 # Capability numbers (linux/capability.h).
 CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID, CAP_KILL, CAP_SETGID, CAP_SETUID = 0, 1, 3, 4, 5, 6, 7
 CAP_SETPCAP, CAP_NET_BIND_SERVICE, CAP_NET_RAW, CAP_SYS_CHROOT = 8, 10, 13, 18
-CAP_MKNOD, CAP_AUDIT_WRITE, CAP_SETFCAP = 27, 29, 31
+CAP_SYS_ADMIN, CAP_MKNOD, CAP_AUDIT_WRITE, CAP_SETFCAP = 21, 27, 29, 31
 # Docker's default set for containers and build steps, minus MKNOD: without a
 # device cgroup a RUN could mknod the host's disks and read them.
 RUN_CAPABILITIES = frozenset({
@@ -98,6 +105,26 @@ def umount(target: str | os.PathLike[str], flags: int = 0) -> None:
 
 def prctl(option: int, arg: int) -> None:
     _check(_prctl(option, arg, 0, 0, 0), "prctl")
+
+
+def set_process_name(name: bytes) -> None:
+    """This thread's comm (/proc/PID/comm and the Name: line of status), at most 15 bytes."""
+    buf = ctypes.create_string_buffer(name[:15])
+    _check(_prctl(PR_SET_NAME, ctypes.addressof(buf), 0, 0, 0), "prctl PR_SET_NAME")
+
+
+def make_tree_readonly(target: str | os.PathLike[str]) -> bool:
+    """Make the mount at ``target`` and every mount below it read-only; False if the kernel
+    lacks mount_setattr (before 5.12), so the caller can fall back to remounting one by one."""
+    attr = struct.pack("QQQQ", _MOUNT_ATTR_RDONLY, 0, 0, 0)  # struct mount_attr: set, clr, propagation, userns_fd
+    buf = ctypes.create_string_buffer(attr, len(attr))
+    result = int(_syscall(_SYS_MOUNT_SETATTR, _AT_FDCWD, _b(target), _AT_RECURSIVE, buf, len(attr)))
+    if result == 0:
+        return True
+    err = ctypes.get_errno()
+    if err == 38:  # ENOSYS
+        return False
+    raise OSError(err, f"mount_setattr {target}: {os.strerror(err)}")
 
 
 def pivot_available() -> bool:

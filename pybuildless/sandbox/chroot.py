@@ -45,6 +45,7 @@ from pybuildless.sandbox.extra_mounts import Mount, PreparedMount, apply_extra_m
 from pybuildless.sandbox.mounts import MountPlan, apply_mounts, prepare_fallback, prepare_mounts, remove_scratch
 from pybuildless.sandbox.overlay_mount import OverlayDirs, OverlaySupport, mount_overlay
 from pybuildless.sandbox.process import ChildSpec, run_child
+from pybuildless.sandbox.step_seccomp import step_seccomp_program
 
 if TYPE_CHECKING:
     from pybuildless.fs.users import ResolvedUser
@@ -85,6 +86,11 @@ class ChrootSandbox:
         self._remove_scratch = weakref.finalize(self, remove_scratch, self._scratch)
         self._closed = False
         self._last_cap = _linux.last_capability()
+        # Without namespaces the step is only chrooted: CAP_SYS_CHROOT would let it climb out.
+        self._capabilities = _linux.RUN_CAPABILITIES if self.namespaces \
+            else _linux.RUN_CAPABILITIES - {_linux.CAP_SYS_CHROOT}
+        # Built once here, installed by each step's command before it changes user.
+        self._seccomp_program = step_seccomp_program(self._capabilities)
         self._overlay = self._probe_overlay() if overlay else None
         self._overlay_changes: Changes | None = None
         self.overlay_seconds = 0.0  # reading and applying the last step's upper dir
@@ -147,9 +153,10 @@ class ChrootSandbox:
                 loopback_up=network == "none",
                 hostname=self.hostname,
                 pivot_root=self.namespaces and _linux.pivot_available(),
-                capabilities=_linux.RUN_CAPABILITIES if self.namespaces
-                else _linux.RUN_CAPABILITIES - {_linux.CAP_SYS_CHROOT},
+                capabilities=self._capabilities,
                 last_capability=self._last_cap,
+                protect_proc=True,
+                seccomp_program=self._seccomp_program,
             )
             code = run_child(spec, as_sink(stdout))
             if dirs is not None:

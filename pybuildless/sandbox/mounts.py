@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pybuildless.sandbox import _linux
+from pybuildless.sandbox.base import mounts_below
 from pybuildless.sandbox.rootpath import resolve_in_root
 
 log = logging.getLogger(__name__)
@@ -144,16 +145,97 @@ def apply_mounts(plan: MountPlan) -> None:
         _mount_dev(dev)
     sys_target = plan.targets.get("sys")
     if sys_target is not None:
-        ro = _linux.MS_RDONLY | _linux.MS_NOSUID | _linux.MS_NODEV | _linux.MS_NOEXEC
-        try:
-            _linux.mount("sysfs", sys_target, "sysfs", ro)
-        except OSError:
-            _linux.mount("/sys", sys_target, None, _linux.MS_BIND | _linux.MS_REC)
-            _linux.mount(None, sys_target, None, _linux.MS_BIND | _linux.MS_REMOUNT | ro)
+        _mount_sys(sys_target)
+        mask_paths(sys_target, SYS_MASKED_PATHS + _thermal_throttle_dirs(sys_target))
     for name in _FILE_TARGETS:
         target = plan.targets.get(name)
         if target is not None:
             _linux.mount(str(plan.scratch / name), target, None, _linux.MS_BIND)
+
+
+def _mount_sys(target: Path) -> None:
+    """A read-only sysfs; where a fresh one is refused (a user namespace that does not own the
+    network namespace), the host's /sys bound recursively and made read-only all the way down,
+    so that none of its sub-mounts (cgroup, debugfs, tracefs, ...) stays writable."""
+    ro = _linux.MS_RDONLY | _linux.MS_NOSUID | _linux.MS_NODEV | _linux.MS_NOEXEC
+    try:
+        _linux.mount("sysfs", target, "sysfs", ro)
+        return
+    except OSError as exc:
+        log.debug("fresh sysfs refused (%s); binding the host's /sys read-only", exc.strerror)
+    _linux.mount("/sys", target, None, _linux.MS_BIND | _linux.MS_REC)
+    if not _linux.make_tree_readonly(target):
+        for point in [str(target)] + mounts_below(target):
+            remount_readonly(point)
+
+
+# Docker's default container view of the kernel, applied to every RUN step.
+# Masked and read-only paths as in moby daemon/pkg/oci/defaults.go (b985e2313a86, defaultLinuxMaskedPaths and
+# ReadonlyPaths); runc libcontainer/specconv/example.go (76d9cf5da568) has the same base list. Masking follows runc
+# libcontainer/rootfs_linux.go maskPaths/maskDir/readonlyPath: a directory gets an empty read-only tmpfs, a file
+# a bind of /dev/null, a read-only path a bind onto itself remounted read-only with its nosuid/nodev/noexec kept;
+# a path the kernel does not have is skipped.
+PROC_MASKED_PATHS = ("acpi", "asound", "interrupts", "kcore", "keys", "latency_stats", "sched_debug", "scsi",
+                     "timer_list", "timer_stats")
+PROC_READONLY_PATHS = ("bus", "fs", "irq", "sys", "sysrq-trigger")
+SYS_MASKED_PATHS = ("devices/virtual/powercap", "firmware")
+
+
+def _thermal_throttle_dirs(sys_dir: Path) -> tuple[str, ...]:
+    # moby masks /sys/devices/system/cpu/cpuN/thermal_throttle for every possible CPU that has one.
+    cpus = sys_dir / "devices/system/cpu"
+    try:
+        names = os.listdir(cpus)
+    except OSError:
+        return ()
+    return tuple(f"devices/system/cpu/{n}/thermal_throttle" for n in sorted(names)
+                 if n.startswith("cpu") and n[3:].isdigit() and os.path.isdir(cpus / n / "thermal_throttle"))
+
+
+def protect_proc(proc_dir: str | os.PathLike[str]) -> None:
+    """Mask and make read-only the host-global parts of a freshly mounted procfs (runs in init)."""
+    base = Path(proc_dir)
+    mask_paths(base, PROC_MASKED_PATHS)
+    for name in PROC_READONLY_PATHS:
+        path = base / name
+        try:
+            _linux.mount(str(path), path, None, _linux.MS_BIND | _linux.MS_REC)
+        except FileNotFoundError:
+            continue
+        remount_readonly(path)
+
+
+def remount_readonly(path: str | os.PathLike[str]) -> None:
+    # Keep nosuid/nodev/noexec: a user namespace refuses to clear flags locked on the mount.
+    keep = os.statvfs(path).f_flag & (os.ST_NOSUID | os.ST_NODEV | os.ST_NOEXEC)
+    _linux.mount(str(path), path, None, keep | _linux.MS_BIND | _linux.MS_REMOUNT | _linux.MS_RDONLY)
+
+
+def mask_paths(base: Path, names: tuple[str, ...]) -> None:
+    """Hide ``base/name`` for each name: an empty read-only tmpfs over a directory, /dev/null over a file."""
+    null = _dev_null()
+    for name in names:
+        path = base / name
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                _linux.mount("tmpfs", path, "tmpfs", _linux.MS_RDONLY, "nr_blocks=1,nr_inodes=1")
+            except OSError:
+                # some kernels reject nr_inodes<2 (runc's maskDir retries the same way)
+                _linux.mount("tmpfs", path, "tmpfs", _linux.MS_RDONLY, "nr_blocks=1,nr_inodes=2")
+        else:
+            _linux.mount(null, path, None, _linux.MS_BIND)
+
+
+def _dev_null() -> str:
+    # Binding anything but the real null device over a masked file would expose that instead.
+    st = os.stat("/dev/null")
+    if not stat.S_ISCHR(st.st_mode) or (os.major(st.st_rdev), os.minor(st.st_rdev)) != (1, 3):
+        raise OSError("/dev/null is not the null device; cannot mask kernel files")
+    return "/dev/null"
 
 
 def _mount_dev(dev: Path) -> None:
