@@ -25,7 +25,7 @@ from pybuildless.build.context import open_context, resolve_dockerfile
 from pybuildless.build.copy import SourceRoot
 from pybuildless.build.options import BuildOptions
 from pybuildless.build.progress import BufferedProgress, Progress
-from pybuildless.build.publish import publish
+from pybuildless.build.publish import check_push_permissions, publish
 from pybuildless.build.stage import StageBuilder, StageResult
 from pybuildless.cache.store import open_cache
 from pybuildless.dockerfile.mounts import parse_go_duration
@@ -53,7 +53,9 @@ def registry_options(o: BuildOptions) -> RegistryOptions:
         skip_tls_verify_pull=o.skip_tls_verify_pull,
         skip_tls_verify_registries=o.skip_tls_verify_registries,
         certificates=o.registry_certificates,
+        client_certificates=o.registry_client_certs,
         registry_mirrors=o.registry_mirrors,
+        skip_default_registry_fallback=o.skip_default_registry_fallback,
         registry_map=o.registry_map,
         retries=max(3, o.push_retry, o.image_download_retry),
     )
@@ -203,11 +205,13 @@ def _work_dir(options: BuildOptions) -> Path:
 
 def run_build(options: BuildOptions) -> None:
     _check_outputs(options)
+    check_push_permissions(options, registry_options(options))  # before any work, as Kaniko does
     started = time.monotonic()
     work = _work_dir(options)
     progress = Progress()
     try:
-        with open_context(options.context, stdin=sys.stdin.buffer, workdir=work) as context:
+        with open_context(options.context, stdin=sys.stdin.buffer, workdir=work,
+                          sub_path=options.context_sub_path, git=options.git) as context:
             dockerfile_path = str(resolve_dockerfile(options.dockerfile, context.root)) \
                 if options.dockerfile != "-" else "-"
             dockerfile = load_dockerfile(dockerfile_path)

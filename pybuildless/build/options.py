@@ -7,8 +7,19 @@ from pathlib import Path
 
 
 @dataclass(frozen=True)
+class GitOptions:
+    """--git for a git:// context (Kaniko's KanikoGitOptions)."""
+    branch: str = ""
+    single_branch: bool = False
+    recurse_submodules: bool = False
+    insecure_skip_tls: bool = False
+
+
+@dataclass(frozen=True)
 class BuildOptions:
     context: str = "/workspace/"
+    context_sub_path: str = ""
+    git: GitOptions = GitOptions()
     dockerfile: str = "Dockerfile"
     destinations: tuple[str, ...] = ()
     build_args: tuple[tuple[str, str], ...] = ()
@@ -52,11 +63,17 @@ class BuildOptions:
     skip_tls_verify_pull: bool = False
     skip_tls_verify_registries: tuple[str, ...] = ()
     registry_certificates: tuple[tuple[str, str], ...] = ()
+    registry_client_certs: tuple[tuple[str, str, str], ...] = ()  # (host, cert, key) for mutual TLS
     registry_mirrors: tuple[str, ...] = ()
     registry_map: tuple[tuple[str, str], ...] = ()
+    skip_default_registry_fallback: bool = False
     secrets: tuple[tuple[str, str, str], ...] = ()  # (id, "src"|"env", path or variable name)
     push_retry: int = 0
+    push_ignore_immutable_tag_errors: bool = False
+    skip_push_permission_check: bool = False
     image_download_retry: int = 0
+    image_fs_extract_retry: int = 0
+    force_build_metadata: bool = False  # every step adds a layer, even an empty one
     # inputs from outside the Dockerfile that are not flags
     stdin_context: bool = field(default=False, compare=False)
 

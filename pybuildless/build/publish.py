@@ -1,9 +1,14 @@
 """Where the built image goes: registries, a `docker load` tarball, an OCI layout, digest files.
 
 Kaniko's rules: the digest everywhere is the manifest digest; the tarball is
-tagged with the destinations (``unset-repo/unset-image-name`` without any);
-with no destination and no output flag at all, the image is written to a local
-OCI layout and the path is printed.
+tagged with the destinations (``unset-repo/unset-image-name`` without any).
+With no destination, no ``--no-push`` and no output flag at all (where Kaniko
+refuses to start), the image is written to a local OCI layout and the path is
+printed; ``--no-push`` alone writes nothing, as in Kaniko.
+
+Before anything is built, every destination is asked for push access the way
+Kaniko (go-containerregistry's CheckPushPermission) does it: start a blob upload
+with a push token, then cancel it. A long build then cannot fail only at the push.
 """
 
 from __future__ import annotations
@@ -14,24 +19,78 @@ from pathlib import Path
 
 from pybuildless.build.options import BuildOptions
 from pybuildless.build.progress import Progress
-from pybuildless.errors import PybuildlessError
+from pybuildless.errors import PybuildlessError, RegistryError
 from pybuildless.image import outputs
 from pybuildless.image.descriptor import Digest
 from pybuildless.image.layout import write_layout
 from pybuildless.image.model import Image, image_digest
 from pybuildless.image.tarball import write_tarball
 from pybuildless.registry.options import RegistryOptions
+from pybuildless.registry.client import RegistryClient
+from pybuildless.registry.reference import parse_reference
 from pybuildless.registry.remote import push_image
 
 DEFAULT_LAYOUT = "pybuildless-image"
 UNSET_TAG = "unset-repo/unset-image-name:latest"
 
 
+# Kaniko v1.24.0 pkg/executor/push.go errTagImmutable: what registries say when a tag cannot move.
+IMMUTABLE_TAG_ERRORS = (
+    "The repository has enabled tag immutability",  # Google Artifact Registry
+    "cannot be overwritten because the repository is immutable",  # Amazon ECR
+)
+
+
+def push_targets(options: BuildOptions) -> list[str]:
+    """What Kaniko's CheckPushPermissions checks: the destinations, or the cache repo under --no-push."""
+    if options.skip_push_permission_check or (options.no_push and options.no_push_cache):
+        return []
+    if options.no_push:
+        repo = options.cache_repo
+        return [repo] if repo and not repo.startswith("oci:") else []
+    return list(options.destinations)
+
+
+def check_push_permissions(options: BuildOptions, registry: RegistryOptions) -> None:
+    checked: set[str] = set()
+    for target in push_targets(options):
+        ref = parse_reference(target)
+        if ref.context in checked:
+            continue
+        client = RegistryClient.for_reference(ref, registry)
+        scopes = (ref.scope("push,pull"),)
+        try:
+            location = client.start_upload(ref.repository, scopes=scopes)
+        except RegistryError as e:
+            raise RegistryError(f"checking push permission for {target}: {e} (make sure the destination is right "
+                                "and the credentials allow a push; --skip-push-permission-check skips this "
+                                "check)") from None
+        client._cancel(location, scopes)  # the upload only proved access; don't leave it open
+        checked.add(ref.context)
+
+
+def _is_immutable_tag_error(error: Exception) -> bool:
+    return any(text in str(error) for text in IMMUTABLE_TAG_ERRORS)
+
+
+def _push_all(image: Image, options: BuildOptions, registry: RegistryOptions, progress: Progress) -> None:
+    if not options.push_ignore_immutable_tag_errors:
+        push_image(image, list(options.destinations), options=registry)
+        return
+    for dest in options.destinations:  # one at a time, so one immutable tag does not stop the others
+        try:
+            push_image(image, [dest], options=registry)
+        except PybuildlessError as e:
+            if not _is_immutable_tag_error(e):
+                raise
+            progress.info(f"immutable tag error ignored for {dest}@{image_digest(image)}")
+
+
 def _push_with_retry(image: Image, options: BuildOptions, registry: RegistryOptions, progress: Progress) -> None:
     attempts = options.push_retry + 1
     for attempt in range(1, attempts + 1):
         try:
-            push_image(image, list(options.destinations), options=registry)
+            _push_all(image, options, registry, progress)
             return
         except PybuildlessError as e:
             if attempt == attempts:
@@ -57,7 +116,9 @@ def publish(image: Image, options: BuildOptions, registry: RegistryOptions, prog
         write_layout(options.oci_layout_path, image, tag="latest")
         progress.info(f"wrote OCI layout {options.oci_layout_path}")
         wrote_output = True
-    if not pushing and not wrote_output:
+    if options.no_push and not wrote_output:
+        progress.info("--no-push and no --tar-path or --oci-layout-path: the image is not written anywhere")
+    elif not pushing and not wrote_output:
         path = Path(os.getcwd()) / DEFAULT_LAYOUT
         write_layout(path, image, tag="latest")
         progress.info(f"no destination given: image written to the OCI layout {path} (tag latest)")
