@@ -1,6 +1,6 @@
 # Everything here must work on a fresh Debian 12 machine as root.
 PYTHON ?= python3
-APT_PACKAGES = docker-registry busybox-static skopeo umoci apache2-utils buildah util-linux git uidmap musl musl-tools podman runc
+APT_PACKAGES = docker-registry busybox-static skopeo umoci apache2-utils buildah util-linux git uidmap musl musl-tools podman runc docker.io rsync
 STAMP = .make
 
 .PHONY: deps test demo clean wheels
