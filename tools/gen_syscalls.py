@@ -3,14 +3,18 @@
 
     python3 tools/gen_syscalls.py > pybuildless/sandbox/syscalls_table.py
 
-Needs cpp and Debian's linux-libc-dev (apt-get install cpp linux-libc-dev). The
+Needs cpp, Debian's linux-libc-dev and linux-libc-dev-armhf-cross (only to
+regenerate the table; nothing at run time or test time needs them). The
 C preprocessor itself resolves the headers, so conditional blocks and the
 ``__NR3264_*`` aliases of asm-generic come out as the kernel defines them:
 
 - x86_64: <asm/unistd_64.h>; i386 (the int 0x80 ABI an x86_64 kernel also
   serves): <asm/unistd_32.h>;
 - aarch64: <asm-generic/unistd.h> with the ``__ARCH_WANT_*`` switches that
-  arch/arm64/include/uapi/asm/unistd.h sets before including it.
+  arch/arm64/include/uapi/asm/unistd.h sets before including it;
+- arm (EABI, the 32-bit ABI an aarch64 kernel may also serve): the armhf
+  cross headers' <asm/unistd.h>, including the ARM-private ``__ARM_NR_*``
+  calls (set_tls, cacheflush...).
 
 Syscalls added after the installed headers are appended from LATER_SYSCALLS.
 Since Linux 5.1 a new syscall gets the same number on every architecture
@@ -33,11 +37,13 @@ SOURCES = {
     "i386": ("#include <asm/unistd_32.h>\n", "<asm/unistd_32.h>"),
     "aarch64": ("".join(f"#define {w}\n" for w in ARM64_WANTS) + "#include <asm-generic/unistd.h>\n",
                 "<asm-generic/unistd.h> with " + ", ".join(ARM64_WANTS)),
+    "arm": ("#include <asm/unistd.h>\n", "<asm/unistd.h> of /usr/arm-linux-gnueabihf/include, EABI"),
 }
+CPP_FLAGS = {"arm": ("-nostdinc", "-isystem", "/usr/arm-linux-gnueabihf/include", "-D__ARM_EABI__")}
 
 # Syscalls newer than Debian 12's linux-libc-dev (6.1) that the default
-# profile names. Numbers: golang.org/x/sys/unix/zsysnum_linux_{amd64,386,arm64}.go
-# as vendored in moby/moby at b985e2313a86 (identical on the three tables).
+# profile names. Numbers: golang.org/x/sys/unix/zsysnum_linux_{amd64,386,arm64,arm}.go
+# as vendored in moby/moby at b985e2313a86 (identical on the four tables).
 LATER_SYSCALLS = {
     "cachestat": 451, "fchmodat2": 452, "map_shadow_stack": 453, "futex_wake": 454, "futex_wait": 455,
     "futex_requeue": 456, "statmount": 457, "listmount": 458, "lsm_get_self_attr": 459,
@@ -47,21 +53,22 @@ LATER_SYSCALLS = {
 # x86_64 only (arch/x86/entry/syscalls/syscall_64.tbl, kernel 6.11; same x/sys file).
 LATER_X86_64_ONLY = {"uretprobe": 335}
 
-_DEFINE = re.compile(r"#define __NR_(\w+)\s")
+# __NR_read, __ARM_NR_set_tls; upper-case ones (__NR_SYSCALL_BASE, __ARM_NR_BASE) are not syscalls,
+# nor is __NR_syscalls (the table size).
+_DEFINE = re.compile(r"#define (__(?:ARM_)?NR_([a-z_0-9]+))\s")
 
 
-def _preprocess(source: str, *extra: str) -> str:
-    return subprocess.run(["cpp", "-P", *extra, "-"], input=source, capture_output=True, text=True,
-                          check=True).stdout
+def _preprocess(arch: str, source: str, *extra: str) -> str:
+    return subprocess.run(["cpp", "-P", *CPP_FLAGS.get(arch, ()), *extra, "-"], input=source,
+                          capture_output=True, text=True, check=True).stdout
 
 
 def syscall_numbers(arch: str) -> dict[str, int]:
     source, _ = SOURCES[arch]
-    names = sorted(set(_DEFINE.findall(_preprocess(source, "-dM"))))
-    names = [n for n in names if n != "syscalls"]  # __NR_syscalls is the table size
-    probe = source + "".join(f"@{n}@ __NR_{n}\n" for n in names)
+    macros = sorted(set(_DEFINE.findall(_preprocess(arch, source, "-dM"))))
+    probe = source + "".join(f"@{name}@ {macro}\n" for macro, name in macros if name != "syscalls")
     table: dict[str, int] = {}
-    for line in _preprocess(probe).splitlines():
+    for line in _preprocess(arch, probe).splitlines():
         match = re.fullmatch(r"@(\w+)@ (.+)", line.strip())
         if match:
             # The expansion is a number or a parenthesised sum of numbers.

@@ -9,9 +9,10 @@ in syscalls_table (generated from the kernel headers by tools/gen_syscalls.py).
 Layout of the program (seccomp_data: nr at 0, arch at 4, args[i] at 16 + 8*i):
 
 1. the ABI (``arch``) selects a section; any other ABI is killed, as
-   libseccomp's default bad-arch action does. An x86_64 host also serves
-   the i386 ABI (int 0x80, 32-bit images run natively), like Docker's
-   x86_64 profile; the x32 ABI (nr | 0x40000000) is refused outright.
+   libseccomp's default bad-arch action does. As in Docker's profile
+   (archMap: x86_64 with x86, aarch64 with arm) a host also serves its
+   32-bit ABI, which runs 32-bit images natively; the x32 ABI
+   (nr | 0x40000000), also in Docker's x86_64 entry, is refused outright.
 2. the few syscalls whose rules look at arguments (clone, socket,
    personality) or return another errno (clone3) jump to their own blocks;
 3. numbers above the largest one the profile names get ENOSYS, so that a
@@ -61,7 +62,9 @@ _OFFSET_NR, _OFFSET_ARCH, _OFFSET_ARGS = 0, 4, 16
 AUDIT_ARCH_X86_64 = 0xC000003E
 AUDIT_ARCH_I386 = 0x40000003
 AUDIT_ARCH_AARCH64 = 0xC00000B7
+AUDIT_ARCH_ARM = 0x40000028
 X32_SYSCALL_BIT = 0x40000000
+ARM_PRIVATE_BASE = 0x0F0000  # __ARM_NR_BASE: set_tls, cacheflush... sit above the regular table
 
 
 class SeccompUnsupported(RuntimeError):
@@ -73,11 +76,12 @@ class Abi:
     audit_arch: int
     table: str  # key of SYSCALLS
     refuse_from: int | None = None  # numbers from here on are another ABI (x32)
+    private_from: int | None = None  # numbers from here on are not part of the regular table
 
 
 HOST_ABIS: dict[str, tuple[Abi, ...]] = {
     "x86_64": (Abi(AUDIT_ARCH_X86_64, "x86_64", refuse_from=X32_SYSCALL_BIT), Abi(AUDIT_ARCH_I386, "i386")),
-    "aarch64": (Abi(AUDIT_ARCH_AARCH64, "aarch64"),),
+    "aarch64": (Abi(AUDIT_ARCH_AARCH64, "aarch64"), Abi(AUDIT_ARCH_ARM, "arm", private_from=ARM_PRIVATE_BASE)),
 }
 
 
@@ -160,8 +164,11 @@ def _emit_section(asm: _Assembler, abi: Abi, rules: tuple[Rule, ...]) -> None:
         for name in rule.names:
             if name in table:  # a name this ABI lacks is skipped, as libseccomp does
                 by_number.setdefault(table[name], []).append(rule)
-    allowed = {nr for nr, rs in by_number.items() if any(r.action == ALLOW and not r.args for r in rs)}
+    private = {nr for nr in by_number if abi.private_from is not None and nr >= abi.private_from}
+    allowed = {nr for nr, rs in by_number.items()
+               if nr not in private and any(r.action == ALLOW and not r.args for r in rs)}
     special = {nr: rs for nr, rs in sorted(by_number.items()) if nr not in allowed}
+    largest = max(set(by_number) - private)
     deny = _ret_errno(DEFAULT_ERRNO)
 
     asm.emit(_LD_W_ABS, _OFFSET_NR)
@@ -171,7 +178,10 @@ def _emit_section(asm: _Assembler, abi: Abi, rules: tuple[Rule, ...]) -> None:
     blocks = {nr: asm.new_label() for nr in special}
     for nr, block in blocks.items():
         asm.emit(_JMP_JEQ_K, nr, block, 0)
-    asm.emit(_JMP_JGT_K, max(by_number), 0, 1)
+    if abi.private_from is not None:
+        asm.emit(_JMP_JGE_K, abi.private_from, 0, 1)
+        asm.emit(_RET_K, deny)
+    asm.emit(_JMP_JGT_K, largest, 0, 1)
     asm.emit(_RET_K, _ret_errno(errno.ENOSYS))
     search = asm.new_label()
     asm.jump(search)
@@ -188,7 +198,7 @@ def _emit_section(asm: _Assembler, abi: Abi, rules: tuple[Rule, ...]) -> None:
 
     # Ranges of equal outcome; numbers handled above take their neighbour's so ranges merge.
     segments: list[tuple[int, int]] = []
-    for nr in range(max(by_number) + 1):
+    for nr in range(largest + 1):
         verdict = SECCOMP_RET_ALLOW if nr in allowed else deny
         if nr in special:
             verdict = segments[-1][1] if segments else verdict
