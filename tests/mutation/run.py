@@ -1,0 +1,182 @@
+"""Mutation testing of the rule modules (``make mutation``; not part of ``make test`` or CI).
+
+Each group of ``[tool.mutmut.groups]`` in pyproject.toml (modules to mutate, tests that should
+kill their mutants) runs with mutmut in its own fresh copy of the committed HEAD, never in the
+working tree, so edits in progress neither disturb nor get into the run. The report gives, per
+group, killed / survived / timeout / no-test counts, the score
+
+    score = (killed + timeout) / (total - justified equivalents)
+
+and every surviving mutant with its diff. Equivalent mutants are justified in docs/mutation.md,
+one per line as ``- `NAME` (`mutated line`): why``; a justification whose mutated line no longer
+matches the mutant's diff (the module changed and mutmut renumbered) does not count.
+
+Usage: python3 tests/mutation/run.py [GROUP ...] [--jobs N] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+JUSTIFIED = REPO / "docs" / "mutation.md"
+THRESHOLD = 85.0
+_ENTRY = re.compile(r"^- `(?P<name>pybuildless\.[^`]+__mutmut_\d+)` \(`(?P<line>[^`]*)`\):\s*(?P<why>\S.*)$")
+
+
+@dataclass
+class GroupResult:
+    name: str
+    counts: dict[str, int] = field(default_factory=dict)
+    survivors: list[tuple[str, str]] = field(default_factory=list)  # (mutant, diff)
+    equivalent: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def score(self) -> float | None:
+        total = sum(self.counts.values()) - len(self.equivalent)
+        detected = self.counts.get("killed", 0) + self.counts.get("timeout", 0)
+        return 100.0 * detected / total if total > 0 else None
+
+
+def justifications() -> dict[str, str]:
+    """mutant name -> the mutated line its justification was written for."""
+    found = {}
+    if JUSTIFIED.exists():
+        for line in JUSTIFIED.read_text().splitlines():
+            m = _ENTRY.match(line.strip())
+            if m:
+                found[m["name"]] = m["line"].strip()
+    return found
+
+
+def config() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mutmut"]
+
+
+def fresh_copy(dest: Path) -> None:
+    """The committed HEAD (not the working tree) unpacked into ``dest``."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "HEAD"], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+
+
+def _toml_list(values: list[str]) -> str:
+    return json.dumps(values)  # a JSON array of plain strings is a TOML array
+
+
+def write_group_config(copy: Path, base: dict, group: dict) -> None:
+    """Replace the copy's [tool.mutmut] tables by one for this group."""
+    text = (copy / "pyproject.toml").read_text()
+    kept, skipping = [], False
+    for line in text.splitlines():
+        if line.startswith("["):
+            skipping = line.strip().startswith("[tool.mutmut")
+        if not skipping:
+            kept.append(line)
+    section = [
+        "[tool.mutmut]",
+        f"source_paths = {_toml_list(base['source_paths'])}",
+        f"only_mutate = {_toml_list(group['mutate'])}",
+        f"pytest_add_cli_args = {_toml_list(base.get('pytest_add_cli_args', []))}",
+        f"pytest_add_cli_args_test_selection = {_toml_list(group['tests'])}",
+        "use_git_change_detection = false",
+    ]
+    (copy / "pyproject.toml").write_text("\n".join(kept + [""] + section) + "\n")
+
+
+def mutmut(copy: Path, *args: str, log: Path | None = None) -> subprocess.CompletedProcess:
+    out = open(log, "w") if log else subprocess.PIPE
+    try:
+        return subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=copy, stdout=out,
+                              stderr=subprocess.STDOUT, text=True)
+    finally:
+        if log:
+            out.close()
+
+
+def run_group(name: str, base: dict, group: dict, jobs: int, workdir: Path, known: dict[str, str]) -> GroupResult:
+    result = GroupResult(name)
+    copy = workdir / name
+    copy.mkdir()
+    fresh_copy(copy)
+    write_group_config(copy, base, group)
+    print(f"== {name}: mutating {', '.join(group['mutate'])}", flush=True)
+    proc = mutmut(copy, "run", "--max-children", str(jobs), log=workdir / f"{name}.log")
+    if proc.returncode != 0:
+        result.error = f"mutmut run exited {proc.returncode} (log: {workdir / f'{name}.log'})"
+    listing = mutmut(copy, "results", "--all", "true").stdout
+    for line in listing.splitlines():
+        mutant, sep, status = line.strip().rpartition(": ")
+        if not sep or "__mutmut_" not in mutant:
+            continue
+        result.counts[status] = result.counts.get(status, 0) + 1
+        if status in ("killed", "timeout"):
+            continue
+        diff = mutmut(copy, "show", mutant).stdout
+        added = [d[1:].strip() for d in diff.splitlines() if d.startswith("+") and not d.startswith("+++")]
+        if mutant in known and status == "survived":
+            if any(known[mutant] == a for a in added):
+                result.equivalent.append(mutant)
+                continue
+            result.stale.append(mutant)
+        result.survivors.append((mutant, f"[{status}]\n{diff.strip()}"))
+    return result
+
+
+def report(results: list[GroupResult]) -> bool:
+    ok = True
+    print("\n== surviving mutants (not justified in docs/mutation.md)")
+    for r in results:
+        for mutant, diff in r.survivors:
+            print(f"\n-- {mutant}" + (" (justification is stale: the mutated line differs)" if mutant in r.stale else ""))
+            print(diff)
+    print("\n== mutation score  (killed+timeout) / (total - justified equivalents)")
+    print(f"{'group':<14}{'total':>6}{'killed':>7}{'timeout':>8}{'survived':>9}{'no tests':>9}{'equiv':>6}{'score':>8}")
+    for r in results:
+        c = r.counts
+        score = r.score
+        text = "n/a" if score is None else f"{score:.1f}%"
+        print(f"{r.name:<14}{sum(c.values()):>6}{c.get('killed', 0):>7}{c.get('timeout', 0):>8}"
+              f"{c.get('survived', 0):>9}{c.get('no tests', 0):>9}{len(r.equivalent):>6}{text:>8}")
+        if r.error:
+            print(f"   {r.name}: {r.error}")
+        ok &= not r.error and score is not None and score >= THRESHOLD
+    print(f"\nthreshold: {THRESHOLD:.0f}% per group -> {'met' if ok else 'NOT met'}")
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("groups", nargs="*", help="groups to run (default: all)")
+    parser.add_argument("--jobs", type=int, default=2, help="mutants tested at once")
+    parser.add_argument("--keep", action="store_true", help="keep the copies (to inspect with mutmut browse)")
+    args = parser.parse_args(argv)
+    base = config()
+    groups = base["groups"]
+    unknown = [g for g in args.groups if g not in groups]
+    if unknown:
+        parser.error(f"unknown group(s) {', '.join(unknown)}; known: {', '.join(groups)}")
+    known = justifications()
+    workdir = Path(tempfile.mkdtemp(prefix="pybuildless-mutation-"))
+    try:
+        results = [run_group(g, base, groups[g], args.jobs, workdir, known) for g in (args.groups or list(groups))]
+        return 0 if report(results) else 1
+    finally:
+        if args.keep:
+            print(f"copies kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
