@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from pybuildless.sandbox import seccomp
 from tests.buildkit import ROOT
 from tests.test_userns import users  # noqa: F401  (fixture: throwaway users with subordinate ids)
 
@@ -107,6 +108,10 @@ echo "marker_hits=$(cat /proc/[0-9]*/cmdline /proc/[0-9]*/comm 2>/dev/null | tr 
 echo "leaked_fds=$(ls -l /proc/[0-9]*/fd/ 2>/dev/null | grep -c 'pbl-leak-marker')"
 echo "child_fds=$(ls /proc/self/fd | tr '\n' ' ')"
 echo "processes=$(ls -d /proc/[0-9]* | wc -l)"
+echo "seccomp=$(grep '^Seccomp:' /proc/self/status | cut -f2)"
+# Docker's profile refuses new user namespaces to a step without CAP_SYS_ADMIN; the kernel alone would allow it.
+try userns 'unshare --user --map-root-user true'
+try keyctl 'python3 -c "import ctypes, platform, sys; nr = {\"x86_64\": 250, \"aarch64\": 219}[platform.machine()]; sys.exit(ctypes.CDLL(None).syscall(nr, 0, -3, 0) == -1)"'
 """
 
 # Ordinary root work a Dockerfile does (in a network namespace of its own, which rootless needs
@@ -166,6 +171,14 @@ def check_builder_invisible(r: dict[str, str]) -> None:
     assert int(r["kernel.processes"]) <= 6
 
 
+def check_seccomp(r: dict[str, str]) -> None:
+    if seccomp.unavailable_reason() is not None:
+        pytest.fail(f"this kernel cannot load seccomp filters ({seccomp.unavailable_reason()}); "
+                    "the filter cannot be checked here")
+    assert r["kernel.seccomp"] == "2"
+    assert r["kernel.userns"] == "refused" and r["kernel.keyctl"] == "refused"
+
+
 def check_root_work(r: dict[str, str]) -> None:
     assert r["work.exit"] == "0", r
     assert r["work.chown"] == "1000:1000"
@@ -190,6 +203,7 @@ def test_kernel_view_and_invisible_builder_as_root(isolation: str, tmp_path: Pat
     r = run_builder(isolation, tmp_path, secret)
     check_kernel_view(r)
     check_builder_invisible(r)
+    check_seccomp(r)
     check_root_work(r)
 
 
@@ -200,4 +214,49 @@ def test_kernel_view_rootless(users, host_core_pattern) -> None:  # noqa: F811
     r = run_builder("userns", work, "PBL_SECRET_VALUE_" + secrets.token_hex(8), as_user=full)
     check_kernel_view(r)
     check_builder_invisible(r)
+    check_seccomp(r)
     check_root_work(r)
+
+
+# Two builds' worth of sandboxes in one builder without CAP_SYS_ADMIN (the plain-chroot fallback, as in an
+# unprivileged container): one warn-level line; then the same builder under a seccomp filter of its own
+# (a container's profile): one info-level line saying that profile applies.
+MESSAGES = r"""
+import ctypes, logging, struct, sys, tempfile
+from pathlib import Path
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stdout)
+from pybuildless.sandbox import ChrootSandbox, seccomp
+from tests.test_sandbox import ENV, ROOT_USER, make_busybox_root
+
+def step(box):
+    assert box.run(["/bin/sh", "-c", "echo step-ran"], env=ENV, cwd="/", user=ROOT_USER,
+                   stdout=sys.stdout.buffer.write) == 0
+    sys.stdout.buffer.flush()
+
+work = Path(tempfile.mkdtemp(dir=sys.argv[1]))
+for i in range(2):
+    with ChrootSandbox(make_busybox_root(work / f"r{i}")) as box:
+        step(box)
+print("--- under a filter", flush=True)
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS: how an unprivileged process may load a filter
+seccomp.install(struct.pack("<HBBI", 0x06, 0, 0, 0x7FFF0000))  # return ALLOW
+for i in range(2, 4):
+    with ChrootSandbox(make_busybox_root(work / f"r{i}")) as box:
+        step(box)
+"""
+
+
+def test_one_line_when_steps_get_no_filter(tmp_path: Path) -> None:
+    proc = subprocess.run(["setpriv", "--inh-caps=-sys_admin", "--bounding-set=-sys_admin", sys.executable, "-c",
+                           MESSAGES, str(tmp_path)], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, timeout=120)
+    out = proc.stdout.decode(errors="replace")
+    assert proc.returncode == 0, out + proc.stderr.decode(errors="replace")
+    before, _, after = out.partition("--- under a filter\n")
+    assert before.count("step-ran") == 2 and after.count("step-ran") == 2
+    warnings = [line for line in before.splitlines() if "seccomp" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("WARNING ")
+    assert "without a seccomp filter" in warnings[0] and "CAP_SYS_ADMIN" in warnings[0]
+    infos = [line for line in after.splitlines() if "seccomp" in line]
+    assert len(infos) == 1 and infos[0].startswith("INFO ") and "this builder runs under" in infos[0], after
