@@ -1,0 +1,101 @@
+"""The escape corpus (see cases.py): every hostile RUN fails in every isolation mode,
+and the host is the same after the build as before.
+
+* ``chroot`` and ``userns``: no case may get through.
+* ``inplace`` (Kaniko mode, in a jail set up like an unprivileged container without a
+  seccomp profile): no case may get further than the same attempt made straight in
+  that container, and nothing of the executor's credentials (its environment, its
+  memory, /kaniko/.docker) may be readable where a mount namespace can be made.
+
+Root only: chroot, namespaces, the static probe compiled with gcc.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.escape.cases import CASE_NAMES, SURVIVOR_NAMES
+from tests.escape.conftest import MODES
+from tests.escape.host import tracer_of
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="chroot and namespaces need root"),
+]
+
+# In-place mode: what a RUN must never read from the executor, whatever the container allows,
+# wherever a namespace can be made for the step.
+CREDENTIAL_CASES = ("proc_secret", "init_environ", "ptrace_init", "kaniko_credentials")
+
+
+def _verdicts(result, case: str) -> list[tuple[str, str]]:
+    lines = result.cases.get(case)
+    assert lines, (f"[{result.mode}] case {case} printed no PROBE line (build exit {result.returncode}):\n"
+                   f"{result.output[-3000:]}")
+    return lines
+
+
+def _assert_blocked(result, case: str) -> None:
+    lines = _verdicts(result, case)
+    bad = [f"{v} {d}" for v, d in lines if v != "blocked"]
+    assert not bad, f"[{result.mode}] {case}: {'; '.join(bad)}"
+
+
+def _namespaces_possible(baseline) -> bool:
+    return any(v == "ESCAPED" for v, _ in baseline.cases.get("unshare_userns_mount", []))
+
+
+@pytest.mark.parametrize("case", CASE_NAMES)
+@pytest.mark.parametrize("mode", MODES)
+def test_attempt_fails(corpus, mode: str, case: str) -> None:
+    result = corpus.result(mode)
+    if mode != "inplace":
+        _assert_blocked(result, case)
+        return
+    baseline = corpus.baseline()
+    if case in CREDENTIAL_CASES and _namespaces_possible(baseline):
+        _assert_blocked(result, case)
+        return
+    allowed = {v for v, _ in _verdicts(baseline, case)}
+    if allowed == {"blocked"}:
+        _assert_blocked(result, case)
+    else:  # the container itself lets this through; RUN may not do more, which the line shows
+        assert _verdicts(result, case), case
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_build_completes(corpus, mode: str) -> None:
+    result = corpus.result(mode)
+    assert result.returncode == 0, result.output[-4000:]
+    assert set(result.cases) >= set(CASE_NAMES), sorted(set(CASE_NAMES) - set(result.cases))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_host_unchanged(corpus, mode: str) -> None:
+    for which in ("corpus", "survivors"):
+        result = corpus.result(mode, which)
+        assert not result.host_changes, f"[{mode} {which}] host changed: {result.host_changes}"
+    assert corpus.marker.read_text() == "host side\n"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_host_process_untouched(corpus, host_sleeper, mode: str) -> None:
+    corpus.result(mode)
+    assert host_sleeper.poll() is None, "the host process was killed"
+    assert tracer_of(host_sleeper.pid) == 0, "the host process is being traced"
+
+
+@pytest.mark.parametrize("name", SURVIVOR_NAMES)
+@pytest.mark.parametrize("mode", MODES)
+def test_no_process_survives_its_step(corpus, mode: str, name: str) -> None:
+    result = corpus.result(mode, "survivors")
+    assert result.returncode == 0, result.output[-4000:]
+    _assert_blocked(result, f"survivor_{name}")
+    assert f"/raced-{name}" not in result.image_paths
+    assert not result.survivors_on_host, f"left running on the host: {result.survivors_on_host}"
+    assert not re.search(r"^SURVIVOR-PS ", result.output, re.M), result.output[-2000:]
