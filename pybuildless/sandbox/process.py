@@ -421,10 +421,13 @@ def _disguise_as_init(*keep: int) -> None:  # pragma: no cover - init only
 
 def _argv_env_areas() -> tuple[tuple[int, int], tuple[int, int]] | None:  # pragma: no cover - init only
     try:
-        with open("/proc/self/stat", "rb") as f:
-            data = f.read()
+        fd = os.open("/proc/self/stat", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None  # no /proc around the builder: nothing of its argv can be read by the step either
+    try:
+        data = os.read(fd, 4096)
+    finally:
+        os.close(fd)
     # Fields after the ")" closing comm start at field 3 (state); 48-51 are arg_start, arg_end, env_start, env_end.
     fields = data[data.rfind(b")") + 2:].split()
     if len(fields) < 49:
