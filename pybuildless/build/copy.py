@@ -279,9 +279,13 @@ class _Writer:
                     stack.append((e.path, rel))
 
     def copy_tree(self, host_dir: str, rel_dir: str, target: str) -> None:
-        self.ensure_parents(posixpath.dirname(target.rstrip("/")) or "/")
-        top = os.stat(host_dir)
-        self.copy_entry(host_dir, top, target)
+        # Only the directory's contents are copied, never the directory itself: a missing
+        # destination is made like any missing parent (0755, --chown's owner or 0:0, never
+        # --chmod), an existing one keeps its metadata. fsutil copy/copy.go@0834f99b7b85
+        # (the fsutil of BuildKit v0.8, Docker 20.10): prepareTargetDir MkdirAll()s the
+        # destination with 0755 and the chowner, then copy() leaves a directory it did not
+        # create itself alone (copyDirectory's created=false => no copyFileInfo).
+        self.ensure_parents(target)
         for host, rel, st in self._walk(host_dir, rel_dir):
             self.copy_entry(host, st, posixpath.join(target, rel))
 
