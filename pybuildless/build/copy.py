@@ -26,7 +26,7 @@ from typing import Callable, Iterator, Protocol
 from pybuildless.build.chmod import Chmod
 from pybuildless.fs import owners
 from pybuildless.sandbox.rootpath import resolve_in_root as _resolve
-from pybuildless.errors import BuildError
+from pybuildless.errors import BuildError, PybuildlessError
 
 WILDCARD_CHARS = set("*?[")
 
@@ -60,6 +60,7 @@ class CopyRequest:
     excludes: tuple[str, ...] = ()
     parents: bool = False
     match: Callable[[str, str], bool] | None = None  # Go filepath.Match(pattern, name)
+    unpack: Callable[[str], bool] | None = None  # ADD: is this source file an archive to unpack?
 
 
 @dataclass
@@ -179,23 +180,28 @@ def _is_real_dir(path: str) -> bool:
 
 
 def _copy(src_root: SourceRoot, req: CopyRequest, sink: "_Writer", dest_is_dir) -> None:
+    """Each source is copied on its own, in order, as BuildKit does (one copy action per source,
+    dockerfile2llb/convert.go dispatchCopyFileOp@eeb7b65ab7d6; fsutil copy/copy.go Copy and
+    prepareTargetDir@0834f99b7b85): a file goes *into* the destination when it ends with ``/``
+    (or is ``.``), or when it is a directory at that moment (an earlier source may have made
+    it one); otherwise it *becomes* the destination. So ``COPY nomatch* foo /hello`` writes the
+    file /hello, and ``COPY a b /x`` leaves /x holding b. A directory's contents go into it."""
     sources = resolve_sources(src_root, req)
     dest = req.dest if req.dest.startswith("/") else posixpath.join(req.workdir or "/", req.dest)
-    wants_dir = req.dest.endswith("/") or req.dest in (".", "") or len(req.sources) > 1 or any(
-        has_wildcard(s) for s in req.sources
-    ) and len(sources) > 1
-    if dest_is_dir(dest):
-        wants_dir = True
+    into_dir = req.dest.endswith("/") or req.dest in (".", "")
     for rel, pivot in sources:
         host = resolve_in_root(src_root.root, rel) if rel != "." else src_root.root
         st = os.stat(host) if os.path.exists(host) else os.lstat(host)
+        if req.unpack is not None and stat.S_ISREG(st.st_mode) and not req.parents and req.unpack(host):
+            sink.unpack(host, dest)
+            continue
         if req.parents:
             keep = rel[len(pivot):].lstrip("/") if pivot and rel.startswith(pivot) else rel
             target = posixpath.join(dest, keep) if keep != "." else dest
         elif stat.S_ISDIR(st.st_mode):
             target = dest
         else:
-            target = posixpath.join(dest, posixpath.basename(rel)) if wants_dir else dest
+            target = posixpath.join(dest, posixpath.basename(rel)) if into_dir or dest_is_dir(dest) else dest
         if stat.S_ISDIR(st.st_mode):
             sink.copy_tree(host, rel, target)
         else:
@@ -335,6 +341,21 @@ class _Writer:
             os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
         self.touched.append(target)
 
+    def unpack(self, archive: str, dest: str) -> None:
+        """ADD of a local tar: unpacked into ``dest`` (see build/archives.py for the rule)."""
+        from pybuildless.build.archives import open_decompressed
+        from pybuildless.fs.extract import extract_layer
+
+        self.ensure_parents(dest)
+        try:
+            with open_decompressed(archive) as stream:
+                # the entries keep their own owners; the archive's ./ entry is not applied
+                extract_layer(stream, resolve_in_root(self.dest_root, dest), whiteouts=False, root_entry=False)
+        except (OSError, EOFError, ValueError, PybuildlessError) as e:
+            name = posixpath.basename(archive)
+            raise BuildError(f"cannot extract archive {name}: {e}") from None
+        self.touched.append(dest)
+
     def finish(self) -> None:
         for dst, st in reversed(self.dir_times):
             os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
@@ -373,6 +394,13 @@ class _Hasher(_Writer):
             with open(src, "rb") as f:
                 while chunk := f.read(1 << 20):
                     self.h.update(chunk)
+        self.h.update(b"\n")
+
+    def unpack(self, archive: str, dest: str) -> None:
+        self.h.update(f"unpack\0{dest}\0".encode())
+        with open(archive, "rb") as f:
+            while chunk := f.read(1 << 20):
+                self.h.update(chunk)
         self.h.update(b"\n")
 
     def digest(self) -> str:

@@ -82,6 +82,7 @@ def extract_layer(
     expect_digest: Digest | None = None,
     max_uncompressed: int | None = None,
     whiteouts: bool = True,
+    root_entry: bool = True,
 ) -> ExtractStats:
     """Apply the layer ``blob`` (gzip, zstd or plain tar, sniffed) onto ``root``.
 
@@ -93,13 +94,15 @@ def extract_layer(
     ``max_uncompressed`` bounds the tar size (decompression bombs).
     ``whiteouts=False`` treats ``.wh.*`` names as ordinary files: for
     ``ADD archive.tar``, which is not an image layer.
+    ``root_entry=False`` ignores the archive's ``./`` entry (ADD leaves the destination
+    directory's metadata alone).
     """
     if same_owner is None:
         same_owner = os.geteuid() == 0
     raw = HashingReader(blob)
     decompressed = None
     applier = _Applier(Path(root), ignore or IgnoreList.empty(), same_owner, allow_devices and os.geteuid() == 0,
-                       whiteouts)
+                       whiteouts, root_entry)
     current = "(header)"
     try:
         decompressed = open_decompressed(raw, threaded=True)
@@ -169,6 +172,7 @@ class _Applier:
     same_owner: bool
     allow_devices: bool
     whiteouts: bool = True
+    root_entry: bool = True
     counts: _Counts = field(default_factory=_Counts)
 
     def __post_init__(self) -> None:
@@ -233,7 +237,8 @@ class _Applier:
             self._drop_cache()
         rel = secure.check_name(m.name)
         if rel == "":
-            self._apply_root(m)
+            if self.root_entry:
+                self._apply_root(m)
             return
         parent, base = _split(rel)
         if self.whiteouts and base.startswith(WHITEOUT_PREFIX):

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import bz2
+import dataclasses
 import hashlib
-import lzma
 import os
 import posixpath
 import tempfile
@@ -12,15 +11,13 @@ import urllib.parse
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
+from pybuildless.build.archives import is_tar_archive
 from pybuildless.build.chmod import parse_chmod
 from pybuildless.build.commands import Outcome
-from pybuildless.build.commands.workdir import make_dirs
-from pybuildless.build.copy import CopyRequest, SourceRoot, copy_files, resolve_sources
+from pybuildless.build.copy import CopyRequest, SourceRoot, copy_files
 from pybuildless.dockerfile import instructions as ins
 from pybuildless.errors import BuildError
-from pybuildless.fs.extract import extract_layer
 from pybuildless.fs.users import resolve_chown
-from pybuildless.sandbox.rootpath import resolve_in_root
 
 
 def _match(pattern: str, name: str) -> bool:
@@ -87,29 +84,6 @@ def _is_git(s: str) -> bool:
         _is_url(s) and urllib.parse.urlparse(s).path.split("#")[0].endswith(".git"))
 
 
-_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
-
-
-def _archive_kind(path: str) -> str | None:
-    """The compression of a tar archive (or 'tar'), by content; None when not an archive."""
-    with open(path, "rb") as f:
-        head = f.read(512)
-    for magic, kind in _MAGIC.items():
-        if head.startswith(magic):
-            return kind
-    if len(head) >= 262 and head[257:262] == b"ustar":
-        return "tar"
-    return None
-
-
-def _open_archive(path: str, kind: str):
-    if kind == "bzip2":
-        return bz2.open(path, "rb")
-    if kind == "xz":
-        return lzma.open(path, "rb")
-    return open(path, "rb")  # gzip, zstd and plain tar are sniffed by the extractor
-
-
 def _download(url: str, tmp: str, checksum: str | None, i) -> str:
     import requests
 
@@ -150,33 +124,27 @@ def add(i: ins.Add, st) -> Outcome:
     if gits:
         return _add_git(i, st, gits[0])
     urls = [s for s in i.sources if _is_url(s)]
-    local = [s for s in i.sources if not _is_url(s)]
     if i.checksum and (len(i.sources) != 1 or not urls):
         raise i.error("--checksum can only be used with a single URL source")
     touched: list[str] = []
+    unpack = is_tar_archive if i.unpack is not False else None
     with tempfile.TemporaryDirectory(dir=st.build.scratch_dir) as tmp:
         if i.inline:
             src, names = _inline(i, st, tmp)
             touched += copy_files(src, _request(i, st, names), str(st.root)).touched
-        if urls:
-            dl = os.path.join(tmp, "downloads")
-            os.mkdir(dl)
-            names = [_download(u, dl, i.checksum, i) for u in urls]
-            # Downloads keep mode 0600 unless --chmod says otherwise; they are never unpacked.
-            src = SourceRoot(dl, is_context=True, description="download")
-            touched += copy_files(src, _request(i, st, names), str(st.root)).touched
-        if local:
-            ctx = st.build.context_source
-            plain: list[str] = []
-            for rel, _ in resolve_sources(ctx, _request(i, st, local)):
-                host = resolve_in_root(ctx.root, rel)
-                kind = _archive_kind(host) if host.is_file() and i.unpack is not False else None
-                if kind is None:
-                    plain.append(rel)
-                    continue
-                touched += _unpack(host, kind, i, st)
-            if plain:
-                touched += copy_files(ctx, _request(i, st, plain), str(st.root)).touched
+        dl = os.path.join(tmp, "downloads")
+        os.mkdir(dl)
+        # One source after another, as BuildKit chains one copy action per source: what an
+        # earlier source made (a directory at the destination) decides where a later one goes.
+        for source in i.sources:
+            if _is_url(source):
+                name = _download(source, dl, i.checksum, i)
+                # Downloads keep mode 0600 unless --chmod says otherwise; they are never unpacked.
+                src = SourceRoot(dl, is_context=True, description="download")
+                touched += copy_files(src, _request(i, st, [name]), str(st.root)).touched
+            else:
+                req = dataclasses.replace(_request(i, st, [source]), unpack=unpack)
+                touched += copy_files(st.build.context_source, req, str(st.root)).touched
     return Outcome(_created_by(i, list(i.sources) + [s.name for s in i.inline]), snapshot=True, paths=tuple(touched))
 
 
@@ -191,20 +159,6 @@ def _add_git(i: ins.Add, st, url: str) -> Outcome:
         src = SourceRoot(str(source), is_context=True, description=f"git repository {url}")
         touched = copy_files(src, _request(i, st, ["."]), str(st.root)).touched
     return Outcome(_created_by(i, [url]), snapshot=True, paths=tuple(touched))
-
-
-def _unpack(archive: Path, kind: str, i, st) -> list[str]:
-    """Extract a local archive into the destination directory (like ``tar -x``, merged)."""
-    dest = i.dest if i.dest.startswith("/") else posixpath.join(st.workdir, i.dest)
-    created = make_dirs(st, dest)
-    target = resolve_in_root(st.root, dest)
-    with _open_archive(str(archive), kind) as stream:
-        try:
-            extract_layer(stream, target, whiteouts=False)  # an archive, not an image layer
-        except (OSError, EOFError, lzma.LZMAError, ValueError) as e:
-            # a corrupt archive is the Dockerfile author's problem: say so plainly
-            raise i.error(f"ADD {archive.name}: cannot extract archive: {e}") from None
-    return created + [dest]
 
 
 # -- cache keys --------------------------------------------------------------------------------
