@@ -16,10 +16,12 @@ import errno
 import mmap
 import os
 import platform
+import shutil
 import signal
 import struct
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -288,6 +290,31 @@ def test_no_new_privs_stays_off_so_setuid_binaries_elevate():
     fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
     assert fields["Seccomp"].strip() == "2"  # SECCOMP_MODE_FILTER
     assert fields["NoNewPrivs"].strip() == "0"
+
+
+def test_setuid_binary_still_elevates_under_the_filter():
+    # A setuid-root copy of the python binary, run by uid 1000: euid 0 under the filter, and
+    # (the control) euid 1000 once no_new_privs is set, which the filter must not do.
+    binary = os.path.realpath("/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable)
+    with tempfile.TemporaryDirectory() as tmp:
+        if os.statvfs(tmp).f_flag & os.ST_NOSUID:
+            pytest.skip(f"{tmp} is mounted nosuid")
+        os.chmod(tmp, 0o755)
+        setuid_python = shutil.copy(binary, os.path.join(tmp, "python3"))
+        os.chmod(setuid_python, 0o4755)
+
+        def run(no_new_privs: bool) -> str:
+            def preexec() -> None:
+                if no_new_privs:
+                    _libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
+                _preexec()
+                os.setgid(1000)
+                os.setuid(1000)
+            return subprocess.run([setuid_python, "-S", "-c", "import os; print(os.getuid(), os.geteuid())"],
+                                  preexec_fn=preexec, capture_output=True, text=True, check=True).stdout.strip()
+
+        assert run(no_new_privs=False) == "1000 0"
+        assert run(no_new_privs=True) == "1000 1000"
 
 
 def test_busybox_pipeline_runs_under_the_filter(tmp_path):
