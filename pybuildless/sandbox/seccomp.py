@@ -1,7 +1,7 @@
 """A seccomp filter equivalent to Docker's default profile, for RUN steps.
 
 The classic-BPF program is generated here rather than by libseccomp: no native
-dependency (the executor image is FROM scratch), microseconds to load per step,
+dependency (the executor image is FROM scratch), well under a millisecond to load per step,
 and the program can be tested instruction by instruction. The rules are in
 seccomp_profile (transcribed from moby/moby b985e2313a86), the syscall numbers
 in syscalls_table (generated from the kernel headers by tools/gen_syscalls.py).
@@ -17,7 +17,8 @@ Layout of the program (seccomp_data: nr at 0, arch at 4, args[i] at 16 + 8*i):
    personality) or return another errno (clone3) jump to their own blocks;
 3. numbers above the largest one the profile names get ENOSYS, so that a
    libc newer than the profile falls back instead of failing (what runc's
-   patchbpf stub does: libcontainer/seccomp/patchbpf/enosys_linux.go);
+   patchbpf stub does: libcontainer/seccomp/patchbpf/enosys_linux.go at
+   opencontainers/runc 76d9cf5da568);
 4. a binary search over the allowed ranges returns ALLOW or EPERM.
 
 Argument checks compare the low 32 bits only. The kernel reads socket's family
