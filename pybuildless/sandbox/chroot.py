@@ -8,7 +8,12 @@ root in the step cannot climb out the way it can out of a chroot. /proc,
 /dev, /sys and the /etc files are mounted for the step only, every process
 the step started dies with it, and the command keeps only Docker's default
 capabilities minus CAP_MKNOD (no device cgroup here to make device nodes
-harmless) — so no mounting, no raw devices.
+harmless) — so no mounting, no raw devices. The step sees the kernel as a
+Docker container does: runc's masked and read-only /proc and /sys paths
+(``mounts.protect_proc``, ``mounts.SYS_MASKED_PATHS``), /sys read-only, and a
+seccomp filter equivalent to Docker's default profile (``step_seccomp``) where
+the kernel and this process's capabilities allow one. Pid 1 is an init that
+shows nothing of the builder (see ``process``).
 
 Without CAP_SYS_ADMIN (an unprivileged container) it falls back to a plain
 chroot(2): minimal device nodes are created with mknod when missing (and

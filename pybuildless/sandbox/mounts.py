@@ -12,7 +12,9 @@ isolation leaks these files; we do not).
 zero, full, random, urandom, tty), its own devpts instance and a /dev/shm
 tmpfs — never the host's /dev, which would expose its disks. /etc/hosts and
 /etc/resolv.conf are *copies* of the host's files bound read-write, so a RUN
-editing them changes neither the host nor the layer.
+editing them changes neither the host nor the layer. /sys is read-only with
+Docker's masked paths hidden; init applies the /proc masks and read-only
+paths once it has mounted the fresh procfs (``protect_proc``).
 
 Without a mount namespace (``prepare_fallback``) only device nodes and the
 two /etc files are created as plain files when missing, and removed again

@@ -34,7 +34,6 @@ them. The parent reads it until the monitor is gone.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import errno
 import logging
@@ -48,6 +47,7 @@ from typing import TYPE_CHECKING, Callable
 from pybuildless.errors import BuildError, SandboxError
 from pybuildless.sandbox import _linux
 from pybuildless.sandbox.mounts import protect_proc
+from pybuildless.sandbox.pid1 import MAX_FD, close_all_but, disguise_as_init
 
 try:
     from pybuildless.sandbox.seccomp import install as _install_seccomp
@@ -301,12 +301,12 @@ def _init(spec: ChildSpec, out_w: int, err_w: int, devnull: int) -> None:  # pra
     try:
         _linux.prctl(_linux.PR_SET_PDEATHSIG, signal.SIGKILL)
         _linux.prctl(_linux.PR_SET_DUMPABLE, 0)
-        _disguise_as_init(out_w, err_w, devnull)
         if spec.proc_mountpoint:
             _linux.mount("proc", spec.proc_mountpoint, "proc",
                          _linux.MS_NOSUID | _linux.MS_NODEV | _linux.MS_NOEXEC)
             if spec.protect_proc:
                 protect_proc(spec.proc_mountpoint)
+        disguise_as_init(devnull, out_w, err_w, proc=spec.proc_mountpoint)
         if spec.pivot_root and spec.chroot is not None:
             # A nested mount namespace, so the pivot does not move the monitor's root.
             _linux.unshare(_linux.CLONE_NEWNS)
@@ -316,7 +316,7 @@ def _init(spec: ChildSpec, out_w: int, err_w: int, devnull: int) -> None:  # pra
         if command == 0:
             _exec_command(spec, out_w, err_w, devnull)
         # From here on init holds no file at all: /proc/1/fd is empty.
-        os.closerange(0, _MAX_FD)
+        os.closerange(0, MAX_FD)
         while True:
             pid, status = os.waitpid(-1, 0)
             if pid == command:
@@ -348,7 +348,7 @@ def _exec_command(spec: ChildSpec, out_w: int, err_w: int, devnull: int) -> None
         os.dup2(out_w, 1)
         os.dup2(out_w, 2)
         # Nothing of the builder's open files reaches the step (err_w is close-on-exec).
-        _close_all_but(err_w, first=3)
+        close_all_but(err_w, first=3)
         if spec.capabilities is not None:
             _linux.limit_capabilities(spec.capabilities, spec.last_capability)
         if spec.seccomp_program is not None:
@@ -372,70 +372,6 @@ def _exec_command(spec: ChildSpec, out_w: int, err_w: int, devnull: int) -> None
             os._exit(EXIT_NOT_FOUND)
         _report(err_w, "setup", f"{type(exc).__name__}: {exc}")
     os._exit(_EXIT_SETUP_FAILED)
-
-
-_MAX_FD = 1 << 30  # above any RLIMIT_NOFILE; os.closerange uses close_range(2)
-
-
-def _close_all_but(*keep: int, first: int = 0) -> None:  # pragma: no cover - children only
-    # os.closerange(lo, hi) with hi <= lo would pass an inverted range to close_range(2): guard it.
-    low = first
-    for fd in sorted(set(keep)):
-        if fd > low:
-            os.closerange(low, fd)
-        low = max(low, fd + 1)
-    os.closerange(low, _MAX_FD)
-
-
-def _disguise_as_init(*keep: int) -> None:  # pragma: no cover - init only
-    """Make pid 1 show nothing of the builder it was forked from.
-
-    Its stdio goes to /dev/null and every other descriptor of the builder is
-    closed; comm becomes "init"; the argv and environment strings the kernel
-    reads /proc/1/cmdline from are wiped and "init" written in their place.
-    The last byte of the argv area is left non-zero, the setproctitle
-    convention, so that the kernel stops at the first NUL and cmdline reads
-    exactly "init" instead of "init" and a run of NULs.
-    """
-    devnull = keep[-1]
-    for fd in (0, 1, 2):
-        if fd not in keep:
-            os.dup2(devnull, fd)
-    _close_all_but(0, 1, 2, *keep)
-    _linux.set_process_name(b"init")
-    areas = _argv_env_areas()
-    if areas is None:
-        return
-    (arg_start, arg_end), (env_start, env_end) = areas
-    if env_end > env_start:
-        ctypes.memset(env_start, 0, env_end - env_start)
-    size = arg_end - arg_start
-    if size <= 0:
-        return
-    ctypes.memset(arg_start, 0, size)
-    title = b"init\0"[:size]
-    ctypes.memmove(arg_start, title, len(title))
-    if size > len(title):
-        ctypes.memset(arg_end - 1, 0x20, 1)
-
-
-def _argv_env_areas() -> tuple[tuple[int, int], tuple[int, int]] | None:  # pragma: no cover - init only
-    try:
-        fd = os.open("/proc/self/stat", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None  # no /proc around the builder: nothing of its argv can be read by the step either
-    try:
-        data = os.read(fd, 4096)
-    finally:
-        os.close(fd)
-    # Fields after the ")" closing comm start at field 3 (state); 48-51 are arg_start, arg_end, env_start, env_end.
-    fields = data[data.rfind(b")") + 2:].split()
-    if len(fields) < 49:
-        return None
-    arg_start, arg_end, env_start, env_end = (int(x) for x in fields[45:49])
-    if not arg_start or arg_end < arg_start or env_end < env_start:
-        return None
-    return (arg_start, arg_end), (env_start, env_end)
 
 
 def _setgroups_denied() -> bool:  # pragma: no cover - command child only
