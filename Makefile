@@ -1,6 +1,6 @@
 # Everything here must work on a fresh Debian 12 machine as root.
 PYTHON ?= python3
-APT_PACKAGES = docker-registry busybox-static skopeo umoci apache2-utils buildah util-linux git uidmap musl musl-tools podman runc docker.io rsync
+APT_PACKAGES = docker-registry busybox-static skopeo umoci apache2-utils buildah util-linux git uidmap musl musl-tools podman runc docker.io rsync nodejs
 STAMP = .make
 
 .PHONY: deps test demo clean wheels mutation
@@ -18,7 +18,14 @@ $(STAMP)/pip: pyproject.toml
 	$(PYTHON) -m pip install -q -e '.[test]'
 	touch $@
 
-deps: $(STAMP)/apt $(STAMP)/pip
+# gitlab-ci-local runs examples/gitlab-ci in the tests; 4.61+ needs Node 22, these machines have Node 20.
+GITLAB_CI_LOCAL = gitlab-ci-local@4.60.1
+
+$(STAMP)/npm: $(STAMP)/apt
+	command -v gitlab-ci-local >/dev/null || npm install -g -q $(GITLAB_CI_LOCAL)
+	touch $@
+
+deps: $(STAMP)/apt $(STAMP)/pip $(STAMP)/npm
 
 test: deps
 	$(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
