@@ -272,7 +272,7 @@ def test_bad_inputs_fail_cleanly(tmp_path, registry, busybox_image, dockerfile, 
 def test_bad_flags_fail_cleanly(tmp_path, busybox_image):
     ctx = write_context(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_image}\n"})
     cases = ((["-c", str(ctx), "--target", "nope"], b"nope"), (["-c", str(ctx), "-d", "UPPER/Case"], b"UPPER/Case"),
-             (["--context", "s3://bucket/x"], b"--context"), (["-c", str(ctx), "--label", "novalue"], b"--label"))
+             (["--context", "gs://bucket/x"], b"--context"), (["-c", str(ctx), "--label", "novalue"], b"--label"))
     for args, needle in cases:
         proc = executor(*args, cwd=tmp_path, check=False)
         assert proc.returncode != 0 and needle in proc.stderr, (args, proc.stderr)

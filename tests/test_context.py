@@ -125,9 +125,8 @@ def test_directory_context(tmp_path: Path, prefix: str, monkeypatch: pytest.Monk
 
 @pytest.mark.parametrize("spec, message", [
     ("gs://bucket/ctx.tar.gz", "gs:// build contexts are not supported"),
-    ("s3://bucket/ctx.tar.gz", "s3:// build contexts are not supported"),
-    ("https://example.com/ctx.tar.gz", "https:// build contexts are not supported"),
-    ("git://github.com/org/repo.git#refs/heads/main", "git:// build contexts are not supported"),
+    ("https://acct.blob.core.windows.net/ctx/ctx.tar.gz", "Azure blob storage build contexts are not supported"),
+    ("ftp://example.com/ctx.tar.gz", "ftp:// build contexts are not supported"),
     ("dir:///no/such/dir", "does not exist"),
     ("/no/such/dir", "does not exist"),
     ("tar:///no/such.tar.gz", "tar file /no/such.tar.gz does not exist"),
