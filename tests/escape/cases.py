@@ -47,8 +47,9 @@ _UNSHARE_SHELL = (
     "if unshare -U -m -r sh -c 'mkdir -p /tmp/us && mount -t tmpfs none /tmp/us' 2>/dev/null; "
     "then echo 'PROBE unshare_shell ESCAPED mounted'; else echo 'PROBE unshare_shell blocked failed'; fi")
 _MKNOD_SHELL = (
-    "if mknod /tmp/vda b 253 0; then echo 'PROBE mknod_shell ESCAPED created'; rm -f /tmp/vda; "
-    "else echo 'PROBE mknod_shell blocked mknod-failed'; fi")
+    "if ! mknod /tmp/vda b 253 0; then echo 'PROBE mknod_shell blocked mknod-failed'; "
+    "elif head -c 512 /tmp/vda > /dev/null; then echo 'PROBE mknod_shell ESCAPED read-the-disk'; "
+    "else echo 'PROBE mknod_shell blocked created-but-unreadable'; fi; rm -f /tmp/vda")
 
 _KANIKO_SHELL = (
     "if cat /kaniko/.docker/config.json > /tmp/leak 2>/dev/null; then echo 'PROBE kaniko_credentials ESCAPED readable'; "
@@ -78,8 +79,8 @@ CASES: tuple[Case, ...] = (
     Case("double_chroot", _probe("double_chroot", '"$HOST_MARKER"'), "chroot into a subdirectory and climb out"),
     Case("unshare_userns_mount", _probe("unshare_userns_mount"), "unshare -U -m, then mount"),
     Case("unshare_shell", _UNSHARE_SHELL, "busybox unshare -U -m -r, then mount"),
-    Case("mknod_block", _probe("mknod_block"), "mknod a block device for the host disk"),
-    Case("mknod_shell", _MKNOD_SHELL, "mknod b 253 0 from the shell"),
+    Case("mknod_block", _probe("mknod_block"), "mknod the host disk's block device and open it"),
+    Case("mknod_shell", _MKNOD_SHELL, "mknod b 253 0 and read it from the shell"),
     Case("host_devices", _probe("host_devices"), "open /dev/vda, /dev/sda, /dev/mem, /dev/kmsg, /dev/kvm, ..."),
     Case("open_by_handle_at", _probe("open_by_handle_at"), "open the host root by file handle (shocker)"),
     Case("keyctl", _probe("keyctl"), "reach uid 0's user keyring"),

@@ -256,15 +256,32 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "mount")) { mkdir("/tmp", 0777); mkdir("/tmp/m", 0755); CALL(mount("none", "/tmp/m", "tmpfs", 0, NULL)); return by_errno(c, rc == 0, err); }
     if (!strcmp(c, "mount_proc")) { mkdir("/tmp", 0777); mkdir("/tmp/p", 0755); CALL(mount("proc", "/tmp/p", "proc", 0, NULL)); return by_errno(c, rc == 0, err); }
     if (!strcmp(c, "umount")) { CALL(umount2("/etc", MNT_DETACH)); return privileged(c, rc, err); }
-    if (!strcmp(c, "umount_masked")) { CALL(umount2("/proc/kcore", MNT_DETACH)); return privileged(c, rc, err); }
+    if (!strcmp(c, "umount_masked")) {
+        /* the first masked /proc file this kernel has (kcore and sched_debug are optional) */
+        const char *paths[] = {"/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/interrupts", NULL};
+        struct stat st;
+        for (int i = 0; paths[i]; i++) {
+            if (stat(paths[i], &st) != 0) continue;
+            CALL(umount2(paths[i], MNT_DETACH));
+            return privileged(c, rc, err);
+        }
+        return blocked(c, "no-masked-path-present");
+    }
     if (!strcmp(c, "pivot_root")) { CALL(syscall(SYS_pivot_root, "/nonexistent-new", "/nonexistent-old")); return privileged(c, rc, err); }
     if (!strcmp(c, "double_chroot")) return double_chroot(arg);
     if (!strcmp(c, "unshare_userns_mount")) return unshare_mount();
     if (!strcmp(c, "mknod_block")) {
         mkdir("/tmp", 0777);
+        /* the node for this machine's disk (virtio: 253:0); creating it is what Docker allows
+         * (CAP_MKNOD), opening it is what its device cgroup refuses */
         CALL(mknod("/tmp/blk", S_IFBLK | 0600, makedev(253, 0)));
-        if (rc == 0) unlink("/tmp/blk");
-        return by_errno(c, rc == 0, err);
+        if (rc != 0) return blocked(c, strerrorname_np(err));
+        int fd = open("/tmp/blk", O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+        err = errno;
+        unlink("/tmp/blk");
+        if (fd >= 0) { close(fd); return escaped(c, "created-and-opened"); }
+        char w[64]; snprintf(w, sizeof w, "created-but-open:%s", strerrorname_np(err));
+        return blocked(c, w);
     }
     if (!strcmp(c, "host_devices")) {
         const char *devs[] = {"/dev/vda", "/dev/sda", "/dev/nvme0n1", "/dev/mem", "/dev/kmem", "/dev/port",
