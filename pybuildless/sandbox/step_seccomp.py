@@ -49,8 +49,10 @@ def missing_reason() -> str | None:
     reason = seccomp.unavailable_reason()
     if reason:
         return reason
-    effective = int(_status_fields().get("CapEff", "0").strip() or "0", 16)
-    if not effective >> _linux.CAP_SYS_ADMIN & 1:
+    status = _status_fields()
+    effective = int(status.get("CapEff", "0").strip() or "0", 16)
+    # Under no_new_privs (set by whoever started the builder) the kernel loads a filter without the capability.
+    if not effective >> _linux.CAP_SYS_ADMIN & 1 and status.get("NoNewPrivs", "0").strip() != "1":
         return "installing it needs CAP_SYS_ADMIN, which this process lacks"
     return None
 
