@@ -261,3 +261,24 @@ def test_one_line_when_steps_get_no_filter(builder: str, tmp_path: Path) -> None
         assert "CAP_SYS_ADMIN" in lines[0]
     else:
         assert lines[0].startswith("INFO ") and "this builder runs under" in lines[0]
+
+
+# The reproduction from the issue that asked for all this: a Dockerfile any user could hand the build host.
+ESCAPE_DOCKERFILE = """\
+FROM {base}
+RUN cp /proc/sys/kernel/core_pattern /cp && cat /cp > /proc/sys/kernel/core_pattern && echo WRITABLE
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("isolation", ["chroot", "userns"])
+def test_core_pattern_dockerfile_fails_to_build(isolation: str, tmp_path: Path, busybox_image: str,
+                                                 host_core_pattern) -> None:
+    from tests.buildkit import executor, write_context
+
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": ESCAPE_DOCKERFILE.format(base=busybox_image)})
+    proc = executor("--context", str(ctx), "--dockerfile", str(ctx / "Dockerfile"), "--no-push",
+                    "--isolation", isolation, check=False)
+    out = (proc.stdout + proc.stderr).decode(errors="replace")
+    assert proc.returncode != 0, out
+    assert "WRITABLE" not in out.splitlines() and "Read-only file system" in out, out
