@@ -81,7 +81,8 @@ def test_directives_escape_check_syntax_and_scan_stop():
         ("[]", (), True),
         ("['echo','single quotes are invalid JSON']", ("['echo','single quotes are invalid JSON']",), False),
         ('["echo", "unterminated]', ('["echo", "unterminated]',), False),
-        ('[ "a" ] extra', ('[ "a" ] extra',), False),
+        # text after the array is ignored (json.Decoder in BuildKit v0.8's parseJSON, Docker 20.10)
+        ('[ "a" ] extra', ("a",), True),
         ("echo hi", ("echo hi",), False),
     ],
 )

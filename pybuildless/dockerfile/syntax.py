@@ -257,16 +257,28 @@ def extract_flags(line: str) -> tuple[list[str], str]:
             words.append(text)
 
 
+def _no_constants(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+_JSON = json.JSONDecoder(parse_constant=_no_constants)
+
+
 def parse_json_array(rest: str) -> list[str] | None:
     """Exec-form detection: a JSON array of strings, or None for shell form.
 
     Valid JSON with a non-string element is an error (``ValueError``); invalid JSON is shell form.
+    Text after the array is ignored, as BuildKit v0.8 (Docker 20.10) does: parseJSON in
+    frontend/dockerfile/parser/line_parsers.go@eeb7b65ab7d6 reads the array with
+    ``json.NewDecoder(...).Decode``, which takes the first JSON value and never looks further
+    (so ``CMD ["a"] # x`` is exec form ["a"]). Go's JSON has no NaN/Infinity: those are
+    not JSON there, so the line stays shell form.
     """
     text = rest.lstrip()
     if not text.startswith("["):
         return None
     try:
-        value = json.loads(text)
+        value, _ = _JSON.raw_decode(text)
     except ValueError:
         return None
     if not isinstance(value, list):

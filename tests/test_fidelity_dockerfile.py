@@ -1,0 +1,40 @@
+"""Dockerfile semantics that must equal BuildKit's as Docker 20.10 runs it (BuildKit v0.8,
+moby/buildkit@eeb7b65ab7d6; its context walk: tonistiigi/fsutil@0834f99b7b85 in docker/cli
+v20.10.24). Each test names the source that decides the expected values; built through the
+real CLI, checked on the unpacked image."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from tests.buildkit import executor, unpack, write_context
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (chroot)")]
+
+
+def build(tmp_path, registry, busybox_image, dockerfile: str, files: dict | None = None, *, repo: str):
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": dockerfile.replace("BASE", busybox_image), **(files or {})})
+    ref = registry.ref(repo)
+    executor("-c", str(ctx), "-d", ref, cwd=tmp_path)
+    return unpack(f"docker://{ref}", tmp_path / "u")
+
+
+def test_json_form_followed_by_text_is_still_exec_form(tmp_path, registry, busybox_image):
+    # frontend/dockerfile/parser/line_parsers.go@eeb7b65ab7d6 parseJSON: json.NewDecoder(rest).Decode
+    # reads the first JSON value and ignores what follows; parseMaybeJSON (CMD, ENTRYPOINT, RUN,
+    # SHELL) and parseMaybeJSONToList (COPY, ADD, VOLUME) take that array.
+    image = build(tmp_path, registry, busybox_image, """FROM BASE
+COPY ["a", "/j/"] trailing
+ENTRYPOINT ["/bin/echo","hi"] trailing words
+CMD ["a"] # x
+HEALTHCHECK CMD ["/bin/true"] junk
+""", {"a": "x\n"}, repo="fidelity/json:1")
+    c = image.container
+    assert c["Entrypoint"] == ["/bin/echo", "hi"]
+    assert c["Cmd"] == ["a"]
+    assert c["Healthcheck"]["Test"] == ["CMD", "/bin/true"]
+    assert sorted(os.listdir(image.rootfs / "j")) == ["a"]
+    assert image.run().stdout == b"hi a\n"
