@@ -38,3 +38,32 @@ HEALTHCHECK CMD ["/bin/true"] junk
     assert c["Healthcheck"]["Test"] == ["CMD", "/bin/true"]
     assert sorted(os.listdir(image.rootfs / "j")) == ["a"]
     assert image.run().stdout == b"hi a\n"
+
+
+def test_arg_without_value_keeps_the_parent_stage_value(tmp_path, registry, busybox_image):
+    # dockerfile2llb/convert.go@eeb7b65ab7d6: a stage FROM another starts from its LLB state
+    # (d.state = d.base.state), whose env holds the parent's ARG values (dispatchArg AddEnv()s
+    # a value); an ARG with no value of its own (no default, build-arg or meta ARG) adds
+    # nothing, so what is in scope stays. ARGs never reach the image config's Env.
+    image = build(tmp_path, registry, busybox_image, """FROM BASE AS parent
+ARG FOO=123
+ARG BAR=abc
+ENV E1=env1
+FROM parent AS child
+ARG FOO
+RUN echo "FOO=$FOO BAR=$BAR E1=$E1" > /out
+ARG BAR=override
+RUN echo "BAR=$BAR" > /out2
+ARG BAR
+RUN echo "again BAR=$BAR" > /out3
+FROM parent
+RUN echo "noarg FOO=$FOO" > /out4
+COPY --from=child /out /out2 /out3 /
+""", repo="fidelity/argparent:1")
+    r = image.rootfs
+    assert (r / "out").read_text() == "FOO=123 BAR=abc E1=env1\n"
+    assert (r / "out2").read_text() == "BAR=override\n"
+    assert (r / "out3").read_text() == "again BAR=override\n"
+    assert (r / "out4").read_text() == "noarg FOO=123\n"
+    assert image.container["Env"] == ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                                      "E1=env1"]

@@ -18,7 +18,8 @@ Rules:
 - ENV and ARG of the same name: the later declaration wins;
 - ARG values are in the RUN environment but never in the image ``Env``;
 - proxy build-args (``HTTP_PROXY``...) reach RUN without declaration;
-- a stage ``FROM <stage>`` inherits that stage's ENV *and* declared ARGs (``child()``).
+- a stage ``FROM <stage>`` inherits that stage's ENV *and* declared ARGs (``child()``); an ``ARG
+  NAME`` with no value of its own keeps the value already in scope.
 """
 
 from __future__ import annotations
@@ -177,6 +178,13 @@ class StageEnv:
                 value = _word(inst, default, env)
             else:
                 value = self.globals.values.get(key)
+            if value is None:
+                # No value of its own: what the scope already holds stays (an earlier ARG here,
+                # or the parent stage's for FROM <stage>). BuildKit v0.8's dispatchArg
+                # (dockerfile2llb/convert.go@eeb7b65ab7d6) only AddEnv()s a value it has, and a
+                # child stage starts from its parent's LLB state (d.state = d.base.state),
+                # whose env holds the parent's ARG values.
+                value = self._args.get(key)
             self._args.pop(key, None)
             self._args[key] = value
             pairs.append((key, value))
