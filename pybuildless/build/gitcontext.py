@@ -82,8 +82,8 @@ def clone_context(spec: str, location: str, dest: Path, git: GitOptions) -> None
     if git.insecure_skip_tls:
         import urllib3
 
-        kwargs["pool_manager"] = urllib3.PoolManager(cert_reqs="CERT_NONE")
         urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        kwargs["pool_manager"] = urllib3.PoolManager(cert_reqs="CERT_NONE")
     client, path = get_transport_and_path(url, **kwargs)
     repo = Repo.init(str(dest))
     chosen: dict[str, bytes] = {}
