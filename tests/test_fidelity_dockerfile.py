@@ -67,3 +67,32 @@ COPY --from=child /out /out2 /out3 /
     assert (r / "out4").read_text() == "noarg FOO=123\n"
     assert image.container["Env"] == ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                                       "E1=env1"]
+
+
+def test_workdir_dirs_belong_to_user_read_as_chown(tmp_path, registry, busybox_image):
+    # dockerfile2llb/convert.go@eeb7b65ab7d6 dispatchWorkdir: llb.Mkdir(wd, 0755, WithParents,
+    # WithUser(config.User)); client/llb/fileop.go WithUser parses a numeric user as an id, and
+    # solver/llbsolver/file/user_linux.go readUser gives a bare id the same gid (ByID:
+    # UID=GID=id, passwd or not), a name its passwd uid/gid, "uid:gid" both.
+    image = build(tmp_path, registry, busybox_image, """FROM BASE
+RUN echo "odd:x:2000:100::/:/bin/sh" >> /etc/passwd
+USER 4242
+WORKDIR /w/x
+USER 2000
+WORKDIR /odd/num
+USER odd
+WORKDIR /odd/name
+USER 4242:7
+WORKDIR /grp
+USER root
+WORKDIR /rootdir
+""", repo="fidelity/workdir:1")
+    def owner(path):
+        st = os.lstat(image.rootfs / path)
+        return stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
+    assert owner("w") == (0o755, 4242, 4242)
+    assert owner("w/x") == (0o755, 4242, 4242)
+    assert owner("odd/num") == (0o755, 2000, 2000)
+    assert owner("odd/name") == (0o755, 2000, 100)
+    assert owner("grp") == (0o755, 4242, 7)
+    assert owner("rootdir") == (0o755, 0, 0)
