@@ -5,6 +5,10 @@ its environment (``PYBUILDLESS_ISOLATION=inplace``), or ``--isolation=inplace``
 together with a detected container, or ``--force``. The ignore list (the
 executor's prefix, /proc, /sys, /dev, every mount point, /var/run,
 ``--ignore-path``) is never extracted into, snapshotted or removed.
+
+Once in-place mode is allowed, the executor's process is made non-dumpable and
+its command line blanked (``sandbox.selfprotect``): RUN steps may share its pid
+namespace, and must not read its environment or flags through /proc.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 from pybuildless.errors import UsageError
 from pybuildless.fs.ignore import IgnoreList
 from pybuildless.fs.secure import remove_in_dir
+from pybuildless.sandbox.selfprotect import protect_executor_process
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +49,13 @@ def detect_container() -> str | None:
 
 
 def check_allowed(*, explicit_env: bool, force: bool) -> None:
-    """Refuse to build on / unless it was selected on purpose and is disposable."""
+    """Refuse to build on / unless it was selected on purpose and is disposable; then, before
+    the first step, keep the executor's own process out of the steps' reach."""
+    _check_disposable(explicit_env=explicit_env, force=force)
+    protect_executor_process()
+
+
+def _check_disposable(*, explicit_env: bool, force: bool) -> None:
     if force:
         return
     if not explicit_env:
