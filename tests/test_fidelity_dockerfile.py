@@ -96,3 +96,28 @@ WORKDIR /rootdir
     assert owner("odd/name") == (0o755, 2000, 100)
     assert owner("grp") == (0o755, 4242, 7)
     assert owner("rootdir") == (0o755, 0, 0)
+
+
+def test_dockerignore_exceptions_follow_the_context_walk(tmp_path, registry, busybox_image):
+    # tonistiigi/fsutil walker.go@0834f99b7b85 (docker/cli v20.10.24 sends the context with it):
+    # an excluded directory is skipped unless a "!" pattern's text + "/" starts with its path +
+    # "/"; then the directory itself is sent and its children are matched one by one
+    # (docker/docker pkg/fileutils PatternMatcher.Matches, last match wins).
+    files = {
+        ".dockerignore": "docs/**/draft*\n!docs/**/draft-keep.md\nempty\n!empty/nothere.md\nskipme\n!skipme/keepdir\n",
+        "docs/drafts/draft-keep.md": "1\n", "docs/drafts/draft-x.md": "2\n", "docs/draft-top.md": "3\n",
+        "docs/draft-keep.md": "4\n", "docs/other/deep/draft-keep.md": "5\n", "docs/other/readme": "6\n",
+        "empty/sub/f": "7\n", "skipme/keepdir/k": "8\n", "skipme/x": "9\n",
+    }
+    image = build(tmp_path, registry, busybox_image, "FROM BASE\nCOPY . /ctx/\nCOPY docs/* /star/\n", files,
+                  repo="fidelity/ignore:1")
+    ctx = image.rootfs / "ctx"
+    found = sorted(str(p.relative_to(ctx)) for p in ctx.rglob("*"))
+    assert found == [".dockerignore", "Dockerfile", "docs", "docs/draft-keep.md", "docs/other", "docs/other/deep",
+                     "docs/other/deep/draft-keep.md", "docs/other/readme", "empty", "skipme", "skipme/keepdir",
+                     "skipme/keepdir/k"]
+    assert sorted(os.listdir(image.rootfs / "star")) == ["deep", "draft-keep.md", "readme"]
+    bad = write_context(tmp_path / "bad", {**files, "Dockerfile": f"FROM {busybox_image}\n"
+                                           "COPY docs/drafts/draft-keep.md /x\n"})
+    proc = executor("-c", str(bad), "-d", registry.ref("fidelity/ignore:bad"), cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and b"docs/drafts/draft-keep.md" in proc.stderr

@@ -37,7 +37,8 @@ def resolve_in_root(root: str, path: str, *, follow_final: bool = True) -> str:
 
 class PathMatcher(Protocol):
     def excludes(self, rel_path: str) -> bool: ...
-    def can_skip_dir(self, rel_dir: str) -> bool: ...
+    def enters(self, rel_dir: str) -> bool: ...
+    def in_context(self, rel_path: str, is_dir: bool) -> bool: ...
 
 
 @dataclass
@@ -117,11 +118,11 @@ def resolve_sources(src_root: SourceRoot, req: CopyRequest) -> list[tuple[str, s
         if has_wildcard(rel):
             if req.match is None:
                 raise BuildError("wildcard sources need a matcher")
-            matches = [m for m in _expand(src_root, rel, req.match) if not _ignored(src_root, m)]
+            matches = [m for m in _expand(src_root, rel, req.match) if not _outside_context(src_root, m)]
             out.extend((m, pivot) for m in matches)
             continue
         host = resolve_in_root(src_root.root, rel) if rel != "." else src_root.root
-        if not os.path.lexists(host) or (rel != "." and _ignored(src_root, rel)):
+        if not os.path.lexists(host) or _outside_context(src_root, rel):
             raise BuildError(f"COPY source {raw!r} not found in the {src_root.description}")
         out.append((rel, pivot))
     return out
@@ -129,6 +130,14 @@ def resolve_sources(src_root: SourceRoot, req: CopyRequest) -> list[tuple[str, s
 
 def _ignored(src_root: SourceRoot, rel: str) -> bool:
     return bool(src_root.is_context and src_root.ignore is not None and rel != "." and src_root.ignore.excludes(rel))
+
+
+def _outside_context(src_root: SourceRoot, rel: str) -> bool:
+    """A source path .dockerignore kept out of the context (see PatternMatcher.in_context)."""
+    if not src_root.is_context or src_root.ignore is None or rel == ".":
+        return False
+    is_dir = os.path.isdir(resolve_in_root(src_root.root, rel))
+    return not src_root.ignore.in_context(rel, is_dir)
 
 
 def _excluded(rel_in_source: str, req: CopyRequest) -> bool:
@@ -254,11 +263,10 @@ class _Writer:
     def _walk(self, host_dir: str, rel_dir: str) -> Iterator[tuple[str, str, os.stat_result]]:
         """(host path, path relative to the copied directory, lstat), parents before children.
 
-        A directory excluded by .dockerignore is still entered when an exception
-        pattern may re-include something inside; it is then emitted only just
-        before its first included descendant (moby's behaviour).
+        .dockerignore applies as Docker 20.10's context walk does (fsutil walker.go@0834f99b7b85):
+        an excluded entry is left out, except a directory the walk enters for an exception
+        pattern (PatternMatcher.enters), which is copied itself, its children judged one by one.
         """
-        held: dict[str, tuple[str, str, os.stat_result]] = {}  # excluded dirs entered, not yet emitted
         stack = [(host_dir, "")]
         while stack:
             hdir, sub = stack.pop()
@@ -270,16 +278,9 @@ class _Writer:
                     continue
                 st = e.stat(follow_symlinks=False)
                 ctx_rel = posixpath.join(rel_dir, rel) if rel_dir not in ("", ".") else rel
-                if _ignored(self.src_root, ctx_rel):
-                    if stat.S_ISDIR(st.st_mode) and not self.src_root.ignore.can_skip_dir(ctx_rel):
-                        held[rel] = (e.path, rel, st)
-                        stack.append((e.path, rel))
+                if _ignored(self.src_root, ctx_rel) and not (
+                        stat.S_ISDIR(st.st_mode) and self.src_root.ignore.enters(ctx_rel)):
                     continue
-                parts = rel.split("/")
-                for i in range(1, len(parts)):
-                    ancestor = held.pop("/".join(parts[:i]), None)
-                    if ancestor is not None:
-                        yield ancestor
                 yield e.path, rel, st
                 if stat.S_ISDIR(st.st_mode):
                     stack.append((e.path, rel))

@@ -5,7 +5,8 @@ Public API::
     read_ignore_patterns(text) -> list[str]          # ignorefile.ReadAll
     PatternMatcher(patterns)                          # patternmatcher.New
     matcher.excludes(rel_path) -> bool               # MatchesOrParentMatches
-    matcher.can_skip_dir(rel_dir) -> bool            # excluded, and no "!" pattern can reach inside
+    matcher.can_skip_dir(rel_dir) -> bool            # excluded, and the context walk does not enter it
+    matcher.in_context(rel_path, is_dir) -> bool     # sent with the context (Docker 20.10's walk)
     load_dockerignore(context_dir, dockerfile_path) -> PatternMatcher
     walk_context(context_dir, matcher) -> Iterator[str]
 
@@ -23,7 +24,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from pybuildless.dockerfile.pathmatch import BadPattern, match, validate
+from pybuildless.dockerfile.pathmatch import BadPattern, validate
 from pybuildless.errors import PybuildlessError
 
 
@@ -187,26 +188,33 @@ class PatternMatcher:
                 matched = not pattern.exclusion
         return matched
 
+    def enters(self, rel_dir: str) -> bool:
+        """Whether the context walk goes into the *excluded* directory ``rel_dir`` (and keeps it).
+
+        Docker 20.10's context walk (tonistiigi/fsutil walker.go@0834f99b7b85, vendored by
+        docker/cli v20.10.24 and moby/buildkit@eeb7b65ab7d6) enters an excluded directory
+        only when some ``!`` pattern's text, plus ``/``, starts with the directory's path plus
+        ``/`` (a literal prefix test: ``!docs/**/keep.md`` does not open ``docs/drafts``);
+        it then sends the directory itself too, even if nothing below is re-included.
+        """
+        prefix = _go_clean(rel_dir) + "/"
+        return any(p.exclusion and (p.text + "/").startswith(prefix) for p in self.patterns)
+
     def can_skip_dir(self, rel_dir: str) -> bool:
-        """True if ``rel_dir`` is excluded and no exception pattern could re-include anything in it."""
-        if not self.excludes(rel_dir):
-            return False
-        parts = _go_clean(rel_dir).split("/")
-        return not any(p.exclusion and _may_reach_inside(p.text, parts) for p in self.patterns)
+        """True if ``rel_dir`` is excluded and the context walk does not go into it."""
+        return self.excludes(rel_dir) and not self.enters(rel_dir)
 
-
-def _may_reach_inside(pattern: str, dir_parts: list[str]) -> bool:
-    """Conservative: could ``pattern`` match some path strictly inside the directory?"""
-    pat_parts = pattern.split("/")
-    for pat, name in zip(pat_parts, dir_parts):
-        if "**" in pat:
+    def in_context(self, rel_path: str, is_dir: bool) -> bool:
+        """Whether ``rel_path`` is part of the context as that walk sends it: no ancestor was
+        skipped, and the path is not excluded (or is an excluded directory the walk enters)."""
+        path = _go_clean(rel_path.lstrip("/"))
+        if path == ".":
             return True
-        try:
-            if not match(pat, name):
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            if self.can_skip_dir("/".join(parts[:i])):
                 return False
-        except BadPattern:
-            return True
-    return True
+        return not self.excludes(path) or (is_dir and self.enters(path))
 
 
 def load_dockerignore(context_dir: str, dockerfile_path: str | None = None) -> PatternMatcher:
@@ -229,32 +237,24 @@ def load_dockerignore(context_dir: str, dockerfile_path: str | None = None) -> P
 
 
 def walk_context(context_dir: str, matcher: PatternMatcher) -> Iterator[str]:
-    """Yield included entries (files, dirs, symlinks) as sorted relative ``/`` paths.
+    """Yield the entries (files, dirs, symlinks) the context holds, as sorted relative ``/``
+    paths, parents before children: excluded directories are pruned unless the walk enters
+    them (``PatternMatcher.enters``), and then they are yielded themselves. Symlinks are not
+    followed."""
 
-    Excluded directories are pruned unless an exception pattern may re-include something
-    inside; then the directory itself is yielded just before its first included entry, so
-    consumers always see parents before children. Symlinks are not followed."""
-
-    def walk(rel: str, emitted_parent: bool) -> Iterator[str]:
+    def walk(rel: str) -> Iterator[str]:
         here = os.path.join(context_dir, rel) if rel else context_dir
         try:
             entries = sorted(os.scandir(here), key=lambda e: e.name)
         except OSError:
             return
-        pending_parents = [] if emitted_parent else [rel]
         for entry in entries:
             child = f"{rel}/{entry.name}" if rel else entry.name
             is_dir = entry.is_dir(follow_symlinks=False)
-            included = not matcher.excludes(child)
-            if included:
-                yield from pending_parents
-                pending_parents = []
-                yield child
-            if is_dir and (included or not matcher.can_skip_dir(child)):
-                for item in walk(child, included):
-                    yield from pending_parents
-                    pending_parents = []
-                    yield item
+            if matcher.excludes(child) and not (is_dir and matcher.enters(child)):
+                continue
+            yield child
+            if is_dir:
+                yield from walk(child)
 
-    # The root itself is never yielded; pretend it was emitted.
-    yield from walk("", True)
+    yield from walk("")
