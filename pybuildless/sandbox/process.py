@@ -48,11 +48,7 @@ from pybuildless.errors import BuildError, SandboxError
 from pybuildless.sandbox import _linux
 from pybuildless.sandbox.mounts import protect_proc
 from pybuildless.sandbox.pid1 import MAX_FD, close_all_but, disguise_as_init
-
-try:
-    from pybuildless.sandbox.seccomp import install as _install_seccomp
-except ImportError:  # pragma: no cover - the filter module is optional at import time
-    _install_seccomp = None
+from pybuildless.sandbox.seccomp import install as install_seccomp
 
 if TYPE_CHECKING:
     from pybuildless.fs.users import ResolvedUser
@@ -354,9 +350,7 @@ def _exec_command(spec: ChildSpec, out_w: int, err_w: int, devnull: int) -> None
         if spec.seccomp_program is not None:
             # Before the user change: without no_new_privs (setuid binaries in the step must keep
             # working) installing a filter needs CAP_SYS_ADMIN, which setuid to a non-root user drops.
-            if _install_seccomp is None:
-                raise OSError("a seccomp filter was built but the installer is missing")
-            _install_seccomp(spec.seccomp_program)
+            install_seccomp(spec.seccomp_program)
         _become(spec.user)
         # PDEATHSIG is cleared by a credential change: set it again.
         _linux.prctl(_linux.PR_SET_PDEATHSIG, signal.SIGKILL)

@@ -16,12 +16,7 @@ from __future__ import annotations
 
 import logging
 
-from pybuildless.sandbox import _linux
-
-try:
-    from pybuildless.sandbox import seccomp
-except ImportError:  # pragma: no cover - depends on the tree being complete
-    seccomp = None  # type: ignore[assignment]
+from pybuildless.sandbox import _linux, seccomp
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +39,6 @@ def _once(level: int, message: str, *args: object) -> None:
 
 def missing_reason() -> str | None:
     """Why a step cannot get a seccomp filter here, or None when it can."""
-    if seccomp is None:
-        return "the seccomp filter module is missing from this installation"
     reason = seccomp.unavailable_reason()
     if reason:
         return reason
