@@ -73,8 +73,6 @@ CASES: tuple[Case, ...] = (
     Case("mount_shell", _MOUNT_SHELL, "mount -t tmpfs from the shell"),
     Case("mount_proc", _probe("mount_proc"), "mount a fresh procfs"),
     Case("umount", _probe("umount"), "umount2 (past the permission check)"),
-    Case("umount_masked", _probe("umount_masked"), "unmount the mask over /proc/kcore"),
-    Case("umount_proc_shell", _UMOUNT_SHELL, "umount -l /proc from the shell"),
     Case("pivot_root", _probe("pivot_root"), "pivot_root (past the permission check)"),
     Case("double_chroot", _probe("double_chroot", '"$HOST_MARKER"'), "chroot into a subdirectory and climb out"),
     Case("unshare_userns_mount", _probe("unshare_userns_mount"), "unshare -U -m, then mount"),
@@ -97,6 +95,9 @@ CASES: tuple[Case, ...] = (
     Case("swapon", _probe("swapon"), "swapon"),
     Case("self_exe", _probe("self_exe"), "write through /proc/self/exe"),
     Case("init_exe", _probe("init_exe"), "write through /proc/1/exe"),
+    # last: where they succeed they change the mounts the cases after them would see
+    Case("umount_masked", _probe("umount_masked"), "unmount the mask over /proc/kcore"),
+    Case("umount_proc_shell", _UMOUNT_SHELL, "umount -l /proc from the shell"),
 )
 CASE_NAMES = tuple(c.name for c in CASES)
 

@@ -82,11 +82,21 @@ class Corpus:
         return path
 
     def _context(self, ctx: Path, dockerfile: str) -> Path:
+        write_context(ctx, {"Dockerfile": dockerfile, "filler": os.urandom(4 << 20)})
+        return self.copy_probe_files(ctx)
+
+    def copy_probe_files(self, directory: Path) -> Path:
+        """The probe and the secret in two halves (the proc_secret case looks for the whole)."""
         half = len(self.secret) // 2
-        write_context(ctx, {"Dockerfile": dockerfile, "secret-halves": f"{self.secret[:half]} {self.secret[half:]}\n",
-                            "filler": os.urandom(4 << 20)})
-        shutil.copy2(self.tools.probe, ctx / "probe")
-        return ctx
+        (directory / "secret-halves").write_text(f"{self.secret[:half]} {self.secret[half:]}\n")
+        shutil.copy2(self.tools.probe, directory / "probe")
+        return directory
+
+    def record(self, name: str, returncode: int, output: str) -> BuildResult:
+        """Keep a run that is not a build (for ESCAPE_REPORT)."""
+        result = BuildResult(name, returncode, output, parse(output), [])
+        self._results[(name, "run")] = result
+        return result
 
     def _args(self) -> list[str]:
         return ["--no-push", "--build-arg", f"HOST_MARKER={self.marker}", "--build-arg",
@@ -152,8 +162,8 @@ class Corpus:
             run = run_in_container(jail, self.tools.enter, [
                 "/bin/sh", "-c", 'HOST_MARKER="$1" HOST_PID="$2" sh -c "$3"', "sh", str(self.marker),
                 str(self.sleeper_pid), script])
-            output = run.stdout + run.stderr
-            self._results[key] = BuildResult("inplace", run.returncode, output, parse(output), [])
+            self._results[key] = BuildResult("inplace", run.returncode, run.stdout + run.stderr,
+                                             parse(run.stdout + run.stderr), [])
         return self._results[key]
 
 

@@ -1,13 +1,17 @@
 /* Enter a jail the way a container runtime does (runc's pivot_root(".", ".")
  * then unmounting the old root): the host's tree is detached, so a double
  * chroot inside cannot climb back to it. Then keep only the capabilities named
- * on the command line in the bounding set and exec; root's permitted set after
- * exec is the bounding set, as in a container.
+ * on the command line in the bounding set, load a seccomp filter if one is
+ * given (a file of raw struct sock_filter entries) and exec; root's permitted
+ * set after exec is the bounding set, as in a container.
  *
- *     enter JAIL CAP_NUMBERS(comma-separated) PROGRAM ARGS...
+ *     enter JAIL CAP_NUMBERS(comma-separated) SECCOMP_FILE|- PROGRAM ARGS...
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +23,17 @@
 static void die(const char *what) { fprintf(stderr, "enter: %s: %s\n", what, strerror(errno)); exit(125); }
 
 int main(int argc, char **argv) {
-    if (argc < 4) { fprintf(stderr, "usage: enter JAIL CAPS PROGRAM ARGS...\n"); return 125; }
+    if (argc < 5) { fprintf(stderr, "usage: enter JAIL CAPS SECCOMP_FILE|- PROGRAM ARGS...\n"); return 125; }
+    static struct sock_filter filter[4096];
+    struct sock_fprog prog = {0, filter};
+    if (strcmp(argv[3], "-") != 0) {  /* read before the host's tree goes away */
+        int fd = open(argv[3], O_RDONLY);
+        if (fd < 0) die("seccomp file");
+        ssize_t n = read(fd, filter, sizeof filter);
+        if (n <= 0 || n % sizeof filter[0]) die("seccomp file size");
+        prog.len = n / sizeof filter[0];
+        close(fd);
+    }
     int keep[64] = {0};
     for (char *s = strtok(argv[2], ","); s; s = strtok(NULL, ",")) keep[atoi(s) & 63] = 1;
     if (chdir(argv[1])) die("chdir");
@@ -29,6 +43,7 @@ int main(int argc, char **argv) {
     for (int cap = 0; cap < 64; cap++)
         if (!keep[cap] && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) && errno != EINVAL) die("PR_CAPBSET_DROP");
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
-    execvp(argv[3], argv + 3);
-    die(argv[3]);
+    if (prog.len && prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0)) die("seccomp");
+    execvp(argv[4], argv + 4);
+    die(argv[4]);
 }

@@ -105,8 +105,12 @@ class HostState:
             knobs[str(p)] = _read(p)
         knobs["/sys/kernel/uevent_helper"] = _read(Path("/sys/kernel/uevent_helper"))
         offset = time.clock_gettime(time.CLOCK_REALTIME) - time.clock_gettime(time.CLOCK_MONOTONIC)
-        keys = frozenset(" ".join(line.split()[:1] + line.split()[8:]) for line in
-                         (_read(Path("/proc/keys")) or "").splitlines())
+        # Session keyrings come and go with process sessions: runc makes a "_ses.<container id>"
+        # one per container, and other work on this machine runs containers. Keys a step could
+        # plant sit in persistent keyrings (the user keyring) and are kept.
+        keys = frozenset(" ".join(f[:1] + f[8:]) for f in
+                         (line.split() for line in (_read(Path("/proc/keys")) or "").splitlines())
+                         if len(f) > 8 and not (f[7] == "keyring" and f[8].startswith("_ses.")))
         return cls(knobs, frozenset(_mounts(str(own_tmp))), offset, _read(Path("/proc/modules")), keys)
 
     def differences(self, after: "HostState") -> list[str]:
@@ -132,10 +136,10 @@ DOCKER_MASKED_FILES = ("interrupts", "kcore", "keys", "latency_stats", "sched_de
 DOCKER_MASKED_DIRS = ("acpi", "asound", "scsi")
 DOCKER_READONLY = ("bus", "fs", "irq", "sys", "sysrq-trigger")
 
-# $0 = jail, $1 = the static enter helper (enter.c); the rest is the command.
+# $0 = jail, $1 = the static enter helper (enter.c), $2 = "mask" or "nomask"; the rest is the command.
 _CONTAINER_SETUP = r"""
 set -e
-J=$0; ENTER=$1; shift
+J=$0; ENTER=$1; MASK=$2; shift 2
 mount --rbind "$J" "$J"   # a mount point of its own, for pivot_root
 # /dev as a container engine makes it: a tmpfs with a few nodes, never the host's disks
 mount -t tmpfs -o mode=755,nosuid tmpfs "$J/dev"
@@ -143,15 +147,20 @@ for n in null zero full random urandom tty; do : > "$J/dev/$n"; mount --bind "/d
 mkdir "$J/dev/pts" "$J/dev/shm"
 mount -t devpts -o newinstance,ptmxmode=0666 devpts "$J/dev/pts"; ln -s pts/ptmx "$J/dev/ptmx"
 mount -t tmpfs -o nosuid,nodev tmpfs "$J/dev/shm"
-mkdir -p "$J/sys"; mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$J/sys"
-for p in $MASKED_FILES; do if [ -e "$J/proc/$p" ]; then mount --bind /dev/null "$J/proc/$p"; fi; done
-for p in $MASKED_DIRS; do if [ -d "$J/proc/$p" ]; then mount -t tmpfs -o ro tmpfs "$J/proc/$p"; fi; done
-for p in $READONLY; do
-  if [ -e "$J/proc/$p" ]; then mount --bind "$J/proc/$p" "$J/proc/$p"; mount -o remount,bind,ro "$J/proc/$p"; fi
-done
-caps=$CAPS
-unset MASKED_FILES MASKED_DIRS READONLY CAPS
-exec "$ENTER" "$J" "$caps" "$@"
+mkdir -p "$J/sys"
+if [ "$MASK" = mask ]; then
+  mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$J/sys"
+  for p in $MASKED_FILES; do if [ -e "$J/proc/$p" ]; then mount --bind /dev/null "$J/proc/$p"; fi; done
+  for p in $MASKED_DIRS; do if [ -d "$J/proc/$p" ]; then mount -t tmpfs -o ro tmpfs "$J/proc/$p"; fi; done
+  for p in $READONLY; do
+    if [ -e "$J/proc/$p" ]; then mount --bind "$J/proc/$p" "$J/proc/$p"; mount -o remount,bind,ro "$J/proc/$p"; fi
+  done
+else
+  mount -t sysfs -o nosuid,nodev,noexec sysfs "$J/sys"
+fi
+caps=$CAPS seccomp=$SECCOMP
+unset MASKED_FILES MASKED_DIRS READONLY CAPS SECCOMP
+exec "$ENTER" "$J" "$caps" "$seccomp" "$@"
 """
 
 
@@ -163,19 +172,22 @@ class ContainerRun:
 
 
 def run_in_container(jail: Path, enter: Path, argv: list[str], *, env: dict[str, str] | None = None,
+                     caps: tuple[int, ...] = DOCKER_CAPS, masks: bool = True, seccomp: Path | None = None,
                      timeout: int = 300) -> ContainerRun:
-    """``argv`` in ``jail`` as in an unprivileged container without a seccomp profile
-    (Docker's capabilities, masked and read-only /proc paths, read-only /sys, its own
-    /dev, pivot_root, mount and pid namespaces) — like a Kubernetes pod with
-    ``seccompProfile: Unconfined``. Everything is mounted in the private namespace only.
-    ``enter``: the static helper built from enter.c."""
+    """``argv`` in ``jail`` as in an unprivileged container: by default Docker's capabilities,
+    masked and read-only /proc paths, read-only /sys, its own /dev, pivot_root, mount and pid
+    namespaces, and no seccomp profile — like a Kubernetes pod with ``seccompProfile:
+    Unconfined``. ``caps``, ``masks`` and ``seccomp`` (a BPF program file) change one layer at a
+    time. Everything is mounted in the private namespace only. ``enter``: the static helper
+    built from enter.c."""
     image = executor_stage_config()
     full_env = {**image["env"], **(env or {})}
     full_env["PATH"] = full_env.get("PATH", "") + ":/usr/sbin:/usr/bin:/sbin:/bin"
     full_env.update(MASKED_FILES=" ".join(DOCKER_MASKED_FILES), MASKED_DIRS=" ".join(DOCKER_MASKED_DIRS),
-                    READONLY=" ".join(DOCKER_READONLY), CAPS=",".join(str(c) for c in DOCKER_CAPS))
+                    READONLY=" ".join(DOCKER_READONLY), CAPS=",".join(str(c) for c in caps),
+                    SECCOMP=str(seccomp) if seccomp else "-")
     proc = subprocess.run(
         ["unshare", "--mount", "--pid", "--fork", "--propagation", "private", f"--mount-proc={jail}/proc",
-         "/bin/sh", "-c", _CONTAINER_SETUP, str(jail), str(enter), *argv],
+         "/bin/sh", "-c", _CONTAINER_SETUP, str(jail), str(enter), "mask" if masks else "nomask", *argv],
         env=full_env, capture_output=True, timeout=timeout, text=True, errors="replace")
     return ContainerRun(proc.returncode, proc.stdout, proc.stderr)
