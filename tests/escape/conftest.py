@@ -22,7 +22,11 @@ from tests.fixtures.images import make_busybox_rootfs
 from tests.jail import assemble_executor_fs, copy_jail
 
 HERE = Path(__file__).resolve().parent
-MODES = ("chroot", "userns", "inplace")
+# inplace and container-chroot run the executor in a jail set up like an unprivileged
+# container (host.run_in_container): in-place (Kaniko mode), and the chroot isolation, which
+# falls back to a plain chroot there (no CAP_SYS_ADMIN, so no namespaces for the step).
+MODES = ("chroot", "userns", "inplace", "container-chroot")
+CONTAINER_MODES = ("inplace", "container-chroot")
 
 
 @dataclass(frozen=True)
@@ -114,8 +118,8 @@ class Corpus:
         work.mkdir()
         self.marker  # noqa: B018 - created before the first snapshot
         before = HostState.read(self.work)
-        if mode == "inplace":
-            code, output, tarball = self._build_inplace(work, dockerfile)
+        if mode in CONTAINER_MODES:
+            code, output, tarball = self._build_in_container(work, dockerfile, mode)
         else:
             ctx = self._context(work / "ctx", dockerfile)
             tarball = work / "image.tar"
@@ -141,12 +145,13 @@ class Corpus:
             '{"auths": {"registry.example": {"auth": "%s"}}}\n' % self.secret)
         return jail
 
-    def _build_inplace(self, work: Path, dockerfile: str) -> tuple[int, str, Path]:
+    def _build_in_container(self, work: Path, dockerfile: str, mode: str) -> tuple[int, str, Path]:
         jail = self.inplace_jail(f"{work.name}-jail")
         self._context(jail / "workspace", dockerfile)
+        isolation = ["--isolation", "chroot"] if mode == "container-chroot" else []
         run = run_in_container(jail, self.tools.enter, [
             "/kaniko/executor", "--context", "dir:///workspace", "--destination", "escape/inplace:1",
-            "--tar-path", "/workspace/image.tar", *self._args()], env={"ESCAPE_SECRET": self.secret})
+            "--tar-path", "/workspace/image.tar", *isolation, *self._args()], env={"ESCAPE_SECRET": self.secret})
         return run.returncode, run.stdout + run.stderr, jail / "workspace/image.tar"
 
     def baseline(self) -> BuildResult:

@@ -2,10 +2,11 @@
 and the host is the same after the build as before.
 
 * ``chroot`` and ``userns``: no case may get through.
-* ``inplace`` (Kaniko mode, in a jail set up like an unprivileged container without a
-  seccomp profile): no case may get further than the same attempt made straight in
-  that container, and nothing of the executor's credentials (its environment, its
-  memory, /kaniko/.docker) may be readable where a mount namespace can be made.
+* ``inplace`` (Kaniko mode) and ``container-chroot`` (the chroot isolation's fallback), both
+  in a jail set up like an unprivileged container without a seccomp profile: no case may get
+  further than the same attempt made straight in that container, and nothing of the
+  executor's credentials (its environment, its memory, /kaniko/.docker) may be readable
+  where a mount namespace can be made.
 
 Root only: chroot, namespaces, the static probe compiled with gcc.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.escape.cases import CASE_NAMES, SURVIVOR_NAMES
-from tests.escape.conftest import MODES
+from tests.escape.conftest import CONTAINER_MODES, MODES
 from tests.escape.host import tracer_of
 
 pytestmark = [
@@ -28,7 +29,7 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="chroot and namespaces need root"),
 ]
 
-# In-place mode: what a RUN must never read from the executor, whatever the container allows,
+# In a container: what a RUN must never read from the executor, whatever the container allows,
 # wherever a namespace can be made for the step.
 CREDENTIAL_CASES = ("proc_secret", "init_environ", "ptrace_init", "kaniko_credentials")
 
@@ -54,7 +55,7 @@ def _namespaces_possible(baseline) -> bool:
 @pytest.mark.parametrize("mode", MODES)
 def test_attempt_fails(corpus, mode: str, case: str) -> None:
     result = corpus.result(mode)
-    if mode != "inplace":
+    if mode not in CONTAINER_MODES:
         _assert_blocked(result, case)
         return
     baseline = corpus.baseline()
