@@ -1,6 +1,17 @@
-"""Differential build cases (one directory per case: a ``Dockerfile`` whose base comes from ``ARG BASE``, plus
-its context) and the helpers that build them with buildah, shared by the differential tests and by
-``benchmarks/build.py``.
+"""Differential build cases and the builders that build them.
+
+One directory per case: a ``Dockerfile`` whose base comes from ``ARG BASE``, plus its context. The
+Dockerfile's leading comment lines describe the case:
+
+    # rule: <the one rule of the Dockerfile reference this case pins>
+    # layers: compared                  (the rule is about layers: the layer counts must match too)
+    # reference: FILE <why>             (the reference builders build FILE instead: a Dockerfile
+                                         the documentation says is equivalent, for features BuildKit
+                                         20.10 and buildah 1.28 lack)
+    # buildah: not built <why>          (buildah 1.28 cannot build it; BuildKit only)
+
+An optional ``.prepare`` shell script runs in each private copy of the context (then is removed), for
+what git cannot store: owners, modes other than 0644/0755, archives with chosen root entries.
 
 buildah always runs against its own storage, registries.conf and signature policy in a scratch
 directory, so nothing here reads or writes the machine's container storage or configuration.
@@ -9,12 +20,43 @@ directory, so nothing here reads or writes the machine's container storage or co
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 CASES_DIR = Path(__file__).resolve().parent
+_HEADER = re.compile(r"^#\s*(rule|layers|reference|buildah)\s*:\s*(.*?)\s*$")
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    rule: str
+    compare_layers: bool = False
+    reference_dockerfile: str = "Dockerfile"  # what BuildKit and buildah build
+    reference_note: str = ""
+    buildah_note: str = ""  # non-empty: buildah cannot build this case
+
+    @property
+    def path(self) -> Path:
+        return CASES_DIR / self.name
+
+
+def load_case(name: str) -> Case:
+    """The case's header comments (see the module doc); ``rule`` is empty when the line is missing."""
+    fields: dict[str, str] = {}
+    for line in (CASES_DIR / name / "Dockerfile").read_text().splitlines():
+        m = _HEADER.match(line)
+        if m:
+            fields.setdefault(m.group(1), m.group(2))
+        elif line.strip() and not line.startswith("#"):
+            break
+    reference_file, _, reference_note = fields.get("reference", "Dockerfile").partition(" ")
+    return Case(name=name, rule=fields.get("rule", ""), compare_layers=fields.get("layers") == "compared",
+                reference_dockerfile=reference_file, reference_note=reference_note.strip(),
+                buildah_note=fields.get("buildah", ""))
 
 
 def case_names() -> list[str]:
@@ -22,9 +64,27 @@ def case_names() -> list[str]:
     return sorted(p.parent.name for p in CASES_DIR.glob("*/Dockerfile"))
 
 
-def copy_case(name: str, dest: Path) -> Path:
-    """A private copy of case ``name``'s context (so neither builder sees the other's leftovers)."""
+def cases() -> list[Case]:
+    return [load_case(name) for name in case_names()]
+
+
+def copy_case(name: str, dest: Path, base_image: str | None = None) -> Path:
+    """A private copy of case ``name``'s context (so no builder sees another's leftovers), with its
+    ``.prepare`` script run in it and removed, and ``@BASE_IMAGE@`` in its Dockerfiles replaced by
+    ``base_image`` (for instructions that take no ARG, like ``COPY --from=IMAGE``)."""
     shutil.copytree(CASES_DIR / name, dest, symlinks=True)
+    for dockerfile in dest.glob("Dockerfile*"):
+        text = dockerfile.read_text()
+        if "@BASE_IMAGE@" in text:
+            if base_image is None:
+                raise ValueError(f"{name}: the case needs a base image reference")
+            dockerfile.write_text(text.replace("@BASE_IMAGE@", base_image))
+    prepare = dest / ".prepare"
+    if prepare.exists():
+        proc = subprocess.run(["/bin/sh", "-e", str(prepare)], cwd=dest, capture_output=True, timeout=60)
+        prepare.unlink()
+        if proc.returncode != 0:
+            raise RuntimeError(f"{name}/.prepare failed: {proc.stderr.decode(errors='replace')}")
     return dest
 
 
@@ -80,10 +140,11 @@ class Buildah:
                                f"{proc.stdout.decode(errors='replace')}\n{proc.stderr.decode(errors='replace')}")
         return proc
 
-    def build_and_push(self, context: Path, ref: str, build_args: dict[str, str]) -> None:
+    def build_and_push(self, context: Path, ref: str, build_args: dict[str, str],
+                       dockerfile: str = "Dockerfile") -> None:
         """``buildah bud --isolation chroot --layers`` (a layer per step, like BuildKit) then push ``ref``."""
         flags = [f"--build-arg={k}={v}" for k, v in build_args.items()]
         self.run("bud", "--isolation", "chroot", "--layers", "--tls-verify=false",
                  f"--signature-policy={self.home / 'policy.json'}", *flags,
-                 "-f", str(context / "Dockerfile"), "-t", ref, str(context))
+                 "-f", str(context / dockerfile), "-t", ref, str(context))
         self.run("push", "--tls-verify=false", f"--signature-policy={self.home / 'policy.json'}", ref)

@@ -1,0 +1,109 @@
+"""Building the differential cases: pybuildless, BuildKit and buildah, each case's context copied
+privately per builder, each image pushed to the session registry and unpacked (skopeo + umoci).
+
+Builds run several at a time in a thread pool (each build is a separate process or a daemon request,
+and every build has its own context copy, tag and scratch dirs), each at most once per session: the
+pybuildless image of a case is built once and compared with both references.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+from tests.buildkit import executor, unpack
+from tests.differential import Buildah, Case, copy_case
+from tests.differential.compare import ImageView
+
+# Builds at once. They are mostly waiting on processes, the registry and the daemon; three keeps two
+# shared cores busy without starving them (measured: see tests/test_differential_buildkit.py).
+DEFAULT_JOBS = int(os.environ.get("PYBUILDLESS_DIFFERENTIAL_JOBS", "3"))
+
+
+def image_ref(registry, case: Case, builder: str) -> str:
+    return registry.ref(f"differential/{case.name.replace('_', '-')}:{builder}")
+
+
+def _view_and_clean(ref: str, work: Path) -> ImageView:
+    """The unpacked image, with the config blob as pushed: skopeo converts a Docker config to an OCI one
+    on the way to the layout, dropping Healthcheck, Shell, OnBuild and ArgsEscaped."""
+    try:
+        unpacked = unpack(f"docker://{ref}", work / "unpacked")
+        raw = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", "--config", f"docker://{ref}"],
+                             capture_output=True, check=True, timeout=60).stdout
+        return ImageView.of(replace(unpacked, config=json.loads(raw)))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def build_with_pybuildless(case: Case, registry, base: str, work: Path) -> ImageView:
+    ref = image_ref(registry, case, "pybuildless")
+    ctx = copy_case(case.name, work / "ctx", base)
+    executor("--context", str(ctx), "--dockerfile", str(ctx / "Dockerfile"), "--destination", ref,
+             "--build-arg", f"BASE={base}", cwd=work)
+    return _view_and_clean(ref, work)
+
+
+def build_with_buildkit(case: Case, engine, registry, base: str, work: Path) -> ImageView:
+    """``DOCKER_BUILDKIT=1 docker build`` on the engine fixture, then ``docker push`` (the engine treats
+    the loopback registry as insecure by itself)."""
+    ref = image_ref(registry, case, "buildkit")
+    ctx = copy_case(case.name, work / "ctx", base)
+    engine.buildkit_build(ctx, ref, "-f", str(ctx / case.reference_dockerfile), "--build-arg", f"BASE={base}")
+    engine.docker("push", ref)
+    engine.docker("rmi", ref, check=False)  # keep the daemon's image store small; layers stay cached
+    return _view_and_clean(ref, work)
+
+
+def build_with_buildah(case: Case, buildah: Buildah, registry, base: str, work: Path) -> ImageView:
+    ref = image_ref(registry, case, "buildah")
+    ctx = copy_case(case.name, work / "ctx", base)
+    buildah.build_and_push(ctx, ref, {"BASE": base}, dockerfile=case.reference_dockerfile)
+    return _view_and_clean(ref, work)
+
+
+class Builds:
+    """Futures of builds keyed by (builder, case), each submitted once."""
+
+    def __init__(self, jobs: int = DEFAULT_JOBS) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="differential")
+        self._futures: dict[tuple[str, str], Future] = {}
+        self._lock = threading.Lock()
+
+    def submit(self, builder: str, case: Case, build: Callable[[], ImageView]) -> Future:
+        with self._lock:
+            key = (builder, case.name)
+            if key not in self._futures:
+                self._futures[key] = self._pool.submit(build)
+            return self._futures[key]
+
+    def result(self, builder: str, case: Case, timeout: float = 900) -> ImageView:
+        return self._futures[(builder, case.name)].result(timeout=timeout)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+_shared: Builds | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_builds() -> Builds:
+    """One pool per session for every differential test module (so pybuildless builds are shared)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = Builds()
+        return _shared
+
+
+def submit_pybuildless(builds: Builds, case: Case, registry, base: str, work_root: Path) -> Future:
+    return builds.submit("pybuildless", case,
+                         lambda: build_with_pybuildless(case, registry, base, work_root / f"{case.name}-pybuildless"))
