@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -87,6 +88,8 @@ class BuildRun:
         self.scopes: dict[int, StageEnv] = {}
         self._sandboxes: dict[Path, object] = {}
         self._image_roots: dict[str, SourceRoot] = {}
+        self._image_bases: dict[str, BaseImage] = {}  # COPY --from=<image>: resolved once per build
+        self._image_lock = threading.Lock()
         self.cache = open_layer_cache(options, self.registry, platform)
         self._cache_pushes: list[Future] = []
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cache-push")
@@ -115,11 +118,11 @@ class BuildRun:
                 raise UsageError(f"--secret id={ident}: cannot read {value}: {e.strerror}") from None
         return None
 
-    def cache_put(self, key: str, layer, created_by: str) -> None:
+    def cache_put(self, key: str, layer, created_by: str, created: str | None = None) -> None:
         """Store a step in the cache in the background; a failure only warns (as in Kaniko)."""
         if self.cache is None:
             return
-        self._cache_pushes.append(self._pool.submit(self.cache.put, key, layer, created_by))
+        self._cache_pushes.append(self._pool.submit(self.cache.put, key, layer, created_by, created))
 
     def wait_for_cache(self) -> None:
         for future in self._cache_pushes:
@@ -130,12 +133,20 @@ class BuildRun:
         self._cache_pushes.clear()
 
     def stage_key(self, ref: str) -> str | None:
-        """The final cache key of an earlier stage, or an image pinned by digest; else None."""
+        """The final cache key of an earlier stage, or an image's manifest digest (resolved
+        without downloading its layers: BuildKit keys an image source on its digest too)."""
         stage = self.dockerfile.stage_by_name_or_index(ref)
         if stage is not None:
             result = self.results.get(stage.index)
             return result.key if result is not None else None
-        return ref if "@sha256:" in ref else None
+        return f"image:{ref}@{self._image_base(ref).key}"
+
+    def _image_base(self, ref: str) -> BaseImage:
+        with self._image_lock:
+            if ref not in self._image_bases:
+                self._image_bases[ref] = load_base(ref, platform=self.platform, registry=self.registry,
+                                                   blob_dir=self.blob_dir, lazy=True)
+            return self._image_bases[ref]
 
     def is_final(self, stage: Stage) -> bool:
         return stage.index == self.final_index
@@ -157,7 +168,7 @@ class BuildRun:
                 result.ensure_root()  # a stage taken whole from the cache has no files yet
             return SourceRoot(str(result.root), is_context=False, description=f"stage {ref}")
         if ref not in self._image_roots:
-            base = load_base(ref, platform=self.platform, registry=self.registry, blob_dir=self.blob_dir)
+            base = self._image_base(ref)  # the image the cache key named, not a re-resolved tag
             root = Path(tempfile.mkdtemp(prefix="from-", dir=self.work))
             for layer in base.layers:
                 with layer.open_compressed() as blob:

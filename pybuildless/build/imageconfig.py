@@ -60,9 +60,12 @@ def stage_config(base: dict[str, Any], platform: Platform | None) -> dict[str, A
 
 
 def add_history(
-    cfg: dict[str, Any], created_by: str, *, empty_layer: bool, created: str, comment: str | None = None
+    cfg: dict[str, Any], created_by: str, *, empty_layer: bool, created: str | None, comment: str | None = None
 ) -> None:
+    """Append a history entry; ``created=None`` leaves its time to ``finalize``."""
     entry: dict[str, Any] = {"created": created, "created_by": created_by}
+    if created is None:
+        del entry["created"]
     if comment:
         entry["comment"] = comment
     if empty_layer:
@@ -70,9 +73,42 @@ def add_history(
     cfg["history"].append(entry)
 
 
-def finalize(cfg: dict[str, Any], *, created: str) -> dict[str, Any]:
-    """Drop empty fields the way BuildKit leaves them out, and stamp ``created``."""
+def fill_history_times(history: list[dict[str, Any]]) -> str | None:
+    """Give entries without a time one, as BuildKit's image exporter does (moby
+    builder/builder-next/exporter/writer.go@v20.10.24 normalizeLayersAndHistory): the time of
+    the first layer entry after the first entry without one (else the last time seen) until
+    then, and the previous entry's time afterwards. Returns the last entry's time, which is
+    the image's ``created`` (patchImageConfig)."""
+    created = None
+    gap = False
+    for entry in history:
+        if entry.get("created"):
+            created = entry["created"]
+            if gap:
+                break
+        else:
+            gap = True
+    gap = False
+    for entry in history:
+        if entry.get("created"):
+            if gap:
+                created = entry["created"]
+        else:
+            gap = True
+            if created is not None:
+                entry["created"] = created
+    return history[-1].get("created") if history else None
+
+
+def finalize(cfg: dict[str, Any], *, created: str | None) -> dict[str, Any]:
+    """Drop empty fields the way BuildKit leaves them out, and stamp ``created``: the given
+    time, else the last history entry's (after ``fill_history_times``), else now."""
     out = copy.deepcopy(cfg)
+    if created is None:
+        created = fill_history_times(out.setdefault("history", [])) or rfc3339(None)
+    else:
+        for entry in out.setdefault("history", []):
+            entry.setdefault("created", created)
     out["created"] = created
     c = out.get("config", {})
     for key in [k for k, v in c.items() if v in (None, [], {}, "")]:

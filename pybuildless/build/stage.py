@@ -184,7 +184,7 @@ class StageBuilder:
                 if hit.layer is not None:
                     self.state.layers.append(hit.layer)
                     self._apply_cached(hit.layer)
-                self._record(Outcome(created_by=hit.created_by, snapshot=True), hit.layer)
+                self._record(Outcome(created_by=hit.created_by, snapshot=True), hit.layer, hit.created)
                 self.key = key
                 return hit.layer, True
         self.ensure_root()
@@ -196,10 +196,10 @@ class StageBuilder:
             layer = self._commit_layer(self._snapshot(outcome))
         if layer is not None:
             self.state.layers.append(layer)
-        self._record(outcome, layer)
+        created = self._record(outcome, layer)
         self.key = key  # None after a step that cannot be cached: later keys are not trusted
         if key is not None:
-            self.build.cache_put(key, layer, outcome.created_by)
+            self.build.cache_put(key, layer, outcome.created_by, created)
         return layer, False
 
     def _linked_layer(self, outcome: Outcome, single: bool) -> Layer | None:
@@ -225,9 +225,19 @@ class StageBuilder:
             extract_layer(blob, self.root, ignore=self.ignore, expect_diff_id=layer.diff_id)
         self.snapshotter.baseline()
 
-    def _record(self, outcome: Outcome, layer: Layer | None) -> None:
+    def _record(self, outcome: Outcome, layer: Layer | None, created: str | None = None) -> str | None:
+        """Add the step's history entry; returns its time. BuildKit's times (moby
+        builder/builder-next/exporter/writer.go@v20.10.24, normalizeLayersAndHistory): an entry
+        with a layer carries that layer's creation time (a cache hit keeps the first build's),
+        one without gets its time from the layers around it in finalize(); a reproducible
+        build (--reproducible, SOURCE_DATE_EPOCH) uses its one fixed time everywhere."""
+        if self.build.clamp_mtime is not None:
+            created = self.build.created
+        elif layer is not None and created is None:
+            created = imageconfig.rfc3339(None)
         imageconfig.add_history(self.state.config, outcome.created_by, empty_layer=layer is None,
-                                created=self.build.created, comment=outcome.comment)
+                                created=created, comment=outcome.comment)
+        return created
 
     def _onbuild_triggers(self) -> list[ins.Instruction]:
         triggers = (self.base.config.get("config") or {}).get("OnBuild") or []
@@ -238,7 +248,8 @@ class StageBuilder:
                                       path=f"ONBUILD of {self.base.description}")
 
     def _result(self) -> StageResult:
-        cfg = imageconfig.finalize(self.state.config, created=self.build.created)
+        fixed = self.build.created if self.build.clamp_mtime is not None else None
+        cfg = imageconfig.finalize(self.state.config, created=fixed)
         image = build_image(cfg, self.state.layers, docker=self._docker_media_types)
         return StageResult(self.stage.index, self.stage.name, image, self.root, cfg, self.key, self.ensure_root)
 

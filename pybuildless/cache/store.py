@@ -27,18 +27,19 @@ log = logging.getLogger(__name__)
 class CachedStep:
     layer: Layer | None  # None: the step changed nothing
     created_by: str
+    created: str | None = None  # when the step first ran: its history time on every hit
 
 
 class LayerCache(Protocol):
     def get(self, key: str) -> CachedStep | None: ...
-    def put(self, key: str, layer: Layer | None, created_by: str) -> None: ...
+    def put(self, key: str, layer: Layer | None, created_by: str, created: str | None = None) -> None: ...
 
 
-def _entry_image(layer: Layer | None, created_by: str, platform: Platform) -> Image:
+def _entry_image(layer: Layer | None, created_by: str, platform: Platform, created: str | None = None) -> Image:
     config = {
         "architecture": platform.architecture,
         "os": platform.os,
-        "created": datetime.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": created or datetime.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
         "config": {"Labels": {"org.pybuildless.cache": "1"}},
         "history": [{"created_by": created_by, **({} if layer else {"empty_layer": True})}],
     }
@@ -61,7 +62,7 @@ def _read_entry(image: Image, ttl: float, what: str) -> CachedStep | None:
     history = config.get("history") or [{}]
     if len(layers) > 1:
         return None
-    return CachedStep(layers[0] if layers else None, history[0].get("created_by", ""))
+    return CachedStep(layers[0] if layers else None, history[0].get("created_by", ""), created)
 
 
 class RegistryLayerCache:
@@ -89,12 +90,12 @@ class RegistryLayerCache:
             return None
         return _read_entry(image, self.ttl, key[:12])
 
-    def put(self, key: str, layer: Layer | None, created_by: str) -> None:
+    def put(self, key: str, layer: Layer | None, created_by: str, created: str | None = None) -> None:
         if not self.push:
             return
         from pybuildless.registry.remote import push_image
 
-        push_image(_entry_image(layer, created_by, self.platform), [self._ref(key)], options=self.options)
+        push_image(_entry_image(layer, created_by, self.platform, created), [self._ref(key)], options=self.options)
 
 
 class LayoutLayerCache:
@@ -118,12 +119,12 @@ class LayoutLayerCache:
             return None
         return _read_entry(image, self.ttl, key[:12])
 
-    def put(self, key: str, layer: Layer | None, created_by: str) -> None:
+    def put(self, key: str, layer: Layer | None, created_by: str, created: str | None = None) -> None:
         if not self.push:
             return
         from pybuildless.image.layout import write_layout
 
-        write_layout(self.path, _entry_image(layer, created_by, self.platform), tag=key)
+        write_layout(self.path, _entry_image(layer, created_by, self.platform, created), tag=key)
 
 
 def open_cache(spec: str, options: RegistryOptions, *, ttl: float, platform: Platform, push: bool) -> LayerCache:

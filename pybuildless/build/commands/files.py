@@ -182,9 +182,9 @@ def _context_digest(i, st, sources) -> str:
 def copy_key_parts(i: ins.Copy, st) -> list[str] | None:
     parts = _common_key(i, st) + [f"parents={i.parents}", *[f"src={s}" for s in i.sources]]
     if i.from_:
-        origin = st.build.stage_key(i.from_)
+        origin = st.build.stage_key(i.from_)  # a stage's key, or an image's manifest digest
         if origin is None:
-            return None  # an image by tag: its content can change under the same name
+            return None  # a stage that could not be cached itself
         return parts + [f"from={origin}"]
     if i.sources:
         parts.append(_context_digest(i, st, i.sources))
