@@ -48,16 +48,21 @@ def _sys_kernel_writable() -> list[Path]:
     return found
 
 
+# Where other work on this machine (test runs, container engines' network namespaces and
+# state) mounts and unmounts while a build runs.
+_OTHERS_MOUNTS = ("/tmp/", "/run/docker/", "/run/netns/", "/run/containerd/", "/run/user/", "/var/lib/docker/")
+
+
 def _mounts(own_tmp: str) -> set[tuple[str, str, str, str]]:
     """(mount point, fs type, source, options) of the host's mount table. Mounts other
-    test runs make below /tmp come and go; only those below ``own_tmp`` count there."""
+    work makes below _OTHERS_MOUNTS come and go; only those below ``own_tmp`` count there."""
     out = set()
     with open("/proc/self/mountinfo") as f:
         for line in f:
             left, _, right = line.partition(" - ")
             fields, rfields = left.split(), right.split()
             point = fields[4]
-            if point.startswith("/tmp/") and not point.startswith(own_tmp):
+            if point.startswith(_OTHERS_MOUNTS) and not point.startswith(own_tmp):
                 continue
             out.add((point, rfields[0], rfields[1], fields[5]))
     return out
