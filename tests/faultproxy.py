@@ -36,6 +36,7 @@ class Fault:
     delay: float = 0.0
     headers: tuple[tuple[str, str], ...] = ()  # added to the response ("header")
     location: str = ""  # "redirect": 307 to this prefix + the request path
+    body: bytes | None = None  # "status": the error body to send instead of the default one
     hits: int = field(default=0, init=False)
 
     def matches(self, method: str, path: str) -> bool:
@@ -128,9 +129,12 @@ class FaultProxy:
             return
         if fault is not None and fault.kind == "status":
             self._record(method, path, f"fault {fault.status}")
-            payload = b'{"errors":[{"code":"UNAVAILABLE","message":"injected fault"}]}'
+            code = b"UNAVAILABLE" if fault.status >= 500 else b"UNSUPPORTED"  # a 4xx is not a temporary fault
+            payload = b'{"errors":[{"code":"' + code + b'","message":"injected fault"}]}'
             if fault.status == 429:
                 payload = b'{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}'
+            if fault.body is not None:
+                payload = fault.body
             h.send_response(fault.status)
             if fault.retry_after is not None:
                 h.send_header("Retry-After", fault.retry_after)

@@ -18,10 +18,12 @@ from typing import Any, Callable
 
 from pybuildless.build import imageconfig
 from pybuildless.build.base import BaseImage
+from pybuildless.build.baseextract import extract_layers
 from pybuildless.build.commands import CONFIG_EFFECTS, HANDLERS, KEY_PARTS, Outcome
 from pybuildless.cache.keys import chain
 from pybuildless.build.progress import Progress
 from pybuildless.dockerfile.args import StageEnv
+from pybuildless.errors import PybuildlessError, at_instruction
 from pybuildless.dockerfile import instructions as ins
 from pybuildless.dockerfile.parser import Stage, parse_onbuild_triggers
 from pybuildless.fs.extract import extract_layer
@@ -100,9 +102,8 @@ class StageBuilder:
         if self.snapshotter is not None:
             return
         started = time.monotonic()
-        for layer in self.state.layers:
-            with layer.open_compressed() as blob:
-                extract_layer(blob, self.root, ignore=self.ignore, expect_diff_id=layer.diff_id)
+        extract_layers(self.state.layers, self.root, ignore=self.ignore,
+                       retries=self.options.image_fs_extract_retry)
         if self.state.layers:
             self.progress.info(f"extracted {len(self.state.layers)} layer(s) of {self.base.description} "
                                f"in {time.monotonic() - started:.2f}s")
@@ -124,7 +125,7 @@ class StageBuilder:
         return self._commit_layer_from(self.root, changes)
 
     def _commit_layer_from(self, root, changes: Changes) -> Layer | None:
-        if changes.empty:
+        if changes.empty and not self.options.force_build_metadata:  # forced: an empty layer (Kaniko)
             return None
         layer = write_layer(
             root, changes, self.build.layer_dir,
@@ -148,8 +149,11 @@ class StageBuilder:
         for n, instruction in enumerate(instructions, start=2):
             self.progress.step(self.position, (n, total), instruction.original)
             started = time.monotonic()
-            instruction = self.state.vars.apply(instruction)  # expands; ARG/ENV update the scope
-            layer, cached = self._step(instruction, cache, single)
+            try:
+                instruction = self.state.vars.apply(instruction)  # expands; ARG/ENV update the scope
+                layer, cached = self._step(instruction, cache, single)
+            except (PybuildlessError, OSError) as e:
+                raise self._located(e, instruction) from e
             self.progress.done(time.monotonic() - started, layer, cached=cached)
         if single:
             self.ensure_root()
@@ -171,8 +175,11 @@ class StageBuilder:
             outcome = handler(instruction, self.state)
             if self.key is not None:
                 self.key = chain(self.key, [outcome.created_by])
-            self._record(outcome, None)
-            return None, False
+            layer = self._commit_layer_from(self.root, Changes()) if self.options.force_build_metadata else None
+            if layer is not None:
+                self.state.layers.append(layer)
+            self._record(outcome, layer)
+            return layer, False
         if cache is not None and self.key is not None and not single:
             parts = key_parts(instruction, self.state)
             key = chain(self.key, parts) if parts is not None else None
@@ -192,7 +199,7 @@ class StageBuilder:
         layer = None
         if outcome.layer_root is not None:
             layer = self._linked_layer(outcome, single)
-        elif outcome.snapshot and not single:
+        elif (outcome.snapshot or self.options.force_build_metadata) and not single:
             layer = self._commit_layer(self._snapshot(outcome))
         if layer is not None:
             self.state.layers.append(layer)
@@ -238,6 +245,14 @@ class StageBuilder:
         imageconfig.add_history(self.state.config, outcome.created_by, empty_layer=layer is None,
                                 created=created, comment=outcome.comment)
         return created
+
+    def _located(self, error: BaseException, instruction: ins.Instruction) -> PybuildlessError:
+        """The error as one naming the instruction's Dockerfile line (an ONBUILD trigger's:
+        the FROM that replays it), with the file's text for the excerpt."""
+        dockerfile = self.build.dockerfile
+        where = instruction if instruction.path == dockerfile.path else self.stage.from_
+        return at_instruction(error, path=where.path, line=where.line, end_line=where.end_line or where.line,
+                              source_text=dockerfile.text or None)
 
     def _onbuild_triggers(self) -> list[ins.Instruction]:
         triggers = (self.base.config.get("config") or {}).get("OnBuild") or []

@@ -44,7 +44,10 @@ def with_query(url: str, **params: str) -> str:
 def _error_codes(resp: requests.Response) -> tuple[tuple[str, ...], str]:
     """The registry's error codes and a short message from a JSON error body (capped)."""
     try:
-        body = resp.raw.read(MAX_ERROR_BODY, decode_content=True) if resp.raw is not None else b""
+        if getattr(resp, "_content_consumed", False):  # not streamed: requests has read the body already
+            body = (resp.content or b"")[:MAX_ERROR_BODY]
+        else:
+            body = resp.raw.read(MAX_ERROR_BODY, decode_content=True) if resp.raw is not None else b""
     except Exception:
         body = b""
     codes: list[str] = []

@@ -1,0 +1,36 @@
+"""Laying a stage's base layers onto its root, with Kaniko's ``--image-fs-extract-retry``.
+
+Kaniko (pkg/executor/build.go, v1.24.0) wraps the whole base-image extraction in
+util.Retry with a one-second initial delay; a retry extracts every layer again, in
+order, so the result is the same as one clean pass (each layer overwrites what the
+ones before it laid down, whiteouts included).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from pybuildless.errors import PybuildlessError
+from pybuildless.fs.extract import extract_layer
+
+log = logging.getLogger(__name__)
+
+
+def extract_layers(layers: Sequence, root: Path, *, ignore, retries: int = 0,
+                   sleep: Callable[[float], None] = time.sleep) -> None:
+    for attempt in range(retries + 1):
+        try:
+            for layer in layers:
+                with layer.open_compressed() as blob:
+                    extract_layer(blob, root, ignore=ignore, expect_diff_id=layer.diff_id)
+            return
+        except (PybuildlessError, OSError) as e:
+            if attempt == retries:
+                raise
+            delay = 2 ** attempt
+            log.warning("extracting the base image failed (%s); retry %d/%d in %ds (--image-fs-extract-retry)",
+                        e, attempt + 1, retries, delay)
+            sleep(delay)
