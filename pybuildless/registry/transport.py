@@ -39,6 +39,7 @@ from pybuildless.registry.responses import (
     with_query,
 )
 from pybuildless.registry.tokens import TokenCache, fetch_token
+from pybuildless.registry.trust import TrustingAdapter, trust_context
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +95,8 @@ class Transport:
         self._token_lock = threading.Lock()
         self.verify = options.verify_tls(registry, pull=pull)
         self.cert = options.client_cert(registry)
+        # SSL_CERT_DIR set (as in the executor image): every file in it is trusted, as Kaniko does
+        self._trust = trust_context() if self.verify is True else None
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -104,7 +107,8 @@ class Transport:
             s = requests.Session()
             # No ~/.netrc or proxy variables behind our back; proxies are applied per request.
             s.trust_env = False
-            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=self.options.parallel + 2, max_retries=0)
+            pools = dict(pool_connections=4, pool_maxsize=self.options.parallel + 2, max_retries=0)
+            adapter = TrustingAdapter(self._trust, **pools) if self._trust else HTTPAdapter(**pools)
             s.mount("http://", adapter)
             s.mount("https://", adapter)
             s.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})

@@ -1,0 +1,122 @@
+"""Which CA certificates a registry connection trusts, found the way Kaniko finds them.
+
+Kaniko is a Go program: its roots are Go's crypto/x509 system pool, which on Linux reads the
+first readable file of ``SSL_CERT_FILE`` (or a list of distribution bundles) and then **every
+file** in each ``SSL_CERT_DIR`` directory (colon-separated), skipping symlinks to names in the
+same directory (golang/go src/crypto/x509/root_unix.go, loadSystemRoots and
+readUniqueDirectoryEntries). Kaniko's image sets ``SSL_CERT_DIR=/kaniko/ssl/certs``
+(GoogleContainerTools/kaniko deploy/Dockerfile @ 236ba56), so a bundle appended as
+``/kaniko/ssl/certs/additional-ca-cert-bundle.crt``, as GitLab's guide for Kaniko has it, or a
+ConfigMap mounted over that directory, is trusted with no flag.
+
+OpenSSL reads ``SSL_CERT_DIR`` differently (only ``<subject-hash>.0`` names), and ``requests``
+defaults to certifi's bundle, so neither sees such a file: when ``SSL_CERT_DIR`` is set, the
+connection gets a context holding exactly Go's set instead. Without it nothing changes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import ssl
+from pathlib import Path
+from typing import Any, Mapping
+
+from requests.adapters import HTTPAdapter
+
+CERT_FILE_ENV = "SSL_CERT_FILE"
+CERT_DIR_ENV = "SSL_CERT_DIR"
+# Go's certFiles for Linux (src/crypto/x509/root_linux.go), tried in order until one is readable.
+GO_CERT_FILES = (
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/pki/tls/cacert.pem",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+)
+PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----\r?\n.*?-----END CERTIFICATE-----", re.S)
+
+
+def _pem_certificates(path: Path) -> list[str]:
+    try:
+        text = path.read_bytes().decode("ascii", errors="replace")
+    except OSError:
+        return []  # as Go: an unreadable entry is passed over
+    return PEM_CERTIFICATE.findall(text)
+
+
+def _directory_entries(directory: Path) -> list[Path]:
+    """Entries of ``directory`` minus symlinks to a name in the same directory (c_rehash's
+    ``<hash>.0`` links), which would only repeat a file already read."""
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        path = directory / name
+        if path.is_symlink() and "/" not in os.readlink(path):
+            continue
+        out.append(path)
+    return out
+
+
+def go_root_certificates(environ: Mapping[str, str] | None = None) -> list[str] | None:
+    """The PEM certificates Go would trust, or None when ``SSL_CERT_DIR`` is unset (the default
+    verification then applies)."""
+    env = os.environ if environ is None else environ
+    dirs = env.get(CERT_DIR_ENV, "")
+    if not dirs:
+        return None
+    files = (env[CERT_FILE_ENV],) if env.get(CERT_FILE_ENV) else GO_CERT_FILES
+    certificates: list[str] = []
+    for file in files:
+        path = Path(file)
+        if path.is_file() and os.access(path, os.R_OK):
+            certificates += _pem_certificates(path)
+            break
+    else:
+        import certifi  # requests' own default, when no system bundle exists
+
+        certificates += _pem_certificates(Path(certifi.where()))
+    for directory in dirs.split(":"):
+        if directory:
+            for entry in _directory_entries(Path(directory)):
+                if entry.is_file():
+                    certificates += _pem_certificates(entry)
+    return certificates
+
+
+def trust_context(environ: Mapping[str, str] | None = None) -> ssl.SSLContext | None:
+    """A verifying context holding Go's root set, or None when ``SSL_CERT_DIR`` is unset."""
+    certificates = go_root_certificates(environ)
+    if certificates is None:
+        return None
+    # PROTOCOL_TLS_CLIENT verifies chains and host names, and holds no roots yet: Go's set only.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    for pem in certificates:
+        try:
+            context.load_verify_locations(cadata=pem)
+        except ssl.SSLError:
+            continue  # as AppendCertsFromPEM: a block that does not parse is skipped
+    return context
+
+
+class TrustingAdapter(HTTPAdapter):
+    """An adapter whose verified connections use ``context`` instead of certifi's bundle."""
+
+    def __init__(self, context: ssl.SSLContext, **kwargs: Any) -> None:
+        self._context = context
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["ssl_context"] = self._context
+        super().init_poolmanager(*args, **kwargs)
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        super().cert_verify(conn, url, verify, cert)
+        if verify is True:
+            # requests names certifi's bundle here; the context already holds the roots.
+            conn.ca_certs = None
+            conn.ca_cert_dir = None
