@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,23 +128,28 @@ class BuildUser:
                 "PYTHONPATH": str(ROOT), "LANG": "C.UTF-8"}
 
     def run(self, argv: list[str], *, env: dict[str, str] | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess:
-        """``argv`` as this user, without any capability, in a view where the interpreter is reachable."""
+            timeout: float = 300, as_root_first: str = "") -> subprocess.CompletedProcess:
+        """``argv`` as this user, without any capability, in a view where the interpreter is reachable.
+
+        ``as_root_first``: shell commands run as root in that private mount namespace before."""
         view = self.workspace / "root-view"
         script = ('mount --rbind "$1" "$2/.pyenv-view" && '
                   'mount --rbind "$2" /root && shift 2 && exec "$@"')
         interp_home = Path(sys.executable).resolve().parents[3] if _under_root_home() else None
         prefix = ["unshare", "--mount", "--propagation", "private", "--"]
+        if as_root_first:
+            script = as_root_first + " && " + script
         setpriv = ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups", "--inh-caps=-all"]
         if interp_home is None:
-            full = prefix + setpriv + argv
+            full = prefix + (["sh", "-c", as_root_first + ' && exec "$@"', "sh"] if as_root_first else []) \
+                + setpriv + argv
         else:
             full = prefix + ["sh", "-c", script.replace(".pyenv-view", interp_home.name), "sh", str(interp_home),
                              str(view)] + setpriv + argv
         return subprocess.run(full, env=env or self.env(), capture_output=True, timeout=timeout)
 
-    def executor(self, *args: str) -> subprocess.CompletedProcess:
-        return self.run([sys.executable, "-c", WRAPPER, *args])
+    def executor(self, *args: str, as_root_first: str = "") -> subprocess.CompletedProcess:
+        return self.run([sys.executable, "-c", WRAPPER, *args], as_root_first=as_root_first)
 
 
 def _under_root_home() -> bool:
@@ -425,3 +431,51 @@ def test_single_mapping_records_owners_in_xattrs(tmp_path, users, registry, busy
     assert tree["/home/user/.profile"][2:4] == (0, 0)
     assert tree["/copied"][2:4] == (1000, 1000) and tree["/chowned"][2:4] == (1000, 1000)
     assert tree["/made"][2:4] == (0, 0)
+
+
+# A container's /proc as Docker and Kubernetes leave it: masked files (a bind of /dev/null) and
+# directories (an empty read-only tmpfs), so the kernel refuses the user namespace a fresh procfs.
+MASK_PROC_LIKE_A_CONTAINER = ("mount --bind /dev/null /proc/timer_list && mount --bind /dev/null /proc/keys && "
+                              "mount -t tmpfs -o ro tmpfs /proc/acpi")
+
+MASKED_PROC_DOCKERFILE = """\
+FROM {base} AS build
+RUN echo built > /out && test -r /proc/self/status && test -c /dev/null && ls / > /rootdir
+RUN (echo x > /proc/sys/kernel/core_pattern) 2>/dev/null && echo writable > /proc-writes || echo refused > /proc-writes
+RUN (mount -t proc proc /mnt) 2>/dev/null && echo mounted > /proc-mount || echo refused > /proc-mount
+RUN (sleep 1000 &) ; echo started
+# the builder's flags and environment, as seen through the container's /proc (the patterns skip themselves)
+RUN grep -l -e 'cmdline-s3cre[t]' -e 'PYTHONPAT[H]=' /proc/[0-9]*/cmdline /proc/[0-9]*/environ 2>/dev/null \
+    | wc -l > /leaks; ls /proc | grep -c '^[0-9]' > /processes
+FROM {base}
+COPY --from=build /out /rootdir /proc-writes /proc-mount /leaks /processes /
+RUN cat /proc/timer_list /proc/keys | wc -c > /kcore-bytes
+"""
+
+
+@pytest.mark.slow
+def test_masked_proc_falls_back_to_the_containers_proc(tmp_path, users, registry, busybox_image) -> None:
+    """Rootless in a container-like /proc: every RUN still works, with the container's /proc read-only
+    (masks kept) and no pid namespace, and one warning says what the steps can see."""
+    full, _ = users
+    ctx = _context(full, "masked-proc", MASKED_PROC_DOCKERFILE.format(base=busybox_image))
+    ref = registry.ref("userns/masked-proc:1")
+    started = time.monotonic()
+    proc = full.executor("--context", str(ctx), "--dockerfile", str(ctx / "Dockerfile"), "--destination", ref,
+                         "--isolation", "userns", "--build-arg", "UNUSED=cmdline-s3cret",
+                         as_root_first=MASK_PROC_LIKE_A_CONTAINER)
+    log = proc.stderr.decode(errors="replace")
+    assert proc.returncode == 0, log
+    assert time.monotonic() - started < 120  # the background sleep did not hold the build
+    assert log.count("RUN steps get this container's /proc read-only") == 1, log
+    image = unpack(f"docker://{ref}", tmp_path / "img")
+    files = {name: (image.rootfs / name).read_text()
+             for name in ("out", "proc-writes", "proc-mount", "kcore-bytes", "leaks")}
+    assert files == {"out": "built\n", "proc-writes": "refused\n", "proc-mount": "refused\n", "kcore-bytes": "0\n",
+                     "leaks": "0\n"}
+    # no pid namespace: the step saw the machine's processes (this test's /proc is the host's)
+    assert int((image.rootfs / "processes").read_text()) > 10
+    # the step saw the stage root (the monitor pivoted into it), not the machine's /
+    seen = set((image.rootfs / "rootdir").read_text().split())
+    assert "out" in seen and "work" not in seen and "tmp" in seen
+    assert seen <= {p.name for p in image.rootfs.iterdir()} | {"dev", "proc", "sys"}, seen

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Sequence
 from pybuildless.errors import SandboxError
 from pybuildless.fs.changes import Changes
 from pybuildless.fs.overlay import apply_upper, overlay_changes
-from pybuildless.sandbox import _linux
+from pybuildless.sandbox import _linux, procview
 from pybuildless.sandbox.base import Sink, as_sink, check_run_args, mounts_below, probe_namespaces
 from pybuildless.sandbox.extra_mounts import Mount, PreparedMount, apply_extra_mounts, prepare_extra_mounts
 from pybuildless.sandbox.mounts import MountPlan, apply_mounts, prepare_fallback, prepare_mounts, remove_scratch
@@ -61,7 +61,7 @@ _BASE_NAMESPACES = _linux.CLONE_NEWNS | _linux.CLONE_NEWPID | _linux.CLONE_NEWIP
 
 
 def _mount_all(plan: MountPlan, extra: list[PreparedMount], overlay: OverlayDirs | None = None,
-               userxattr: bool = False) -> None:
+               userxattr: bool = False, container_proc: bool = False) -> None:
     if overlay is not None:
         # first, so /proc, /dev and the RUN --mount targets are mounted on the merged view
         mount_overlay(str(plan.root), str(overlay.upper), str(overlay.work), userxattr=userxattr)
@@ -69,6 +69,8 @@ def _mount_all(plan: MountPlan, extra: list[PreparedMount], overlay: OverlayDirs
     _linux.mount(str(plan.root), plan.root, None, _linux.MS_BIND | _linux.MS_REC)
     apply_mounts(plan)
     apply_extra_mounts(extra)
+    if container_proc:
+        procview.enter_stage_root(plan.root, plan.targets.get("proc"))
 
 
 class ChrootSandbox:
@@ -84,6 +86,8 @@ class ChrootSandbox:
         if os.geteuid() != 0:
             raise SandboxError("chroot isolation needs root (euid 0); rootless builds need --isolation=userns")
         self.namespaces = probe_namespaces(_BASE_NAMESPACES) if namespaces is None else namespaces
+        # A fresh /proc refused (rootless in a container): the container's, no pid namespace (procview).
+        self._container_proc = self.namespaces and _linux.pivot_available() and procview.use_container_proc()
         self.hostname = hostname
         # Copies of the host's /etc/hosts and /etc/resolv.conf live here, outside the root.
         self._scratch = Path(tempfile.mkdtemp(prefix="pybuildless-sandbox-", dir=scratch_parent))
@@ -129,6 +133,8 @@ class ChrootSandbox:
             raise SandboxError("sandbox already closed")
         check_run_args(argv, env, network)
         flags = _BASE_NAMESPACES if self.namespaces else 0
+        if self._container_proc:
+            flags &= ~_linux.CLONE_NEWPID
         if network == "none":
             if not self.namespaces or not probe_namespaces(_linux.CLONE_NEWNET):
                 raise SandboxError("RUN --network=none needs a network namespace, which cannot be created here")
@@ -149,15 +155,17 @@ class ChrootSandbox:
                 env=dict(env),
                 cwd=cwd,
                 user=user,
-                chroot=str(self.root),
+                chroot=None if self._container_proc else str(self.root),  # the monitor pivots there itself
                 unshare_flags=flags,
                 setup_mounts=functools.partial(_mount_all, plan, extra, dirs,
-                                               self._overlay is not None and self._overlay.userxattr)
+                                               self._overlay is not None and self._overlay.userxattr,
+                                               self._container_proc)
                 if self.namespaces else None,
-                proc_mountpoint=str(plan.targets["proc"]) if "proc" in plan.targets else None,
+                proc_mountpoint=str(plan.targets["proc"]) if "proc" in plan.targets and not self._container_proc
+                else None,
                 loopback_up=network == "none",
                 hostname=self.hostname,
-                pivot_root=self.namespaces and _linux.pivot_available(),
+                pivot_root=self.namespaces and _linux.pivot_available() and not self._container_proc,
                 capabilities=self._capabilities,
                 last_capability=self._last_cap,
                 protect_proc=True,

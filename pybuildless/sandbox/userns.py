@@ -24,6 +24,12 @@ a namespace.
 
 The parent only waits: it forwards termination signals and exits with the
 child's status, so a failing RUN's exit code is still the builder's.
+
+Both the waiting parent and the re-executed builder are made non-dumpable
+with their command lines blanked (``selfprotect``) once the maps are written:
+where a step has to share the container's /proc (``procview``) it runs as the
+same user outside the namespace and could otherwise read their environment
+and files through /proc.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from typing import NoReturn, Sequence
 
 from pybuildless.errors import SandboxError
 from pybuildless.sandbox import _linux
+from pybuildless.sandbox.selfprotect import protect_executor_process
 from pybuildless.sandbox.userns_check import write_proc_file, userns_blockers
 
 log = logging.getLogger(__name__)
@@ -197,6 +204,7 @@ def maybe_reexec(isolation: str, argv: Sequence[str] | None = None) -> str:
         if isolation not in ("auto", "userns"):
             raise SandboxError(f"--isolation={isolation} inside the rootless re-execution; expected userns")
         log.info("isolation: userns (inside the user namespace, %s id map)", current_map_kind())
+        protect_executor_process()
         return "userns"
     if isolation == "auto":
         if os.geteuid() == 0:
@@ -217,7 +225,7 @@ def maybe_reexec(isolation: str, argv: Sequence[str] | None = None) -> str:
         return isolation
     plan = plan_for(os.getuid(), os.getgid())
     log.info("re-executing in a user namespace: %s", plan.describe())
-    code = run_in_namespace(plan, list(argv) if argv is not None else reexec_command())
+    code = run_in_namespace(plan, list(argv) if argv is not None else reexec_command(), protect_parent=True)
     _exit_with(code)
 
 
@@ -230,8 +238,12 @@ def _exit_with(code: int) -> NoReturn:
     os._exit(code)
 
 
-def run_in_namespace(plan: UsernsPlan, argv: list[str], env: dict[str, str] | None = None) -> int:
-    """Run ``argv`` as uid/gid 0 of a new user+mount namespace with ``plan``'s maps; its exit status."""
+def run_in_namespace(plan: UsernsPlan, argv: list[str], env: dict[str, str] | None = None, *,
+                     protect_parent: bool = False) -> int:
+    """Run ``argv`` as uid/gid 0 of a new user+mount namespace with ``plan``'s maps; its exit status.
+
+    ``protect_parent``: once the maps are written (the direct write needs this process dumpable),
+    make this process non-dumpable and blank its command line."""
     if not argv:
         raise SandboxError("nothing to run in the user namespace")
     child_env = dict(os.environ if env is None else env)
@@ -262,6 +274,8 @@ def run_in_namespace(plan: UsernsPlan, argv: list[str], env: dict[str, str] | No
     finally:
         os.close(ready_r)
         os.close(go_w)
+    if protect_parent:
+        protect_executor_process()
     return _wait_forwarding_signals(pid, err_r)
 
 
