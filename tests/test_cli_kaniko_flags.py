@@ -21,7 +21,8 @@ from tests.fixtures.registry import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (chroot)")]
 
-MARKER = "RUN-STEP-WAS-EXECUTED"
+MARKER = "RUN-STEP-42"  # what the RUN below prints; its own text (shown in step lines) differs
+RUN_MARKER = "RUN echo RUN-STEP-$((40+2))"
 
 
 def docker_config(tmp_path: Path, host: str, user: str, password: str) -> dict:
@@ -39,7 +40,7 @@ def output(proc) -> str:
 # -- the push-permission check -----------------------------------------------------------
 
 def test_wrong_credentials_fail_before_the_first_run(tmp_path, registry_basic, busybox_image):
-    ctx = write_context(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_image}\nRUN echo {MARKER}\n"})
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_image}\n{RUN_MARKER}\n"})
     dest = registry_basic.ref("perm/app:1")
     wrong = docker_config(tmp_path, registry_basic.host, registry_basic.username, "wrong-password")
     started = time.monotonic()
@@ -47,7 +48,7 @@ def test_wrong_credentials_fail_before_the_first_run(tmp_path, registry_basic, b
     assert proc.returncode != 0
     err = proc.stderr.decode()
     assert f"checking push permission for {dest}" in err and "--skip-push-permission-check" in err, err
-    assert MARKER not in output(proc)  # failed before building anything
+    assert MARKER not in output(proc) and "STEP" not in output(proc)  # failed before building anything
     assert time.monotonic() - started < 30
     # skipping the check: the build runs, and then the push fails
     proc = executor("-c", str(ctx), "-d", dest, "--skip-push-permission-check", cwd=tmp_path, env=wrong,
@@ -61,7 +62,7 @@ def test_wrong_credentials_fail_before_the_first_run(tmp_path, registry_basic, b
 
 
 def test_no_push_checks_only_a_cache_repo(tmp_path, registry_basic, busybox_image):
-    ctx = write_context(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_image}\nRUN echo {MARKER}\n"})
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_image}\n{RUN_MARKER}\n"})
     wrong = docker_config(tmp_path, registry_basic.host, registry_basic.username, "wrong-password")
     # --no-push: the destination is not checked (Kaniko's CheckPushPermissions) ...
     executor("-c", str(ctx), "-d", registry_basic.ref("perm/np:1"), "--no-push", cwd=tmp_path, env=wrong)
@@ -75,7 +76,7 @@ def test_no_push_checks_only_a_cache_repo(tmp_path, registry_basic, busybox_imag
 # -- where the image goes -------------------------------------------------------------------
 
 def test_no_push_alone_writes_nothing(tmp_path, busybox_image):
-    ctx = write_context(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_image}\nRUN echo {MARKER}\n"})
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_image}\n{RUN_MARKER}\n"})
     work = tmp_path / "cwd"
     work.mkdir()
     proc = executor("-c", str(ctx), "--no-push", cwd=work)
@@ -194,17 +195,19 @@ def test_image_fs_extract_retry(tmp_path, registry, busybox_image):
     repo_tag = busybox_image.split("/", 1)[1]
     with FaultProxy(registry.url) as proxy:
         base = f"{proxy.host}/{repo_tag}"
-        ctx = write_context(tmp_path / "ctx", {"Dockerfile": f"FROM {base}\nRUN echo {MARKER}\n"})
+        ctx = write_context(tmp_path / "ctx", {"Dockerfile": f"FROM {base}\n{RUN_MARKER}\n"})
         # --cache streams base layers straight into the extraction (nothing downloaded first)
         args = ("-c", str(ctx), "--no-push", "--cache=true", f"--cache-repo=oci:{tmp_path / 'cache'}")
         proxy.add(Fault("reset_mid_body", method="GET", path=f"/blobs/{layer}", count=-1))
         proc = executor(*args, "--image-fs-extract-retry=2", cwd=tmp_path, check=False)
         assert proc.returncode != 0 and "--image-fs-extract-retry" in proc.stderr.decode()
         failing_gets = proxy.count("GET", f"/blobs/{layer}")
-        proxy.clear()
-        proxy.add(Fault("reset_mid_body", method="GET", path=f"/blobs/{layer}", count=failing_gets // 3 * 2))
-        proc = executor(*args, "--image-fs-extract-retry=2", cwd=tmp_path)
-        assert MARKER in output(proc)
+        assert failing_gets % 3 == 0  # three whole extractions, each with the client's own retries
+        for retries, ok in ((0, False), (2, True)):
+            proxy.clear()  # two extractions' worth of failures
+            proxy.add(Fault("reset_mid_body", method="GET", path=f"/blobs/{layer}", count=failing_gets // 3 * 2))
+            proc = executor(*args, f"--image-fs-extract-retry={retries}", cwd=tmp_path, check=False)
+            assert (proc.returncode == 0) is ok and (MARKER in output(proc)) is ok, output(proc)
 
 
 # -- --force-build-metadata and the flags that change nothing here --------------------------
