@@ -190,3 +190,11 @@ def test_bad_flag_is_one_line_and_exit_code(tmp_path):
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and text in lines[0], proc.stderr
         assert list(tmp_path.iterdir()) == []
+
+
+def test_readme_says_what_every_kaniko_flag_does_here():
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("| Kaniko flag | here |"):]
+    table = table[:table.index("\n\n")]
+    for name, short, kind, hidden in FLAGS:
+        assert f"--{name}" in table, name
