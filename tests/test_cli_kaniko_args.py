@@ -198,3 +198,33 @@ def test_readme_says_what_every_kaniko_flag_does_here():
     table = table[:table.index("\n\n")]
     for name, short, kind, hidden in FLAGS:
         assert f"--{name}" in table, name
+
+
+def options(args: list[str]):
+    from pybuildless.cli.build import build_options
+
+    return build_options(parse(args), "chroot")
+
+
+def test_bucket_git_and_client_cert_values():
+    assert options(["-b", "ctx-bucket"]).context == "gs://ctx-bucket"  # Kaniko's default for a bare bucket
+    assert options(["--bucket=s3://b/ctx.tar.gz", "-c", "ignored"]).context == "s3://b/ctx.tar.gz"
+    git = options(["--git=branch=dev", "--git", "single-branch=T", "--git=recurse-submodules=1",
+                   "--git=depth=1"]).git  # an unknown key is ignored, as in Kaniko
+    assert (git.branch, git.single_branch, git.recurse_submodules, git.insecure_skip_tls) == ("dev", True, True, False)
+    with pytest.raises(UsageError, match="key=value"):
+        options(["--git=branch"])
+    with pytest.raises(UsageError, match="ParseBool"):
+        options(["--git=single-branch=yes"])
+    certs = options([f"--registry-client-cert=r.example={__file__},{__file__}"]).registry_client_certs
+    assert certs == (("r.example", __file__, __file__),)
+    with pytest.raises(UsageError, match="HOST=CERT,KEY"):
+        options([f"--registry-client-cert=r.example={__file__}"])
+    # empty values of repeatable flags, as CI templates leave them, are dropped
+    assert options(["--build-arg=", "--label", "", "--insecure-registry="]).build_args == ()
+
+
+def test_executor_version_subcommand():
+    proc = subprocess.run([sys.executable, "-c", "from pybuildless.cli import executor_main; executor_main()",
+                           "version"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 0 and "version" in proc.stdout
