@@ -10,7 +10,9 @@ live at ``/kaniko`` in a FROM-scratch image, holds:
   lib/                 the dynamic loader and every shared library ``ldd``
                        lists for the interpreter and each extension module
   lib/python3.X/       the standard library (no tests, no GUI toolkits) and
-                       site-packages with the distribution closure given
+                       site-packages with the distribution closure given, named
+                       by the entry point itself (whatever site rules the base's
+                       Python had: Debian's looks in dist-packages only)
   ssl/certs/           a CA bundle
   executor             the entry point: a script run by bin/python3 directly
                        (the kernel reads its ``#!``), so no shell is needed
@@ -41,10 +43,16 @@ DYNLOAD_SKIP_PREFIXES = ("_tkinter", "_test", "xxlimited", "_xxtestfuzz", "_ctyp
 CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem")
 LDD_LINE = re.compile(r"^\s*(?:(\S+)\s+=>\s+)?(/\S+)\s+\(0x[0-9a-f]+\)\s*$")
 
-ENTRYPOINT = """#!{prefix}/bin/python3 -IB
+ENTRYPOINT = """#!{prefix}/bin/python3 -IBS
 # pybuildless executor: Kaniko's entry point. -I: ignore PYTHON* variables and
 # user site-packages (the build's environment is not ours); -B: never write
-# bytecode into the prefix, which must stay byte-for-byte unchanged.
+# bytecode into the prefix, which must stay byte-for-byte unchanged; -S: no
+# site module, so the base image's site rules (Debian's dist-packages, a
+# distribution's sitecustomize) play no part: the one package directory is
+# named here.
+import sys
+
+sys.path.append("{site}")
 from pybuildless.cli import executor_main
 
 executor_main()
@@ -219,7 +227,7 @@ def assemble(dest: Path, runtime_prefix: str, distributions: list[str], package_
     (dest / ".docker").mkdir(exist_ok=True)
 
     entry = dest / "executor"
-    entry.write_text(ENTRYPOINT.format(prefix=runtime_prefix))
+    entry.write_text(ENTRYPOINT.format(prefix=runtime_prefix, site=f"{runtime_lib}/{stdlib.name}/site-packages"))
     os.chmod(entry, 0o755)
     # Byte-compile now: at run time -B forbids writing caches into the prefix.
     compileall.compile_dir(str(stdlib), quiet=1, ddir=f"{runtime_lib}/{stdlib.name}", workers=0)
