@@ -345,3 +345,48 @@ def test_unsupported_sources_are_one_line(tmp_path, spec, named):
     assert proc.returncode == 2  # a usage error
     assert [l for l in lines if "error" in l] == [lines[-1]] and lines[-1].startswith("error: ") and named in lines[-1] and "s3://" in lines[-1] and "git://" in lines[-1]
     assert b"Traceback" not in proc.stderr
+
+
+# -- https:// tarball contexts and Dockerfiles ---------------------------------------------
+
+@pytest.fixture
+def https_files(tmp_path):
+    """A TLS file server on loopback with its own CA (made with openssl)."""
+    import http.server
+    import ssl
+
+    d = tmp_path / "https"
+    d.mkdir()
+    run = lambda *a: subprocess.run(["openssl", *a], cwd=d, check=True, capture_output=True)  # noqa: E731
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test CA", "-keyout", "ca.key",
+        "-out", "ca.pem")
+    (d / "ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=files", "-keyout", "srv.key", "-out", "srv.csr")
+    run("x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+        "-extfile", "ext", "-out", "srv.pem")
+    served = d / "files"
+    served.mkdir()
+    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(served), **k)  # noqa: E731
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(d / "srv.pem", d / "srv.key")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"https://127.0.0.1:{server.server_port}", served, d / "ca.pem"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (chroot)")
+def test_executor_https_context_and_dockerfile(tmp_path, https_files, busybox_image):
+    url, served, ca = https_files
+    (served / "ctx.tar.gz").write_bytes(_tar_gz({"w.txt": "over https\n"}))
+    (served / "Remote.Dockerfile").write_text(f"FROM {busybox_image}\nCOPY w.txt /w.txt\n")
+    executor(f"--context={url}/ctx.tar.gz", f"--dockerfile={url}/Remote.Dockerfile", "--no-push",
+             "--tar-path=out.tar", cwd=tmp_path, env={"REQUESTS_CA_BUNDLE": str(ca)})
+    assert (unpack(f"docker-archive:{tmp_path / 'out.tar'}", tmp_path / "u").rootfs / "w.txt").read_text() == \
+        "over https\n"
+    proc = executor(f"--context={url}/missing.tar.gz", "--no-push", cwd=tmp_path, check=False,
+                    env={"REQUESTS_CA_BUNDLE": str(ca)})
+    assert proc.returncode != 0 and f"--context={url}/missing.tar.gz: HTTP 404" in proc.stderr.decode()

@@ -222,7 +222,7 @@ def test_resolve_dockerfile_kaniko_order(tmp_path: Path) -> None:
 @pytest.mark.parametrize("value, message", [
     ("missing.df", "no Dockerfile found"),
     ("sub", "is a directory"),
-    ("https://example.com/Dockerfile", "remote Dockerfiles are not supported"),
+    ("ftp://example.com/Dockerfile", "only http:// and https:// Dockerfiles can be fetched"),
     ("", "empty path"),
 ])
 def test_resolve_dockerfile_errors(tmp_path: Path, value: str, message: str) -> None:

@@ -296,10 +296,19 @@ def _hardlink(dest: Path, member: tarfile.TarInfo, target: Path, what: str) -> N
     os.link(source, target, follow_symlinks=False)
 
 
-def resolve_dockerfile(dockerfile: str, context_root: Path, *, cwd: Path | None = None) -> Path:
-    """Find the Dockerfile Kaniko's way: as given (absolute or relative to the cwd), else in the context."""
-    if _SCHEME.match(dockerfile):
-        raise ContextError(f"--dockerfile={dockerfile}: remote Dockerfiles are not supported; "
+def resolve_dockerfile(dockerfile: str, context_root: Path, *, cwd: Path | None = None,
+                       workdir: Path | None = None) -> Path:
+    """Find the Dockerfile Kaniko's way: as given (absolute or relative to the cwd), else in the
+    context; an http(s):// URL is downloaded (Kaniko v1.24.0 pkg/dockerfile ParseStages)."""
+    match = _SCHEME.match(dockerfile)
+    if match and match.group(1).lower() in ("http", "https") and workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix="Dockerfile-", dir=workdir)
+        os.close(fd)
+        _https_download(dockerfile, Path(name), "--dockerfile")
+        return Path(name)
+    if match:
+        raise ContextError(f"--dockerfile={dockerfile}: only http:// and https:// Dockerfiles can be fetched; "
                            "give a path (absolute, relative to the working directory, or inside the context)")
     if not dockerfile:
         raise ContextError("--dockerfile: empty path")

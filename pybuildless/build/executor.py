@@ -34,10 +34,11 @@ from pybuildless.dockerfile.args import GlobalArgs, StageEnv, platform_args, unu
 from pybuildless.dockerfile.dockerignore import load_dockerignore
 from pybuildless.dockerfile.parser import Dockerfile, Stage, load_dockerfile
 from pybuildless.dockerfile.stages import plan_build
-from pybuildless.errors import UsageError
+from pybuildless.errors import BuildError, PybuildlessError, UsageError, at_instruction
 from pybuildless.fs.extract import extract_layer
 from pybuildless.fs.ignore import IgnoreList
 from pybuildless.image.descriptor import Platform
+from pybuildless.log import report_error_source
 from pybuildless.registry.options import RegistryOptions
 from pybuildless.registry.reference import parse_reference
 from pybuildless.sandbox import open_sandbox
@@ -144,8 +145,11 @@ class BuildRun:
     def _image_base(self, ref: str) -> BaseImage:
         with self._image_lock:
             if ref not in self._image_bases:
-                self._image_bases[ref] = load_base(ref, platform=self.platform, registry=self.registry,
-                                                   blob_dir=self.blob_dir, lazy=True)
+                try:
+                    self._image_bases[ref] = load_base(ref, platform=self.platform, registry=self.registry,
+                                                       blob_dir=self.blob_dir, lazy=True)
+                except PybuildlessError as e:  # BuildKit too reads a name that is no stage as an image
+                    raise BuildError(f"--from={ref} is not a stage name, and as an image: {e}") from e
             return self._image_bases[ref]
 
     def is_final(self, stage: Stage) -> bool:
@@ -223,7 +227,7 @@ def run_build(options: BuildOptions) -> None:
     try:
         with open_context(options.context, stdin=sys.stdin.buffer, workdir=work,
                           sub_path=options.context_sub_path, git=options.git) as context:
-            dockerfile_path = str(resolve_dockerfile(options.dockerfile, context.root)) \
+            dockerfile_path = str(resolve_dockerfile(options.dockerfile, context.root, workdir=work)) \
                 if options.dockerfile != "-" else "-"
             dockerfile = load_dockerfile(dockerfile_path)
             matcher = load_dockerignore(str(context.root), None if dockerfile_path == "-" else dockerfile_path)
@@ -233,6 +237,9 @@ def run_build(options: BuildOptions) -> None:
             image = _build(options, work, dockerfile, context_source, progress)
         digest = publish(image, options, registry_options(options), progress)
         progress.info(f"built {digest} in {time.monotonic() - started:.1f}s")
+    except PybuildlessError as e:
+        report_error_source(e)  # the Dockerfile lines it names, as BuildKit prints them
+        raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -299,9 +306,14 @@ def _build_stage(run: BuildRun, plan, glob: GlobalArgs, index: int, position: in
         scope = run.scopes[base_spec.stage].child()
     else:
         stage_platform = Platform.parse(base_spec.platform) if base_spec.platform else run.platform
-        base = load_base(base_spec.image or "scratch", platform=stage_platform, registry=run.registry,
-                         blob_dir=run.blob_dir, cache_dir=options.cache_dir if options.cache else None,
-                         lazy=options.cache)
+        try:
+            base = load_base(base_spec.image or "scratch", platform=stage_platform, registry=run.registry,
+                             blob_dir=run.blob_dir, cache_dir=options.cache_dir if options.cache else None,
+                             lazy=options.cache)
+        except (PybuildlessError, OSError) as e:  # a bad or missing base names its FROM line
+            where = stage.from_
+            raise at_instruction(e, path=where.path, line=where.line, end_line=where.end_line or where.line,
+                                 source_text=run.dockerfile.text or None) from e
         env_list = (base.config.get("config") or {}).get("Env") or []
         scope = StageEnv(glob, build_args, image_env=env_list)
     builder = StageBuilder(stage, base, build=run, position=(position, len(plan.order)), root=root,
