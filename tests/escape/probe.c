@@ -223,6 +223,46 @@ static int exe_write(const char *name, const char *path) {
     return blocked(name, w);
 }
 
+/* CVE-2024-21626 class: a descriptor or working directory inherited from outside the root.
+ * Climb from each open directory (and from the cwd) and see whether we land outside "/". */
+static int leaked_fds(void) {
+    struct stat root, here;
+    if (stat("/", &root) != 0) return blocked("leaked_fds", "no-root");
+    int outside = 0, dirs = 0;
+    int start = open(".", O_RDONLY | O_DIRECTORY);
+    for (int fd = -1; fd < 1024; fd++) {
+        int from = fd < 0 ? start : fd;
+        struct stat st;
+        if (from < 0 || fstat(from, &st) != 0 || !S_ISDIR(st.st_mode)) continue;
+        dirs++;
+        if (fchdir(from) != 0) continue;
+        for (int i = 0; i < 64; i++) if (chdir("..") != 0) break;
+        if (stat(".", &here) == 0 && (here.st_dev != root.st_dev || here.st_ino != root.st_ino)) {
+            printf("PROBE leaked_fds ESCAPED %s-%d-climbs-outside-the-root\n", fd < 0 ? "cwd" : "fd", fd);
+            outside++;
+        }
+    }
+    if (!outside) { char w[64]; snprintf(w, sizeof w, "%d-directories-all-inside", dirs); blocked("leaked_fds", w); }
+    return 0;
+}
+
+/* Another process's root (/proc/<pid>/root) that is not ours leads to the host's files. */
+static int proc_roots(const char *marker) {
+    DIR *d = opendir("/proc");
+    if (!d) return blocked("proc_roots", "no-proc");
+    struct dirent *e; int found = 0, pids = 0;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+        pids++;
+        char p[600]; snprintf(p, sizeof p, "/proc/%s/root%s", e->d_name, marker);
+        struct stat st;
+        if (stat(p, &st) == 0) { printf("PROBE proc_roots ESCAPED host-marker-via:/proc/%s/root\n", e->d_name); found++; }
+    }
+    closedir(d);
+    if (!found) { char w[64]; snprintf(w, sizeof w, "marker-not-under-%d-roots", pids); blocked("proc_roots", w); }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 2) { fprintf(stderr, "usage: probe CASE [ARG]\n"); return 2; }
@@ -254,6 +294,15 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(c, "pids")) return list_pids();
     if (!strcmp(c, "mount")) { mkdir("/tmp", 0777); mkdir("/tmp/m", 0755); CALL(mount("none", "/tmp/m", "tmpfs", 0, NULL)); return by_errno(c, rc == 0, err); }
+    if (!strcmp(c, "leaked_fds")) return leaked_fds();
+    if (!strcmp(c, "proc_roots")) return proc_roots(arg);
+    if (!strcmp(c, "mount_cgroup")) {
+        /* CVE-2022-0492: a cgroup v1 hierarchy mounted to write its release_agent (never written here) */
+        mkdir("/tmp", 0777); mkdir("/tmp/cg", 0755);
+        CALL(mount("cgroup", "/tmp/cg", "cgroup", 0, "rdma"));
+        if (rc != 0) CALL(mount("cgroup", "/tmp/cg", "cgroup", 0, "memory"));
+        return by_errno(c, rc == 0, err);
+    }
     if (!strcmp(c, "mount_proc")) { mkdir("/tmp", 0777); mkdir("/tmp/p", 0755); CALL(mount("proc", "/tmp/p", "proc", 0, NULL)); return by_errno(c, rc == 0, err); }
     if (!strcmp(c, "umount")) { CALL(umount2("/etc", MNT_DETACH)); return privileged(c, rc, err); }
     if (!strcmp(c, "umount_masked")) {

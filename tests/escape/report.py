@@ -28,6 +28,8 @@ OTHER = {
     "double_chroot": "pivot_root (the host tree is detached); CAP_SYS_CHROOT dropped in the plain-chroot fallback",
     "host_devices": "the step's /dev is a tmpfs with null, zero, full, random, urandom, tty",
     "core_pattern_write": "read-only /proc/sys",
+    "leaked_fds": "the command keeps only stdin, stdout and stderr; its cwd is set inside the root",
+    "proc_roots": "pid namespace: every process the step sees has the step's root",
 }
 
 

@@ -37,7 +37,7 @@ _WRITES = {"core_pattern_write"}
 # is machinery, not the step: non-dumpable, more capabilities), and what every RUN gets from
 # its namespaces whatever the layers (pivot_root, a pid namespace, its own /dev).
 _NOT_LAYERED = {"proc_secret", "init_environ", "kaniko_credentials", "ptrace_init", "ptrace_host", "double_chroot",
-                "host_devices"}
+                "host_devices", "leaked_fds", "proc_roots"}
 
 
 def _kernel_refuses(case: str, detail: str) -> bool:
