@@ -89,3 +89,41 @@ def test_case_is_live_and_some_layer_stops_it(layer_results, case: str) -> None:
                 if all(v == "blocked" for v, _ in layer_results[layer].cases.get(case, [("?", "")]))]
     assert stopping, f"{case}: no single layer stops it: " + "; ".join(
         f"{layer}: {layer_results[layer].cases.get(case)}" for layer in LAYERS[1:])
+
+
+# What every RUN gets from its namespaces and its own /dev, whatever the layers: live against a
+# plain chroot (the classic build sandbox) with the host's /proc, /dev and pid namespace and an
+# inherited descriptor of a host directory.
+_STRUCTURAL = ("double_chroot", "leaked_fds", "proc_roots", "ptrace_host", "host_devices")
+_PLAIN_CHROOT = r"""
+set -e
+J=$0
+mount -t proc proc "$J/proc"
+mount --rbind /dev "$J/dev"
+exec 3< /tmp
+exec chroot "$J" "$@"
+"""
+
+
+@pytest.fixture(scope="session")
+def plain_chroot_results(corpus, tmp_path_factory):
+    import subprocess
+
+    jail = make_busybox_rootfs(tmp_path_factory.mktemp("escape-plain") / "root")
+    for d in ("proc", "dev"):
+        (jail / d).mkdir(exist_ok=True)
+    corpus.copy_probe_files(jail)
+    script = "\n".join(f"( {c.run} )" for c in CASES if c.name in _STRUCTURAL)
+    proc = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", _PLAIN_CHROOT, str(jail),
+         "/bin/sh", "-c", 'HOST_MARKER="$1" HOST_PID="$2" sh -c "$3"', "sh", str(corpus.marker),
+         str(corpus.sleeper_pid), script], capture_output=True, text=True, timeout=120)
+    return corpus.record("plain-chroot", proc.returncode, proc.stdout + proc.stderr)
+
+
+@pytest.mark.parametrize("case", _STRUCTURAL)
+def test_structural_case_is_live_against_a_plain_chroot(plain_chroot_results, host_sleeper, case: str) -> None:
+    lines = plain_chroot_results.cases.get(case)
+    assert lines, plain_chroot_results.output[-3000:]
+    assert any(v == "ESCAPED" for v, _ in lines), f"{case} does not get out of a plain chroot: {lines}"
+    assert host_sleeper.poll() is None
