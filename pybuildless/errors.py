@@ -31,11 +31,19 @@ class ReferenceError_(PybuildlessError):
 
 
 class DockerfileError(PybuildlessError):
-    """A Dockerfile problem; the message names the file and line."""
+    """A Dockerfile problem; the message names the file and line.
 
-    def __init__(self, message: str, *, path: str = "Dockerfile", line: int | None = None) -> None:
+    ``source_text`` (the Dockerfile's text, when known) lets the CLI print the lines
+    around ``line``..``end_line`` as BuildKit does.
+    """
+
+    source_text: str | None = None
+
+    def __init__(self, message: str, *, path: str = "Dockerfile", line: int | None = None,
+                 end_line: int | None = None) -> None:
         self.path = path
         self.line = line
+        self.end_line = end_line if end_line is not None else line
         where = f"{path}:{line}" if line is not None else path
         super().__init__(f"{where}: {message}")
         self.bare_message = message
@@ -91,6 +99,41 @@ class BuildError(PybuildlessError):
     def __init__(self, message: str, *, exit_code: int = 1) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class InstructionError(BuildError, DockerfileError):
+    """Executing one instruction failed: the message names its file and line, and
+    ``exit_code``/``temporary`` are those of the error underneath (a failing RUN's status)."""
+
+    def __init__(self, message: str, *, path: str, line: int, end_line: int | None = None,
+                 exit_code: int = 1, temporary: bool = False, source_text: str | None = None) -> None:
+        DockerfileError.__init__(self, message, path=path, line=line, end_line=end_line)
+        self.exit_code = exit_code
+        self.temporary = temporary
+        self.source_text = source_text
+
+
+def at_instruction(error: BaseException, *, path: str, line: int, end_line: int | None = None,
+                   source_text: str | None = None) -> PybuildlessError:
+    """``error`` (an expected error or an OSError) as an InstructionError naming the
+    instruction at ``path:line``; one that already names a Dockerfile line keeps it."""
+    if isinstance(error, InstructionError):
+        return error
+    if isinstance(error, DockerfileError) and error.line is not None:
+        if error.path != path:  # e.g. an ONBUILD trigger: point at the instruction that ran it
+            message = str(error)
+        else:
+            return InstructionError(error.bare_message, path=path, line=error.line, end_line=error.end_line,
+                                    exit_code=error.exit_code, temporary=error.temporary, source_text=source_text)
+    elif isinstance(error, OSError):
+        where = f": {error.filename}" if getattr(error, "filename", None) else ""
+        message = f"{error.strerror or error}{where}"
+    else:
+        message = getattr(error, "bare_message", None) or str(error)
+        message = message.removeprefix(f"{path}:{line}: ")  # already named the line itself
+    return InstructionError(message, path=path, line=line, end_line=end_line,
+                            exit_code=getattr(error, "exit_code", 1), temporary=getattr(error, "temporary", False),
+                            source_text=source_text)
 
 
 class SandboxError(PybuildlessError):

@@ -117,6 +117,9 @@ class JSONFormatter(logging.Formatter):
         }
         if record.exc_text:
             doc["error"] = record.exc_text
+        source = getattr(record, "dockerfile", None)
+        if source is not None:
+            doc["dockerfile"] = source
         return json.dumps(doc)
 
 
@@ -134,7 +137,11 @@ class TextFormatter(logging.Formatter):
         if self.colour:
             level = f"{_COLOURS.get(record.levelno, chr(27) + '[31m')}{level}\x1b[0m"
         prefix = f"{self.formatTime(record, '%Y-%m-%dT%H:%M:%S')} " if self.timestamps else ""
-        text = f"{prefix}{level}[{record.name.removeprefix(ROOT_LOGGER + '.')}] {record.getMessage()}"
+        source = getattr(record, "dockerfile", None)
+        # An error's place in the Dockerfile is shown as BuildKit shows it; the message itself
+        # is the command's final error line.
+        message = "\n".join(source["excerpt"]) if source and source.get("excerpt") else record.getMessage()
+        text = f"{prefix}{level}[{record.name.removeprefix(ROOT_LOGGER + '.')}] {message}"
         if record.exc_text:
             text += "\n" + record.exc_text
         return text
@@ -147,6 +154,23 @@ class ConsoleHandler(logging.StreamHandler):
     def emit(self, record: logging.LogRecord) -> None:
         with transfer.paused():
             super().emit(record)
+
+
+def report_error_source(error: BaseException, logger: logging.Logger | None = None) -> None:
+    """Log where in the Dockerfile ``error`` happened, when it says (``path``, ``line``): an
+    excerpt of the lines in text logs, a ``dockerfile`` field (file, line, end_line, excerpt)
+    in JSON logs. Errors without a Dockerfile line log nothing here."""
+    line = getattr(error, "line", None)
+    path = getattr(error, "path", None)
+    if not isinstance(line, int) or not isinstance(path, str):
+        return
+    from pybuildless.dockerfile.excerpt import excerpt
+
+    end = getattr(error, "end_line", None) or line
+    text = getattr(error, "source_text", None)
+    lines = excerpt(text, path, line, end) if text else []
+    field = {"file": path, "line": line, "end_line": end, "excerpt": lines}
+    (logger or logging.getLogger(ROOT_LOGGER + ".build")).error("%s", error, extra={"dockerfile": field})
 
 
 def _level_name(levelno: int) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pybuildless.dockerfile import instructions as ins
 from pybuildless.dockerfile.mounts import MountError, parse_go_duration, parse_mount
@@ -67,6 +67,7 @@ class Dockerfile:
     meta_args: tuple[ins.Arg, ...]
     stages: tuple[Stage, ...]
     warnings: tuple[str, ...] = ()
+    text: str = field(default="", repr=False, compare=False)  # for error excerpts
 
     @property
     def escape(self) -> str:
@@ -361,7 +362,17 @@ class _Builder:
 
 
 def parse_dockerfile(text: str, path: str = "Dockerfile") -> Dockerfile:
-    """Parse Dockerfile ``text``; ``path`` is used in error messages."""
+    """Parse Dockerfile ``text``; ``path`` is used in error messages (which carry ``text``
+    as ``source_text``, for an excerpt)."""
+    try:
+        return _parse(text, path)
+    except DockerfileError as exc:
+        if exc.source_text is None and exc.path == path:
+            exc.source_text = text
+        raise
+
+
+def _parse(text: str, path: str) -> Dockerfile:
     split = split_instructions(text, path)
     builder = _Builder(path, split.directives.escape)
     meta: list[ins.Arg] = []
@@ -388,7 +399,7 @@ def parse_dockerfile(text: str, path: str = "Dockerfile") -> Dockerfile:
     if current is None:
         raise DockerfileError("no build stage: the Dockerfile has no FROM instruction", path=path)
     stages.append(Stage(len(stages), current.name, current, tuple(body)))
-    return Dockerfile(path, split.directives, tuple(meta), tuple(stages), split.warnings)
+    return Dockerfile(path, split.directives, tuple(meta), tuple(stages), split.warnings, text)
 
 
 def load_dockerfile(path: str) -> Dockerfile:

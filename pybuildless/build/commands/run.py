@@ -59,7 +59,7 @@ def run(i: ins.Run, st) -> Outcome:
             shutil.rmtree(scripts, ignore_errors=True)
     if code != 0:
         raise BuildError(
-            f"{i.path}:{i.line}: RUN {' '.join(resolved.argv)}: exited with code {code}", exit_code=code
+            f"RUN {' '.join(resolved.argv)}: exited with code {code}", exit_code=code
         )
     take_upper = getattr(sandbox, "take_overlay_changes", None)  # only the chroot sandbox has one
     upper = take_upper() if take_upper is not None else None
