@@ -87,17 +87,17 @@ def _context(tmp_path: Path, files: dict[str, bytes]) -> SourceRoot:
 
 def test_single_wildcard_match_onto_a_name_without_slash_is_a_file(tmp_path):
     """Dockerfile reference (COPY): "If <dest> doesn't end with a slash, it will be considered a
-    regular file and the contents of <src> will be written at <dest>"; only *several* sources
-    (after wildcard expansion) require a directory. BuildKit: dispatchCopy sets CreateDestPath and
-    copies to dest as a file when the pattern yields one file."""
+    regular file and the contents of <src> will be written at <dest>". A wildcard that matches one
+    file is that one source (BuildKit resolves the pattern, then copies each match to dest, which
+    only a trailing slash or an existing directory makes a directory)."""
     src = _context(tmp_path, {"app.conf": b"conf", "other.txt": b"x"})
     dest = tmp_path / "root"
     dest.mkdir()
     copy_files(src, CopyRequest(sources=["*.conf"], dest="/etc/app", match=go_match), str(dest))
     assert (dest / "etc/app").is_file() and (dest / "etc/app").read_bytes() == b"conf"
-    # two matches: a directory
-    copy_files(src, CopyRequest(sources=["*"], dest="/both", match=go_match), str(dest))
-    assert sorted(os.listdir(dest / "both")) == ["app.conf", "other.txt"]
+    # with a trailing slash the same single match goes into the directory
+    copy_files(src, CopyRequest(sources=["*.conf"], dest="/etc/dir/", match=go_match), str(dest))
+    assert (dest / "etc/dir/app.conf").read_bytes() == b"conf"
 
 
 def _owner(path: Path) -> tuple[int, int]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -94,14 +95,57 @@ def write_group_config(copy: Path, base: dict, group: dict) -> None:
     (copy / "pyproject.toml").write_text("\n".join(kept + [""] + section) + "\n")
 
 
-def mutmut(copy: Path, *args: str, log: Path | None = None) -> subprocess.CompletedProcess:
+def mutmut(copy: Path, *args: str, log: Path | None = None, confined: bool = False) -> subprocess.CompletedProcess:
+    """``mutmut ARGS`` in the copy; ``confined``: with every filesystem read-only but the copy."""
+    argv = [sys.executable, "-m", "mutmut", *args]
+    env = dict(os.environ)
+    if confined:
+        # A mutant of the extraction or removal code may write or delete anywhere (a dir_fd
+        # dropped, a path no longer joined under its root) and the tests run as root: run them
+        # in a private mount namespace where only the copy (and the temp dir inside it) is writable.
+        argv = ["unshare", "--mount", "--propagation", "private", sys.executable, __file__, "--confine", str(copy),
+                "--", *argv]
+        (copy / "tmp").mkdir(exist_ok=True)
+        env["TMPDIR"] = str(copy / "tmp")
     out = open(log, "w") if log else subprocess.PIPE
     try:
-        return subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=copy, stdout=out,
-                              stderr=subprocess.STDOUT, text=True)
+        return subprocess.run(argv, cwd=copy, stdout=out, stderr=subprocess.STDOUT, text=True, env=env)
     finally:
         if log:
             out.close()
+
+
+# kernel views and devices stay as they are (writing /dev/null is not writing the filesystem)
+_LEFT_ALONE = ("/proc", "/sys", "/dev", "/mnt/sandboxing")
+
+
+def confine_and_exec(writable: Path, argv: list[str]) -> None:
+    """Inside a fresh private mount namespace: make every mount read-only except ``writable``
+    (bind-mounted onto itself first so it is a mount of its own), then exec ``argv``."""
+    if os.readlink("/proc/self/ns/mnt") == os.readlink(f"/proc/{os.getppid()}/ns/mnt"):
+        sys.exit("--confine runs only in a mount namespace of its own (under unshare --mount)")
+    subprocess.run(["mount", "--bind", str(writable), str(writable)], check=True)
+    points = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4].encode().decode("unicode_escape")
+            if point != str(writable) and not any(point == p or point.startswith(p + "/") for p in _LEFT_ALONE):
+                points.append(point)
+    for point in sorted(set(points), key=len):
+        proc = subprocess.run(["mount", "-o", "remount,bind,ro", point], capture_output=True, text=True)
+        if proc.returncode != 0 and not os.path.ismount(point):
+            continue  # a mount point shadowed by a later mount
+        if proc.returncode != 0:
+            sys.exit(f"cannot make {point} read-only for the mutation run: {proc.stderr.strip()}")
+    probe = Path("/") / f".mutation-write-probe-{os.getpid()}"
+    try:
+        probe.touch()
+    except OSError:
+        pass
+    else:
+        probe.unlink()
+        sys.exit("/ is still writable: refusing to run mutants")
+    os.execvp(argv[0], argv)
 
 
 def run_group(name: str, base: dict, group: dict, jobs: int, workdir: Path, known: dict[str, str]) -> GroupResult:
@@ -111,7 +155,7 @@ def run_group(name: str, base: dict, group: dict, jobs: int, workdir: Path, know
     fresh_copy(copy)
     write_group_config(copy, base, group)
     print(f"== {name}: mutating {', '.join(group['mutate'])}", flush=True)
-    proc = mutmut(copy, "run", "--max-children", str(jobs), log=workdir / f"{name}.log")
+    proc = mutmut(copy, "run", "--max-children", str(jobs), log=workdir / f"{name}.log", confined=True)
     if proc.returncode != 0:
         result.error = f"mutmut run exited {proc.returncode} (log: {workdir / f'{name}.log'})"
     listing = mutmut(copy, "results", "--all", "true").stdout
@@ -156,6 +200,9 @@ def report(results: list[GroupResult]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--confine"] and "--" in argv:
+        confine_and_exec(Path(argv[1]), argv[argv.index("--") + 1:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("groups", nargs="*", help="groups to run (default: all)")
     parser.add_argument("--jobs", type=int, default=2, help="mutants tested at once")
