@@ -64,11 +64,13 @@ def test_attempt_fails(corpus, mode: str, case: str) -> None:
     if case in EXECUTOR_CASES or (case in PREFIX_CASES and _namespaces_possible(baseline)):
         _assert_blocked(result, case)
         return
-    allowed = {v for v, _ in _verdicts(baseline, case)}
-    if allowed == {"blocked"}:
+    allowed = {d for v, d in _verdicts(baseline, case) if v == "ESCAPED"}
+    if not allowed:
         _assert_blocked(result, case)
-    else:  # the container itself lets this through; RUN may not do more, which the line shows
-        assert _verdicts(result, case), case
+        return
+    # The container itself lets this through: the step may get no further than the container.
+    got = {d for v, d in _verdicts(result, case) if v != "blocked"}
+    assert got <= allowed, f"[{mode}] {case}: {sorted(got - allowed)} beyond what the container allows {sorted(allowed)}"
 
 
 @pytest.mark.parametrize("mode", MODES)
