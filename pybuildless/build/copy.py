@@ -322,10 +322,12 @@ class _Writer:
                 self._resolved = {k: v for k, v in self._resolved.items() if not (k + "/").startswith(target + "/")}
             elif stat.S_ISREG(mode):
                 shutil.copyfile(src, dst, follow_symlinks=False)
-            elif stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
                 os.mknod(dst, mode, st.st_rdev)
             else:
-                return  # sockets are not copied
+                # FIFOs and sockets are not copied: fsutil copy/copy.go@0834f99b7b85 copy() ends
+                # in `return errors.Wrapf(err, "unsupported mode")` with a nil err, i.e. skips them
+                return
             if st.st_nlink > 1:
                 self.links[key] = dst
         uid, gid = self.owner_of(st, src)
