@@ -168,6 +168,12 @@ def report_error_source(error: BaseException, logger: logging.Logger | None = No
 
     end = getattr(error, "end_line", None) or line
     text = getattr(error, "source_text", None)
+    if text is None:
+        try:  # an error raised before the text was at hand (stage planning): read the file
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+        except (OSError, ValueError):
+            text = None
     lines = excerpt(text, path, line, end) if text else []
     field = {"file": path, "line": line, "end_line": end, "excerpt": lines}
     (logger or logging.getLogger(ROOT_LOGGER + ".build")).error("%s", error, extra={"dockerfile": field})
