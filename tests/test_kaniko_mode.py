@@ -8,7 +8,12 @@ Root only: chroot and mount/pid namespaces (``unshare``), all in temp dirs.
 
 from __future__ import annotations
 
+import base64
+import gzip
+import io
+import json
 import os
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -17,8 +22,8 @@ import pytest
 from tests.buildkit import skopeo_inspect, unpack
 from tests.fixtures.images import push_layout, write_oci_layout
 from tests.jail import (
-    Entry, assemble_executor_fs, copy_jail, make_debian_like_rootfs, prefix_tree, rootfs_layer, run_in_jail,
-    tar_layer, write_layers_layout,
+    Entry, JailRun, assemble_executor_fs, copy_jail, executor_stage_config, make_debian_like_rootfs, prefix_tree,
+    rootfs_layer, run_in_jail, tar_layer, write_layers_layout,
 )
 
 pytestmark = [
@@ -192,3 +197,72 @@ def test_hostile_base_cannot_touch_the_prefix(attack: str, jail: Path, registry,
     again = run_in_jail(jail, ["/kaniko/executor", "--help"])
     assert again.returncode == 0 and "Usage" in again.stdout, again.stderr
     assert not list((jail / "tmp").glob("x*")) if (jail / "tmp").is_dir() else True
+
+
+# --- the prefix hidden from RUN steps -----------------------------------------------------------
+
+# Each RUN tries one way to the credentials and records what it got; `|| true` keeps the build going.
+LEAK_DOCKERFILE = """\
+FROM {base}
+RUN cat /kaniko/.docker/config.json > /leak-direct 2>/dev/null || true
+RUN ls -A /kaniko > /kaniko-listing 2>/dev/null || true
+RUN cat /proc/1/root/kaniko/.docker/config.json > /leak-proc-root 2>/dev/null || true
+RUN for p in /proc/[0-9]*; do cat $p/environ $p/cmdline 2>/dev/null; done | tr '\\0' '\\n' > /leak-proc-env; true
+RUN unshare -r -m sh -c 'umount -l /kaniko; cat /kaniko/.docker/config.json' > /leak-unshare 2>/dev/null || true
+RUN umount -l /kaniko 2>/dev/null; cat /kaniko/.docker/config.json > /leak-umount 2>/dev/null || true
+RUN echo built > /built
+"""
+LEAK_FILES = ("leak-direct", "kaniko-listing", "leak-proc-root", "leak-unshare", "leak-umount")
+FLAG_SECRET = "flag-s3cret-value"  # on the executor's command line only
+
+
+def run_in_mounted_jail(jail: Path, argv: list[str], *, env: dict[str, str] | None = None) -> JailRun:
+    """Like ``run_in_jail``, with the jail bound onto itself first, so that its ``/`` is a mount
+    point as a container runtime's is: the executor can then make its mounts private and give
+    steps their own mount namespace."""
+    image = executor_stage_config()
+    full_env = {**image["env"], **(env or {}), "PATH": image["env"].get("PATH", "") + ":/usr/sbin:/usr/bin:/sbin:/bin"}
+    script = 'mount --rbind "$0" "$0" && mount --rbind /dev "$0/dev" && cd "$0" && exec chroot "$0" "$@"'
+    proc = subprocess.run(
+        ["unshare", "--mount", "--pid", "--fork", "--propagation", "private", f"--mount-proc={jail}/proc",
+         "/bin/sh", "-c", script, str(jail), *argv],
+        env=full_env, capture_output=True, timeout=240, text=True, errors="replace")
+    return JailRun(proc.returncode, proc.stdout, proc.stderr)
+
+
+def test_prefix_hidden_from_run_with_a_mount_namespace(jail: Path, registry_basic, busybox_image: str,
+                                                       tmp_path: Path) -> None:
+    """Root with CAP_SYS_ADMIN (a privileged container): each step gets a private mount namespace
+    with /kaniko covered and no CAP_SYS_ADMIN to uncover it; the push needs the credentials."""
+    auth = base64.b64encode(f"{registry_basic.username}:{registry_basic.password}".encode())
+    (jail / "kaniko/.docker").mkdir(exist_ok=True)
+    (jail / "kaniko/.docker/config.json").write_text(
+        json.dumps({"auths": {registry_basic.host: {"auth": auth.decode()}}}))
+    (jail / "workspace/Dockerfile").write_text(LEAK_DOCKERFILE.format(base=busybox_image))
+    dest = registry_basic.ref("kaniko/hidden:1")
+    before = prefix_tree(jail)
+    result = run_in_mounted_jail(jail, ["/kaniko/executor", "--context", "dir:///workspace", "--destination", dest,
+                                        "--build-arg", f"UNUSED={FLAG_SECRET}"])
+    assert_ok(result)
+    assert prefix_tree(jail) == before
+    assert "RUN steps can read" not in result.stderr
+    layout = tmp_path / "pulled"
+    subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", "--src-creds", registry_basic.creds,
+                    f"docker://{dest}", f"oci:{layout}:img"], check=True, capture_output=True, timeout=120)
+    blobs = [gzip.decompress(b.read_bytes()) if b.read_bytes()[:2] == b"\x1f\x8b" else b.read_bytes()
+             for b in (layout / "blobs/sha256").iterdir()]
+    files = {}
+    for data in blobs:
+        try:
+            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+                for member in tar.getmembers():
+                    if member.isfile():
+                        files[member.name.lstrip("./")] = tar.extractfile(member).read()
+        except tarfile.TarError:
+            continue
+    assert files["built"] == b"built\n"
+    assert {name: files[name] for name in LEAK_FILES} == {name: b"" for name in LEAK_FILES}
+    # a pid namespace: the steps saw only their own processes, none with the flag's value
+    assert FLAG_SECRET.encode() not in files["leak-proc-env"]
+    everything = b"".join(blobs)
+    assert auth not in everything and registry_basic.password.encode() not in everything
