@@ -182,3 +182,19 @@ FROM BASE
 COPY --from=s /real /copyreal/
 """, repo="fidelity/fifo:1")
     assert sorted(os.listdir(image.rootfs / "copyreal")) == ["file"]
+
+
+def test_octal_chmod_sets_permission_bits_only(tmp_path, registry, busybox_image):
+    # fsutil copy/copy_linux.go@0834f99b7b85 copyFileInfo: m = (m &^ 0777) | (mode & 0777): the
+    # source's setuid/setgid/sticky bits stay, those in the --chmod value are dropped.
+    image = build(tmp_path, registry, busybox_image, """FROM BASE AS s
+RUN echo x > /suid && chmod 4755 /suid && mkdir -m 1777 /stickydir && echo y > /stickydir/in
+FROM BASE
+COPY --chmod=4755 f /a
+COPY --from=s --chmod=0644 /suid /b
+COPY --from=s --chmod=0700 /stickydir /d/
+""", {"f": "f\n"}, repo="fidelity/chmodbits:1")
+    r = image.rootfs
+    assert meta(r, "/a")[1] == 0o755
+    assert meta(r, "/b")[1] == 0o4644
+    assert meta(r, "/d")[1] == 0o755 and meta(r, "/d/in")[1] == 0o700

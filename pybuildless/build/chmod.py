@@ -18,8 +18,11 @@ Chmod = Callable[[int, bool], int]
 def parse_chmod(spec: str) -> Chmod:
     """A function (source_mode, is_dir) -> new permission bits (07777)."""
     if re.fullmatch(r"[0-7]{1,4}", spec):
-        value = int(spec, 8)
-        return lambda mode, is_dir: value
+        # An octal mode sets the permission bits only: setuid/setgid/sticky stay as the source
+        # has them, and the value's own are dropped. fsutil copy/copy_linux.go@0834f99b7b85
+        # copyFileInfo: m = (m &^ 0777) | (*c.mode & 0777) (the same in BuildKit to this day).
+        value = int(spec, 8) & 0o777
+        return lambda mode, is_dir: (stat.S_IMODE(mode) & ~0o777) | value
     clauses = []
     for part in spec.split(","):
         m = _CLAUSE.match(part)
