@@ -8,7 +8,8 @@ Dockerfile's leading comment lines describe the case:
     # reference: FILE <why>             (the reference builders build FILE instead: a Dockerfile
                                          the documentation says is equivalent, for features BuildKit
                                          20.10 and buildah 1.28 lack)
-    # buildah: not built <why>          (buildah 1.28 cannot build it; BuildKit only)
+    # buildah: not compared: <why>     (buildah 1.28 cannot build it, or builds it differently from
+                                         BuildKit where pybuildless follows BuildKit: BuildKit only)
 
 An optional ``.prepare`` shell script runs in each private copy of the context (then is removed), for
 what git cannot store: owners, modes other than 0644/0755, archives with chosen root entries.
@@ -37,7 +38,7 @@ class Case:
     compare_layers: bool = False
     reference_dockerfile: str = "Dockerfile"  # what BuildKit and buildah build
     reference_note: str = ""
-    buildah_note: str = ""  # non-empty: buildah cannot build this case
+    buildah_note: str = ""  # non-empty: not compared with buildah, and why
 
     @property
     def path(self) -> Path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
+import urllib.request
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
@@ -31,14 +31,30 @@ def image_ref(registry, case: Case, builder: str) -> str:
     return registry.ref(f"differential/{case.name.replace('_', '-')}:{builder}")
 
 
+_MANIFEST_TYPES = ", ".join(("application/vnd.oci.image.manifest.v1+json",
+                             "application/vnd.docker.distribution.manifest.v2+json"))
+
+
+def raw_config(ref: str) -> dict:
+    """The config blob of ``ref`` (HOST:PORT/REPO:TAG on an anonymous loopback registry), as pushed."""
+    host, _, rest = ref.partition("/")
+    repo, _, tag = rest.rpartition(":")
+
+    def get(path: str, accept: str = "*/*") -> bytes:
+        req = urllib.request.Request(f"http://{host}/v2/{repo}/{path}", headers={"Accept": accept})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.read()
+
+    manifest = json.loads(get(f"manifests/{tag}", _MANIFEST_TYPES))
+    return json.loads(get(f"blobs/{manifest['config']['digest']}"))
+
+
 def _view_and_clean(ref: str, work: Path) -> ImageView:
     """The unpacked image, with the config blob as pushed: skopeo converts a Docker config to an OCI one
     on the way to the layout, dropping Healthcheck, Shell, OnBuild and ArgsEscaped."""
     try:
         unpacked = unpack(f"docker://{ref}", work / "unpacked")
-        raw = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", "--config", f"docker://{ref}"],
-                             capture_output=True, check=True, timeout=60).stdout
-        return ImageView.of(replace(unpacked, config=json.loads(raw)))
+        return ImageView.of(replace(unpacked, config=raw_config(ref)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
