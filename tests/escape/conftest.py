@@ -22,11 +22,14 @@ from tests.fixtures.images import make_busybox_rootfs
 from tests.jail import assemble_executor_fs, copy_jail
 
 HERE = Path(__file__).resolve().parent
-# inplace and container-chroot run the executor in a jail set up like an unprivileged
-# container (host.run_in_container): in-place (Kaniko mode), and the chroot isolation, which
-# falls back to a plain chroot there (no CAP_SYS_ADMIN, so no namespaces for the step).
-MODES = ("chroot", "userns", "inplace", "container-chroot")
-CONTAINER_MODES = ("inplace", "container-chroot")
+# The container modes run the executor in a jail set up like an unprivileged container
+# (host.run_in_container): in-place (Kaniko mode); the chroot isolation, which falls back to
+# a plain chroot there (no CAP_SYS_ADMIN, so no namespaces for the step); and the rootless
+# image as uid 1000 under no_new_privs (userns isolation with the single id map, the
+# container's masked /proc bound read-only because the kernel refuses a fresh one there).
+MODES = ("chroot", "userns", "inplace", "container-chroot", "container-rootless")
+CONTAINER_MODES = ("inplace", "container-chroot", "container-rootless")
+BUILD_USER = "1000:1000"
 
 
 @dataclass(frozen=True)
@@ -146,27 +149,41 @@ class Corpus:
         return jail
 
     def _build_in_container(self, work: Path, dockerfile: str, mode: str) -> tuple[int, str, Path]:
-        jail = self.inplace_jail(f"{work.name}-jail")
+        rootless = mode == "container-rootless"
+        jail = self.rootless_jail(f"{work.name}-jail") if rootless else self.inplace_jail(f"{work.name}-jail")
         self._context(jail / "workspace", dockerfile)
         isolation = ["--isolation", "chroot"] if mode == "container-chroot" else []
         run = run_in_container(jail, self.tools.enter, [
             "/kaniko/executor", "--context", "dir:///workspace", "--destination", "escape/inplace:1",
-            "--tar-path", "/workspace/image.tar", *isolation, *self._args()], env={"ESCAPE_SECRET": self.secret})
+            "--tar-path", "/workspace/image.tar", *isolation, *self._args()], env={"ESCAPE_SECRET": self.secret},
+            user=BUILD_USER if rootless else None, stage="rootless" if rootless else "executor")
         return run.returncode, run.stdout + run.stderr, jail / "workspace/image.tar"
 
-    def baseline(self) -> BuildResult:
-        """Every case run straight in the container in-place mode runs in (no executor,
-        no RUN): what the container itself allows."""
-        key = ("inplace", "baseline")
+    def rootless_jail(self, name: str) -> Path:
+        """The rootless image's filesystem (tests/test_examples.py), credentials in DOCKER_CONFIG."""
+        from tests.test_examples import make_rootless_jail
+
+        jail = make_rootless_jail(self.work / name)
+        (jail / "kaniko/.docker").mkdir(parents=True, exist_ok=True)
+        (jail / "kaniko/.docker/config.json").write_text(
+            '{"auths": {"registry.example": {"auth": "%s"}}}\n' % self.secret)
+        os.chown(jail / "workspace", 1000, 1000)
+        return jail
+
+    def baseline(self, mode: str) -> BuildResult:
+        """Every case run straight in the container ``mode`` runs the executor in (no executor,
+        no RUN; as the same user): what the container itself allows."""
+        rootless = mode == "container-rootless"
+        key = ("container-rootless" if rootless else "inplace", "baseline")
         if key not in self._results:
-            jail = self.inplace_jail("baseline-jail")
+            jail = self.rootless_jail("baseline-rootless-jail") if rootless else self.inplace_jail("baseline-jail")
             make_busybox_rootfs(jail)
             self._context(jail, "")
             from tests.escape.cases import CASES
             script = "\n".join(f"( {c.run} )" for c in CASES)
             run = run_in_container(jail, self.tools.enter, [
                 "/bin/sh", "-c", 'HOST_MARKER="$1" HOST_PID="$2" sh -c "$3"', "sh", str(self.marker),
-                str(self.sleeper_pid), script])
+                str(self.sleeper_pid), script], user=BUILD_USER if rootless else None)
             self._results[key] = BuildResult("inplace", run.returncode, run.stdout + run.stderr,
                                              parse(run.stdout + run.stderr), [])
         return self._results[key]

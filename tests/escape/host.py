@@ -163,9 +163,9 @@ if [ "$MASK" = mask ]; then
 else
   mount -t sysfs -o nosuid,nodev,noexec sysfs "$J/sys"
 fi
-caps=$CAPS seccomp=$SECCOMP
-unset MASKED_FILES MASKED_DIRS READONLY CAPS SECCOMP
-exec "$ENTER" "$J" "$caps" "$seccomp" "$@"
+caps=$CAPS seccomp=$SECCOMP user=$RUN_AS
+unset MASKED_FILES MASKED_DIRS READONLY CAPS SECCOMP RUN_AS
+exec "$ENTER" "$J" "$caps" "$seccomp" "$user" "$@"
 """
 
 
@@ -178,19 +178,20 @@ class ContainerRun:
 
 def run_in_container(jail: Path, enter: Path, argv: list[str], *, env: dict[str, str] | None = None,
                      caps: tuple[int, ...] = DOCKER_CAPS, masks: bool = True, seccomp: Path | None = None,
-                     timeout: int = 300) -> ContainerRun:
+                     user: str | None = None, stage: str = "executor", timeout: int = 300) -> ContainerRun:
     """``argv`` in ``jail`` as in an unprivileged container: by default Docker's capabilities,
     masked and read-only /proc paths, read-only /sys, its own /dev, pivot_root, mount and pid
     namespaces, and no seccomp profile — like a Kubernetes pod with ``seccompProfile:
     Unconfined``. ``caps``, ``masks`` and ``seccomp`` (a BPF program file) change one layer at a
-    time. Everything is mounted in the private namespace only. ``enter``: the static helper
-    built from enter.c."""
-    image = executor_stage_config()
+    time; ``user`` ("UID:GID") runs the command as that user, as ``docker run --user``; ``stage``
+    names the Dockerfile.executor stage whose environment the command gets. Everything is
+    mounted in the private namespace only. ``enter``: the static helper built from enter.c."""
+    image = executor_stage_config(stage=stage)
     full_env = {**image["env"], **(env or {})}
     full_env["PATH"] = full_env.get("PATH", "") + ":/usr/sbin:/usr/bin:/sbin:/bin"
     full_env.update(MASKED_FILES=" ".join(DOCKER_MASKED_FILES), MASKED_DIRS=" ".join(DOCKER_MASKED_DIRS),
                     READONLY=" ".join(DOCKER_READONLY), CAPS=",".join(str(c) for c in caps),
-                    SECCOMP=str(seccomp) if seccomp else "-")
+                    SECCOMP=str(seccomp) if seccomp else "-", RUN_AS=user or "-")
     proc = subprocess.run(
         ["unshare", "--mount", "--pid", "--fork", "--propagation", "private", f"--mount-proc={jail}/proc",
          "/bin/sh", "-c", _CONTAINER_SETUP, str(jail), str(enter), "mask" if masks else "nomask", *argv],

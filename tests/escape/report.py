@@ -16,7 +16,10 @@ import sys
 from tests.escape.cases import CASES, SURVIVOR_NAMES
 
 MODES = (("chroot/corpus", "chroot"), ("userns/corpus", "userns"), ("inplace/corpus", "in-place"),
-         ("container-chroot/corpus", "chroot in a container"), ("inplace/baseline", "the container itself"))
+         ("container-chroot/corpus", "chroot in a container"),
+         ("container-rootless/corpus", "rootless image in a container"))
+BASELINES = (("inplace/baseline", "the container itself (root)"),
+             ("container-rootless/baseline", "the container itself (uid 1000)"))
 LAYERS = ("capabilities", "masks", "seccomp")
 # What stops the cases that are not about one container layer (see test_layers._NOT_LAYERED).
 OTHER = {
@@ -55,19 +58,19 @@ def _stops(data: dict, name: str) -> str:
 
 
 def table(data: dict) -> str:
-    head = ["case", "attempt"] + [label for _, label in MODES] + ["stopped on its own by"]
+    head = ["case", "attempt"] + [label for _, label in MODES + BASELINES] + ["stopped on its own by"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for case in CASES:
         cells = [f"`{case.name}`", case.what] + [_cell(data.get(key, {}).get("cases", {}).get(case.name))
-                                                  for key, _ in MODES[:-1]]
-        cells.append(_cell(data.get(MODES[-1][0], {}).get("cases", {}).get(case.name)))
+                                                  for key, _ in MODES + BASELINES]
         cells.append(_stops(data, case.name))
         rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     for name in SURVIVOR_NAMES:
         cells = [f"`survivor_{name}`", "a process left behind writes into the root during later steps"]
         cells += [_cell(data.get(key.replace("corpus", "survivors"), {}).get("cases", {}).get(f"survivor_{name}"))
-                  for key, _ in MODES[:-1]]
-        cells += ["—", "every process of the step is killed when it ends (pid namespace, or the monitor's sweep)"]
+                  for key, _ in MODES]
+        cells += ["—"] * len(BASELINES)
+        cells += ["every process of the step is killed when it ends (pid namespace, or the monitor's sweep)"]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 

@@ -2,8 +2,9 @@
 and the host is the same after the build as before.
 
 * ``chroot`` and ``userns``: no case may get through.
-* ``inplace`` (Kaniko mode) and ``container-chroot`` (the chroot isolation's fallback), both
-  in a jail set up like an unprivileged container without a seccomp profile: no case may get
+* ``inplace`` (Kaniko mode), ``container-chroot`` (the chroot isolation's fallback) and
+  ``container-rootless`` (the rootless image as uid 1000, userns isolation), all in a jail
+  set up like an unprivileged container without a seccomp profile: no case may get
   further than the same attempt made straight in that container, and nothing of the
   executor's credentials (its environment, its memory, /kaniko/.docker) may be readable
   where a mount namespace can be made.
@@ -60,7 +61,7 @@ def test_attempt_fails(corpus, mode: str, case: str) -> None:
     if mode not in CONTAINER_MODES:
         _assert_blocked(result, case)
         return
-    baseline = corpus.baseline()
+    baseline = corpus.baseline(mode)
     if case in EXECUTOR_CASES or (case in PREFIX_CASES and _namespaces_possible(baseline)):
         _assert_blocked(result, case)
         return
