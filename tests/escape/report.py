@@ -53,7 +53,7 @@ def _stops(data: dict, name: str) -> str:
     if opened and not any(v == "ESCAPED" for v, _ in opened):
         return "nothing needed here: " + _cell(opened).removeprefix("blocked: ")
     layers = [layer for layer in LAYERS
-              if all(v == "blocked" for v, _ in data.get(f"layer-{layer}/run", {}).get("cases", {}).get(name, [["?"]]))]
+              if all(v == "blocked" for v, _ in data.get(f"layer-{layer}/run", {}).get("cases", {}).get(name, [["?", ""]]))]
     return ", ".join(layers) or "no single layer"
 
 
