@@ -145,6 +145,7 @@ def confine_and_exec(writable: Path, argv: list[str]) -> None:
     else:
         probe.unlink()
         sys.exit("/ is still writable: refusing to run mutants")
+    os.chdir(os.getcwd())  # the old cwd is on the read-only mount below the bind: look the path up again
     os.execvp(argv[0], argv)
 
 
