@@ -336,8 +336,10 @@ def open_layer_cache(options: BuildOptions, registry: RegistryOptions, platform:
         return None
     repo = options.cache_repo
     if not repo:
-        if not options.destinations:
-            log.warning("--cache needs --cache-repo or a --destination; building without the layer cache")
+        if not options.destinations or options.no_push:
+            # Kaniko (root.go cacheFlagsValid) refuses --cache with --no-push and no --cache-repo
+            log.warning("--cache needs --cache-repo (or a --destination that is pushed); "
+                        "building without the layer cache")
             return None
         first = parse_reference(options.destinations[0])
         repo = f"{first.registry}/{first.repository}/cache"
