@@ -390,3 +390,9 @@ def test_executor_https_context_and_dockerfile(tmp_path, https_files, busybox_im
     proc = executor(f"--context={url}/missing.tar.gz", "--no-push", cwd=tmp_path, check=False,
                     env={"REQUESTS_CA_BUNDLE": str(ca)})
     assert proc.returncode != 0 and f"--context={url}/missing.tar.gz: HTTP 404" in proc.stderr.decode()
+
+
+def test_git_unknown_commit_is_one_line(git_server, plain_http, tmp_path):
+    missing = "0123456789abcdef0123456789abcdef01234567"
+    with pytest.raises(UsageError, match=f"commit {missing} not found|cannot fetch"):
+        _open(f"git://{git_server['host']}/org/app.git#refs/heads/main#{missing}", tmp_path)

@@ -119,7 +119,8 @@ def clone_context(spec: str, location: str, dest: Path, git: GitOptions) -> None
     except GitContextError:
         raise
     except KeyError as e:
-        raise GitContextError(f"{what}: commit {e.args[0]!r} not found in {url}") from None
+        missing = e.args[0].decode() if e.args and isinstance(e.args[0], bytes) else str(e)
+        raise GitContextError(f"{what}: commit {missing} not found in {url}") from None
     except (GitProtocolError, HangupException, OSError) as e:
         raise GitContextError(f"{what}: cannot fetch {url}: {e}") from None
     except Exception as e:  # dulwich reports HTTP failures with its own exception types
