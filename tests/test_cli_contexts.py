@@ -394,5 +394,5 @@ def test_executor_https_context_and_dockerfile(tmp_path, https_files, busybox_im
 
 def test_git_unknown_commit_is_one_line(git_server, plain_http, tmp_path):
     missing = "0123456789abcdef0123456789abcdef01234567"
-    with pytest.raises(UsageError, match=f"commit {missing} not found|cannot fetch"):
+    with pytest.raises(UsageError, match=f"commit {missing} not found in http://"):
         _open(f"git://{git_server['host']}/org/app.git#refs/heads/main#{missing}", tmp_path)

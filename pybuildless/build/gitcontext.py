@@ -110,7 +110,11 @@ def clone_context(spec: str, location: str, dest: Path, git: GitOptions) -> None
         sha = checkout.encode() if checkout else chosen["sha"]
         if sha not in repo.object_store:
             # a commit no fetched ref leads to: ask for it by hash (servers allow reachable ones)
-            client.fetch(path, repo, determine_wants=lambda refs, depth=None: [sha])
+            try:
+                client.fetch(path, repo, determine_wants=lambda refs, depth=None: [sha])
+            except (GitProtocolError, HangupException) as e:
+                raise GitContextError(f"{what}: commit {sha.decode()} not found in {url} "
+                                      f"(no fetched ref leads to it, and the server refused it by hash: {e})") from None
         obj = repo[sha]
         while obj.type_name == b"tag":  # an annotated tag: check out what it points to
             obj = repo[obj.object[1]]
