@@ -85,8 +85,7 @@ class GlobalArgs:
         values: dict[str, str | None] = dict(platform or {})
         for inst in meta_args:
             env = {k: v for k, v in values.items() if v is not None}
-            for raw_key, default in inst.pairs:
-                key = _word(inst, raw_key, env)
+            for key, default in inst.pairs:  # meta ARG names are taken as written (buildMetaArgs)
                 if key in build_args:
                     values[key] = build_args[key]
                 elif default is not None:
@@ -109,8 +108,6 @@ class StageEnv:
         globals_: GlobalArgs,
         build_args: Mapping[str, str],
         image_env: Iterable[str] = (),
-        *,
-        add_default_path: bool = True,
     ) -> None:
         self.globals = globals_
         self.build_args = dict(build_args)
@@ -118,15 +115,16 @@ class StageEnv:
         for item in image_env:
             key, _, value = item.partition("=")
             self._env[key] = value
-        if add_default_path and "PATH" not in self._env:
+        if "PATH" not in self._env:
+            # BuildKit sets PATH for every stage whose config lacks it, a stage FROM another
+            # stage included (dockerfile2llb/convert.go@b985e231 vendored in moby, "make sure
+            # that PATH is always set")
             self._env["PATH"] = DEFAULT_PATH
         self._args: dict[str, str | None] = {}
-        self.consumed: set[str] = set()
 
     def child(self, image_env: Iterable[str] | None = None) -> StageEnv:
         """The scope for a stage ``FROM`` this one: same ENV (or ``image_env``) and ARGs."""
-        other = StageEnv(self.globals, self.build_args, image_env if image_env is not None else self.image_env(),
-                         add_default_path=False)  # fmt: skip
+        other = StageEnv(self.globals, self.build_args, image_env if image_env is not None else self.image_env())
         other._args = dict(self._args)
         return other
 
@@ -170,8 +168,7 @@ class StageEnv:
     def _declare(self, inst: ins.Arg, env: Mapping[str, str]) -> ins.Arg:
         pairs = []
         for raw_key, default in inst.pairs:
-            key = _word(inst, raw_key, env)
-            self.consumed.add(key)
+            key = _word(inst, raw_key, env)  # a stage ARG's name is expanded (ArgCommand.Expand)
             if key in self.build_args:
                 value: str | None = self.build_args[key]
             elif default is not None:
