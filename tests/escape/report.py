@@ -31,6 +31,7 @@ OTHER = {
     "double_chroot": "pivot_root (the host tree is detached); CAP_SYS_CHROOT dropped in the plain-chroot fallback",
     "host_devices": "the step's /dev is a tmpfs with null, zero, full, random, urandom, tty",
     "core_pattern_write": "read-only /proc/sys",
+    "init_exe": "init is not dumpable (EACCES); the kernel refuses writes to a running program (ETXTBSY)",
     "leaked_fds": "the command keeps only stdin, stdout and stderr; its cwd is set inside the root",
     "proc_roots": "pid namespace: every process the step sees has the step's root",
 }
@@ -51,7 +52,10 @@ def _stops(data: dict, name: str) -> str:
         return OTHER[name]
     opened = data.get("layer-open/run", {}).get("cases", {}).get(name)
     if opened and not any(v == "ESCAPED" for v, _ in opened):
-        return "nothing needed here: " + _cell(opened).removeprefix("blocked: ")
+        seen = _cell(opened).removeprefix("blocked: ")
+        if "ETXTBSY" in seen:
+            return "the kernel: a running program cannot be written (ETXTBSY)"
+        return f"absent from this kernel ({seen.split('(')[0]})"
     layers = [layer for layer in LAYERS
               if all(v == "blocked" for v, _ in data.get(f"layer-{layer}/run", {}).get("cases", {}).get(name, [["?", ""]]))]
     return ", ".join(layers) or "no single layer"
