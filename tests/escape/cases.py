@@ -29,7 +29,7 @@ def _probe(name: str, arg: str = "") -> str:
     return f'/probe {name} {arg}'.rstrip() + f' || echo "PROBE {name} error exit=$?"'
 
 
-# The issue's own reproduction: read core_pattern and write the same value back.
+# The classic takeover's first step: read core_pattern and write the same value back.
 _CORE_PATTERN_SHELL = (
     "cp /proc/sys/kernel/core_pattern /tmp/cp 2>/dev/null; "
     "if cat /tmp/cp > /proc/sys/kernel/core_pattern; then echo 'PROBE core_pattern_write ESCAPED wrote'; "
@@ -57,7 +57,7 @@ _KANIKO_SHELL = (
 
 CASES: tuple[Case, ...] = (
     Case("core_pattern", _probe("core_pattern"), "open /proc/sys/kernel/core_pattern for writing"),
-    Case("core_pattern_write", _CORE_PATTERN_SHELL, "write core_pattern (the issue's reproduction)"),
+    Case("core_pattern_write", _CORE_PATTERN_SHELL, "read core_pattern and write the same value back"),
     Case("sysrq_trigger", _probe("sysrq_trigger"), "open /proc/sysrq-trigger for writing"),
     Case("sysrq_trigger_shell", _SYSRQ_SHELL, "open /proc/sysrq-trigger from the shell"),
     Case("proc_sys_vm", _probe("proc_sys_vm"), "any writable file under /proc/sys/vm"),
