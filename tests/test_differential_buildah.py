@@ -13,7 +13,7 @@ import shutil
 import pytest
 
 from tests.differential import Buildah, cases
-from tests.differential.builds import build_with_buildah, shared_builds, submit_pybuildless
+from tests.differential.builds import build_with_buildah, selected_cases, shared_builds, submit_pybuildless
 from tests.differential.compare import (BUILDAH, BUILDKIT, EMPTY_SHA256, config_differences, tree_differences,
                                         verdict)
 
@@ -34,10 +34,10 @@ def buildah(tmp_path_factory, registry) -> Buildah:
 
 
 @pytest.fixture(scope="session")
-def buildah_builds(tmp_path_factory, registry, busybox_image, buildah):
+def buildah_builds(request, tmp_path_factory, registry, busybox_image, buildah):
     builds = shared_builds()
     work = tmp_path_factory.mktemp("differential-buildah")
-    for case in CASES:
+    for case in selected_cases(request, CASES, "test_differential_buildah.py"):
         submit_pybuildless(builds, case, registry, busybox_image, work)
         builds.submit(BUILDAH, case, lambda c=case: build_with_buildah(
             c, buildah, registry, busybox_image, work / f"{c.name}-buildah"))

@@ -123,3 +123,14 @@ def shared_builds() -> Builds:
 def submit_pybuildless(builds: Builds, case: Case, registry, base: str, work_root: Path) -> Future:
     return builds.submit("pybuildless", case,
                          lambda: build_with_pybuildless(case, registry, base, work_root / f"{case.name}-pybuildless"))
+
+
+def selected_cases(request, all_cases: list[Case], module_suffix: str) -> list[Case]:
+    """The cases of ``all_cases`` that the session will run from the module ending in ``module_suffix``
+    (all of them, unless ``-k`` or node ids narrowed the run), in collection order."""
+    wanted = set()
+    for item in request.session.items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "case" in callspec.params and item.nodeid.split("::")[0].endswith(module_suffix):
+            wanted.add(callspec.params["case"].name)
+    return [case for case in all_cases if case.name in wanted]
