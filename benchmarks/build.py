@@ -35,7 +35,7 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.differential import Buildah, case_names, copy_case  # noqa: E402
+from tests.differential import Buildah, buildah_case_names, copy_case  # noqa: E402
 from tests.fixtures.images import make_busybox_rootfs, push_layout, write_oci_layout  # noqa: E402
 from tests.fixtures.registry import start_registry  # noqa: E402
 
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     cases: list[tuple[str, Callable[[Path], None]]] = [
-        (name, lambda dest, name=name: copy_case(name, dest)) for name in case_names()]
+        (name, lambda dest, name=name: copy_case(name, dest)) for name in buildah_case_names()]
     if not args.no_heavy:
         cases += list(HEAVY_CASES.items())
     if args.case:

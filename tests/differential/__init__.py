@@ -69,6 +69,13 @@ def cases() -> list[Case]:
     return [load_case(name) for name in case_names()]
 
 
+def buildah_case_names() -> list[str]:
+    """Cases buildah 1.28 builds as written (for the build benchmark): no ``# buildah:`` exclusion, no
+    reference Dockerfile, no image reference to fill in."""
+    return [c.name for c in cases() if not c.buildah_note and c.reference_dockerfile == "Dockerfile"
+            and "@BASE_IMAGE@" not in (c.path / "Dockerfile").read_text()]
+
+
 def copy_case(name: str, dest: Path, base_image: str | None = None) -> Path:
     """A private copy of case ``name``'s context (so no builder sees another's leftovers), with its
     ``.prepare`` script run in it and removed, and ``@BASE_IMAGE@`` in its Dockerfiles replaced by
