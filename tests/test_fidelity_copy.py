@@ -198,3 +198,23 @@ COPY --from=s --chmod=0700 /stickydir /d/
     assert meta(r, "/a")[1] == 0o755
     assert meta(r, "/b")[1] == 0o4644
     assert meta(r, "/d")[1] == 0o755 and meta(r, "/d/in")[1] == 0o700
+
+
+def test_a_symlink_destination_is_followed(tmp_path, registry, busybox_image):
+    # fsutil copy/copy.go@0834f99b7b85 Copy: dst = fs.RootPath(dstRoot, dst) resolves the given
+    # destination in the root, final symlink included, so the link's target gets the file; a
+    # name appended to a directory destination (prepareTargetDir) is not resolved, and copy()
+    # replaces a link found there (ensureEmptyFileTarget).
+    image = build(tmp_path, registry, busybox_image, """FROM BASE
+RUN echo old > /target && ln -s /target /link && ln -s /nowhere /dangling && mkdir /realdir && \\
+    ln -s /realdir /dirlink && ln -s /target /realdir/x
+COPY f /link
+COPY f /dangling
+COPY d /dirlink/
+COPY f /dirlink
+""", {"f": "new\n", "d/x": "dd\n"}, repo="fidelity/destlink:1")
+    r = image.rootfs
+    assert os.readlink(r / "link") == "/target" and (r / "target").read_text() == "new\n"
+    assert os.readlink(r / "dangling") == "/nowhere" and (r / "nowhere").read_text() == "new\n"
+    assert meta(r, "/realdir/x")[0] == "f" and (r / "realdir/x").read_text() == "dd\n"
+    assert (r / "realdir/f").read_text() == "new\n" and os.readlink(r / "dirlink") == "/realdir"

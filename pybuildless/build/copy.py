@@ -209,8 +209,12 @@ def _copy(src_root: SourceRoot, req: CopyRequest, sink: "_Writer", dest_is_dir) 
             target = posixpath.join(dest, keep) if keep != "." else dest
         elif stat.S_ISDIR(st.st_mode):
             target = dest
+        elif into_dir or dest_is_dir(dest):
+            target = posixpath.join(dest, posixpath.basename(rel))  # a link of that name is replaced
         else:
-            target = posixpath.join(dest, posixpath.basename(rel)) if into_dir or dest_is_dir(dest) else dest
+            # The destination path itself is followed when it is a symlink (fsutil's Copy resolves
+            # it with fs.RootPath, final component included): COPY f /link writes the link's target.
+            target = sink.follow(dest)
         if stat.S_ISDIR(st.st_mode):
             sink.copy_tree(host, rel, target)
         else:
@@ -242,6 +246,12 @@ class _Writer:
             return (0, 0)
         recorded = owners.recorded_owner(src) if src is not None else None
         return recorded or (st.st_uid, st.st_gid)
+
+    def follow(self, in_root_path: str) -> str:
+        """``in_root_path`` with its symlinks (the last one too) resolved inside the root."""
+        host = resolve_in_root(self.dest_root, in_root_path)
+        rel = os.path.relpath(host, os.path.abspath(self.dest_root))
+        return "/" if rel == "." else "/" + rel
 
     def ensure_parents(self, in_root_dir: str) -> None:
         """mkdir -p inside the root; new directories are 0755, owned by --chown or root."""
@@ -387,6 +397,9 @@ class _Hasher(_Writer):
 
     def ensure_parents(self, in_root_dir: str) -> None:
         pass
+
+    def follow(self, in_root_path: str) -> str:
+        return in_root_path
 
     def copy_entry(self, src: str, st: os.stat_result, target: str) -> None:
         mode = st.st_mode
