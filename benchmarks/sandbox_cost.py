@@ -205,7 +205,8 @@ def main() -> None:
     before = [n for n in stats if n.startswith("before@")]
     if before:
         by_wall, by_cpu = cost("hardened", before[0], f"all hardening (hardened - {before[0]})")
-        print(f"verdict against the {TARGET_MS:.0f} ms per step target: cpu {'within' if by_cpu < TARGET_MS else 'OVER'}, "
+        print(f"verdict against the {TARGET_MS:.0f} ms per step target: "
+              f"cpu {'within' if by_cpu < TARGET_MS else 'OVER'}, "
               f"wall p10 {'within' if by_wall < TARGET_MS else 'OVER'}")
 
 

@@ -52,7 +52,8 @@ _MKNOD_SHELL = (
     "else echo 'PROBE mknod_shell blocked created-but-unreadable'; fi; rm -f /tmp/vda")
 
 _KANIKO_SHELL = (
-    "if cat /kaniko/.docker/config.json > /tmp/leak 2>/dev/null; then echo 'PROBE kaniko_credentials ESCAPED readable'; "
+    "if cat /kaniko/.docker/config.json > /tmp/leak 2>/dev/null; "
+    "then echo 'PROBE kaniko_credentials ESCAPED readable'; "
     "else echo 'PROBE kaniko_credentials blocked unreadable'; fi; rm -f /tmp/leak")
 
 CASES: tuple[Case, ...] = (

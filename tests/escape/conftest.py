@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from tests.buildkit import executor, write_context
-from tests.escape.cases import SURVIVOR_MARK, SURVIVOR_SLEEP, corpus_dockerfile, docker_archive_paths, parse, survivors_dockerfile
+from tests.escape.cases import (
+    SURVIVOR_MARK, SURVIVOR_SLEEP, corpus_dockerfile, docker_archive_paths, parse, survivors_dockerfile,
+)
 from tests.escape.host import HostState, processes_with, run_in_container
 from tests.fixtures.images import make_busybox_rootfs
 from tests.jail import assemble_executor_fs, copy_jail

@@ -51,7 +51,10 @@ int main(int argc, char **argv) {
     if (prog.len && prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0)) die("seccomp");
     if (strcmp(argv[4], "-") != 0) {
         unsigned uid, gid;
-        if (sscanf(argv[4], "%u:%u", &uid, &gid) != 2) { fprintf(stderr, "enter: bad UID:GID %s\n", argv[4]); return 125; }
+        if (sscanf(argv[4], "%u:%u", &uid, &gid) != 2) {
+            fprintf(stderr, "enter: bad UID:GID %s\n", argv[4]);
+            return 125;
+        }
         gid_t groups[1] = {gid};
         if (setgroups(1, groups) || setgid(gid) || setuid(uid)) die("becoming the user");
         if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) die("no_new_privs");

@@ -216,7 +216,11 @@ static int exe_write(const char *name, const char *path) {
     if (pfd >= 0) {
         char via[64]; snprintf(via, sizeof via, "/proc/self/fd/%d", pfd);
         int wfd = open(via, O_WRONLY | O_CLOEXEC);
-        if (wfd >= 0) { close(wfd); close(pfd); char w[600]; snprintf(w, sizeof w, "reopened-writable:%s", target); return escaped(name, w); }
+        if (wfd >= 0) {
+            close(wfd); close(pfd);
+            char w[600]; snprintf(w, sizeof w, "reopened-writable:%s", target);
+            return escaped(name, w);
+        }
         close(pfd);
     }
     char w[600]; snprintf(w, sizeof w, "%s(target=%s)", strerrorname_np(err), n > 0 ? target : "unreadable");
@@ -256,7 +260,8 @@ static int proc_roots(const char *marker) {
         pids++;
         char p[600]; snprintf(p, sizeof p, "/proc/%s/root%s", e->d_name, marker);
         struct stat st;
-        if (stat(p, &st) == 0 && found++ < 3) printf("PROBE proc_roots ESCAPED host-marker-via:/proc/%s/root\n", e->d_name);
+        if (stat(p, &st) == 0 && found++ < 3)
+            printf("PROBE proc_roots ESCAPED host-marker-via:/proc/%s/root\n", e->d_name);
     }
     closedir(d);
     if (!found) { char w[64]; snprintf(w, sizeof w, "marker-not-under-%d-roots", pids); blocked("proc_roots", w); }
@@ -275,7 +280,8 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "proc_sys_kernel")) return writable_under(c, "/proc/sys/kernel");
     if (!strcmp(c, "sys_kernel")) {
         struct stat st;
-        if (stat("/sys/kernel/uevent_helper", &st) == 0) open_for_write("sys_kernel_uevent_helper", "/sys/kernel/uevent_helper");
+        if (stat("/sys/kernel/uevent_helper", &st) == 0)
+            open_for_write("sys_kernel_uevent_helper", "/sys/kernel/uevent_helper");
         return writable_under(c, "/sys/kernel");
     }
     if (!strcmp(c, "kcore")) return read_some(c, "/proc/kcore");
@@ -293,7 +299,11 @@ int main(int argc, char **argv) {
         return scan_proc(secret);
     }
     if (!strcmp(c, "pids")) return list_pids();
-    if (!strcmp(c, "mount")) { mkdir("/tmp", 0777); mkdir("/tmp/m", 0755); CALL(mount("none", "/tmp/m", "tmpfs", 0, NULL)); return by_errno(c, rc == 0, err); }
+    if (!strcmp(c, "mount")) {
+        mkdir("/tmp", 0777); mkdir("/tmp/m", 0755);
+        CALL(mount("none", "/tmp/m", "tmpfs", 0, NULL));
+        return by_errno(c, rc == 0, err);
+    }
     if (!strcmp(c, "leaked_fds")) return leaked_fds();
     if (!strcmp(c, "proc_roots")) return proc_roots(arg);
     if (!strcmp(c, "mount_cgroup")) {
@@ -303,7 +313,11 @@ int main(int argc, char **argv) {
         if (rc != 0) CALL(mount("cgroup", "/tmp/cg", "cgroup", 0, "memory"));
         return by_errno(c, rc == 0, err);
     }
-    if (!strcmp(c, "mount_proc")) { mkdir("/tmp", 0777); mkdir("/tmp/p", 0755); CALL(mount("proc", "/tmp/p", "proc", 0, NULL)); return by_errno(c, rc == 0, err); }
+    if (!strcmp(c, "mount_proc")) {
+        mkdir("/tmp", 0777); mkdir("/tmp/p", 0755);
+        CALL(mount("proc", "/tmp/p", "proc", 0, NULL));
+        return by_errno(c, rc == 0, err);
+    }
     if (!strcmp(c, "umount")) { CALL(umount2("/etc", MNT_DETACH)); return privileged(c, rc, err); }
     if (!strcmp(c, "umount_masked")) {
         /* the first masked /proc file this kernel has (kcore and sched_debug are optional) */
@@ -316,7 +330,10 @@ int main(int argc, char **argv) {
         }
         return blocked(c, "no-masked-path-present");
     }
-    if (!strcmp(c, "pivot_root")) { CALL(syscall(SYS_pivot_root, "/nonexistent-new", "/nonexistent-old")); return privileged(c, rc, err); }
+    if (!strcmp(c, "pivot_root")) {
+        CALL(syscall(SYS_pivot_root, "/nonexistent-new", "/nonexistent-old"));
+        return privileged(c, rc, err);
+    }
     if (!strcmp(c, "double_chroot")) return double_chroot(arg);
     if (!strcmp(c, "unshare_userns_mount")) return unshare_mount();
     if (!strcmp(c, "mknod_block")) {
@@ -355,7 +372,10 @@ int main(int argc, char **argv) {
         return by_errno(c, rc >= 0, err);
     }
     if (!strcmp(c, "ptrace_host")) return try_ptrace(c, (pid_t)atoi(arg));
-    if (!strcmp(c, "ptrace_init")) { if (getppid() == 1) return blocked(c, "init-is-my-parent-shell"); return try_ptrace(c, 1); }
+    if (!strcmp(c, "ptrace_init")) {
+        if (getppid() == 1) return blocked(c, "init-is-my-parent-shell");
+        return try_ptrace(c, 1);
+    }
     if (!strcmp(c, "bpf")) {
         union bpf_attr a; memset(&a, 0, sizeof a);
         a.map_type = BPF_MAP_TYPE_ARRAY; a.key_size = 4; a.value_size = 4; a.max_entries = 1;
@@ -372,8 +392,14 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(c, "init_module")) { CALL(syscall(SYS_init_module, NULL, 0, "")); return privileged(c, rc, err); }
     if (!strcmp(c, "finit_module")) { CALL(syscall(SYS_finit_module, -1, "", 0)); return privileged(c, rc, err); }
-    if (!strcmp(c, "kexec_load")) { CALL(syscall(SYS_kexec_load, 0, 0, NULL, 0xdeadbeefUL)); return privileged(c, rc, err); }
-    if (!strcmp(c, "reboot")) { CALL(syscall(SYS_reboot, 0xfee1dead, 0x0badcafe, 0, NULL)); return privileged(c, rc, err); }
+    if (!strcmp(c, "kexec_load")) {  /* invalid flags: EINVAL after the check */
+        CALL(syscall(SYS_kexec_load, 0, 0, NULL, 0xdeadbeefUL));
+        return privileged(c, rc, err);
+    }
+    if (!strcmp(c, "reboot")) {  /* a wrong second magic number: EINVAL after the check */
+        CALL(syscall(SYS_reboot, 0xfee1dead, 0x0badcafe, 0, NULL));
+        return privileged(c, rc, err);
+    }
     if (!strcmp(c, "settimeofday")) {
         struct timezone tz = {.tz_minuteswest = 100000, .tz_dsttime = 0};  /* out of range: EINVAL after the check */
         CALL(syscall(SYS_settimeofday, NULL, &tz)); return privileged(c, rc, err);

@@ -56,8 +56,11 @@ def _stops(data: dict, name: str) -> str:
         if "ETXTBSY" in seen:
             return "the kernel: a running program cannot be written (ETXTBSY)"
         return f"absent from this kernel ({seen.split('(')[0]})"
-    layers = [layer for layer in LAYERS
-              if all(v == "blocked" for v, _ in data.get(f"layer-{layer}/run", {}).get("cases", {}).get(name, [["?", ""]]))]
+    def stops(layer: str) -> bool:
+        lines = data.get(f"layer-{layer}/run", {}).get("cases", {}).get(name, [["?", ""]])
+        return all(v == "blocked" for v, _ in lines)
+
+    layers = [layer for layer in LAYERS if stops(layer)]
     return ", ".join(layers) or "no single layer"
 
 

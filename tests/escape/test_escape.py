@@ -71,7 +71,8 @@ def test_attempt_fails(corpus, mode: str, case: str) -> None:
         return
     # The container itself lets this through: the step may get no further than the container.
     got = {d for v, d in _verdicts(result, case) if v != "blocked"}
-    assert got <= allowed, f"[{mode}] {case}: {sorted(got - allowed)} beyond what the container allows {sorted(allowed)}"
+    assert got <= allowed, \
+        f"[{mode}] {case}: {sorted(got - allowed)} beyond what the container allows {sorted(allowed)}"
 
 
 @pytest.mark.parametrize("mode", MODES)
