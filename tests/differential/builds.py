@@ -22,8 +22,8 @@ from tests.buildkit import executor, unpack
 from tests.differential import Buildah, Case, copy_case
 from tests.differential.compare import ImageView
 
-# Builds at once. They are mostly waiting on processes, the registry and the daemon; three keeps two
-# shared cores busy without starving them (measured: see tests/test_differential_buildkit.py).
+# Builds at once: each build alternates between CPU (compression, unpacking) and waiting on a process,
+# the registry or the daemon, so three keep two cores busy.
 DEFAULT_JOBS = int(os.environ.get("PYBUILDLESS_DIFFERENTIAL_JOBS", "3"))
 
 

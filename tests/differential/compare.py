@@ -62,17 +62,19 @@ class Allowance:
 # ---------------------------------------------------------------------------------------------------
 
 _RUNC_MOUNT_POINTS = ("BuildKit 0.8 (Debian's docker.io 20.10) runs RUN steps with runc, which creates the mount "
-                      "points /dev, /proc and /sys in a rootfs that lacks them; that BuildKit keeps them in the "
-                      "layer (later BuildKit removes mount points it created). Real bases all have them; "
-                      "only the minimal busybox test base lacks them")
+                      "points /dev, /proc and /sys in a rootfs that lacks them, and keeps them in the layer: its "
+                      "stub cleaner only considers /etc/hosts, /etc/resolv.conf and RUN --mount targets. Real "
+                      "bases all have these directories; only the minimal busybox test base lacks them, so the "
+                      "difference never shows in practice (RUN --mount targets, which do, are not allowed)")
 _BUILDAH_BINDS = ("buildah's chroot isolation bind-mounts these into RUN steps and leaves empty files behind when "
                   "the base lacks them (BuildKit and pybuildless leave nothing)")
 _BUILDAH_MOUNT_POINTS = "buildah's chroot isolation leaves the empty mount points of the file systems it mounts"
 
 LEFTOVERS: tuple[Leftover, ...] = (
     *(Leftover(BUILDKIT, p, "empty-dir", _RUNC_MOUNT_POINTS,
-               "observed with docker.io 20.10.24+dfsg1 on Debian 12; runc libcontainer/rootfs_linux.go "
-               "(mountToRootfs creates the destination)") for p in ("/dev", "/proc", "/sys")),
+               "observed with docker.io 20.10.24+dfsg1 on Debian 12; moby v20.10.24 "
+               "vendor/github.com/moby/buildkit/executor/stubs.go (MountStubsCleaner)")
+      for p in ("/dev", "/proc", "/sys")),
     *(Leftover(BUILDAH, p, "empty-file", _BUILDAH_BINDS, "buildah 1.28 run_linux.go (chroot isolation)")
       for p in ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf")),
     *(Leftover(BUILDAH, p, "empty-dir", _BUILDAH_MOUNT_POINTS, "buildah 1.28 chroot/run_linux.go")
