@@ -218,3 +218,19 @@ COPY f /dirlink
     assert os.readlink(r / "dangling") == "/nowhere" and (r / "nowhere").read_text() == "new\n"
     assert meta(r, "/realdir/x")[0] == "f" and (r / "realdir/x").read_text() == "dd\n"
     assert (r / "realdir/f").read_text() == "new\n" and os.readlink(r / "dirlink") == "/realdir"
+
+
+def test_hardlinks_are_kept_within_one_source_only(tmp_path, registry, busybox_image):
+    # fsutil copy/copy.go@0834f99b7b85: every source (and every wildcard match) is copied by its
+    # own copy.Copy call with a new copier, whose inode map is what keeps hardlinks together.
+    ctx_files = {"Dockerfile": "FROM BASE\nCOPY a.txt b.txt /two/\nCOPY *.txt /wild/\nCOPY dir /dir/\n"
+                 .replace("BASE", busybox_image), "a.txt": "a\n", "dir/c": "c\n"}
+    ctx = write_context(tmp_path / "ctx", ctx_files)
+    os.link(ctx / "a.txt", ctx / "b.txt")
+    os.link(ctx / "dir/c", ctx / "dir/d")
+    ref = registry.ref("fidelity/hardlinks:1")
+    executor("-c", str(ctx), "-d", ref, cwd=tmp_path)
+    r = unpack(f"docker://{ref}", tmp_path / "u").rootfs
+    for path in ("two/a.txt", "two/b.txt", "wild/a.txt", "wild/b.txt"):
+        assert os.lstat(r / path).st_nlink == 1, path
+    assert os.lstat(r / "dir/c").st_ino == os.lstat(r / "dir/d").st_ino

@@ -199,6 +199,9 @@ def _copy(src_root: SourceRoot, req: CopyRequest, sink: "_Writer", dest_is_dir) 
     dest = req.dest if req.dest.startswith("/") else posixpath.join(req.workdir or "/", req.dest)
     into_dir = req.dest.endswith("/") or req.dest in (".", "")
     for rel, pivot in sources:
+        # Hardlinks are kept within one source only: fsutil makes a new copier (and inode map)
+        # for every source and every wildcard match (copy/copy.go@0834f99b7b85 Copy, newCopier).
+        sink.links = {}
         host = resolve_in_root(src_root.root, rel) if rel != "." else src_root.root
         st = os.stat(host) if os.path.exists(host) else os.lstat(host)
         if req.unpack is not None and stat.S_ISREG(st.st_mode) and not req.parents and req.unpack(host):
