@@ -106,16 +106,13 @@ CASES: tuple[Case, ...] = (
 CASE_NAMES = tuple(c.name for c in CASES)
 
 # Processes a RUN leaves behind that try to write into the root during later steps.
-SURVIVOR_MARK = "escape-survivor-8d1f"
 SURVIVOR_SLEEP = "sleep 313"  # what a survivor would still be running
 SURVIVOR_NAMES = ("background", "setsid", "double_fork", "nohup")
 _SURVIVOR_RUNS = (
-    f"(sleep 2; echo PWNED > /raced-background; : {SURVIVOR_MARK}; sleep 313) >/dev/null 2>&1 &",
-    f"setsid sh -c 'sleep 2; echo PWNED > /raced-setsid; sleep 313 # {SURVIVOR_MARK}' >/dev/null 2>&1 &",
-    f"sh -c '(setsid sh -c \"sleep 2; echo PWNED > /raced-double_fork; sleep 313 # {SURVIVOR_MARK}\" &) &' "
-    ">/dev/null 2>&1",
-    f"nohup sh -c 'trap \"\" HUP TERM INT; sleep 2; echo PWNED > /raced-nohup; sleep 313 # {SURVIVOR_MARK}' "
-    ">/dev/null 2>&1 &",
+    "(sleep 2; echo PWNED > /raced-background; : {mark}; sleep 313) >/dev/null 2>&1 &",
+    "setsid sh -c 'sleep 2; echo PWNED > /raced-setsid; sleep 313 # {mark}' >/dev/null 2>&1 &",
+    "sh -c '(setsid sh -c \"sleep 2; echo PWNED > /raced-double_fork; sleep 313 # {mark}\" &) &' >/dev/null 2>&1",
+    "nohup sh -c 'trap \"\" HUP TERM INT; sleep 2; echo PWNED > /raced-nohup; sleep 313 # {mark}' >/dev/null 2>&1 &",
 )
 
 
@@ -125,15 +122,16 @@ def corpus_dockerfile(base: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def survivors_dockerfile(base: str) -> str:
+def survivors_dockerfile(base: str, mark: str) -> str:
     """Each left-behind process writes /raced-<name> 2 s after its RUN ended; the COPY and
-    the last RUN come after that (it sleeps 4 s) and report what they find."""
-    lines = [f"FROM {base}"] + [f"RUN {r}" for r in _SURVIVOR_RUNS]
+    the last RUN come after that (it sleeps 4 s) and report what they find. ``mark`` is in
+    every such process's command line (unique per run, so concurrent runs do not mix)."""
+    lines = [f"FROM {base}"] + [f"RUN {r.format(mark=mark)}" for r in _SURVIVOR_RUNS]
     lines += ["COPY filler /filler",
               "RUN sleep 4; " + "; ".join(
                   f"if [ -e /raced-{n} ]; then echo 'PROBE survivor_{n} ESCAPED wrote-into-root'; "
                   f"else echo 'PROBE survivor_{n} blocked no-write'; fi" for n in SURVIVOR_NAMES)
-              + f"; ps -o pid,args 2>/dev/null | grep {SURVIVOR_MARK} | grep -v grep "
+              + f"; ps -o pid,args 2>/dev/null | grep {mark} | grep -v grep "
                 "| sed 's/^/SURVIVOR-PS /' || true"]
     return "\n".join(lines) + "\n"
 

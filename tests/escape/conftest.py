@@ -17,7 +17,7 @@ import pytest
 
 from tests.buildkit import executor, write_context
 from tests.escape.cases import (
-    SURVIVOR_MARK, SURVIVOR_SLEEP, corpus_dockerfile, docker_archive_paths, parse, survivors_dockerfile,
+    SURVIVOR_SLEEP, corpus_dockerfile, docker_archive_paths, parse, survivors_dockerfile,
 )
 from tests.escape.host import HostState, processes_with, run_in_container
 from tests.fixtures.images import make_busybox_rootfs
@@ -79,6 +79,7 @@ class Corpus:
     work: Path
     sleeper_pid: int
     secret: str = field(default_factory=lambda: "s3cr3t-" + secrets.token_hex(12))
+    survivor_mark: str = field(default_factory=lambda: "escape-survivor-" + secrets.token_hex(6))
     _results: dict[tuple[str, str], BuildResult] = field(default_factory=dict)
     _executor_fs: Path | None = None
 
@@ -118,7 +119,8 @@ class Corpus:
         return self._results[key]
 
     def _build(self, mode: str, which: str) -> BuildResult:
-        dockerfile = (corpus_dockerfile if which == "corpus" else survivors_dockerfile)(self.base)
+        dockerfile = corpus_dockerfile(self.base) if which == "corpus" \
+            else survivors_dockerfile(self.base, self.survivor_mark)
         work = self.work / f"{mode}-{which}"
         work.mkdir()
         self.marker  # noqa: B018 - created before the first snapshot
@@ -132,7 +134,7 @@ class Corpus:
                             f"escape/{which}:{mode}", "--tar-path", str(tarball), "--isolation", mode,
                             *self._args(), cwd=work, env={"ESCAPE_SECRET": self.secret}, check=False)
             code, output = proc.returncode, (proc.stdout + proc.stderr).decode(errors="replace")
-        survivors = processes_with(SURVIVOR_MARK) + processes_with(SURVIVOR_SLEEP)
+        survivors = processes_with(self.survivor_mark) + processes_with(SURVIVOR_SLEEP)
         after = HostState.read(self.work)
         paths = docker_archive_paths(tarball) if tarball.exists() else set()
         return BuildResult(mode, code, output, parse(output), before.differences(after), paths, survivors)
