@@ -45,6 +45,9 @@ from pybuildless.sandbox import Mount, open_sandbox
 from pybuildless.sandbox.userns import maybe_reexec
 
 isolation = maybe_reexec(sys.argv[1])
+if os.environ.get("PBL_NO_MOUNT_SETATTR"):
+    from pybuildless.sandbox import _linux
+    _linux.make_tree_readonly = lambda target: False  # as on a kernel before 5.12
 work = Path(tempfile.mkdtemp(dir=sys.argv[2]))
 leak = work / "pbl-leak-marker"
 leak.write_text("builder's open file")
@@ -130,9 +133,10 @@ echo "suid_euid=$(/tmp/suid-id -u)"
 """
 
 
-def run_builder(isolation: str, work: Path, secret: str, *, as_user=None) -> dict[str, str]:
+def run_builder(isolation: str, work: Path, secret: str, *, as_user=None,
+                extra_env: dict[str, str] | None = None) -> dict[str, str]:
     env = {"PBL_PROBE_KERNEL": PROBE_KERNEL, "PBL_PROBE_WORK": PROBE_WORK, "PBL_PROBE_USER": PROBE_USER,
-           "PYBUILDLESS_TEST_SECRET": secret}
+           "PYBUILDLESS_TEST_SECRET": secret, **(extra_env or {})}
     argv = [sys.executable, "-c", RUNNER, isolation, str(work), MARKER_WORD]
     if as_user is None:
         proc = subprocess.run(argv, env={**os.environ, "PYTHONPATH": str(ROOT), **env}, capture_output=True,
@@ -205,6 +209,14 @@ def test_kernel_view_and_invisible_builder_as_root(isolation: str, tmp_path: Pat
     check_builder_invisible(r)
     check_seccomp(r)
     check_root_work(r)
+
+
+def test_sys_read_only_without_mount_setattr(tmp_path: Path) -> None:
+    """userns mode binds the host's /sys (a fresh sysfs needs the network namespace); without
+    mount_setattr every sub-mount is remounted read-only one by one."""
+    r = run_builder("userns", tmp_path, "PBL_SECRET_VALUE_" + secrets.token_hex(8),
+                    extra_env={"PBL_NO_MOUNT_SETATTR": "1"})
+    check_kernel_view(r)
 
 
 @pytest.mark.slow
