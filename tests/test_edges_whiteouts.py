@@ -1,0 +1,56 @@
+"""Whiteouts at their edges (found by mutation testing of fs/whiteouts.py). The rule (OCI
+image-spec layer.md, "Whiteouts"): a whiteout hides the lower layers' resource and everything
+below it, never the entries of its own layer; the module adds that missing targets are ignored
+and that ignored paths and their ancestors are never removed."""
+
+from __future__ import annotations
+
+import io
+import os
+
+from pybuildless.fs.extract import extract_layer
+from pybuildless.fs.ignore import IgnoreList
+from tests.fs_hostile import entry, tar_bytes
+
+
+def apply(root, *entries, **kw):
+    return extract_layer(io.BytesIO(tar_bytes(list(entries))), root, **kw)
+
+
+def tree(root) -> list[str]:
+    return sorted(os.path.relpath(os.path.join(d, n), root) for d, ds, fs in os.walk(root) for n in ds + fs)
+
+
+def test_whiteout_after_a_recreated_directory_still_hides_its_lower_content(tmp_path):
+    """Same result as with the whiteout first (the order the spec recommends): the lower tree
+    is gone, this layer's entries below it stay."""
+    lower = [entry("a/d/lower", "file", b"l"), entry("a/d/sub/deep", "file", b"l"), entry("a/e/lower", "file", b"l")]
+    after, first = tmp_path / "after", tmp_path / "first"
+    after.mkdir()
+    first.mkdir()
+    apply(after, *lower)
+    apply(after, entry("a/d/new", "file", b"n"), entry("a/.wh.d", "file"), entry("a/e", "dir"), entry("a/.wh.e", "file"))
+    assert tree(after) == ["a", "a/d", "a/d/new", "a/e"]
+    apply(first, *lower)
+    apply(first, entry("a/.wh.d", "file"), entry("a/d/new", "file", b"n"), entry("a/.wh.e", "file"), entry("a/e", "dir"))
+    assert tree(first) == tree(after)
+
+
+def test_whiteout_of_a_symlink_from_the_same_layer_never_follows_it(tmp_path):
+    apply(tmp_path, entry("target/x", "file", b"lower"))
+    apply(tmp_path, entry("link", "symlink", link="target"), entry(".wh.link", "file"))
+    assert os.readlink(tmp_path / "link") == "target"
+    assert (tmp_path / "target/x").read_bytes() == b"lower"
+
+
+def test_opaque_marker_of_a_missing_directory_creates_nothing(tmp_path):
+    apply(tmp_path, entry("keep", "file", b"k"))
+    apply(tmp_path, entry("nodir/.wh..wh..opq", "file"), entry("deeper/missing/.wh..wh..opq", "file"))
+    assert tree(tmp_path) == ["keep"]
+
+
+def test_opaque_keeps_ancestors_of_ignored_paths_even_when_those_are_absent(tmp_path):
+    """/mnt/data is on the ignore list but not there: /mnt is still its ancestor and stays."""
+    apply(tmp_path, entry("mnt/old", "file", b"o"), entry("srv/old", "file", b"o"))
+    apply(tmp_path, entry(".wh..wh..opq", "file"), ignore=IgnoreList.of(["/mnt/data"]))
+    assert tree(tmp_path) == ["mnt"]
