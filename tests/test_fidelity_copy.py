@@ -234,3 +234,21 @@ def test_hardlinks_are_kept_within_one_source_only(tmp_path, registry, busybox_i
     for path in ("two/a.txt", "two/b.txt", "wild/a.txt", "wild/b.txt"):
         assert os.lstat(r / path).st_nlink == 1, path
     assert os.lstat(r / "dir/c").st_ino == os.lstat(r / "dir/d").st_ino
+
+
+def test_context_files_lose_their_xattrs(tmp_path, registry, busybox_image):
+    # Docker 20.10's BuildKit: a context file's user.* xattr is not in the image (its exporter,
+    # moby pkg/archive@v20.10.24 ReadSecurityXattrToTarHeader, writes security.capability only,
+    # and the context transfer does not bring that one either).
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": f"FROM {busybox_image}\nCOPY plain /x/\n", "plain": "p\n"})
+    try:
+        os.setxattr(ctx / "plain", "user.comment", b"kept?")
+    except OSError:
+        pytest.skip("this filesystem has no user xattrs")
+    ref = registry.ref("fidelity/xattrs:1")
+    executor("-c", str(ctx), "-d", ref, cwd=tmp_path)
+    blobs = unpack(f"docker://{ref}", tmp_path / "u")
+    layer_digest = blobs.manifest["layers"][-1]["digest"].split(":", 1)[1]
+    with tarfile.open(tmp_path / "u/layout/blobs/sha256" / layer_digest) as t:
+        headers = {m.name: m.pax_headers for m in t}
+    assert headers.get("x/plain") == {}, headers

@@ -349,7 +349,12 @@ class _Writer:
             perm = stat.S_IMODE(mode)
             if self.req.chmod is not None:
                 perm = self.req.chmod(mode, stat.S_ISDIR(mode))
-            _copy_xattrs(src, dst)
+            if not self.src_root.is_context:
+                # Context files arrive without extended attributes: Docker 20.10's context
+                # transfer loses them (observed with Debian's docker.io 20.10.24 BuildKit;
+                # its exporter, moby pkg/archive@v20.10.24 ReadSecurityXattrToTarHeader,
+                # writes no user.* either). Files from stages and images keep theirs.
+                _copy_xattrs(src, dst)
             os.chmod(dst, perm)
         if stat.S_ISDIR(mode):
             self.dir_times.append((dst, st))
