@@ -8,6 +8,9 @@ from __future__ import annotations
 import io
 import os
 
+import pytest
+
+from pybuildless.errors import LayerSecurityError
 from pybuildless.fs.extract import extract_layer
 from pybuildless.fs.ignore import IgnoreList
 from tests.fs_hostile import entry, tar_bytes
@@ -54,3 +57,19 @@ def test_opaque_keeps_ancestors_of_ignored_paths_even_when_those_are_absent(tmp_
     apply(tmp_path, entry("mnt/old", "file", b"o"), entry("srv/old", "file", b"o"))
     apply(tmp_path, entry(".wh..wh..opq", "file"), ignore=IgnoreList.of(["/mnt/data"]))
     assert tree(tmp_path) == ["mnt"]
+
+
+def test_every_whiteout_entry_is_counted(tmp_path):
+    apply(tmp_path, entry("d/x", "file", b"x"), entry("f", "file", b"f"))
+    stats = apply(tmp_path, entry(".wh.f", "file"), entry("d/.wh..wh..opq", "file"), entry(".wh.absent", "file"),
+                  entry("d/.wh..wh.plnk", "file"), entry("new", "file", b"n"))
+    assert stats.whiteouts == 4 and tree(tmp_path) == ["d", "new"]
+
+
+@pytest.mark.parametrize("name", [".wh.", "d/.wh..", "d/.wh..."])
+def test_whiteout_naming_the_directory_itself_or_its_parent_is_refused(tmp_path, name):
+    """``.wh.``, ``.wh..`` and ``.wh...`` would hide "", "." or "..": a hostile layer, refused."""
+    apply(tmp_path, entry("d/x", "file", b"x"), entry("keep", "file", b"k"))
+    with pytest.raises(LayerSecurityError, match=f"invalid whiteout {name!r}"):
+        apply(tmp_path, entry(name, "file"))
+    assert tree(tmp_path) == ["d", "d/x", "keep"]
