@@ -36,6 +36,8 @@ HEALTHCHECK CMD ["/bin/true"] junk
     assert c["Entrypoint"] == ["/bin/echo", "hi"]
     assert c["Cmd"] == ["a"]
     assert c["Healthcheck"]["Test"] == ["CMD", "/bin/true"]
+    # dockerfile2llb/convert.go@eeb7b65ab7d6 dispatchCmd: every CMD sets ArgsEscaped (omitempty)
+    assert c["ArgsEscaped"] is True
     assert sorted(os.listdir(image.rootfs / "j")) == ["a"]
     assert image.run().stdout == b"hi a\n"
 
@@ -96,6 +98,7 @@ WORKDIR /rootdir
     assert owner("odd/name") == (0o755, 2000, 100)
     assert owner("grp") == (0o755, 4242, 7)
     assert owner("rootdir") == (0o755, 0, 0)
+    assert "ArgsEscaped" not in image.container  # no CMD in this Dockerfile: not set
 
 
 def test_dockerignore_exceptions_follow_the_context_walk(tmp_path, registry, busybox_image):

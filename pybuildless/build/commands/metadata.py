@@ -76,6 +76,9 @@ def user(i: ins.User, st) -> Outcome:
 def cmd(i: ins.Cmd, st) -> Outcome:
     argv = i.command.argv(st.shell)
     st.container_config["Cmd"] = argv
+    # BuildKit v0.8 (Docker 20.10) marks every CMD so: dockerfile2llb/convert.go@eeb7b65ab7d6
+    # dispatchCmd sets Config.ArgsEscaped = true (ENTRYPOINT leaves it as it is).
+    st.container_config["ArgsEscaped"] = True
     st.cmd_set = True
     return Outcome(f"CMD {json.dumps(argv)}")
 
