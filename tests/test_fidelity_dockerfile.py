@@ -124,3 +124,19 @@ def test_dockerignore_exceptions_follow_the_context_walk(tmp_path, registry, bus
                                            "COPY docs/drafts/draft-keep.md /x\n"})
     proc = executor("-c", str(bad), "-d", registry.ref("fidelity/ignore:bad"), cwd=tmp_path, check=False)
     assert proc.returncode != 0 and b"docs/drafts/draft-keep.md" in proc.stderr
+
+
+def test_run_mount_points_stay_as_empty_directories(tmp_path, registry, busybox_image):
+    # Docker 20.10's BuildKit leaves the directories it made as mount points (targets and
+    # missing parents) in the step's layer, empty, 0755 0:0; what was mounted never gets there.
+    image = build(tmp_path, registry, busybox_image, """FROM BASE
+RUN --mount=type=bind,target=/ctx cat /ctx/f > /copied
+RUN --mount=type=cache,target=/var/cache/app echo c > /var/cache/app/c
+RUN --mount=type=tmpfs,target=/scratch echo t > /scratch/t
+""", {"f": "from context\n"}, repo="fidelity/mountpoints:1")
+    r = image.rootfs
+    assert (r / "copied").read_text() == "from context\n"
+    for path in ("ctx", "var", "var/cache", "var/cache/app", "scratch"):
+        st = os.lstat(r / path)
+        assert stat.S_ISDIR(st.st_mode) and (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o755, 0, 0), path
+    assert os.listdir(r / "ctx") == [] and os.listdir(r / "var/cache/app") == [] and os.listdir(r / "scratch") == []

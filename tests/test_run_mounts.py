@@ -95,5 +95,6 @@ RUN --network=none cat /proc/net/dev | grep -c ":" > /interfaces
     assert (r / "from-stage").read_text() == "tool-data\n"
     assert (r / "from-tmpfs").read_text() == "tmp\n" and not (r / "scratch/file").exists()
     assert (r / "interfaces").read_text().strip() == "1"  # loopback only
-    assert not (r / "mnt").exists() and not (r / "t").exists()
+    # Docker 20.10's BuildKit keeps the mount points it made, empty (tests/differential/run_mount_*)
+    assert os.listdir(r / "mnt/src") == [] and os.listdir(r / "t") == [] and os.listdir(r / "scratch") == []
     assert not (ctx / "src/new").exists()

@@ -49,6 +49,11 @@ def run(i: ins.Run, st) -> Outcome:
     argv, scripts = _write_scripts(st, resolved)
     prepared = runmounts.prepare(i, st)
     env.update(prepared.env)
+    # Directory mount points the step needs stay in the image, empty, 0755 0:0: BuildKit 20.10
+    # creates them in the root it snapshots (observed with Debian's docker.io 20.10.24).
+    for mount in prepared.mounts:
+        if mount.kind == "tmpfs" or (mount.source is not None and os.path.isdir(mount.source)):
+            made += make_dirs(st, mount.target, lambda: (0, 0))
     try:
         sandbox = st.build.sandbox_for(st.root)
         code = sandbox.run(argv, env=env, cwd=cwd, user=user, stdout=st.progress.output,
