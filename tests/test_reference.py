@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pybuildless.errors import ReferenceError_
-from pybuildless.registry.reference import parse_reference, parse_repository
+from pybuildless.name import parse_reference, parse_repository
 
 SHA = "sha256:" + "0123456789abcdef" * 4
 

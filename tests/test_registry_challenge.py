@@ -6,7 +6,7 @@ import pytest
 
 from pybuildless.registry.challenge import merge_scopes, parse_challenges, pick_challenge, split_scope
 from pybuildless.registry.options import RegistryOptions, is_loopback, parse_host_value_pairs
-from pybuildless.registry.reference import parse_reference
+from pybuildless.name import parse_reference
 from pybuildless.registry.responses import redact_url, retry_after_seconds, with_query
 from pybuildless.errors import UsageError
 

@@ -16,7 +16,7 @@ from pybuildless.image import mediatypes as mt
 from pybuildless.image.descriptor import Digest
 from pybuildless.registry.client import RegistryClient
 from pybuildless.registry.options import RegistryOptions
-from pybuildless.registry.reference import parse_reference
+from pybuildless.name import parse_reference
 from pybuildless.registry.remote import fetch_image, image_exists, pull_image, push_image
 from tests.faultproxy import Fault, FaultProxy
 

@@ -18,7 +18,7 @@ from pybuildless.image.platform import NoMatchingPlatformError
 from pybuildless.registry.client import RegistryClient
 from pybuildless.registry.credentials import Credential, StaticKeychain, default_keychain
 from pybuildless.registry.options import RegistryOptions
-from pybuildless.registry.reference import parse_reference
+from pybuildless.name import parse_reference
 from pybuildless.registry.remote import RemoteLayer, fetch_image, image_exists, pull_image, push_image
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ from pybuildless.image import mediatypes as mt
 from pybuildless.image.descriptor import Digest
 from pybuildless.registry.challenge import parse_challenges
 from pybuildless.registry.client import check_manifest
-from pybuildless.registry.reference import parse_reference
+from pybuildless.name import parse_reference
 from pybuildless.registry.verify import VerifyingReader
 
 MANIFEST = {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": {}, "layers": []}

@@ -39,7 +39,7 @@ class MountableLayer(Layer, Protocol):
     """A layer known to exist in a registry repository, so a push can mount it."""
 
     @property
-    def source(self) -> Any: ...  # a pybuildless.registry.reference.Reference
+    def source(self) -> Any: ...  # a pybuildless.name.Reference
 
 
 @runtime_checkable

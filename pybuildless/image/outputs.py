@@ -27,7 +27,7 @@ from typing import Iterable
 
 from pybuildless.errors import PybuildlessError
 from pybuildless.image.descriptor import Digest
-from pybuildless.registry.reference import DOCKER_HUB, parse_reference
+from pybuildless.name import DOCKER_HUB, parse_reference
 
 log = logging.getLogger(__name__)
 

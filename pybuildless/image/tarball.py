@@ -31,7 +31,7 @@ from pybuildless.image.descriptor import Descriptor, Digest
 from pybuildless.image.layout import LAYOUT_VERSION, REF_NAME
 from pybuildless.image.model import Image, ManifestImage, canonical_json, image_from_raw_config
 from pybuildless.image.validate import HashingStream, sniff_compression
-from pybuildless.registry.reference import parse_reference
+from pybuildless.name import parse_reference
 
 log = logging.getLogger(__name__)
 

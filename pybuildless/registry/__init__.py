@@ -12,7 +12,7 @@ Entry points:
 
 from pybuildless.registry.credentials import Credential, Keychain, default_keychain
 from pybuildless.registry.options import RegistryOptions
-from pybuildless.registry.reference import Reference, parse_reference, parse_repository
+from pybuildless.name import Reference, parse_reference, parse_repository
 from pybuildless.registry.remote import (
     PulledLayer,
     RemoteImage,

@@ -22,7 +22,7 @@ from pybuildless.errors import DigestMismatchError, ImageFormatError, NotFoundEr
 from pybuildless.image import mediatypes as mt
 from pybuildless.image.descriptor import Descriptor, Digest
 from pybuildless.registry.options import RegistryOptions
-from pybuildless.registry.reference import Reference
+from pybuildless.name import Reference
 from pybuildless.registry.transport import Transport, redact_url, shared_transport, with_query
 from pybuildless.registry.streams import IncompleteBodyError, NetworkStream, ResumingStream, read_exactly
 from pybuildless.registry.verify import CHUNK, VerifyingReader

@@ -20,7 +20,7 @@ from typing import Any, Protocol, Sequence
 
 from pybuildless import log
 from pybuildless.errors import PybuildlessError
-from pybuildless.registry.reference import DOCKER_HUB, normalise_registry
+from pybuildless.name import DOCKER_HUB, normalise_registry
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from pybuildless.image.model import FileLayer, Image, Layer, ManifestImage, Moun
 from pybuildless.image.platform import select_manifest
 from pybuildless.registry.client import RegistryClient
 from pybuildless.registry.options import RegistryOptions
-from pybuildless.registry.reference import Reference, parse_reference
+from pybuildless.name import Reference, parse_reference
 from pybuildless.registry.verify import CHUNK, VerifyingReader
 
 logger = logging.getLogger(__name__)
