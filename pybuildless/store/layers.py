@@ -1,0 +1,321 @@
+"""The local store of unpacked layers, content-addressed by diff_id.
+
+Layout below the store root (``$XDG_CACHE_HOME/pybuildless`` by default)::
+
+    layers/sha256/<hex>/meta.json   what was verified (LayerMeta)
+    layers/sha256/<hex>/dirs        the directory list for the quick check
+    layers/sha256/<hex>/whiteouts   what the layer's whiteouts hide (stacking checks)
+    layers/sha256/<hex>/used        its mtime is the last use (LRU)
+    layers/sha256/<hex>/fs/         the layer alone, whiteouts in overlay form
+    layers/.locks/sha256-<hex>      flock: exclusive to check/unpack/remove, shared while in use
+    layers/.tmp/<hex>.<pid>.<rand>  an unpack in progress, or left by a crash
+
+An entry becomes visible only by the rename of a complete temp dir that
+already holds its metadata, so a half-unpacked layer is never served; temp
+dirs are removed by the next process that holds the entry's lock (the holder
+of an unpack always does) and by ``gc``. Every use re-checks the entry
+(``dirs_fingerprint``; the full fingerprint with ``verify="full"``) and a
+damaged entry is unpacked again from its blob.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import stat
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from pybuildless.errors import ImageFormatError, PybuildlessError
+from pybuildless.fs.extract import extract_layer
+from pybuildless.image.descriptor import Digest
+from pybuildless.image.model import Layer
+from pybuildless.store import tree
+from pybuildless.store.lock import EntryLock
+from pybuildless.store.meta import LayerMeta, MetaError, read_dirs, write_dirs
+
+log = logging.getLogger(__name__)
+
+VERIFY_LEVELS = ("dirs", "full")
+_NO_ROOT_ENTRY_NS = 1
+
+
+def default_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "pybuildless"
+
+
+class StoreError(PybuildlessError):
+    """The store cannot be used (unwritable root, a layer that cannot be stored alone...)."""
+
+
+@dataclass(frozen=True)
+class StoredLayer:
+    diff_id: Digest
+    path: Path  # the unpacked tree (an overlay lower dir)
+    meta: LayerMeta
+
+
+class LayerLease:
+    """A stored layer held in use: not removed by gc or prune until ``close``."""
+
+    def __init__(self, layer: StoredLayer, lock: EntryLock) -> None:
+        self.layer = layer
+        self._lock = lock
+
+    @property
+    def path(self) -> Path:
+        return self.layer.path
+
+    @property
+    def meta(self) -> LayerMeta:
+        return self.layer.meta
+
+    def close(self) -> None:
+        self._lock.close()
+
+    def __enter__(self) -> "LayerLease":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class EntryInfo:
+    diff_id: Digest
+    path: Path
+    disk_bytes: int
+    last_used: float
+
+
+class LayerStore:
+    def __init__(self, root: Path | str | None = None, *, verify: str = "dirs") -> None:
+        if verify not in VERIFY_LEVELS:
+            raise ValueError(f"verify must be one of {VERIFY_LEVELS}")
+        self.root = Path(root) if root is not None else default_root()
+        self.verify_level = verify
+        self.area = self.root / "layers"
+        self.entries_dir = self.area / "sha256"
+        self.locks_dir = self.area / ".locks"
+        self.tmp_dir = self.area / ".tmp"
+        self.unpacked = 0  # layers this object unpacked (for logs and tests)
+
+    # -- paths --------------------------------------------------------------------
+    def _prepare(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            for d in (self.area, self.entries_dir, self.locks_dir, self.tmp_dir):
+                d.mkdir(exist_ok=True, mode=0o700)
+        except OSError as e:
+            raise StoreError(f"cannot use the layer store {self.root}: {e.strerror}") from None
+
+    def entry_dir(self, diff_id: Digest) -> Path:
+        return self.entries_dir / _hex(diff_id)
+
+    def _lock(self, hexname: str) -> EntryLock:
+        return EntryLock(self.locks_dir / f"sha256-{hexname}")
+
+    # -- use ----------------------------------------------------------------------
+    def acquire(self, layer: Layer) -> LayerLease:
+        """The stored, checked form of ``layer``, unpacking it from its blob when missing or damaged.
+
+        The lease keeps the entry from being removed; close it when the stage root is gone.
+        """
+        self._prepare()
+        hexname = _hex(layer.diff_id)
+        lock = self._lock(hexname)
+        try:
+            while True:
+                lock.exclusive()
+                meta = self._checked(layer.diff_id)
+                if meta is None:
+                    self._discard(hexname)
+                    meta = self._unpack(layer, hexname)
+                self._mark_used(hexname)
+                lock.shared()
+                # flock conversion drops the lock for a moment: a prune may have won it
+                if (self.entry_dir(layer.diff_id) / "meta.json").exists():
+                    return LayerLease(StoredLayer(layer.diff_id, self.entry_dir(layer.diff_id) / "fs", meta), lock)
+        except BaseException:
+            lock.close()
+            raise
+
+    def acquire_all(self, layers: Iterable[Layer]) -> list[LayerLease]:
+        leases: list[LayerLease] = []
+        try:
+            for layer in layers:
+                leases.append(self.acquire(layer))
+        except BaseException:
+            for lease in leases:
+                lease.close()
+            raise
+        return leases
+
+    def lookup(self, diff_id: Digest) -> LayerMeta | None:
+        """The entry's metadata if it is present (not checked, not locked)."""
+        try:
+            return LayerMeta.from_json((self.entry_dir(diff_id) / "meta.json").read_bytes())
+        except (OSError, MetaError):
+            return None
+
+    def verify(self, diff_id: Digest) -> bool:
+        """Full check of one entry (every inode), under its lock; False when missing or damaged."""
+        self._prepare()
+        with self._lock(_hex(diff_id)) as lock:
+            lock.exclusive()
+            return self._checked(diff_id, level="full") is not None
+
+    def entries(self) -> Iterator[EntryInfo]:
+        try:
+            names = sorted(os.listdir(self.entries_dir))
+        except FileNotFoundError:
+            return
+        for name in names:
+            path = self.entries_dir / name
+            meta = self.lookup(Digest("sha256", name))
+            if meta is None:
+                yield EntryInfo(Digest("sha256", name), path, 0, 0.0)  # unreadable: first to go
+                continue
+            try:
+                used = os.lstat(path / "used").st_mtime
+            except OSError:
+                used = 0.0
+            yield EntryInfo(Digest("sha256", name), path, meta.disk_bytes, used)
+
+    # -- checking -----------------------------------------------------------------
+    def _checked(self, diff_id: Digest, level: str | None = None) -> LayerMeta | None:
+        entry = self.entry_dir(diff_id)
+        meta = self.lookup(diff_id)
+        if meta is None:
+            if entry.exists():
+                log.warning("layer store: entry %s has no readable metadata; unpacking it again", diff_id)
+            return None
+        if meta.diff_id != str(diff_id) or meta.fingerprint_scheme != tree.FINGERPRINT_SCHEME:
+            log.info("layer store: entry %s was written differently; unpacking it again", diff_id)
+            return None
+        level = level or self.verify_level
+        fs = os.fspath(entry / "fs")
+        try:
+            if level == "full":
+                ok = tree.summarize(fs).fingerprint == meta.fingerprint
+            else:
+                ok = tree.dirs_fingerprint(fs, read_dirs(entry / "dirs")) == meta.dirs_fingerprint
+        except OSError:
+            ok = False
+        if not ok:
+            log.warning("layer store: entry %s changed on disk since it was verified; unpacking it again", diff_id)
+            return None
+        return meta
+
+    def _mark_used(self, hexname: str) -> None:
+        used = self.entries_dir / hexname / "used"
+        try:
+            os.utime(used)
+        except FileNotFoundError:
+            used.touch()
+
+    # -- unpacking ----------------------------------------------------------------
+    def _unpack(self, layer: Layer, hexname: str) -> LayerMeta:
+        """Unpack into a temp dir, verify, record, rename into place (the caller holds the lock)."""
+        tmp = self.tmp_dir / f"{hexname}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        tmp.mkdir(mode=0o700)
+        try:
+            fs = tmp / "fs"
+            fs.mkdir(mode=0o755)
+            # a time no tar header gives (whole seconds): still there after extraction means
+            # the layer had no "./" entry and must not change the root it is laid on
+            os.utime(fs, ns=(_NO_ROOT_ENTRY_NS, _NO_ROOT_ENTRY_NS))
+            started = time.monotonic()
+            with layer.open_compressed() as blob:
+                stats = extract_layer(blob, fs, whiteouts=False, expect_diff_id=layer.diff_id,
+                                      expect_digest=layer.digest)
+            root_entry = os.stat(fs).st_mtime_ns != _NO_ROOT_ENTRY_NS
+            opaque_attr = tree.opaque_xattr()
+            form = tree.to_overlay_form(os.fspath(fs), opaque_attr)
+            summary = tree.summarize(os.fspath(fs))
+            meta = LayerMeta(
+                diff_id=str(stats.diff_id), blob_digest=str(stats.digest),
+                uncompressed_bytes=stats.uncompressed_size, entries=stats.entries, files=stats.files,
+                dirs=stats.dirs, symlinks=stats.symlinks, hardlinks=stats.hardlinks, specials=stats.specials,
+                whiteouts=form.whiteouts, opaque_dirs=form.opaque_dirs, char_whiteouts=form.char_whiteouts,
+                opaque_xattr=opaque_attr, root_entry=root_entry, owners_applied=os.geteuid() == 0,
+                tree_entries=summary.entries, disk_bytes=summary.disk_bytes,
+                fingerprint_scheme=tree.FINGERPRINT_SCHEME, fingerprint=summary.fingerprint,
+                dirs_fingerprint=summary.dirs_fingerprint, unpacked_at=time.time(),
+            )
+            write_dirs(tmp / "dirs", summary.dirs)
+            write_dirs(tmp / "whiteouts", form.paths)
+            (tmp / "meta.json").write_bytes(meta.to_json())
+            (tmp / "used").touch()
+            os.rename(tmp, self.entries_dir / hexname)
+        except ImageFormatError as e:
+            _remove_tree(tmp)
+            raise StoreError(f"layer {layer.diff_id} cannot be stored: {e}") from None
+        except BaseException:
+            _remove_tree(tmp)
+            raise
+        self.unpacked += 1
+        log.debug("layer store: unpacked %s (%d entries) in %.2fs", layer.diff_id, summary.entries,
+                  time.monotonic() - started)
+        return meta
+
+    def _discard(self, hexname: str) -> None:
+        """Remove a damaged entry and this entry's leftover temp dirs (the caller holds the lock)."""
+        entry = self.entries_dir / hexname
+        if os.path.lexists(entry):
+            trash = self.tmp_dir / f"{hexname}.trash.{uuid.uuid4().hex[:8]}"
+            os.rename(entry, trash)
+            _remove_tree(trash)
+        for name in os.listdir(self.tmp_dir):
+            if name.startswith(hexname + "."):
+                _remove_tree(self.tmp_dir / name)
+
+    def remove_if_unused(self, diff_id: Digest) -> bool:
+        """Remove one entry unless it is in use (a lease or an unpack holds its lock)."""
+        hexname = _hex(diff_id)
+        with self._lock(hexname) as lock:
+            if not lock.try_exclusive():
+                return False
+            self._discard(hexname)
+        return True
+
+    def clean_temps(self) -> int:
+        """Remove temp dirs left by crashed unpacks (never one whose unpack is still running)."""
+        removed = 0
+        try:
+            names = os.listdir(self.tmp_dir)
+        except FileNotFoundError:
+            return 0
+        for name in names:
+            hexname = name.partition(".")[0]
+            with self._lock(hexname) as lock:
+                if lock.try_exclusive():
+                    _remove_tree(self.tmp_dir / name)
+                    removed += 1
+        return removed
+
+
+def _hex(diff_id: Digest) -> str:
+    if diff_id.algorithm != "sha256" or len(diff_id.hex) != 64 or not all(c in "0123456789abcdef" for c in diff_id.hex):
+        raise StoreError(f"the layer store keeps sha256 diff_ids only, not {diff_id}")
+    return diff_id.hex
+
+
+def _remove_tree(path: Path) -> None:
+    """rmtree that copes with read-only directories when not root."""
+    def onerror(func, p, exc_info):
+        parent = os.path.dirname(p)
+        try:
+            mode = os.lstat(parent).st_mode
+            if stat.S_ISDIR(mode):
+                os.chmod(parent, stat.S_IMODE(mode) | 0o700)
+            func(p)
+        except OSError:
+            pass
+
+    shutil.rmtree(path, onerror=onerror)
