@@ -104,7 +104,8 @@ def blob_layer(tmp: Path, name: str, tar: bytes, *, delay: float = 0.0, diff_id:
     path = tmp / f"{name}.tar.gz"
     path.write_bytes(gz)
     return BlobLayer(path, Digest("sha256", hashlib.sha256(gz).hexdigest()),
-                     diff_id or Digest("sha256", hashlib.sha256(tar).hexdigest()), len(gz), tmp / f"{name}.opens", delay)
+                     diff_id or Digest("sha256", hashlib.sha256(tar).hexdigest()), len(gz),
+                     tmp / f"{name}.opens", delay)
 
 
 LOWER = [

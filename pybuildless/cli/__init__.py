@@ -79,3 +79,6 @@ def executor_main(args: list[str] | None = None) -> None:
         click.echo("error: the build command is not available", err=True)
         sys.exit(1)
     run_guarded(commands["build"], args, "executor")
+
+
+cli.add_command(importlib.import_module("pybuildless.cli.prune").command)  # the layer store's prune
