@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pybuildless.errors import PybuildlessError
-from pybuildless.sandbox.rootpath import read_file_in_root
+from pybuildless.fs.rootpath import read_file_in_root
 
 log = logging.getLogger(__name__)
 
