@@ -24,7 +24,7 @@ import os
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 CASES_DIR = Path(__file__).resolve().parent
@@ -106,6 +106,9 @@ class Buildah:
 
     home: Path
     registry_host: str
+    # The environment to start from, taken when the value is made: build threads must not copy
+    # os.environ while pytest rewrites it.
+    base_env: dict[str, str] = field(default_factory=lambda: dict(os.environ), compare=False, repr=False)
 
     @classmethod
     def create(cls, home: Path, registry_host: str) -> "Buildah":
@@ -128,7 +131,7 @@ class Buildah:
 
     def _env(self) -> dict[str, str]:
         return {
-            **os.environ,
+            **{k: v for k, v in self.base_env.items() if k != "PYTEST_CURRENT_TEST"},
             "CONTAINERS_STORAGE_CONF": str(self.home / "storage.conf"),
             "CONTAINERS_REGISTRIES_CONF": str(self.home / "registries.conf"),
             # No user-level containers.conf or auth file from the machine.

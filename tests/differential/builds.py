@@ -11,20 +11,42 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import urllib.request
+import subprocess
+import sys
 import threading
+import urllib.request
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from tests.buildkit import executor, unpack
+from tests.buildkit import ROOT, unpack
 from tests.differential import Buildah, Case, copy_case
 from tests.differential.compare import ImageView
+from tests.fixtures.dockerd import DOCKER_CLIENT
 
 # Builds at once: each build alternates between CPU (compression, unpacking) and waiting on a process,
 # the registry or the daemon, so three keep two cores busy.
 DEFAULT_JOBS = int(os.environ.get("PYBUILDLESS_DIFFERENTIAL_JOBS", "3"))
+
+
+# The environment builds run with, taken once in the main thread: pytest rewrites os.environ
+# (PYTEST_CURRENT_TEST) while tests run, and copying it from a build thread at that moment fails.
+_ENV = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+
+
+class BuildFailed(AssertionError):
+    """A builder failed on a case; the message carries its output."""
+
+
+def _run(what: str, argv: list[str], cwd: Path, env: dict[str, str], check: bool = True,
+         timeout: float = 600) -> subprocess.CompletedProcess:
+    proc = subprocess.run(argv, cwd=cwd, env={**_ENV, **env}, capture_output=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise BuildFailed(f"{what} failed ({proc.returncode}): {' '.join(argv)}\n"
+                          f"STDOUT:\n{proc.stdout.decode(errors='replace')[-4000:]}\n"
+                          f"STDERR:\n{proc.stderr.decode(errors='replace')[-4000:]}")
+    return proc
 
 
 def image_ref(registry, case: Case, builder: str) -> str:
@@ -60,10 +82,13 @@ def _view_and_clean(ref: str, work: Path) -> ImageView:
 
 
 def build_with_pybuildless(case: Case, registry, base: str, work: Path) -> ImageView:
+    """The executor as a user runs it (what ``tests.buildkit.executor`` runs), from this checkout."""
     ref = image_ref(registry, case, "pybuildless")
     ctx = copy_case(case.name, work / "ctx", base)
-    executor("--context", str(ctx), "--dockerfile", str(ctx / "Dockerfile"), "--destination", ref,
-             "--build-arg", f"BASE={base}", cwd=work)
+    _run("pybuildless", [sys.executable, "-c", "from pybuildless.cli import executor_main; executor_main()",
+                         "--context", str(ctx), "--dockerfile", str(ctx / "Dockerfile"), "--destination", ref,
+                         "--build-arg", f"BASE={base}"],
+         cwd=work, env={"PYTHONPATH": str(ROOT)})
     return _view_and_clean(ref, work)
 
 
@@ -72,9 +97,13 @@ def build_with_buildkit(case: Case, engine, registry, base: str, work: Path) -> 
     the loopback registry as insecure by itself)."""
     ref = image_ref(registry, case, "buildkit")
     ctx = copy_case(case.name, work / "ctx", base)
-    engine.buildkit_build(ctx, ref, "-f", str(ctx / case.reference_dockerfile), "--build-arg", f"BASE={base}")
-    engine.docker("push", ref)
-    engine.docker("rmi", ref, check=False)  # keep the daemon's image store small; layers stay cached
+    # What ``engine.buildkit_build`` and ``engine.docker`` run, with the environment snapshot.
+    docker_env = {**engine.env, "DOCKER_BUILDKIT": "1"}
+    _run("BuildKit", [DOCKER_CLIENT, "build", "--network", "host", "-t", ref,
+                      "-f", str(ctx / case.reference_dockerfile), "--build-arg", f"BASE={base}", str(ctx)],
+         cwd=work, env=docker_env)
+    _run("docker push", [DOCKER_CLIENT, "push", ref], cwd=work, env=docker_env)
+    _run("docker rmi", [DOCKER_CLIENT, "rmi", ref], cwd=work, env=docker_env, check=False)  # keep the store small
     return _view_and_clean(ref, work)
 
 
