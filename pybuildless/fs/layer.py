@@ -30,7 +30,6 @@ from pybuildless.image.model import FileLayer
 log = logging.getLogger(__name__)
 
 _EXT = {"gzip": ".tar.gz", "zstd": ".tar.zst", "none": ".tar"}
-_DOCKER_MEDIA_TYPES = {"gzip": mt.DOCKER_LAYER_GZIP, "none": "application/vnd.docker.image.rootfs.diff.tar"}
 
 
 def _sort_key(rel: str) -> tuple:
@@ -234,7 +233,7 @@ def write_layer(
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    media_type = _DOCKER_MEDIA_TYPES[compression] if docker else blob.media_type
+    media_type = mt.docker_layer_type(blob.media_type) if docker else blob.media_type
     return FileLayer(final, blob.digest, blob.diff_id, blob.size, media_type)
 
 

@@ -133,31 +133,16 @@ def build_image(
 
     ``config['rootfs']['diff_ids']`` is set from the layers. ``docker=True``
     gives Docker schema 2 media types (only valid when every layer is gzip or
-    plain); otherwise OCI.
+    plain: ``mediatypes.fits_docker_manifest``); otherwise OCI.
     """
     config = dict(config)
     config["rootfs"] = {"type": "layers", "diff_ids": [str(layer.diff_id) for layer in layers]}
-    raw_config = canonical_json(config)
-    manifest: dict[str, Any] = {
-        "schemaVersion": 2,
-        "mediaType": mt.DOCKER_MANIFEST if docker else mt.OCI_MANIFEST,
-        "config": {
-            "mediaType": mt.DOCKER_CONFIG if docker else mt.OCI_CONFIG,
-            "digest": str(Digest.of_bytes(raw_config)),
-            "size": len(raw_config),
-        },
-        "layers": [_docker_layer_type(layer_descriptor(layer).to_dict()) if docker else layer_descriptor(layer).to_dict() for layer in layers],
-    }
-    if annotations:
-        manifest["annotations"] = dict(annotations)
-    return ManifestImage(canonical_json(manifest), raw_config, layers)
-
-
-def _docker_layer_type(descriptor: dict[str, Any]) -> dict[str, Any]:
-    """Docker schema 2 spells the gzip layer type its own way."""
-    if descriptor.get("mediaType") == mt.OCI_LAYER_GZIP:
-        descriptor["mediaType"] = mt.DOCKER_LAYER_GZIP
-    return descriptor
+    descriptors = [layer_descriptor(layer).to_dict() for layer in layers]
+    if docker:
+        descriptors = [{**d, "mediaType": mt.docker_layer_type(d["mediaType"])} for d in descriptors]
+    media_type = mt.DOCKER_MANIFEST if docker else mt.OCI_MANIFEST
+    return image_from_raw_config(canonical_json(config), layers, media_type=media_type, layer_descriptors=descriptors,
+                                 annotations=annotations)
 
 
 def image_from_raw_config(

@@ -25,24 +25,19 @@ from pybuildless.image.model import (
     image_manifest,
     layer_descriptor,
 )
+from pybuildless.image.times import rfc3339
 
 ConfigEdit = Callable[[dict[str, Any]], "dict[str, Any] | None"]
-
-
-def rfc3339(when: dt.datetime) -> str:
-    """UTC, whole seconds, ``Z`` suffix, as BuildKit writes ``created``."""
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return when.astimezone(dt.timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _rebuild(image: Image, config: dict[str, Any], layers: Sequence[Layer], descriptors: list[dict[str, Any]]) -> ManifestImage:
     manifest = image_manifest(image)
     media_type = manifest.get("mediaType") or mt.OCI_MANIFEST
-    if media_type == mt.DOCKER_MANIFEST and any(mt.layer_compression(d.get("mediaType", "")) == "zstd" for d in descriptors):
+    fits_docker = all(mt.fits_docker_manifest(d.get("mediaType", "")) for d in descriptors)
+    if media_type == mt.DOCKER_MANIFEST and not fits_docker:
         # Docker's schema 2 has no zstd; switch the whole manifest to OCI types.
         media_type = mt.OCI_MANIFEST
-        descriptors = [_to_oci(d) for d in descriptors]
+        descriptors = [{**d, "mediaType": mt.oci_layer_type(d.get("mediaType", ""))} for d in descriptors]
     config_media_type = (manifest.get("config") or {}).get("mediaType")
     if media_type == mt.OCI_MANIFEST and config_media_type == mt.DOCKER_CONFIG:
         config_media_type = mt.OCI_CONFIG
@@ -56,18 +51,6 @@ def _rebuild(image: Image, config: dict[str, Any], layers: Sequence[Layer], desc
         annotations=manifest.get("annotations"),
         extra_fields=extra,
     )
-
-
-_DOCKER_TO_OCI = {
-    mt.DOCKER_LAYER_GZIP: mt.OCI_LAYER_GZIP,
-    "application/vnd.docker.image.rootfs.diff.tar": mt.OCI_LAYER,
-}
-
-
-def _to_oci(desc: dict[str, Any]) -> dict[str, Any]:
-    out = dict(desc)
-    out["mediaType"] = _DOCKER_TO_OCI.get(desc.get("mediaType", ""), desc.get("mediaType", ""))
-    return out
 
 
 def _existing_descriptors(image: Image) -> list[dict[str, Any]]:
@@ -84,7 +67,7 @@ def append_layers(
     ``history_entries`` may include ``empty_layer`` entries (ENV, LABEL, ...);
     the others must be exactly one per layer. Without entries, one plain entry
     per layer is added (dated like the config) so the count invariant holds.
-    Docker manifests get Docker layer types for gzip layers; a zstd layer makes
+    Docker manifests get Docker layer types for plain and gzip layers; a zstd layer makes
     the result an OCI manifest.
     """
     config = copy.deepcopy(image_config(image))
@@ -104,8 +87,8 @@ def append_layers(
     new_descriptors = []
     for layer in layers:
         d = layer_descriptor(layer).to_dict()
-        if docker and d["mediaType"] == mt.OCI_LAYER_GZIP:
-            d["mediaType"] = mt.DOCKER_LAYER_GZIP
+        if docker:
+            d["mediaType"] = mt.docker_layer_type(d["mediaType"])
         new_descriptors.append(d)
     return _rebuild(image, config, list(image.layers()) + list(layers), _existing_descriptors(image) + new_descriptors)
 
@@ -134,7 +117,7 @@ def with_config(image: Image, edit: ConfigEdit | Mapping[str, Any]) -> ManifestI
 
 def set_created(image: Image, when: dt.datetime, *, history: bool = False) -> ManifestImage:
     """Set the config's ``created`` (and, with ``history=True``, every history entry's)."""
-    stamp = rfc3339(when)
+    stamp = rfc3339(when.replace(microsecond=0))  # whole seconds, as BuildKit writes ``created``
 
     def edit(config: dict[str, Any]) -> None:
         config["created"] = stamp

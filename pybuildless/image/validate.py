@@ -165,7 +165,7 @@ def validate_image(image: Image, *, decompress: bool = False, check_blobs: bool 
         # Docker's and OCI's gzip types are interchangeable; the compression must agree.
         if mt.layer_compression(desc.media_type) != mt.layer_compression(layer.media_type):
             raise ImageFormatError(f"layer {i}: manifest mediaType {desc.media_type!r}, layer object {layer.media_type!r}")
-        if media_type == mt.DOCKER_MANIFEST and mt.layer_compression(desc.media_type) == "zstd":
+        if media_type == mt.DOCKER_MANIFEST and not mt.fits_docker_manifest(desc.media_type):
             raise ImageFormatError(f"layer {i}: zstd layers need an OCI manifest, not Docker's")
         if str(layer.diff_id) != diff_id:
             raise ImageFormatError(f"layer {i}: config diff_id {diff_id}, layer object {layer.diff_id}")

@@ -304,8 +304,7 @@ def push_image(image: Image, refs: Sequence[Reference | str], *, options: Regist
     if Digest.of_bytes(config_raw, config_desc.digest.algorithm) != config_desc.digest:
         raise DigestMismatchError("push: the image's config does not match its manifest")
     layers = list(image.layers())
-    if media_type == mt.DOCKER_MANIFEST and any(mt.layer_compression(l.media_type) == "zstd" for l in layers):
-        # Docker schema 2 has no zstd layer type; registries and engines reject the mix.
+    if media_type == mt.DOCKER_MANIFEST and not all(mt.fits_docker_manifest(layer.media_type) for layer in layers):
         raise ImageFormatError("push: zstd layers cannot go in a Docker v2 manifest; use the OCI format")
     clients: dict[str, RegistryClient] = {}
     pushed_repo: dict[str, str] = {}  # registry -> first repository that holds all blobs
