@@ -6,6 +6,8 @@
   (one warning), and a two-stage Dockerfile with RUN steps builds, pushes and runs.
 * Docker's default seccomp profile: user namespaces are refused, and the executor stops at once
   naming the cause.
+* Adding ``--security-opt systempaths=unconfined`` (an unmasked /proc): a private /proc and pid
+  namespace per step again.
 
 The image is built from this checkout by pybuildless itself, on the stand-in Python base of
 ``docker/make_local_bases.py`` with Debian's groupadd/useradd and the setuid
@@ -154,3 +156,20 @@ def test_rootless_with_default_seccomp_stops_at_once(dockerd, rootless_image, re
     assert "user namespaces" in log and "seccomp" in log, log
     assert "Traceback" not in log, log
     assert elapsed < 60, elapsed  # before pulling or building anything
+
+
+def test_rootless_with_systempaths_unconfined_gets_a_private_proc(dockerd, rootless_image, registry, busybox_image,
+                                                                  tmp_path) -> None:
+    """An unmasked /proc in the container: steps get their own pid namespace and a fresh /proc again."""
+    ctx = _readable_context(tmp_path / "ctx", f"FROM {busybox_image}\n"
+                                              "RUN cat /proc/1/comm > /pid1 && ls /proc | grep -c '^[0-9]' > /count\n"
+                                              'CMD ["cat", "/pid1", "/count"]\n')
+    ref = registry.ref("rootless/private-proc:1")
+    proc = _run_rootless(dockerd, rootless_image, ctx, ref, *UNCONFINED, "--security-opt", "systempaths=unconfined")
+    log = (proc.stdout + proc.stderr).decode(errors="replace")
+    assert proc.returncode == 0, log
+    assert PROC_WARNING not in log, log
+    dockerd.docker("pull", "-q", ref)
+    pid1, count = dockerd.docker("run", "--rm", ref).stdout.decode().split()
+    # pid 1 is the step's minimal init; only init, the shell, ls and grep exist in there
+    assert pid1 == "init" and int(count) <= 5, (pid1, count)
