@@ -140,3 +140,21 @@ RUN --mount=type=tmpfs,target=/scratch echo t > /scratch/t
         st = os.lstat(r / path)
         assert stat.S_ISDIR(st.st_mode) and (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o755, 0, 0), path
     assert os.listdir(r / "ctx") == [] and os.listdir(r / "var/cache/app") == [] and os.listdir(r / "scratch") == []
+
+
+def test_every_run_copy_add_and_workdir_adds_a_layer(tmp_path, registry, busybox_image):
+    # dockerfile2llb/convert.go@eeb7b65ab7d6: dispatchRun, dispatchCopy and dispatchWorkdir (for a
+    # directory other than /) commit their step with a layer, changed or not; ENV, LABEL... none.
+    image = build(tmp_path, registry, busybox_image, """FROM BASE
+RUN true
+ENV A=1
+WORKDIR /tmp
+LABEL l=1
+COPY f /f
+WORKDIR /
+WORKDIR /new
+RUN echo x > /x
+""", {"f": "f\n"}, repo="fidelity/layers:1")
+    history = image.config["history"][1:]  # after the base's own entry
+    assert [not h.get("empty_layer", False) for h in history] == [True, False, True, False, True, False, True, True]
+    assert len(image.manifest["layers"]) == 1 + 5

@@ -124,8 +124,9 @@ class StageBuilder:
     def _commit_layer(self, changes: Changes) -> Layer | None:
         return self._commit_layer_from(self.root, changes)
 
-    def _commit_layer_from(self, root, changes: Changes) -> Layer | None:
-        if changes.empty and not self.options.force_build_metadata:  # forced: an empty layer (Kaniko)
+    def _commit_layer_from(self, root, changes: Changes, *, empty_ok: bool = False) -> Layer | None:
+        # empty_ok / --force-build-metadata (Kaniko): an empty layer rather than none
+        if changes.empty and not (empty_ok or self.options.force_build_metadata):
             return None
         layer = write_layer(
             root, changes, self.build.layer_dir,
@@ -201,6 +202,11 @@ class StageBuilder:
             layer = self._linked_layer(outcome, single)
         elif (outcome.snapshot or self.options.force_build_metadata) and not single:
             layer = self._commit_layer(self._snapshot(outcome))
+        if layer is None and outcome.layer_root is None and not single and self._always_a_layer(instruction):
+            # An empty layer, as BuildKit v0.8 commits one for every RUN, COPY, ADD and WORKDIR
+            # but WORKDIR / (dockerfile2llb/convert.go@eeb7b65ab7d6: commitToHistory(..., true, ...)
+            # in dispatchRun/dispatchCopy/dispatchWorkdir), changed or not.
+            layer = self._commit_layer_from(self.root, Changes(), empty_ok=True)
         if layer is not None:
             self.state.layers.append(layer)
         created = self._record(outcome, layer)
@@ -208,6 +214,11 @@ class StageBuilder:
         if key is not None:
             self.build.cache_put(key, layer, outcome.created_by, created)
         return layer, False
+
+    def _always_a_layer(self, instruction: ins.Instruction) -> bool:
+        if isinstance(instruction, ins.Workdir):
+            return self.state.workdir != "/"  # the directory it resolved to (set by the handler)
+        return isinstance(instruction, (ins.Run, ins.Copy, ins.Add))
 
     def _linked_layer(self, outcome: Outcome, single: bool) -> Layer | None:
         """COPY --link: the layer is the copied tree alone; it is then applied to the root."""
