@@ -43,7 +43,7 @@ def _drop_sys_admin() -> None:
 def run_in_jail(jail: Path, scripts: list[str], *, namespaces: bool | None = None,
                 user: ResolvedUser = ROOT_USER, container_like: bool = True,
                 mounts: tuple[Mount, ...] = (), pivot: bool = False, drop_sys_admin: bool = False,
-                before=None, logs: list | None = None) -> list[list]:
+                before=None, logs: list | None = None, network: str = "default") -> list[list]:
     """``container_like``: make the jail a mount point first, as a container runtime's pivot_root does;
     ``pivot``: enter it with pivot_root (as a runtime does) instead of chroot, so that the jailed
     process may create user namespaces; ``drop_sys_admin``: then lose CAP_SYS_ADMIN, as in an
@@ -84,7 +84,7 @@ def run_in_jail(jail: Path, scripts: list[str], *, namespaces: bool | None = Non
                     script = script.format(before=found)
                 out = bytearray()
                 code = box.run(["/bin/sh", "-c", script], env=ENV, cwd="/", user=user, stdout=out.extend,
-                               mounts=mounts)
+                               mounts=mounts, network=network)
                 results.append([code, out.decode()])
             box.close()
             payload = json.dumps(results + [["logs", records]])
@@ -224,3 +224,13 @@ def test_prefix_readable_without_namespaces_warns_once(jail: Path) -> None:
     assert results[1] == [0, "second\n"]
     assert len(logs) == 1, logs
     assert "RUN steps can read /kaniko" in logs[0] and "--mount=type=secret" in logs[0]
+
+
+def test_user_namespace_way_keeps_users_groups_and_network_none(jail: Path) -> None:
+    """Without CAP_SYS_ADMIN: USER with supplementary groups (setgroups stays allowed with a map
+    written from outside) and --network=none (a network namespace inside the step's user one)."""
+    _with_prefix(jail)
+    user = ResolvedUser(1000, 1000, (1000, 2000), "/", "user")
+    results = run_in_jail(jail, ["id -u; id -G; grep -c : /proc/net/dev; ls -A /kaniko | grep -c . || true"],
+                          user=user, pivot=True, drop_sys_admin=True, network="none")
+    assert results == [[0, "1000\n1000 2000\n1\n0\n"]]
