@@ -16,8 +16,8 @@ from pybuildless.errors import PybuildlessError
 from pybuildless.image.descriptor import Platform
 from pybuildless.image.layout import blob_path, layout_tags, read_layout, write_layout
 from pybuildless.image.model import Image
+from pybuildless.name import Reference, parse_reference
 from pybuildless.registry.options import RegistryOptions
-from pybuildless.registry.reference import Reference, parse_reference
 from pybuildless.registry.remote import image_exists, pull_image
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from typing import Protocol
 from pybuildless.errors import NotFoundError, PybuildlessError
 from pybuildless.image.descriptor import Platform
 from pybuildless.image.model import Image, Layer, build_image
+from pybuildless.name import Reference, parse_reference
 from pybuildless.registry.options import RegistryOptions
-from pybuildless.registry.reference import Reference, parse_reference
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Sequence
 
 from pybuildless.errors import SandboxError
+from pybuildless.fs.rootpath import resolve_in_root
 from pybuildless.sandbox import _linux
-from pybuildless.sandbox.rootpath import resolve_in_root
 
 MOUNT_KINDS = ("bind", "tmpfs")
 

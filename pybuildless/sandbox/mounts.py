@@ -30,9 +30,9 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pybuildless.fs.rootpath import resolve_in_root
 from pybuildless.sandbox import _linux
 from pybuildless.sandbox.base import mounts_below
-from pybuildless.sandbox.rootpath import resolve_in_root
 
 log = logging.getLogger(__name__)
 
