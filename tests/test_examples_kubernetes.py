@@ -39,7 +39,8 @@ import pytest
 import yaml
 
 from tests.fixtures.dockerd import ExecutorImages
-from tests.fixtures.podman import Podman, podman, signature_policy  # noqa: F401  (podman: fixture)
+from tests.fixtures.podman import Podman, remove_cgroup_tree, signature_policy
+from tests.fixtures.podman import podman as private_podman  # noqa: F401  (fixture)
 
 pytestmark = [
     pytest.mark.slow,
@@ -146,6 +147,17 @@ COPY note.txt /note.txt
 RUN cat /note.txt >> /msg
 CMD ["cat", "/msg"]
 """
+
+
+@pytest.fixture
+def podman(private_podman: Podman):  # noqa: F811
+    """podman with private state; the played pods' cgroups (cgroupfs: /libpod_parent/POD-ID in
+    every hierarchy) are removed with the pods."""
+    yield private_podman
+    pods = private_podman("pod", "ps", "-q", "--no-trunc", check=False).stdout.split()
+    private_podman("pod", "rm", "-f", "-a", check=False)
+    for pod in pods:
+        remove_cgroup_tree(f"/libpod_parent/{pod}")
 
 
 @pytest.fixture
