@@ -286,7 +286,7 @@ def test_overlay_of_stored_layers_equals_applying_the_tars(tmp_path):
 # -- concurrency and crashes --------------------------------------------------------------------
 
 CHILD = """
-import json, sys
+import json, sys, time
 sys.path.insert(0, {repo!r})
 from pathlib import Path
 from tests.test_layer_store import BlobLayer
@@ -297,14 +297,18 @@ layer = BlobLayer(Path(d["path"]), Digest.parse(d["digest"]), Digest.parse(d["di
                   Path(d["opens"]), d["delay"])
 store = LayerStore(d["root"])
 with store.acquire(layer) as lease:
+    entered = time.time()
     print(json.dumps({{"path": str(lease.path), "fingerprint": lease.meta.fingerprint,
-                       "unpacked": store.unpacked}}))
+                       "unpacked": store.unpacked, "entered": entered}}), flush=True)
+    time.sleep(d.get("hold", 0))  # the build using its stage root
+print(json.dumps({{"left": time.time()}}))
 """
 
 
-def spawn(layer: BlobLayer, root: Path) -> subprocess.Popen:
+def spawn(layer: BlobLayer, root: Path, hold: float = 0) -> subprocess.Popen:
     arg = json.dumps({"path": str(layer.path), "digest": str(layer.digest), "diff_id": str(layer.diff_id),
-                      "size": layer.size, "opens": str(layer.opens), "delay": layer.delay, "root": str(root)})
+                      "size": layer.size, "opens": str(layer.opens), "delay": layer.delay, "root": str(root),
+                      "hold": hold})
     return subprocess.Popen([sys.executable, "-c", CHILD.format(repo=str(REPO)), arg], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -316,7 +320,7 @@ def big_tar(files: int = 200) -> bytes:
 def test_two_processes_unpack_a_layer_once(tmp_path):
     layer = blob_layer(tmp_path, "big", big_tar(), delay=0.005)
     root = tmp_path / "cache"
-    procs = [spawn(layer, root), spawn(layer, root)]
+    procs = [spawn(layer, root, hold=3), spawn(layer, root, hold=3)]
     # while an unpack runs, cleaning temp dirs must leave its temp dir alone
     tmp = root / "layers" / ".tmp"
     deadline = time.monotonic() + 30
@@ -328,7 +332,10 @@ def test_two_processes_unpack_a_layer_once(tmp_path):
     for p in procs:
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
-        results.append(json.loads(out))
+        first, last = out.splitlines()
+        results.append({**json.loads(first), **json.loads(last)})
+    # both builds had the layer at the same time: the one that unpacked it did not hold up the other
+    assert max(r["entered"] for r in results) < min(r["left"] for r in results)
     assert layer.open_count() == 1
     assert sorted(r["unpacked"] for r in results) == [0, 1]
     assert results[0]["path"] == results[1]["path"] and results[0]["fingerprint"] == results[1]["fingerprint"]
@@ -450,3 +457,62 @@ def test_prune_command(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "pybuildless", "prune", "--cache-dir", str(tmp_path / "cache"),
                           "--max-size", "lots"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "--max-size" in bad.stderr
+
+
+# -- builds holding entries ---------------------------------------------------------------------
+
+def in_thread(fn, timeout: float = 30):
+    """fn's result, failing (not hanging) when it waits on a lock."""
+    import threading
+
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            box["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    assert not t.is_alive(), "blocked on the store's locks"
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def test_builds_using_an_entry_never_wait_for_each_other(tmp_path):
+    layer = blob_layer(tmp_path, "l", make_tar(LOWER))
+    root = tmp_path / "cache"
+    # another process holds the entry for as long as its build runs
+    holder = subprocess.Popen([sys.executable, "-c", CHILD.format(repo=str(REPO)).replace(
+        "    print(", "    import time; print(").replace("}}))\n", "}}), flush=True); time.sleep(60)\n"),
+        json.dumps({"path": str(layer.path), "digest": str(layer.digest), "diff_id": str(layer.diff_id),
+                    "size": layer.size, "opens": str(layer.opens), "delay": 0, "root": str(root)})],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert json.loads(holder.stdout.readline())["unpacked"] == 1
+        store = LayerStore(root)
+        lease = in_thread(lambda: store.acquire(layer), timeout=10)
+        lease2 = in_thread(lambda: store.acquire(layer), timeout=10)  # this process, a second stage
+        assert in_thread(lambda: store.verify(layer.diff_id), timeout=10)
+        assert store.remove_if_unused(layer.diff_id) is False
+        lease.close()
+        lease2.close()
+        assert layer.open_count() == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    assert LayerStore(root).remove_if_unused(layer.diff_id) is True
+
+
+def test_entry_damaged_while_this_process_uses_it_is_an_error_not_a_hang(tmp_path):
+    layer = blob_layer(tmp_path, "l", make_tar(LOWER))
+    store = LayerStore(tmp_path / "cache")
+    with store.acquire(layer) as lease:
+        os.unlink(lease.path / "etc" / "passwd")
+        with pytest.raises(StoreError, match="changed on disk while this build uses it"):
+            in_thread(lambda: store.acquire(layer), timeout=10)
+    with store.acquire(layer) as lease:  # once released, repaired
+        assert (lease.path / "etc" / "passwd").exists()

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import shutil
 import stat
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -76,7 +78,9 @@ class LayerLease:
         return self.layer.meta
 
     def close(self) -> None:
-        self._lock.close()
+        if self._lock.fd >= 0:
+            _held_add(self._lock.path, -1)
+            self._lock.close()
 
     def __enter__(self) -> "LayerLease":
         return self
@@ -124,23 +128,37 @@ class LayerStore:
     def acquire(self, layer: Layer) -> LayerLease:
         """The stored, checked form of ``layer``, unpacking it from its blob when missing or damaged.
 
-        The lease keeps the entry from being removed; close it when the stage root is gone.
+        The lease (a shared lock) keeps the entry from being removed; close it when the
+        stage root is gone. Checking needs only the shared lock, so builds using an entry
+        never wait for each other; the exclusive lock is taken only to unpack.
         """
         self._prepare()
         hexname = _hex(layer.diff_id)
         lock = self._lock(hexname)
+        warned = False
         try:
             while True:
-                lock.exclusive()
+                lock.shared()  # waits only while another process unpacks this layer
                 meta = self._checked(layer.diff_id)
-                if meta is None:
-                    self._discard(hexname)
-                    meta = self._unpack(layer, hexname)
-                self._mark_used(hexname)
-                lock.shared()
-                # flock conversion drops the lock for a moment: a prune may have won it
-                if (self.entry_dir(layer.diff_id) / "meta.json").exists():
+                if meta is not None:
+                    self._mark_used(hexname)
+                    _held_add(lock.path, 1)
                     return LayerLease(StoredLayer(layer.diff_id, self.entry_dir(layer.diff_id) / "fs", meta), lock)
+                if _held_count(lock.path):
+                    raise StoreError(f"layer store entry {layer.diff_id} changed on disk while this build "
+                                     f"uses it; run again")
+                # never block for the exclusive lock: a process that unpacks then holds its
+                # lease shared for a whole build, and a waiter would wait for that build
+                if lock.try_exclusive():
+                    if self._checked(layer.diff_id) is None:  # another process may have unpacked it meanwhile
+                        self._discard(hexname)
+                        self._unpack(layer, hexname)
+                    continue  # back to shared and a fresh check: converting is not atomic (flock(2))
+                if not warned and os.path.lexists(self.entry_dir(layer.diff_id)):
+                    log.warning("layer store: %s changed on disk and other builds use it; waiting for them "
+                                "to unpack it again", layer.diff_id)
+                    warned = True
+                time.sleep(random.uniform(0.01, 0.05))  # another checker is racing for the same unpack
         except BaseException:
             lock.close()
             raise
@@ -164,10 +182,11 @@ class LayerStore:
             return None
 
     def verify(self, diff_id: Digest) -> bool:
-        """Full check of one entry (every inode), under its lock; False when missing or damaged."""
+        """Full check of one entry (every inode); False when missing or damaged. A shared lock:
+        reading needs only that no unpack or removal runs, and builds may hold the entry."""
         self._prepare()
         with self._lock(_hex(diff_id)) as lock:
-            lock.exclusive()
+            lock.shared()
             return self._checked(diff_id, level="full") is not None
 
     def entries(self) -> Iterator[EntryInfo]:
@@ -298,6 +317,26 @@ class LayerStore:
                     _remove_tree(self.tmp_dir / name)
                     removed += 1
         return removed
+
+
+# entries this process holds leases on (lock path -> count): an entry found damaged
+# while held here cannot wait for its exclusive lock (that would wait for ourselves)
+_held: dict[Path, int] = {}
+_held_mutex = threading.Lock()
+
+
+def _held_add(path: Path, n: int) -> None:
+    with _held_mutex:
+        count = _held.get(path, 0) + n
+        if count > 0:
+            _held[path] = count
+        else:
+            _held.pop(path, None)
+
+
+def _held_count(path: Path) -> int:
+    with _held_mutex:
+        return _held.get(path, 0)
 
 
 def _hex(diff_id: Digest) -> str:
