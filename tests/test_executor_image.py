@@ -86,7 +86,10 @@ def test_a_symlink_within_the_directory_is_not_read_twice_and_garbage_is_skipped
     pem = ca.read_text().strip()
     # the system bundle twice (as the file, and as a file of the directory) and the CA once
     assert found.count(pem) == 1 and len(found) == 2 * len(bundle) + 1
-    assert go_root_certificates({}) is None  # unset: the default verification applies
+    assert go_root_certificates({}) is None  # neither set: the default verification applies
+    # SSL_CERT_FILE alone: that file, then Go's default directories
+    only_file = go_root_certificates({"SSL_CERT_FILE": str(ca)})
+    assert only_file[0] == pem and len(only_file) > 1
 
 
 # --- the executor image under Docker ----------------------------------------------------------

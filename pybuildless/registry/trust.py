@@ -11,7 +11,8 @@ ConfigMap mounted over that directory, is trusted with no flag.
 
 OpenSSL reads ``SSL_CERT_DIR`` differently (only ``<subject-hash>.0`` names), and ``requests``
 defaults to certifi's bundle, so neither sees such a file: when ``SSL_CERT_DIR`` is set, the
-connection gets a context holding exactly Go's set instead. Without it nothing changes.
+connection gets a context holding exactly Go's set instead (also when only ``SSL_CERT_FILE`` is
+set, with Go's default directories). With neither variable set nothing changes.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ GO_CERT_FILES = (
     "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
     "/etc/ssl/cert.pem",
 )
+# Go's certDirectories for Linux (src/crypto/x509/root_linux.go), when SSL_CERT_DIR is unset.
+GO_CERT_DIRS = ("/etc/ssl/certs", "/etc/pki/tls/certs")
 PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----\r?\n.*?-----END CERTIFICATE-----", re.S)
 
 
@@ -63,12 +66,12 @@ def _directory_entries(directory: Path) -> list[Path]:
 
 
 def go_root_certificates(environ: Mapping[str, str] | None = None) -> list[str] | None:
-    """The PEM certificates Go would trust, or None when ``SSL_CERT_DIR`` is unset (the default
-    verification then applies)."""
+    """The PEM certificates Go would trust, or None when neither ``SSL_CERT_FILE`` nor
+    ``SSL_CERT_DIR`` is set (the default verification then applies)."""
     env = os.environ if environ is None else environ
-    dirs = env.get(CERT_DIR_ENV, "")
-    if not dirs:
+    if not env.get(CERT_DIR_ENV) and not env.get(CERT_FILE_ENV):
         return None
+    dirs = env.get(CERT_DIR_ENV) or ":".join(GO_CERT_DIRS)
     files = (env[CERT_FILE_ENV],) if env.get(CERT_FILE_ENV) else GO_CERT_FILES
     certificates: list[str] = []
     for file in files:
@@ -89,7 +92,7 @@ def go_root_certificates(environ: Mapping[str, str] | None = None) -> list[str] 
 
 
 def trust_context(environ: Mapping[str, str] | None = None) -> ssl.SSLContext | None:
-    """A verifying context holding Go's root set, or None when ``SSL_CERT_DIR`` is unset."""
+    """A verifying context holding Go's root set, or None when neither variable is set."""
     certificates = go_root_certificates(environ)
     if certificates is None:
         return None
