@@ -5,7 +5,8 @@ mirror: root filesystem tarballs made from this machine's own files, for
 
   python-base.tar         glibc, dash as /bin/sh, coreutils, ldd, and this Python
                           (with pip) at its own prefix, linked from /usr/local/bin:
-                          a stand-in for python:3.11-slim
+                          a stand-in for python:3.11-slim (run by Debian's own
+                          /usr/bin/python3, the same as debian-python-base.tar)
   debian-python-base.tar  the same tools and Debian's own /usr/bin/python3 with its
                           layout: stdlib in /usr/lib/python3.X (EXTERNALLY-MANAGED
                           included), pip in /usr/lib/python3/dist-packages: a stand-in
@@ -85,6 +86,9 @@ def _glibc_rootfs(root: Path) -> None:
 
 
 def python_rootfs(root: Path) -> Path:
+    if Path(sys.base_prefix) == Path("/usr"):
+        # Run by the distribution's own python3 (Debian's, at /usr): its layout is the base.
+        return debian_python_rootfs(root)
     _glibc_rootfs(root)
     prefix = Path(sys.base_prefix)
     target = root / prefix.relative_to("/")
