@@ -123,6 +123,8 @@ UPPER = [
     ("usr", "d"), ("usr/bin", "d"), ("usr/bin/tool", "f", b"tool v2"),
     ("dir2file", "f"), (".wh.link", "f", b""),
 ]
+# parents left out of the tar: usr and usr/lib keep the lower layers' metadata when applied
+IMPLICIT = [("usr/lib/x", "f"), ("usr/bin/tool2", "f"), ("newtop/a/b", "f")]
 
 
 def tree(root: Path) -> dict[str, tuple]:
@@ -225,8 +227,12 @@ def test_layer_needing_a_lower_layer_is_a_store_error(tmp_path):
 
 @needs_root
 def test_copy_from_store_equals_applying_the_tars(tmp_path):
-    layers = [blob_layer(tmp_path, "lower", make_tar(LOWER)), blob_layer(tmp_path, "upper", make_tar(UPPER))]
+    layers = [blob_layer(tmp_path, "lower", make_tar(LOWER)), blob_layer(tmp_path, "upper", make_tar(UPPER)),
+              blob_layer(tmp_path, "implicit", make_tar(IMPLICIT))]
     expected = tree(classic(tmp_path, layers))
+    # directories made for IMPLICIT's entries have the time they were made, and so does usr,
+    # the parent of a made one, when the tars are applied: those times are not compared
+    made = ("usr", "usr/lib", "newtop", "newtop/a")
     # what the layers say, independently of any extraction code
     assert "etc/gone" not in expected and "link" not in expected
     assert sorted(k for k in expected if k.startswith("opq/")) == ["opq/fresh"]
@@ -239,8 +245,15 @@ def test_copy_from_store_equals_applying_the_tars(tmp_path):
     try:
         dest = tmp_path / "copy"
         dest.mkdir()
-        stats = copy_layers([lease.path for lease in leases], dest)
-        assert tree(dest) == expected
+        assert leases[2].layer.implicit_dirs() == {"usr", "usr/lib", "usr/bin", "newtop", "newtop/a"}
+        stats = copy_layers([lease.path for lease in leases], dest,
+                            implicit=[lease.layer.implicit_dirs() for lease in leases])
+        got = tree(dest)
+        assert {k: v[:4] + v[5:] for k, v in got.items() if k in made} == \
+            {k: v[:4] + v[5:] for k, v in expected.items() if k in made}
+        assert {k: v for k, v in got.items() if k not in made} == {k: v for k, v in expected.items() if k not in made}
+        # a directory the tar did not carry keeps the metadata of the layer below (UPPER's usr, 12th entry)
+        assert got["usr"][4] == 1_000_011 * 10**9 and got["usr"][1] == 0o751
         assert stats.cloned + stats.copied > 0
         # the copies share no inode with the store: a step writing a file cannot reach it
         assert os.lstat(dest / "usr/bin/tool").st_ino != os.lstat(leases[1].path / "usr/bin/tool").st_ino

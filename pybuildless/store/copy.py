@@ -39,20 +39,23 @@ class CopyStats:
     _clone_ok: bool = field(default=True, repr=False)
 
 
-def copy_layers(layer_dirs: Sequence[Path | str], dest: Path | str, *, root_meta: Sequence[bool] = ()) -> CopyStats:
+def copy_layers(layer_dirs: Sequence[Path | str], dest: Path | str, *, root_meta: Sequence[bool] = (),
+                implicit: Sequence[frozenset[str]] = ()) -> CopyStats:
     """Lay ``layer_dirs`` (lowest first, each a store entry's ``fs``) onto the directory ``dest``.
 
     ``root_meta[i]`` says whether layer i's top directory carries the layer's own root
     entry (``./`` in its tar); only then does it change ``dest``'s own metadata.
+    ``implicit[i]`` are the directories layer i's tar did not carry: where ``dest``
+    already has them they keep their metadata, as when the tar is applied.
     """
     stats = CopyStats()
     dfd = os.open(dest, _DIR)
     try:
         for i, src in enumerate(layer_dirs):
             sfd = os.open(src, _DIR)
-            layer = _Layer(stats)
+            layer = _Layer(stats, implicit[i] if i < len(implicit) else frozenset())
             try:
-                layer.merge_dir(sfd, dfd)
+                layer.merge_dir(sfd, dfd, "")
                 if i < len(root_meta) and root_meta[i]:
                     _copy_meta(sfd, dfd, os.stat(sfd))
             finally:
@@ -64,11 +67,12 @@ def copy_layers(layer_dirs: Sequence[Path | str], dest: Path | str, *, root_meta
 
 
 class _Layer:
-    def __init__(self, stats: CopyStats) -> None:
+    def __init__(self, stats: CopyStats, implicit: frozenset[str]) -> None:
         self.stats = stats
+        self.implicit = implicit
         self.links: dict[int, tuple[int, str]] = {}  # src inode -> (dest dir fd dup, name) of its first copy
 
-    def merge_dir(self, sfd: int, dfd: int) -> None:
+    def merge_dir(self, sfd: int, dfd: int, prefix: str) -> None:
         names = os.listdir(sfd)
         oci_whiteouts = [n for n in names if n.startswith(WHITEOUT_PREFIX)]
         for name in oci_whiteouts:
@@ -86,7 +90,7 @@ class _Layer:
             except FileNotFoundError:
                 old = None
             if stat.S_ISDIR(st.st_mode):
-                self._dir(sfd, dfd, name, st, old)
+                self._dir(sfd, dfd, name, st, old, prefix + name)
             else:
                 if old is not None:
                     secure.remove_in_dir(dfd, name)
@@ -97,7 +101,8 @@ class _Layer:
             secure.remove_in_dir(dfd, name)
             self.stats.removed += 1
 
-    def _dir(self, sfd: int, dfd: int, name: str, st: os.stat_result, old: os.stat_result | None) -> None:
+    def _dir(self, sfd: int, dfd: int, name: str, st: os.stat_result, old: os.stat_result | None,
+             rel: str) -> None:
         ssub = os.open(name, _DIR, dir_fd=sfd)
         try:
             if old is not None and not stat.S_ISDIR(old.st_mode):
@@ -111,8 +116,13 @@ class _Layer:
                     for child in os.listdir(dsub):
                         secure.remove_in_dir(dsub, child)
                         self.stats.removed += 1
-                self.merge_dir(ssub, dsub)
-                _copy_meta(ssub, dsub, st)  # last: the children moved its mtime
+                keep = old is not None and rel in self.implicit
+                before = os.stat(dsub) if keep else None
+                self.merge_dir(ssub, dsub, rel + "/")
+                if before is not None:  # not in the tar: the lower directory's metadata stays
+                    os.utime(dsub, ns=(before.st_atime_ns, before.st_mtime_ns))
+                else:
+                    _copy_meta(ssub, dsub, st)  # last: the children moved its mtime
             finally:
                 os.close(dsub)
         finally:

@@ -5,6 +5,8 @@ Layout below the store root (``$XDG_CACHE_HOME/pybuildless`` by default)::
     layers/sha256/<hex>/meta.json   what was verified (LayerMeta)
     layers/sha256/<hex>/dirs        the directory list for the quick check
     layers/sha256/<hex>/whiteouts   what the layer's whiteouts hide (stacking checks)
+    layers/sha256/<hex>/implicit    parent directories the tar did not carry (their metadata
+                                    belongs to the layers below)
     layers/sha256/<hex>/used        its mtime is the last use (LRU)
     layers/sha256/<hex>/fs/         the layer alone, whiteouts in overlay form
     layers/.locks/sha256-<hex>      flock: exclusive to check/unpack/remove, shared while in use
@@ -60,6 +62,12 @@ class StoredLayer:
     diff_id: Digest
     path: Path  # the unpacked tree (an overlay lower dir)
     meta: LayerMeta
+
+    def implicit_dirs(self) -> frozenset[str]:
+        return frozenset(read_dirs(self.path.parent / "implicit"))
+
+    def whiteouts(self) -> list[str]:
+        return read_dirs(self.path.parent / "whiteouts")
 
 
 class LayerLease:
@@ -250,13 +258,16 @@ class LayerStore:
             # the layer had no "./" entry and must not change the root it is laid on
             os.utime(fs, ns=(_NO_ROOT_ENTRY_NS, _NO_ROOT_ENTRY_NS))
             started = time.monotonic()
+            # a parent the tar lacks gets its creation time: later than any header's, barring
+            # clocks set wrong (such a directory is then only treated as made here)
+            started_ns = time.time_ns()
             with layer.open_compressed() as blob:
                 stats = extract_layer(blob, fs, whiteouts=False, expect_diff_id=layer.diff_id,
                                       expect_digest=layer.digest)
             root_entry = os.stat(fs).st_mtime_ns != _NO_ROOT_ENTRY_NS
             opaque_attr = tree.opaque_xattr()
             form = tree.to_overlay_form(os.fspath(fs), opaque_attr)
-            summary = tree.summarize(os.fspath(fs))
+            summary = tree.summarize(os.fspath(fs), made_after_ns=started_ns)
             meta = LayerMeta(
                 diff_id=str(stats.diff_id), blob_digest=str(stats.digest),
                 uncompressed_bytes=stats.uncompressed_size, entries=stats.entries, files=stats.files,
@@ -269,6 +280,7 @@ class LayerStore:
             )
             write_dirs(tmp / "dirs", summary.dirs)
             write_dirs(tmp / "whiteouts", form.paths)
+            write_dirs(tmp / "implicit", summary.implicit_dirs)
             (tmp / "meta.json").write_bytes(meta.to_json())
             (tmp / "used").touch()
             os.rename(tmp, self.entries_dir / hexname)

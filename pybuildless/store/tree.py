@@ -64,6 +64,7 @@ class TreeSummary:
     fingerprint: str  # every entry
     dirs: tuple[str, ...]  # directories below the top, relative
     dirs_fingerprint: str  # the top and every directory
+    implicit_dirs: tuple[str, ...] = ()  # directories with an mtime at or after ``made_after_ns``
 
 
 @dataclass(frozen=True)
@@ -175,13 +176,19 @@ def _seal(count: int, total: int) -> str:
     return f"{count}:{total & _MASK:016x}"
 
 
-def summarize(top: str) -> TreeSummary:
-    """Entry count, disk usage and both fingerprints of the tree below ``top`` (one lstat per entry)."""
+def summarize(top: str, made_after_ns: int | None = None) -> TreeSummary:
+    """Entry count, disk usage and both fingerprints of the tree below ``top`` (one lstat per entry).
+
+    ``made_after_ns``: list the directories whose mtime is that late. Right after an unpack
+    these are the parents the tar did not carry: the extractor made them and left their
+    creation time, where a tar entry's time was set from its header.
+    """
     total = dirs_total = _combine(os.lstat(top))
     count = 0
     disk = 0
     seen: set[int] = set()
     dirs: list[str] = []
+    implicit: list[str] = []
     stack = [(top, "")]
     while stack:
         d, prefix = stack.pop()
@@ -199,8 +206,11 @@ def summarize(top: str) -> TreeSummary:
                     rel = prefix + e.name
                     dirs.append(rel)
                     dirs_total += value
+                    if made_after_ns is not None and st.st_mtime_ns >= made_after_ns:
+                        implicit.append(rel)
                     stack.append((e.path, rel + "/"))
-    return TreeSummary(count, disk, _seal(count, total), tuple(dirs), _seal(len(dirs), dirs_total))
+    return TreeSummary(count, disk, _seal(count, total), tuple(dirs), _seal(len(dirs), dirs_total),
+                       tuple(implicit))
 
 
 def dirs_fingerprint(top: str, dirs: tuple[str, ...] | list[str]) -> str | None:
