@@ -164,7 +164,8 @@ class DockerConfigKeychain:
     def __init__(self, config: dict[str, Any], source: str) -> None:
         self.config = config
         self.source = source
-        for entry in (config.get("auths") or {}).values():
+        entries = config.get("auths")
+        for entry in entries.values() if isinstance(entries, dict) else ():  # not a dict: an error on use
             if isinstance(entry, dict):
                 for k in ("password", "identitytoken", "registrytoken"):
                     log.register_secret(entry.get(k))
