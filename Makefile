@@ -1,9 +1,9 @@
 # Everything here must work on a fresh Debian 12 machine as root.
 PYTHON ?= python3
-APT_PACKAGES = docker-registry busybox-static skopeo umoci apache2-utils buildah util-linux git uidmap musl musl-tools podman runc docker.io rsync nodejs
+APT_PACKAGES = docker-registry busybox-static skopeo umoci apache2-utils buildah util-linux git uidmap musl musl-tools podman runc docker.io rsync nodejs qemu-user-static
 STAMP = .make
 
-.PHONY: deps test demo clean wheels mutation
+.PHONY: deps test demo clean wheels mutation binfmt
 
 $(STAMP)/apt:
 	mkdir -p $(STAMP)
@@ -25,7 +25,22 @@ $(STAMP)/npm: $(STAMP)/apt
 	command -v gitlab-ci-local >/dev/null || npm install -g -q $(GITLAB_CI_LOCAL)
 	touch $@
 
-deps: $(STAMP)/apt $(STAMP)/pip $(STAMP)/npm
+# Multi-platform tests: Debian's arm64 busybox-static (apt-get download needs the arm64 lists), and
+# qemu-user-static's binfmt_misc handlers (F flag) registered with the kernel. Registration does not
+# survive a reboot, so it is checked on every `make deps`.
+$(STAMP)/arm64: $(STAMP)/apt
+	if [ "$$(id -u)" = 0 ] && ! dpkg --print-foreign-architectures | grep -qx arm64; then \
+	  dpkg --add-architecture arm64 && apt-get update -qq; fi
+	touch $@
+
+binfmt: $(STAMP)/apt
+	if [ "$$(id -u)" = 0 ]; then \
+	  [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; \
+	  for a in aarch64 arm; do [ -e /proc/sys/fs/binfmt_misc/qemu-$$a ] || \
+	    grep -v '^#' /usr/lib/binfmt.d/qemu-$$a.conf > /proc/sys/fs/binfmt_misc/register; done; \
+	fi
+
+deps: $(STAMP)/apt $(STAMP)/pip $(STAMP)/npm $(STAMP)/arm64 binfmt
 
 test: deps
 	$(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

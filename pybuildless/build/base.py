@@ -12,6 +12,7 @@ from pybuildless.build.imageconfig import scratch_config
 from pybuildless.errors import BuildError
 from pybuildless.image.descriptor import Digest, Platform
 from pybuildless.image.model import FileLayer, Image, Layer
+from pybuildless.image.platform import NoMatchingPlatformError, serves
 from pybuildless.registry.options import RegistryOptions
 from pybuildless.registry.reference import Reference, parse_reference
 
@@ -64,7 +65,41 @@ def from_image(image: Image, description: str) -> BaseImage:
     return BaseImage(json.loads(image.raw_config()), list(image.layers()), description, docker, key)
 
 
+def _check_platform(base: BaseImage, name: str, platform: Platform) -> BaseImage:
+    """A single-platform image for another platform is refused, never relabelled: its RUN
+    steps would run (or fail) as the wrong architecture and the result would lie about it."""
+    config = base.config
+    if not config.get("architecture"):
+        return base  # an image that does not say what it is for: nothing to check
+    have = Platform.from_dict(config)
+    if not serves(platform, have):
+        raise BuildError(f"base image {name} has no image for platform {platform} (it has: {have})")
+    return base
+
+
 def load_base(
+    name: str,
+    *,
+    platform: Platform,
+    registry: RegistryOptions,
+    blob_dir: Path,
+    cache_dir: Path | None = None,
+    lazy: bool = False,
+) -> BaseImage:
+    """Resolve FROM's image for ``platform`` (already expanded; stage names are handled by the
+    caller): the platform's entry of an index, or a single image made for that platform."""
+    if name == "scratch":
+        return _load_base(name, platform=platform, registry=registry, blob_dir=blob_dir)
+    try:
+        base = _load_base(name, platform=platform, registry=registry, blob_dir=blob_dir,
+                          cache_dir=cache_dir, lazy=lazy)
+    except NoMatchingPlatformError as e:
+        offered = ", ".join(e.offered) or "none"
+        raise BuildError(f"base image {name} has no image for platform {platform} (it has: {offered})") from None
+    return _check_platform(base, name, platform)
+
+
+def _load_base(
     name: str,
     *,
     platform: Platform,

@@ -25,6 +25,7 @@ from pybuildless.build.base import BaseImage, load_base
 from pybuildless.build.context import open_context, resolve_dockerfile
 from pybuildless.build.copy import SourceRoot
 from pybuildless.build.options import BuildOptions
+from pybuildless.build.platforms import check_foreign_runs, parse_platforms, stage_platforms
 from pybuildless.build.progress import BufferedProgress, Progress
 from pybuildless.build.publish import check_push_permissions, publish
 from pybuildless.build.stage import StageBuilder, StageResult
@@ -86,6 +87,7 @@ class BuildRun:
         self.clamp_mtime = epoch
         self.created = imageconfig.rfc3339(epoch)
         self.results: dict[int, StageResult] = {}
+        self.stage_platforms: dict[int, Platform] = {}  # what each stage is built for (FROM --platform)
         self.scopes: dict[int, StageEnv] = {}
         self._sandboxes: dict[Path, object] = {}
         self._image_roots: dict[str, SourceRoot] = {}
@@ -246,11 +248,16 @@ def run_build(options: BuildOptions) -> None:
 
 def _build(options: BuildOptions, work: Path, dockerfile: Dockerfile, context_source: SourceRoot,
            progress: Progress):
-    platform = Platform.parse(options.custom_platform) if options.custom_platform else Platform.host()
+    platform = parse_platforms(options.custom_platform)[0]
     build_args = dict(options.build_args)
-    glob = GlobalArgs.resolve(dockerfile.meta_args, build_args, platform_args(str(platform)))
+    # BUILDPLATFORM is where the steps run (this host), TARGETPLATFORM what is built
+    # (moby/buildkit frontend/dockerfile/dockerfile2llb/platform.go@73ed6825 defaultArgs).
+    glob = GlobalArgs.resolve(dockerfile.meta_args, build_args, platform_args(str(platform), str(Platform.host())))
     plan = plan_build(dockerfile, options.target, glob.env)
+    platforms = stage_platforms(dockerfile, plan, platform)
+    check_foreign_runs(dockerfile, platforms)  # before anything is pulled: fail in a moment, not half way
     run = BuildRun(options, work, dockerfile, context_source, platform, plan.target)
+    run.stage_platforms = platforms
     for name in unused_build_args(dockerfile.meta_args, [dockerfile.stages[i].instructions for i in plan.order],
                                   build_args):
         progress.warn(f"build-arg {name!r} was not consumed by any ARG")
@@ -305,9 +312,8 @@ def _build_stage(run: BuildRun, plan, glob: GlobalArgs, index: int, position: in
                          _is_docker(parent), key=parent.key)
         scope = run.scopes[base_spec.stage].child()
     else:
-        stage_platform = Platform.parse(base_spec.platform) if base_spec.platform else run.platform
         try:
-            base = load_base(base_spec.image or "scratch", platform=stage_platform, registry=run.registry,
+            base = load_base(base_spec.image or "scratch", platform=run.stage_platforms[index], registry=run.registry,
                              blob_dir=run.blob_dir, cache_dir=options.cache_dir if options.cache else None,
                              lazy=options.cache)
         except (PybuildlessError, OSError) as e:  # a bad or missing base names its FROM line

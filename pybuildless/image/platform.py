@@ -26,7 +26,11 @@ _ARM_FALLBACK = {"v8": ["v7", "v6", "v5"], "v7": ["v6", "v5"], "v6": ["v5"]}
 
 
 class NoMatchingPlatformError(ImageFormatError):
-    """No entry of an index serves the wanted platform."""
+    """No entry of an index serves the wanted platform; ``offered`` lists what it has."""
+
+    def __init__(self, message: str, offered: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.offered = offered
 
 
 def normalise(p: Platform) -> Platform:
@@ -65,6 +69,11 @@ def _rank(want: Platform, have: Platform) -> int | None:
     if have.variant in fallback:
         return 3 + fallback.index(have.variant)
     return None
+
+
+def serves(want: Platform, have: Platform) -> bool:
+    """True when an image built for ``have`` runs as ``want`` (same rules as index selection)."""
+    return _rank(normalise(want), normalise(have)) is not None
 
 
 def index_entries(index: dict[str, Any]) -> list[dict[str, Any]]:
@@ -114,5 +123,6 @@ def select_manifest(index: dict[str, Any], want: Platform) -> Descriptor:
     if chosen is None:
         offered = available_platforms(index)
         listing = ", ".join(offered) if offered else "none"
-        raise NoMatchingPlatformError(f"no image for platform {want} in the index (available: {listing})")
+        raise NoMatchingPlatformError(f"no image for platform {want} in the index (available: {listing})",
+                                      tuple(offered))
     return Descriptor.from_dict(chosen)

@@ -1,0 +1,79 @@
+"""Which platform each stage is built for, and whether its RUN steps can run here.
+
+BuildKit's rules (moby/buildkit frontend/dockerfile/dockerfile2llb/convert.go@73ed6825):
+a stage ``FROM --platform=P`` is built for P, a stage ``FROM <stage>`` for that stage's
+platform, any other stage for the target platform. BUILDPLATFORM is the host's.
+
+A RUN step for a platform the host cannot run natively needs a binfmt_misc
+handler with the F flag (``build.binfmt``). The check is made for every planned
+stage before anything is pulled or built, so a build that cannot finish fails at
+once with the line, instead of an ``exec format error`` half way through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pybuildless.build import binfmt
+from pybuildless.dockerfile import instructions as ins
+from pybuildless.dockerfile.parser import Dockerfile
+from pybuildless.dockerfile.stages import BuildPlan
+from pybuildless.errors import PybuildlessError, at_instruction
+from pybuildless.image.descriptor import Platform
+
+REMEDY = ("install an emulator registered with the F flag, e.g. `apt-get install qemu-user-static` "
+          "(or `docker run --privileged --rm tonistiigi/binfmt --install all`)")
+
+
+def parse_platforms(text: str | None) -> list[Platform]:
+    """``--custom-platform``/``--platform``: one platform or a comma-separated list (default: this host)."""
+    if not text or not text.strip():
+        return [Platform.host()]
+    out: list[Platform] = []
+    for part in text.split(","):
+        platform = Platform.parse(part)
+        if platform not in out:  # linux/arm64 and linux/arm64/v8 are one platform
+            out.append(platform)
+    return out
+
+
+def stage_platforms(dockerfile: Dockerfile, plan: BuildPlan, target: Platform) -> dict[int, Platform]:
+    """Each planned stage's platform; a bad ``--platform`` value names its FROM line."""
+    out: dict[int, Platform] = {}
+    for index in plan.order:  # dependencies first
+        base = plan.bases[index]
+        if base.stage is not None:
+            out[index] = out[base.stage]
+        elif base.platform:
+            try:
+                out[index] = Platform.parse(base.platform)
+            except PybuildlessError as e:
+                where = dockerfile.stages[index].from_
+                raise at_instruction(e, path=where.path, line=where.line, end_line=where.end_line or where.line,
+                                     source_text=dockerfile.text or None) from None
+        else:
+            out[index] = target
+    return out
+
+
+def check_foreign_runs(dockerfile: Dockerfile, platforms: Mapping[int, Platform], host: Platform | None = None,
+                       handlers_dir=None) -> None:
+    """Fail unless every RUN of the planned stages can run on this host."""
+    host = host or Platform.host()
+    checked: dict[Platform, bool] = {}
+    for index in sorted(platforms):
+        platform = platforms[index]
+        if binfmt.runs_natively(platform, host):
+            continue
+        stage = dockerfile.stages[index]
+        first_run = next((i for i in stage.instructions if isinstance(i, ins.Run)), None)
+        if first_run is None:
+            continue
+        if platform not in checked:
+            checked[platform] = binfmt.emulator_for(platform, handlers_dir) is not None
+        if checked[platform]:
+            continue
+        name = f"stage {stage.name!r}" if stage.name else f"stage {index}"
+        raise first_run.error(
+            f"{name} runs RUN for {platform} but this {host} host cannot run {platform.architecture} programs: "
+            f"no binfmt_misc handler with the F flag for it in {handlers_dir or binfmt.handlers_dir()}; {REMEDY}")
