@@ -25,6 +25,7 @@ from pybuildless.image.descriptor import Digest
 from pybuildless.store.copy import copy_layers
 from pybuildless.store.gc import collect, parse_size, prune
 from pybuildless.store.layers import LayerStore, StoreError
+from pybuildless.store.stack import plan_stack
 
 REPO = Path(__file__).resolve().parent.parent
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="whiteouts as char 0/0 in trusted form and overlay mounts")
@@ -272,20 +273,23 @@ def test_overlay_of_stored_layers_equals_applying_the_tars(tmp_path):
         merged, upper, work = tmp_path / "merged", tmp_path / "up", tmp_path / "work"
         for d in (merged, upper, work):
             d.mkdir()
-        lower = ":".join(str(lease.path) for lease in reversed(leases))  # topmost first
-        # mount in a child's private mount namespace, list the merged view there
+        assert plan_stack([lease.layer for lease in leases], userxattr=False).mountable
+        # mount in a child's private mount namespace (lower dirs named by its O_PATH fds), list it there
         script = (
             "import json, sys, ctypes, os\n"
             "sys.path.insert(0, %r)\n"
             "from pybuildless.sandbox import _linux\n"
+            "from pybuildless.store.stack import lowerdir_option\n"
             "from tests.test_layer_store import tree\n"
             "_linux.unshare(_linux.CLONE_NEWNS)\n"
             "_linux.mount(None, '/', None, _linux.MS_REC | _linux.MS_PRIVATE)\n"
-            "_linux.mount('overlay', %r, 'overlay', 0, 'lowerdir=%s,upperdir=%s,workdir=%s,index=off')\n"
+            "fds = [os.open(p, os.O_PATH | os.O_DIRECTORY) for p in %r]  # in the new namespace\n"
+            "_linux.mount('overlay', %r, 'overlay', 0,\n"
+            "             'lowerdir=' + lowerdir_option(fds) + ',upperdir=%s,workdir=%s,index=off')\n"
             "from pathlib import Path\n"
             "t = tree(Path(%r))\n"
             "print(json.dumps({k: [v[0], v[1], v[2], v[3], v[4], v[5], sorted(v[6])] for k, v in t.items()}))\n"
-        ) % (str(REPO), str(merged), lower, upper, work, str(merged))
+        ) % (str(REPO), [str(lease.path) for lease in leases], str(merged), upper, work, str(merged))
         out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         seen = json.loads(out.stdout)
@@ -293,6 +297,37 @@ def test_overlay_of_stored_layers_equals_applying_the_tars(tmp_path):
         assert seen == want
     finally:
         for lease in leases:
+            lease.close()
+
+
+@needs_root
+def test_stacks_that_an_overlay_would_show_differently_are_refused(tmp_path):
+    store = LayerStore(tmp_path / "cache")
+    lower = blob_layer(tmp_path, "lower", make_tar(LOWER))
+    implicit = blob_layer(tmp_path, "implicit", make_tar(IMPLICIT))
+    stray = blob_layer(tmp_path, "stray",
+                       make_tar([("newdir", "d"), ("newdir/.wh.x", "f", b""), (".wh.etc", "f", b"")]))
+    alone = blob_layer(tmp_path, "alone", make_tar([(".wh.anything", "f", b""), ("f", "f")]))
+    opaque = blob_layer(tmp_path, "opaque", make_tar([("d", "d"), ("d/.wh..wh..opq", "f", b""), ("d/x", "f")]))
+    leases = {n: store.acquire(layer) for n, layer in
+              (("lower", lower), ("implicit", implicit), ("stray", stray), ("alone", alone), ("opaque", opaque))}
+    try:
+        def plan(*names: str):
+            return plan_stack([leases[n].layer for n in names], userxattr=False)
+        # usr is not in IMPLICIT's tar, and LOWER's usr has other metadata
+        refused = plan("lower", "implicit")
+        assert not refused.mountable and "/usr" in refused.reason
+        # newdir/.wh.x: no lower layer has newdir, an overlay would list the whiteout
+        refused = plan("lower", "stray")
+        assert not refused.mountable and "/newdir/x" in refused.reason
+        assert plan("alone").mountable  # whiteouts in the root: merged with the upper dir
+        assert plan("implicit").mountable  # nothing below to differ from
+        # opaque directories marked for a mount as real root, not for one with userxattr
+        assert plan("lower", "opaque").mountable
+        refused = plan_stack([leases["lower"].layer, leases["opaque"].layer], userxattr=True)
+        assert not refused.mountable and "trusted.overlay.opaque" in refused.reason
+    finally:
+        for lease in leases.values():
             lease.close()
 
 
