@@ -331,6 +331,50 @@ def test_stacks_that_an_overlay_would_show_differently_are_refused(tmp_path):
             lease.close()
 
 
+USERNS_CHILD = """
+import json, os, sys
+sys.path.insert(0, {repo!r})
+from pathlib import Path
+from tests.test_layer_store import BlobLayer
+from pybuildless.image.descriptor import Digest
+from pybuildless.sandbox import _linux
+from pybuildless.store.layers import LayerStore
+from pybuildless.store.stack import lowerdir_option, plan_stack
+layers = [BlobLayer(Path(d["path"]), Digest.parse(d["digest"]), Digest.parse(d["diff_id"]), d["size"],
+                    Path(d["opens"])) for d in json.loads(sys.argv[1])]
+store = LayerStore(sys.argv[2])
+leases = store.acquire_all(layers)
+metas = [(lease.meta.opaque_xattr, lease.meta.char_whiteouts) for lease in leases]
+plan = plan_stack([lease.layer for lease in leases], userxattr=True)
+_linux.mount(None, "/", None, _linux.MS_REC | _linux.MS_PRIVATE)
+fds = [os.open(lease.path, os.O_PATH | os.O_DIRECTORY) for lease in leases]
+merged, upper, work = sys.argv[3:6]
+_linux.mount("overlay", merged, "overlay", 0,
+             f"lowerdir={{lowerdir_option(fds)}},upperdir={{upper}},workdir={{work}},userxattr")
+names = sorted(str(p.relative_to(merged)) for p in Path(merged).rglob("*"))
+print(json.dumps({{"metas": metas, "mountable": plan.mountable, "names": names}}))
+"""
+
+
+@needs_root
+def test_store_made_in_a_user_namespace_mounts_with_userxattr(tmp_path):
+    layers = [blob_layer(tmp_path, "lower", make_tar(LOWER)), blob_layer(tmp_path, "upper", make_tar(UPPER))]
+    expected = sorted(tree(classic(tmp_path, layers)))
+    dirs = [tmp_path / n for n in ("merged", "up", "work")]
+    for d in dirs:
+        d.mkdir()
+    arg = json.dumps([{"path": str(x.path), "digest": str(x.digest), "diff_id": str(x.diff_id), "size": x.size,
+                       "opens": str(x.opens)} for x in layers])
+    out = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", sys.executable, "-c",
+                          USERNS_CHILD.format(repo=str(REPO)), arg, str(tmp_path / "cache"), *map(str, dirs)],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout)
+    # whiteouts as char 0/0 (no CAP_MKNOD needed for those) and opaque directories for userxattr mounts
+    assert seen["metas"] == [["user.overlay.opaque", True]] * 2 and seen["mountable"]
+    assert seen["names"] == expected
+
+
 # -- concurrency and crashes --------------------------------------------------------------------
 
 CHILD = """

@@ -273,7 +273,8 @@ class LayerStore:
                 uncompressed_bytes=stats.uncompressed_size, entries=stats.entries, files=stats.files,
                 dirs=stats.dirs, symlinks=stats.symlinks, hardlinks=stats.hardlinks, specials=stats.specials,
                 whiteouts=form.whiteouts, opaque_dirs=form.opaque_dirs, char_whiteouts=form.char_whiteouts,
-                opaque_xattr=opaque_attr, root_entry=root_entry, owners_applied=os.geteuid() == 0,
+                opaque_xattr=opaque_attr, root_entry=root_entry,
+                owners_applied=opaque_attr.startswith("trusted."),  # only real root can chown to any id
                 tree_entries=summary.entries, disk_bytes=summary.disk_bytes,
                 fingerprint_scheme=tree.FINGERPRINT_SCHEME, fingerprint=summary.fingerprint,
                 dirs_fingerprint=summary.dirs_fingerprint, unpacked_at=time.time(),
