@@ -135,6 +135,10 @@ COVERAGE = {
         "tests/test_engine_rootless.py: that image run under Docker with these options (and --network host)",
     ("docs/security.md", "ESCAPE_REPORT=/tmp/escape.json python3 -m pytest -q tests/escape"):
         "tests/escape: the corpus is part of this suite (ESCAPE_REPORT only records its verdicts)",
+    ("docs/multi-platform.md", "executor --context . --custom-platform linux/amd64,linux/arm64 --destination "
+                               "registry.example.com/app:1"):
+        "tests/test_multiplatform_index.py: test_amd64_and_arm64_in_one_index runs these flags against the "
+        "loopback registry (a multi-arch busybox base; the arm64 RUN under qemu-user-static)",
     ("docs/security.md", "python3 -m tests.escape.report /tmp/escape.json"):
         "NOT RUN: needs the report of a whole escape-corpus run",
 }

@@ -205,3 +205,14 @@ def test_handler_matching_reads_real_handler_files(tmp_path):
     assert binfmt.emulator_for(Platform.parse("linux/riscv64"), d) is None
     (d / "status").write_text("disabled\n")
     assert binfmt.emulator_for(Platform.parse("linux/arm64"), d) is None
+
+
+def test_platform_list_flag():
+    from pybuildless.build.platforms import parse_platforms
+    from pybuildless.errors import UsageError
+
+    assert parse_platforms("linux/amd64,linux/arm64/v8,linux/aarch64, linux/arm") == [
+        Platform("linux", "amd64"), Platform("linux", "arm64"), Platform("linux", "arm", "v7")]
+    assert parse_platforms(None) == [Platform.host()]
+    with pytest.raises(UsageError, match="--custom-platform 'linux/amd64,': invalid platform ''"):
+        parse_platforms("linux/amd64,")

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -27,14 +28,15 @@ from pybuildless.build.copy import SourceRoot
 from pybuildless.build.options import BuildOptions
 from pybuildless.build.platforms import check_foreign_runs, parse_platforms, stage_platforms
 from pybuildless.build.progress import BufferedProgress, Progress
-from pybuildless.build.publish import check_push_permissions, publish
+from pybuildless.build.multiplatform import SharedStages, build_platforms, stage_identity
+from pybuildless.build.publish import check_push_permissions, publish, publish_index
 from pybuildless.build.stage import StageBuilder, StageResult
 from pybuildless.cache.store import open_cache
 from pybuildless.dockerfile.mounts import parse_go_duration
 from pybuildless.dockerfile.args import GlobalArgs, StageEnv, platform_args, unused_build_args
 from pybuildless.dockerfile.dockerignore import load_dockerignore
 from pybuildless.dockerfile.parser import Dockerfile, Stage, load_dockerfile
-from pybuildless.dockerfile.stages import plan_build
+from pybuildless.dockerfile.stages import BuildPlan, plan_build
 from pybuildless.errors import BuildError, PybuildlessError, UsageError, at_instruction
 from pybuildless.fs.extract import extract_layer
 from pybuildless.fs.ignore import IgnoreList
@@ -236,8 +238,11 @@ def run_build(options: BuildOptions) -> None:
             context_source = SourceRoot(str(context.root), is_context=True, ignore=matcher)
             if options.isolation == "inplace":
                 options = _protect_inputs(options, context.root, dockerfile_path)
-            image = _build(options, work, dockerfile, context_source, progress)
-        digest = publish(image, options, registry_options(options), progress)
+            images = _build_all(options, work, dockerfile, context_source, progress)
+        if len(images) == 1:
+            digest = publish(images[0], options, registry_options(options), progress)
+        else:
+            digest = publish_index(images, options, registry_options(options), progress)
         progress.info(f"built {digest} in {time.monotonic() - started:.1f}s")
     except PybuildlessError as e:
         report_error_source(e)  # the Dockerfile lines it names, as BuildKit prints them
@@ -246,18 +251,45 @@ def run_build(options: BuildOptions) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _build(options: BuildOptions, work: Path, dockerfile: Dockerfile, context_source: SourceRoot,
-           progress: Progress):
-    platform = parse_platforms(options.custom_platform)[0]
-    build_args = dict(options.build_args)
+@dataclasses.dataclass(frozen=True)
+class PlatformPlan:
+    """One target platform, planned and checked: nothing built yet."""
+
+    platform: Platform
+    glob: GlobalArgs
+    plan: BuildPlan
+    stage_platforms: dict[int, Platform]
+
+
+def _prepare(options: BuildOptions, dockerfile: Dockerfile, platform: Platform) -> PlatformPlan:
     # BUILDPLATFORM is where the steps run (this host), TARGETPLATFORM what is built
     # (moby/buildkit frontend/dockerfile/dockerfile2llb/platform.go@73ed6825 defaultArgs).
-    glob = GlobalArgs.resolve(dockerfile.meta_args, build_args, platform_args(str(platform), str(Platform.host())))
+    args = platform_args(str(platform), str(Platform.host()))
+    glob = GlobalArgs.resolve(dockerfile.meta_args, dict(options.build_args), args)
     plan = plan_build(dockerfile, options.target, glob.env)
     platforms = stage_platforms(dockerfile, plan, platform)
     check_foreign_runs(dockerfile, platforms)  # before anything is pulled: fail in a moment, not half way
+    return PlatformPlan(platform, glob, plan, platforms)
+
+
+def _build_all(options: BuildOptions, work: Path, dockerfile: Dockerfile, context_source: SourceRoot,
+               progress: Progress) -> list:
+    """The image of every target platform (``--custom-platform a,b``), in the order given."""
+    targets = parse_platforms(options.custom_platform)
+    if len(targets) == 1:
+        return [_build(_prepare(options, dockerfile, targets[0]), options, work, progress, None, dockerfile,
+                       context_source)]
+    return build_platforms(options, work, targets, progress, functools.partial(_prepare, options, dockerfile),
+                           functools.partial(_build, dockerfile=dockerfile, context_source=context_source))
+
+
+def _build(prepared: PlatformPlan, options: BuildOptions, work: Path, progress: Progress,
+           shared: SharedStages | None, dockerfile: Dockerfile, context_source: SourceRoot):
+    platform, glob, plan = prepared.platform, prepared.glob, prepared.plan
+    build_args = dict(options.build_args)
     run = BuildRun(options, work, dockerfile, context_source, platform, plan.target)
-    run.stage_platforms = platforms
+    run.stage_platforms = prepared.stage_platforms
+    build_stage = _build_stage if shared is None else functools.partial(_shared_stage, shared, {})
     for name in unused_build_args(dockerfile.meta_args, [dockerfile.stages[i].instructions for i in plan.order],
                                   build_args):
         progress.warn(f"build-arg {name!r} was not consumed by any ARG")
@@ -273,11 +305,11 @@ def _build(options: BuildOptions, work: Path, dockerfile: Dockerfile, context_so
         for level in levels:
             if len(level) == 1 or jobs == 1:
                 for index in level:
-                    _build_stage(run, plan, glob, index, positions[index], progress)
+                    build_stage(run, plan, glob, index, positions[index], progress)
                 continue
             buffers = {index: BufferedProgress() for index in level}
             with ThreadPoolExecutor(max_workers=min(jobs, len(level)), thread_name_prefix="stage") as pool:
-                futures = {index: pool.submit(_build_stage, run, plan, glob, index, positions[index], buffers[index])
+                futures = {index: pool.submit(build_stage, run, plan, glob, index, positions[index], buffers[index])
                            for index in level}
             for index in level:
                 buffers[index].replay(progress)
@@ -289,6 +321,26 @@ def _build(options: BuildOptions, work: Path, dockerfile: Dockerfile, context_so
         return run.results[plan.target].image
     finally:
         run.close()
+
+
+def _shared_stage(shared: SharedStages, known: dict[int, str], run: BuildRun, plan, glob: GlobalArgs, index: int,
+                  position: int, progress: Progress) -> None:
+    """A stage of one of several platforms: built here, or taken from the platform that built it."""
+    identity = stage_identity(run.dockerfile, plan, glob.values, run.stage_platforms, run.platform, index, known)
+    known[index] = identity
+
+    def build():
+        _build_stage(run, plan, glob, index, position, progress)
+        return run.results[index], run.scopes[index]
+
+    (result, scope), owner = shared.build_once(identity, run.platform, build)
+    if owner is not None:
+        run.results[index] = result
+        reused = scope.child()
+        reused.globals = glob  # a later ``ARG TARGETARCH`` in a child stage reads this platform's value
+        run.scopes[index] = reused
+        name = run.dockerfile.stages[index].name or index
+        progress.info(f"stage {name}: same inputs as for {owner}, built once")
 
 
 def _build_stage(run: BuildRun, plan, glob: GlobalArgs, index: int, position: int, progress: Progress) -> None:

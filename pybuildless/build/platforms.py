@@ -18,7 +18,7 @@ from pybuildless.build import binfmt
 from pybuildless.dockerfile import instructions as ins
 from pybuildless.dockerfile.parser import Dockerfile
 from pybuildless.dockerfile.stages import BuildPlan
-from pybuildless.errors import PybuildlessError, at_instruction
+from pybuildless.errors import PybuildlessError, UsageError, at_instruction
 from pybuildless.image.descriptor import Platform
 
 REMEDY = ("install an emulator registered with the F flag, e.g. `apt-get install qemu-user-static` "
@@ -31,7 +31,10 @@ def parse_platforms(text: str | None) -> list[Platform]:
         return [Platform.host()]
     out: list[Platform] = []
     for part in text.split(","):
-        platform = Platform.parse(part)
+        try:
+            platform = Platform.parse(part)
+        except PybuildlessError as e:
+            raise UsageError(f"--custom-platform {text!r}: {e}") from None
         if platform not in out:  # linux/arm64 and linux/arm64/v8 are one platform
             out.append(platform)
     return out

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from pybuildless.build.options import BuildOptions
@@ -22,13 +23,14 @@ from pybuildless.build.progress import Progress
 from pybuildless.errors import PybuildlessError, RegistryError
 from pybuildless.image import outputs
 from pybuildless.image.descriptor import Digest
-from pybuildless.image.layout import write_layout
-from pybuildless.image.model import Image, image_digest
-from pybuildless.image.tarball import write_tarball
+from pybuildless.image.descriptor import Platform
+from pybuildless.image.layout import write_index_to_layout, write_layout
+from pybuildless.image.model import Image, image_config, image_digest
+from pybuildless.image.tarball import write_tarball, write_tarball_multi
 from pybuildless.registry.options import RegistryOptions
 from pybuildless.registry.client import RegistryClient
 from pybuildless.registry.reference import parse_reference
-from pybuildless.registry.remote import push_image
+from pybuildless.registry.remote import make_index, push_image, push_index
 
 DEFAULT_LAYOUT = "pybuildless-image"
 UNSET_TAG = "unset-repo/unset-image-name:latest"
@@ -122,6 +124,11 @@ def publish(image: Image, options: BuildOptions, registry: RegistryOptions, prog
         path = Path(os.getcwd()) / DEFAULT_LAYOUT
         write_layout(path, image, tag="latest")
         progress.info(f"no destination given: image written to the OCI layout {path} (tag latest)")
+    _write_digest_files(options, digest, pushing)
+    return digest
+
+
+def _write_digest_files(options: BuildOptions, digest: Digest, pushing: bool) -> None:
     if options.digest_file:
         outputs.write_digest_file(options.digest_file, digest)
     if options.image_name_with_digest_file:
@@ -131,4 +138,56 @@ def publish(image: Image, options: BuildOptions, registry: RegistryOptions, prog
                                                       options.destinations, digest)
     if os.environ.get("BUILDER_OUTPUT") and pushing:
         outputs.write_builder_output(os.environ["BUILDER_OUTPUT"], options.destinations, digest)
+
+
+def _host_image(images: Sequence[Image]) -> int:
+    """Which image ``docker load`` gets the tags on: the host's platform, else the first."""
+    host = Platform.host()
+    for n, image in enumerate(images):
+        config = image_config(image)
+        if (config.get("os"), config.get("architecture")) == (host.os, host.architecture):
+            return n
+    return 0
+
+
+def publish_index(images: Sequence[Image], options: BuildOptions, registry: RegistryOptions,
+                  progress: Progress) -> Digest:
+    """Several platform images: each pushed by digest, then one index (a Docker manifest list
+    when every image is a Docker v2 manifest, else an OCI index) under every destination. The
+    digest files name the index; the tarball and the OCI layout hold it too."""
+    raw_index, _ = make_index(images)
+    digest = Digest.of_bytes(raw_index)
+    pushing = bool(options.destinations) and not options.no_push
+    wrote_output = False
+    if pushing:
+        attempts = options.push_retry + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                push_index(images, list(options.destinations), options=registry, raw_index=raw_index)
+                break
+            except PybuildlessError as e:
+                if options.push_ignore_immutable_tag_errors and _is_immutable_tag_error(e):
+                    progress.info(f"immutable tag error ignored for the index {digest}")
+                    break
+                if attempt == attempts:
+                    raise
+                progress.warn(f"push failed ({e}); retry {attempt}/{options.push_retry}")
+                time.sleep(2 ** (attempt - 1))
+        for dest in options.destinations:
+            progress.info(f"pushed {dest}@{digest} (index of {len(images)} platforms)")
+    if options.tar_path:
+        # docker load reads manifest.json only: every platform's image, tagged on the host's one.
+        tags = list(options.destinations) or [UNSET_TAG]
+        host = _host_image(images)
+        entries = [(image, tags if n == host else []) for n, image in enumerate(images)]
+        write_tarball_multi(options.tar_path, entries, index=(raw_index, tags))
+        progress.info(f"wrote tarball {options.tar_path} (an image index; docker load takes each platform's image)")
+        wrote_output = True
+    layout = options.oci_layout_path
+    if layout is None and not pushing and not options.no_push and not wrote_output:
+        layout = Path(os.getcwd()) / DEFAULT_LAYOUT
+    if layout is not None:
+        write_index_to_layout(layout, images, tag="latest", raw_index=raw_index)
+        progress.info(f"wrote the image index to the OCI layout {layout} (tag latest)")
+    _write_digest_files(options, digest, pushing)
     return digest

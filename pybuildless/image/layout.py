@@ -221,16 +221,19 @@ def write_index_to_layout(
     *,
     tag: str | None = None,
     annotations: dict[str, str] | None = None,
+    raw_index: bytes | None = None,
 ) -> Descriptor:
-    """Write several platform images plus an index over them, tagged ``tag``; returns the index descriptor."""
+    """Write several platform images plus an index over them, tagged ``tag``; returns the index descriptor.
+    ``raw_index``: that exact index (e.g. the Docker manifest list that was pushed) instead of a new one."""
     layout = Path(layout)
     index = init_layout(layout)
     children = [write_image_blobs(layout, image).to_dict() for image in images]
     child_index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": children}
     if annotations:
         child_index["annotations"] = dict(annotations)
-    desc = write_blob_bytes(layout, canonical_json(child_index))
-    entry = Descriptor(mt.OCI_INDEX, desc.digest, desc.size).to_dict()
+    desc = write_blob_bytes(layout, raw_index if raw_index is not None else canonical_json(child_index))
+    index_type = mt.OCI_INDEX if raw_index is None else (json.loads(raw_index).get("mediaType") or mt.OCI_INDEX)
+    entry = Descriptor(index_type, desc.digest, desc.size).to_dict()
     if tag is not None:
         entry["annotations"] = {REF_NAME: tag}
     _atomic_write(layout / "index.json", canonical_json(_update_index(index, entry, tag)))

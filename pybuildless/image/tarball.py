@@ -78,14 +78,19 @@ def write_tarball(path: Path, image: Image, repo_tags: Sequence[str] = ()) -> No
     write_tarball_multi(path, [(image, list(repo_tags))])
 
 
-def write_tarball_multi(path: Path, entries: Sequence[tuple[Image, Sequence[str]]]) -> None:
-    """Several images in one archive, each with its own tags; written to a temp file, then renamed."""
+def write_tarball_multi(path: Path, entries: Sequence[tuple[Image, Sequence[str]]], *,
+                        index: tuple[bytes, Sequence[str]] | None = None) -> None:
+    """Several images in one archive, each with its own tags; written to a temp file, then renamed.
+
+    ``index`` = (raw image index over the images, its tags): ``index.json`` then names that
+    index (OCI readers see one multi-platform image); ``manifest.json`` still lists every
+    image with the tags given in ``entries``, which is all ``docker load`` reads."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            _write_entries(tar, entries)
+            _write_entries(tar, entries, index)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
@@ -94,7 +99,8 @@ def write_tarball_multi(path: Path, entries: Sequence[tuple[Image, Sequence[str]
     log.debug("wrote tarball %s", path)
 
 
-def _write_entries(tar: tarfile.TarFile, entries: Sequence[tuple[Image, Sequence[str]]]) -> None:
+def _write_entries(tar: tarfile.TarFile, entries: Sequence[tuple[Image, Sequence[str]]],
+                   index: tuple[bytes, Sequence[str]] | None = None) -> None:
     _add_bytes(tar, "oci-layout", LAYOUT_VERSION)
     tar.addfile(_info("blobs", directory=True))
     tar.addfile(_info("blobs/sha256", directory=True))
@@ -144,6 +150,12 @@ def _write_entries(tar: tarfile.TarFile, entries: Sequence[tuple[Image, Sequence
         for full in normalised:
             index_entries.append({**base, "annotations": {CONTAINERD_NAME: full, REF_NAME: split_repo_tag(full)[1]}})
 
+    if index is not None:
+        raw_index, index_tags = index
+        media_type = json.loads(raw_index).get("mediaType") or mt.OCI_INDEX
+        base = Descriptor(media_type, add_blob_bytes(raw_index), len(raw_index)).to_dict()
+        index_entries = [{**base, "annotations": {CONTAINERD_NAME: f"{repo}:{tag}", REF_NAME: tag}}
+                         for repo, tag in map(split_repo_tag, index_tags)] or [base]
     _add_bytes(tar, "index.json", canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": index_entries}))
     _add_bytes(tar, "manifest.json", json.dumps(docker_manifest).encode())
     if repositories:
