@@ -13,6 +13,7 @@ import base64
 import json
 import logging
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -71,10 +72,34 @@ def test_containers_auth_files_in_their_order(tmp_path):
         "runtime", "config", "runtime"]
 
 
+def fresh(label: str) -> str:
+    """A secret no earlier test (nor an earlier run in this process) can have registered."""
+    return f"{label}-{uuid.uuid4().hex}"
+
+
 def test_auth_password_keeps_colons_and_loses_trailing_nuls():
-    kc = DockerConfigKeychain({"auths": {"r.example": {"auth": b64("user:pa:ss\x00\x00")}}}, "cfg")
-    assert kc.resolve("r.example") == Credential("user", "pa:ss")
-    assert "pa:ss" not in redact("the password pa:ss here")
+    secret = fresh("pa:ssX")
+    kc = DockerConfigKeychain({"auths": {"r.example": {"auth": b64(f"user:{secret}\x00\x00")}}}, "cfg")
+    assert secret not in redact(f"the password {secret} here")  # registered when the config is read
+    assert kc.resolve("r.example") == Credential("user", secret)
+    kc = DockerConfigKeychain({"auths": {"r.example": {"auth": b64("user:endsX\x00")}}}, "cfg")
+    assert kc.resolve("r.example").password == "endsX"
+
+
+def test_auth_may_be_wrapped_across_lines():
+    """Go's base64.StdEncoding (docker/cli decodeAuth) skips \\r and \\n in the input."""
+    wrapped = b64("user:some-long-password")
+    wrapped = wrapped[:8] + "\n" + wrapped[8:] + "\n"
+    kc = DockerConfigKeychain({"auths": {"r.example": {"auth": wrapped}}}, "cfg")
+    assert kc.resolve("r.example") == Credential("user", "some-long-password")
+
+
+def test_process_environment_is_the_default(tmp_path, monkeypatch):
+    auths(tmp_path / "conf/config.json", {"env.example": {"auth": b64("envuser:pw")}})
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "conf"))
+    monkeypatch.delenv("DOCKER_AUTH_CONFIG", raising=False)
+    assert docker_config_dir() == tmp_path / "conf"
+    assert default_keychain().resolve("env.example").username == "envuser"
 
 
 def test_hub_key_wins_over_other_spellings_of_docker_hub():
@@ -104,12 +129,19 @@ def test_plain_username_password_and_tokens_are_used_and_registered():
 
 
 def test_secrets_of_unused_entries_are_registered_when_the_config_is_read():
-    DockerConfigKeychain({"auths": {"a.example": {"auth": b64("u:auth-secret-edge-4"), "password": "pw-edge-5"},
-                                    "b.example": {"identitytoken": "id-edge-6", "registrytoken": "rt-edge-7"}}}, "c")
-    for secret in ("auth-secret-edge-4", "pw-edge-5", "id-edge-6", "rt-edge-7"):
+    secrets = [fresh(k) for k in ("auth", "password", "identity", "registry", "direct")]
+    DockerConfigKeychain({"auths": {"a.example": {"auth": b64(f"u:{secrets[0]}"), "password": secrets[1]},
+                                    "b.example": {"identitytoken": secrets[2], "registrytoken": secrets[3]}}}, "c")
+    Credential(password=secrets[4])
+    for secret in secrets:
         assert secret not in redact(f"x {secret} y")
-    Credential(password="direct-edge-8")
-    assert "direct-edge-8" not in redact("x direct-edge-8 y")
+
+
+def test_helper_secrets_are_registered(tmp_path, monkeypatch):
+    secret = fresh("helper")
+    helper(tmp_path, monkeypatch, "fresh", f'read url; echo "{{\\"Username\\": \\"u\\", \\"Secret\\": \\"{secret}\\"}}"\n')
+    assert run_helper("fresh", "r.example").password == secret
+    assert secret not in redact(f"x {secret} y")
 
 
 @pytest.mark.parametrize(("text", "message"), [
