@@ -59,7 +59,7 @@ def run_in(rootfs: Path, *argv: str) -> str:
 def empty_binfmt(tmp_path: Path) -> dict:
     """The handler check pointed at an empty directory: as on a host without any emulator."""
     directory = tmp_path / "no-binfmt"
-    directory.mkdir()
+    directory.mkdir(exist_ok=True)
     return {binfmt.BINFMT_DIR_ENV: str(directory)}
 
 
@@ -216,3 +216,18 @@ def test_platform_list_flag():
     assert parse_platforms(None) == [Platform.host()]
     with pytest.raises(UsageError, match="--custom-platform 'linux/amd64,': invalid platform ''"):
         parse_platforms("linux/amd64,")
+
+
+def test_foreign_onbuild_run_without_emulator_is_refused_by_name(tmp_path, registry, arm64_image):
+    """A RUN only a base's ONBUILD trigger adds is not in the Dockerfile: it is refused when reached,
+    with the same remedy, never an exec format error."""
+    base = registry.ref("mp/onbuild-base:1")
+    build(tmp_path / "a", f"FROM {arm64_image}\nONBUILD RUN echo triggered\n", "--custom-platform", "linux/arm64",
+          "--destination", base, env=empty_binfmt(tmp_path))
+    proc = build(tmp_path / "b", f"FROM {base} AS app\nCOPY f /f\n", "--custom-platform", "linux/arm64",
+                 "--no-push", files={"f": "x"}, env=empty_binfmt(tmp_path), check=False)
+    text = error_text(proc)
+    assert proc.returncode != 0 and "Traceback" not in text
+    assert "exec format error" not in text.lower()
+    line = next(ln for ln in text.splitlines() if "binfmt_misc" in ln)
+    assert "Dockerfile:1" in line and "stage 'app' runs RUN for linux/arm64" in line and "qemu-user-static" in line

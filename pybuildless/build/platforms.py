@@ -59,24 +59,37 @@ def stage_platforms(dockerfile: Dockerfile, plan: BuildPlan, target: Platform) -
     return out
 
 
+def can_run(platform: Platform, host: Platform | None = None, handlers_dir=None) -> bool:
+    """True when this host runs ``platform``'s programs: natively or through an F-flag emulator."""
+    host = host or Platform.host()
+    return binfmt.runs_natively(platform, host) or binfmt.emulator_for(platform, handlers_dir) is not None
+
+
+def foreign_run_error(run: ins.Run, stage_label: str, platform: Platform, host: Platform | None = None,
+                      handlers_dir=None) -> PybuildlessError:
+    host = host or Platform.host()
+    return run.error(
+        f"{stage_label} runs RUN for {platform} but this {host} host cannot run {platform.architecture} programs: "
+        f"no binfmt_misc handler with the F flag for it in {handlers_dir or binfmt.handlers_dir()}; {REMEDY}")
+
+
 def check_foreign_runs(dockerfile: Dockerfile, platforms: Mapping[int, Platform], host: Platform | None = None,
                        handlers_dir=None) -> None:
-    """Fail unless every RUN of the planned stages can run on this host."""
+    """Fail unless every RUN of the planned stages can run on this host. (A RUN that only an
+    ONBUILD trigger of a base adds is checked when it is reached: ``commands.run``.)"""
     host = host or Platform.host()
     checked: dict[Platform, bool] = {}
     for index in sorted(platforms):
         platform = platforms[index]
-        if binfmt.runs_natively(platform, host):
-            continue
         stage = dockerfile.stages[index]
         first_run = next((i for i in stage.instructions if isinstance(i, ins.Run)), None)
         if first_run is None:
             continue
         if platform not in checked:
-            checked[platform] = binfmt.emulator_for(platform, handlers_dir) is not None
-        if checked[platform]:
-            continue
-        name = f"stage {stage.name!r}" if stage.name else f"stage {index}"
-        raise first_run.error(
-            f"{name} runs RUN for {platform} but this {host} host cannot run {platform.architecture} programs: "
-            f"no binfmt_misc handler with the F flag for it in {handlers_dir or binfmt.handlers_dir()}; {REMEDY}")
+            checked[platform] = can_run(platform, host, handlers_dir)
+        if not checked[platform]:
+            raise foreign_run_error(first_run, stage_label(stage.name, index), platform, host, handlers_dir)
+
+
+def stage_label(name: str | None, index: int) -> str:
+    return f"stage {name!r}" if name else f"stage {index}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from pybuildless.build import imageconfig
+from pybuildless.build import imageconfig, platforms
 from pybuildless.build.commands import Outcome, runmounts
 from pybuildless.build.commands.workdir import make_dirs
 from pybuildless.dockerfile import instructions as ins
@@ -39,6 +39,9 @@ def run(i: ins.Run, st) -> Outcome:
     network = i.network or "default"
     if network not in ("default", "none", "host"):
         raise i.error(f"invalid --network={network!r}: expected default, none or host")
+    platform = (getattr(st.build, "stage_platforms", None) or {}).get(st.index)
+    if platform is not None and not platforms.can_run(platform):
+        raise platforms.foreign_run_error(i, platforms.stage_label(st.name, st.index), platform)
     resolved = i.resolve(st.shell)
     env = st.vars.run_env()
     user = resolve_user(st.root, st.user)
