@@ -158,3 +158,21 @@ def test_docker_load_reads_each_platform_image(tmp_path, dockerd, multiarch_imag
     assert tagged.stdout.decode().split() == [ids[Platform.host().architecture], Platform.host().architecture]
     other = dockerd.docker("image", "inspect", "-f", "{{.Architecture}} {{.RepoTags}}", ids["arm64"])
     assert other.stdout.decode().split() == ["arm64", "[]"]
+
+
+def test_each_platform_has_its_own_cache_keys(tmp_path, registry, multiarch_image):
+    """With the layer cache, a second build takes every RUN from the cache, each platform its own:
+    the arm64 image never gets the amd64 step's layer (its /arch says aarch64)."""
+    ref, cache = registry.ref("mpi/cached:1"), registry.ref("mpi/cache")
+    dockerfile = f"FROM {multiarch_image}\nRUN uname -m > /arch\n"
+    args = ("--custom-platform", "linux/amd64,linux/arm64", "--destination", ref, "--cache=true", "--cache-repo", cache)
+    build(tmp_path / "first", dockerfile, *args)
+    first = raw(ref)[0]
+    second = build(tmp_path / "second", dockerfile, *args)
+    log = error_text(second)
+    assert raw(ref)[0] == first  # the same layers, configs and index
+    assert log.count("from cache, layer") == 2, log  # the RUN of each platform
+    assert "done in" not in log
+    for arch, machine in (("amd64", "x86_64"), ("arm64", "aarch64")):
+        rootfs, _ = unpack_arch(ref, arch, tmp_path / arch)
+        assert (rootfs / "arch").read_text() == f"{machine}\n"
