@@ -176,3 +176,25 @@ def test_each_platform_has_its_own_cache_keys(tmp_path, registry, multiarch_imag
     for arch, machine in (("amd64", "x86_64"), ("arm64", "aarch64")):
         rootfs, _ = unpack_arch(ref, arch, tmp_path / arch)
         assert (rootfs / "arch").read_text() == f"{machine}\n"
+
+
+def test_stage_from_a_shared_stage_reads_its_own_target_args(tmp_path, registry, busybox_image):
+    """``FROM <shared stage>`` then ``ARG TARGETARCH``: the shared parent is built once, the child
+    (the final stage, built per target) sees its own platform's value and is labelled with it."""
+    dockerfile = f"""\
+FROM --platform=$BUILDPLATFORM {busybox_image} AS base
+RUN head -c 8 /dev/urandom | od -An -tx1 > /nonce
+FROM base
+ARG TARGETARCH
+RUN echo "$TARGETARCH" > /target
+"""
+    ref = registry.ref("mpi/child:1")
+    proc = build(tmp_path, dockerfile, "--custom-platform", "linux/amd64,linux/arm64", "--destination", ref,
+                 env=empty_binfmt(tmp_path))
+    assert len(re.findall(r"stage base: same inputs as for linux/(amd64|arm64), built once", error_text(proc))) == 1
+    nonces = set()
+    for arch in ("amd64", "arm64"):
+        rootfs, config = unpack_arch(ref, arch, tmp_path / arch)
+        assert (rootfs / "target").read_text() == f"{arch}\n" and config["architecture"] == arch
+        nonces.add((rootfs / "nonce").read_text())
+    assert len(nonces) == 1
