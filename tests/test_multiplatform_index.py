@@ -198,3 +198,13 @@ RUN echo "$TARGETARCH" > /target
         assert (rootfs / "target").read_text() == f"{arch}\n" and config["architecture"] == arch
         nonces.add((rootfs / "nonce").read_text())
     assert len(nonces) == 1
+
+
+def test_one_job_builds_the_platforms_in_turn(tmp_path, registry, multiarch_image):
+    """--jobs 1: the platforms one after another, their output as it comes, the same index."""
+    ref = registry.ref("mpi/serial:1")
+    proc = build(tmp_path, f"FROM {multiarch_image}\nCOPY f /f\n", "--custom-platform", "linux/arm64,linux/amd64",
+                 "--destination", ref, "--jobs", "1", files={"f": "x"})
+    log = error_text(proc)
+    assert log.index("--- platform linux/arm64 ---") < log.index("--- platform linux/amd64 ---")
+    assert platforms_of(raw(ref)[1]) == [("linux", "arm64"), ("linux", "amd64")]

@@ -96,6 +96,12 @@ def build_platforms(options: BuildOptions, work: Path, platforms: Sequence[Platf
     at_once, inner = platform_jobs(options, len(platforms))
     inner_options = dataclasses.replace(options, jobs=inner)
     shared = SharedStages()
+    if at_once == 1:  # one after another: the output can stream as it comes
+        results = []
+        for n, (platform, prep) in enumerate(zip(platforms, prepared)):
+            progress.info(f"--- platform {platform} ---")
+            results.append(execute(prep, inner_options, work / f"platform-{n}", progress, shared))
+        return results
     buffers = [BufferedProgress() for _ in platforms]
     with ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="platform") as pool:
         futures = [pool.submit(execute, prep, inner_options, work / f"platform-{n}", buffers[n], shared)
