@@ -159,6 +159,9 @@ class LayerStore:
                 # lease shared for a whole build, and a waiter would wait for that build
                 if lock.try_exclusive():
                     if self._checked(layer.diff_id) is None:  # another process may have unpacked it meanwhile
+                        if os.path.lexists(self.entry_dir(layer.diff_id)):
+                            log.warning("layer store: entry %s changed on disk since it was verified; "
+                                        "unpacking it again", layer.diff_id)
                         self._discard(hexname)
                         self._unpack(layer, hexname)
                     continue  # back to shared and a fresh check: converting is not atomic (flock(2))
@@ -220,10 +223,10 @@ class LayerStore:
         meta = self.lookup(diff_id)
         if meta is None:
             if entry.exists():
-                log.warning("layer store: entry %s has no readable metadata; unpacking it again", diff_id)
+                log.debug("layer store: entry %s has no readable metadata", diff_id)
             return None
         if meta.diff_id != str(diff_id) or meta.fingerprint_scheme != tree.FINGERPRINT_SCHEME:
-            log.info("layer store: entry %s was written differently; unpacking it again", diff_id)
+            log.debug("layer store: entry %s was written differently", diff_id)
             return None
         level = level or self.verify_level
         fs = os.fspath(entry / "fs")
@@ -235,7 +238,7 @@ class LayerStore:
         except OSError:
             ok = False
         if not ok:
-            log.warning("layer store: entry %s changed on disk since it was verified; unpacking it again", diff_id)
+            log.debug("layer store: entry %s differs from its fingerprint", diff_id)
             return None
         return meta
 
