@@ -231,3 +231,18 @@ def test_foreign_onbuild_run_without_emulator_is_refused_by_name(tmp_path, regis
     assert "exec format error" not in text.lower()
     line = next(ln for ln in text.splitlines() if "binfmt_misc" in ln)
     assert "Dockerfile:1" in line and "stage 'app' runs RUN for linux/arm64" in line and "qemu-user-static" in line
+
+
+def test_several_platforms_refused_in_place(tmp_path):
+    """In-place (Kaniko) mode has one root: several platforms are refused before any planning."""
+    from pybuildless.build.multiplatform import build_platforms
+    from pybuildless.build.options import BuildOptions
+    from pybuildless.build.progress import Progress
+    from pybuildless.errors import UsageError
+
+    def never(*args):
+        raise AssertionError("nothing may be planned or built")
+
+    with pytest.raises(UsageError, match="several platforms .* in-place"):
+        build_platforms(BuildOptions(isolation="inplace"), tmp_path, [Platform("linux", "amd64"),
+                        Platform("linux", "arm64")], Progress(), never, never)
