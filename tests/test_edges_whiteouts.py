@@ -73,3 +73,10 @@ def test_whiteout_naming_the_directory_itself_or_its_parent_is_refused(tmp_path,
     with pytest.raises(LayerSecurityError, match=f"invalid whiteout {name!r}"):
         apply(tmp_path, entry(name, "file"))
     assert tree(tmp_path) == ["d", "d/x", "keep"]
+
+
+def test_whiteout_of_an_ancestor_of_an_ignored_path_keeps_the_ignored_branch(tmp_path):
+    apply(tmp_path, entry("var/run/docker.sock", "file", b"s"), entry("var/lib/x", "file", b"x"),
+          entry("var/lib/deep/y", "file", b"y"), entry("other", "file", b"o"))
+    apply(tmp_path, entry(".wh.var", "file"), entry(".wh.other", "file"), ignore=IgnoreList.of(["/var/run"]))
+    assert tree(tmp_path) == ["var", "var/run", "var/run/docker.sock"]
