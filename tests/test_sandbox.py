@@ -404,14 +404,6 @@ def test_extra_mount_errors(sandbox: ChrootSandbox, rootfs: Path, mount: Mount, 
     assert sorted(os.listdir(rootfs)) == before
 
 
-def test_extra_mounts_need_namespaces(tmp_path: Path) -> None:
-    root = make_busybox_root(tmp_path / "m")
-    with ChrootSandbox(root, namespaces=False) as box:
-        with pytest.raises(SandboxError, match="--mount needs a mount namespace"):
-            box.run(["true"], env=ENV, cwd="/", user=ROOT_USER, stdout=lambda b: None,
-                    mounts=[Mount("/x", kind="tmpfs")])
-
-
 def test_extra_mount_inside_dev(tmp_path: Path) -> None:
     """A heredoc script can be bound at /dev/pipes/NAME (where BuildKit puts it), above our /dev tmpfs."""
     root = make_busybox_root(tmp_path / "m")

@@ -47,6 +47,7 @@ from pybuildless.fs.overlay import apply_upper, overlay_changes
 from pybuildless.sandbox import _linux, procview
 from pybuildless.sandbox.base import Sink, as_sink, check_run_args, mounts_below, probe_namespaces
 from pybuildless.sandbox.extra_mounts import Mount, PreparedMount, apply_extra_mounts, prepare_extra_mounts
+from pybuildless.sandbox.materialize import put_in_place, take_away
 from pybuildless.sandbox.mounts import MountPlan, apply_mounts, prepare_fallback, prepare_mounts, remove_scratch
 from pybuildless.sandbox.overlay_mount import OverlayDirs, OverlaySupport, mount_overlay
 from pybuildless.sandbox.process import ChildSpec, run_child
@@ -139,8 +140,6 @@ class ChrootSandbox:
             if not self.namespaces or not probe_namespaces(_linux.CLONE_NEWNET):
                 raise SandboxError("RUN --network=none needs a network namespace, which cannot be created here")
             flags |= _linux.CLONE_NEWNET
-        if mounts and not self.namespaces:
-            raise SandboxError("RUN --mount needs a mount namespace, which cannot be created here")
         self._overlay_changes = None
         before = set(mounts_below(self.root))
         dirs = OverlayDirs.create(self.root.parent) if self._overlay is not None else None
@@ -148,8 +147,12 @@ class ChrootSandbox:
             plan = prepare_mounts(self.root, self._scratch)
         else:
             plan = prepare_fallback(self.root, self._scratch)
+        # Without a mount namespace RUN --mount is imitated with copies (sandbox.materialize).
+        copied: list[PreparedMount] = []
         try:
             extra = prepare_extra_mounts(self.root, mounts, plan.created)
+            if extra and not self.namespaces:
+                put_in_place(extra, plan.created, copied)
             spec = ChildSpec(
                 argv=tuple(argv),
                 env=dict(env),
@@ -179,7 +182,10 @@ class ChrootSandbox:
                 self.overlay_seconds = time.perf_counter() - started
             return code
         finally:
-            plan.cleanup()
+            try:
+                take_away(copied)
+            finally:
+                plan.cleanup()
             if dirs is not None:
                 try:
                     if self._overlay_changes is not None:
