@@ -46,9 +46,10 @@ def test_whiteout_of_a_symlink_from_the_same_layer_never_follows_it(tmp_path):
     assert (tmp_path / "target/x").read_bytes() == b"lower"
 
 
-def test_opaque_marker_of_a_missing_directory_creates_nothing(tmp_path):
+def test_whiteout_in_a_missing_directory_creates_nothing(tmp_path):
     apply(tmp_path, entry("keep", "file", b"k"))
-    apply(tmp_path, entry("nodir/.wh..wh..opq", "file"), entry("deeper/missing/.wh..wh..opq", "file"))
+    apply(tmp_path, entry("nodir/.wh..wh..opq", "file"), entry("deeper/missing/.wh..wh..opq", "file"),
+          entry("gone/.wh.x", "file"))
     assert tree(tmp_path) == ["keep"]
 
 
