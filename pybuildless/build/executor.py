@@ -26,17 +26,16 @@ from pybuildless.build.base import BaseImage, load_base
 from pybuildless.build.context import open_context, resolve_dockerfile
 from pybuildless.build.copy import SourceRoot
 from pybuildless.build.options import BuildOptions
-from pybuildless.build.platforms import check_foreign_runs, parse_platforms, stage_platforms
+from pybuildless.build.platforms import PlatformPlan, parse_platforms, plan_platform
 from pybuildless.build.progress import BufferedProgress, Progress
 from pybuildless.build.multiplatform import SharedStages, build_platforms, stage_identity
 from pybuildless.build.publish import check_push_permissions, publish, publish_index
 from pybuildless.build.stage import StageBuilder, StageResult
 from pybuildless.cache.store import open_cache
 from pybuildless.dockerfile.mounts import parse_go_duration
-from pybuildless.dockerfile.args import GlobalArgs, StageEnv, platform_args, unused_build_args
+from pybuildless.dockerfile.args import GlobalArgs, StageEnv, unused_build_args
 from pybuildless.dockerfile.dockerignore import load_dockerignore
 from pybuildless.dockerfile.parser import Dockerfile, Stage, load_dockerfile
-from pybuildless.dockerfile.stages import BuildPlan, plan_build
 from pybuildless.errors import BuildError, PybuildlessError, UsageError, at_instruction
 from pybuildless.fs.extract import extract_layer
 from pybuildless.fs.ignore import IgnoreList
@@ -251,35 +250,14 @@ def run_build(options: BuildOptions) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-@dataclasses.dataclass(frozen=True)
-class PlatformPlan:
-    """One target platform, planned and checked: nothing built yet."""
-
-    platform: Platform
-    glob: GlobalArgs
-    plan: BuildPlan
-    stage_platforms: dict[int, Platform]
-
-
-def _prepare(options: BuildOptions, dockerfile: Dockerfile, platform: Platform) -> PlatformPlan:
-    # BUILDPLATFORM is where the steps run (this host), TARGETPLATFORM what is built
-    # (moby/buildkit frontend/dockerfile/dockerfile2llb/platform.go@73ed6825 defaultArgs).
-    args = platform_args(str(platform), str(Platform.host()))
-    glob = GlobalArgs.resolve(dockerfile.meta_args, dict(options.build_args), args)
-    plan = plan_build(dockerfile, options.target, glob.env)
-    platforms = stage_platforms(dockerfile, plan, platform)
-    check_foreign_runs(dockerfile, platforms)  # before anything is pulled: fail in a moment, not half way
-    return PlatformPlan(platform, glob, plan, platforms)
-
-
 def _build_all(options: BuildOptions, work: Path, dockerfile: Dockerfile, context_source: SourceRoot,
                progress: Progress) -> list:
     """The image of every target platform (``--custom-platform a,b``), in the order given."""
     targets = parse_platforms(options.custom_platform)
     if len(targets) == 1:
-        return [_build(_prepare(options, dockerfile, targets[0]), options, work, progress, None, dockerfile,
+        return [_build(plan_platform(options.build_args, options.target, dockerfile, targets[0]), options, work, progress, None, dockerfile,
                        context_source)]
-    return build_platforms(options, work, targets, progress, functools.partial(_prepare, options, dockerfile),
+    return build_platforms(options, work, targets, progress, functools.partial(plan_platform, options.build_args, options.target, dockerfile),
                            functools.partial(_build, dockerfile=dockerfile, context_source=context_source))
 
 

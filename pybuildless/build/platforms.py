@@ -12,17 +12,42 @@ once with the line, instead of an ``exec format error`` half way through.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from pybuildless.build import binfmt
 from pybuildless.dockerfile import instructions as ins
 from pybuildless.dockerfile.parser import Dockerfile
-from pybuildless.dockerfile.stages import BuildPlan
+from pybuildless.dockerfile.args import GlobalArgs, platform_args
+from pybuildless.dockerfile.stages import BuildPlan, plan_build
 from pybuildless.errors import PybuildlessError, UsageError, at_instruction
 from pybuildless.image.descriptor import Platform
 
 REMEDY = ("install an emulator registered with the F flag, e.g. `apt-get install qemu-user-static` "
           "(or `docker run --privileged --rm tonistiigi/binfmt --install all`)")
+
+
+@dataclass(frozen=True)
+class PlatformPlan:
+    """One target platform, planned and checked: nothing built yet."""
+
+    platform: Platform
+    glob: GlobalArgs
+    plan: BuildPlan
+    stage_platforms: dict[int, Platform]
+
+
+def plan_platform(build_args: Iterable[tuple[str, str]], target: str | None, dockerfile: Dockerfile,
+                  platform: Platform) -> PlatformPlan:
+    """The ARGs, stages and stage platforms of a build for ``platform``; its RUN steps checked."""
+    # BUILDPLATFORM is where the steps run (this host), TARGETPLATFORM what is built
+    # (moby/buildkit frontend/dockerfile/dockerfile2llb/platform.go@73ed6825 defaultArgs).
+    args = platform_args(str(platform), str(Platform.host()))
+    glob = GlobalArgs.resolve(dockerfile.meta_args, dict(build_args), args)
+    plan = plan_build(dockerfile, target, glob.env)
+    platforms = stage_platforms(dockerfile, plan, platform)
+    check_foreign_runs(dockerfile, platforms)  # before anything is pulled: fail in a moment, not half way
+    return PlatformPlan(platform, glob, plan, platforms)
 
 
 def parse_platforms(text: str | None) -> list[Platform]:
