@@ -208,3 +208,15 @@ def test_one_job_builds_the_platforms_in_turn(tmp_path, registry, multiarch_imag
     log = error_text(proc)
     assert log.index("--- platform linux/arm64 ---") < log.index("--- platform linux/amd64 ---")
     assert platforms_of(raw(ref)[1]) == [("linux", "arm64"), ("linux", "amd64")]
+
+
+def test_a_base_needed_by_every_platform_is_pulled_once(tmp_path, registry, busybox_image):
+    """A per-target BUILDPLATFORM stage uses the same base for each target: its layer is downloaded
+    once for the whole build (platforms in turn here, so the second finds it verified on disk)."""
+    dockerfile = f"FROM --platform=$BUILDPLATFORM {busybox_image} AS build\nARG TARGETARCH\nRUN echo $TARGETARCH > /t\n" \
+                 "FROM scratch\nCOPY --from=build /t /t\n"
+    proc = build(tmp_path, dockerfile, "--custom-platform", "linux/amd64,linux/arm64", "--no-push", "--jobs", "1",
+                 "--oci-layout-path", str(tmp_path / "layout"), env=empty_binfmt(tmp_path))
+    log = error_text(proc)
+    assert log.count("pulled layer") == 1, log
+    assert log.count("[stage 1/2] STEP 3/3: RUN") == 2  # still built for each target

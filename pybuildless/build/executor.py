@@ -69,7 +69,7 @@ class BuildRun:
     """Everything the stages of one build share."""
 
     def __init__(self, options: BuildOptions, work: Path, dockerfile: Dockerfile, context_source: SourceRoot,
-                 platform: Platform, final_index: int) -> None:
+                 platform: Platform, final_index: int, blob_dir: Path | None = None) -> None:
         self.options = options
         self.work = work
         self.dockerfile = dockerfile
@@ -78,7 +78,7 @@ class BuildRun:
         self.final_index = final_index
         self.registry = registry_options(options)
         self.layer_dir = work / "layers"
-        self.blob_dir = work / "blobs"
+        self.blob_dir = blob_dir or work / "blobs"  # shared by the platforms of one build: a base pulled once
         self.scratch_dir = work / "scratch"
         for d in (self.layer_dir, self.blob_dir, self.scratch_dir):
             d.mkdir(parents=True, exist_ok=True)
@@ -265,7 +265,8 @@ def _build(prepared: PlatformPlan, options: BuildOptions, work: Path, progress: 
            shared: SharedStages | None, dockerfile: Dockerfile, context_source: SourceRoot):
     platform, glob, plan = prepared.platform, prepared.glob, prepared.plan
     build_args = dict(options.build_args)
-    run = BuildRun(options, work, dockerfile, context_source, platform, plan.target)
+    run = BuildRun(options, work, dockerfile, context_source, platform, plan.target,
+                   blob_dir=None if shared is None else work.parent / "blobs")
     run.stage_platforms = prepared.stage_platforms
     build_stage = _build_stage if shared is None else functools.partial(_shared_stage, shared, {})
     for name in unused_build_args(dockerfile.meta_args, [dockerfile.stages[i].instructions for i in plan.order],
