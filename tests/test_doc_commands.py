@@ -335,9 +335,6 @@ def _run_secret_command(dockerd: DockerEngine, executor_images, registry, tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.timeout(2400)  # the executor images are built once per session
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="RUN --mount needs a mount namespace, which Docker's default seccomp profile refuses "
-                          "in the Kaniko-mode container the guide describes (no --privileged, no extra options)")
 def test_kaniko_mode_secret_command(dockerd: DockerEngine, executor_images, registry, tmp_path) -> None:
     _run_secret_command(dockerd, executor_images, registry, tmp_path)
 

@@ -27,6 +27,7 @@ from pybuildless.sandbox import _linux
 from pybuildless.sandbox.base import Sink, as_sink, check_run_args, probe_namespaces
 from pybuildless.sandbox.extra_mounts import Mount, PreparedMount, apply_extra_mounts, prepare_extra_mounts
 from pybuildless.sandbox import prefix_hiding
+from pybuildless.sandbox.materialize import put_in_place, take_away
 from pybuildless.sandbox.mounts import remove_created
 from pybuildless.sandbox.process import ChildSpec, run_child
 
@@ -127,12 +128,21 @@ class InPlaceSandbox:
             stdout: Sink, network: str = "default", mounts: Sequence[Mount] = ()) -> int:
         self.build_spec(argv, env=env, cwd=cwd, user=user, network=network)  # validate before touching /
         created: list[Path] = []
+        # Where nothing can be mounted (Docker's default seccomp profile, no CAP_SYS_ADMIN),
+        # RUN --mount is imitated with copies (sandbox.materialize): secrets still reach the step.
+        copied: list[PreparedMount] = []
         try:
             extra = prepare_extra_mounts(Path("/"), mounts, created) if mounts else []
+            if extra and self.hiding != "userns" and not self.namespaces:
+                put_in_place(extra, created, copied)
+                extra = []
             spec = self.build_spec(argv, env=env, cwd=cwd, user=user, network=network, extra=extra)
             return run_child(spec, as_sink(stdout))
         finally:
-            remove_created(created)
+            try:
+                take_away(copied)
+            finally:
+                remove_created(created)
 
     def close(self) -> None:
         self._closed = True
