@@ -131,15 +131,19 @@ def _compile(text: str, exclusion: bool) -> _Pattern:
             regex += "\\" + ch
         elif ch == "\\":
             if i < n:
+                # An escaped character makes the pattern a regexp (patternmatcher.go compile).
                 regex += re.escape(text[i])
                 i += 1
+                kind = "regex"
             else:
                 regex += "\\\\"
         elif ch in "[]":
             regex += ch
             kind = "regex"
         else:
-            regex += re.escape(ch) if ch in "^\\-" else ch
+            # Passed through as patternmatcher.go does, so '^' and '-' keep their meaning inside
+            # a class ([^a], [a-c]); outside one they mean the same in Python's regexps as in Go's.
+            regex += ch
         first = False
     if kind != "regex":
         return _Pattern(text, exclusion, kind, None)
