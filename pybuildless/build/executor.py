@@ -225,6 +225,9 @@ def run_build(options: BuildOptions) -> None:
     _check_outputs(options)
     check_push_permissions(options, registry_options(options))  # before any work, as Kaniko does
     started = time.monotonic()
+    if options.layer_store and options.isolation != "inplace":
+        from pybuildless.build import overlayroot
+        overlayroot.enter_private_namespace()  # before any thread starts: overlay stage roots
     work = _work_dir(options)
     progress = Progress()
     try:
@@ -247,6 +250,9 @@ def run_build(options: BuildOptions) -> None:
         report_error_source(e)  # the Dockerfile lines it names, as BuildKit prints them
         raise
     finally:
+        if options.layer_store:
+            from pybuildless.build import overlayroot
+            overlayroot.unmount_all()  # before removing the work dir, which holds the mount points
         shutil.rmtree(work, ignore_errors=True)
 
 

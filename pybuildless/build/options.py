@@ -41,6 +41,7 @@ class BuildOptions:
     cleanup: bool = False
     isolation: str = "auto"
     overlay_snapshots: bool = True  # RUN on an overlay; the diff read from its upper dir
+    layer_store: bool = False  # stage roots from the local store of unpacked layers (build.storeroot)
     jobs: int = 4  # independent stages built at once (bounded by the cores)
     force: bool = False
     kaniko_dir: Path = Path("/kaniko")

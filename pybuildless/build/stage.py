@@ -102,10 +102,19 @@ class StageBuilder:
         if self.snapshotter is not None:
             return
         started = time.monotonic()
-        extract_layers(self.state.layers, self.root, ignore=self.ignore,
-                       retries=self.options.image_fs_extract_retry)
+        how = "extracted"
+        if self.options.layer_store and self.state.layers and not self.ignore and self.root != Path("/"):
+            from pybuildless.build.storeroot import lay_from_store
+            from pybuildless.store.layers import LayerStore
+
+            if lay_from_store(self.state.layers, self.root, store=LayerStore(),
+                              retries=self.options.image_fs_extract_retry):
+                how = "laid from the layer store"
+        if how == "extracted":
+            extract_layers(self.state.layers, self.root, ignore=self.ignore,
+                           retries=self.options.image_fs_extract_retry)
         if self.state.layers:
-            self.progress.info(f"extracted {len(self.state.layers)} layer(s) of {self.base.description} "
+            self.progress.info(f"{how} {len(self.state.layers)} layer(s) of {self.base.description} "
                                f"in {time.monotonic() - started:.2f}s")
         self.snapshotter = Snapshotter(self.root, self.ignore)
         self.snapshotter.baseline()

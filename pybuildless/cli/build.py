@@ -125,6 +125,8 @@ def _level(ctx, param, value: str) -> str:
 @click.option("--overlay-snapshots/--no-overlay-snapshots", default=True, show_default=True,
               envvar="PYBUILDLESS_OVERLAY_SNAPSHOTS",
               help="Run RUN steps on an overlay and read their changes from its upper dir, where mounts allow.")
+@click.option("--layer-store/--no-layer-store", default=False, show_default=True, envvar="PYBUILDLESS_LAYER_STORE",
+              help="Keep base layers unpacked in $XDG_CACHE_HOME/pybuildless and make stage roots from there.")
 @click.option("--jobs", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Independent stages built in parallel (at most the number of cores).")
 @click.option("--force", is_flag=True, help="Build in place even where no container is detected.")
@@ -222,6 +224,7 @@ def build_options(kw: dict, isolation: str) -> BuildOptions:
         cleanup=kw["cleanup"],
         isolation=isolation,
         overlay_snapshots=kw["overlay_snapshots"],
+        layer_store=kw["layer_store"],
         force=kw["force"],
         jobs=kw["jobs"],
         kaniko_dir=kw["kaniko_dir"],
