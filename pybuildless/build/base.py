@@ -10,11 +10,12 @@ from typing import Any, BinaryIO
 
 from pybuildless.build.imageconfig import scratch_config
 from pybuildless.errors import BuildError
+from pybuildless.image import mediatypes as mt
 from pybuildless.image.descriptor import Digest, Platform
 from pybuildless.image.model import FileLayer, Image, Layer
 from pybuildless.image.platform import NoMatchingPlatformError, serves
+from pybuildless.name import Reference, parse_reference
 from pybuildless.registry.options import RegistryOptions
-from pybuildless.registry.reference import Reference, parse_reference
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def _split_layout(name: str) -> tuple[Path, str | None]:
 
 def from_image(image: Image, description: str) -> BaseImage:
     manifest = json.loads(image.raw_manifest())
-    docker = manifest.get("mediaType", "").startswith("application/vnd.docker.")
+    docker = mt.is_docker(manifest.get("mediaType", ""))
     key = str(Digest.of_bytes(image.raw_manifest()))
     return BaseImage(json.loads(image.raw_config()), list(image.layers()), description, docker, key)
 

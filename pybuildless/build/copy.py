@@ -25,7 +25,7 @@ from typing import Callable, Iterator, Protocol
 
 from pybuildless.build.chmod import Chmod
 from pybuildless.fs import owners
-from pybuildless.sandbox.rootpath import resolve_in_root as _resolve
+from pybuildless.fs.rootpath import resolve_in_root as _resolve
 from pybuildless.errors import BuildError, PybuildlessError
 
 WILDCARD_CHARS = set("*?[")

@@ -39,10 +39,11 @@ from pybuildless.dockerfile.parser import Dockerfile, Stage, load_dockerfile
 from pybuildless.errors import BuildError, PybuildlessError, UsageError, at_instruction
 from pybuildless.fs.extract import extract_layer
 from pybuildless.fs.ignore import IgnoreList
+from pybuildless.image import mediatypes as mt
 from pybuildless.image.descriptor import Platform
 from pybuildless.log import report_error_source
+from pybuildless.name import parse_reference
 from pybuildless.registry.options import RegistryOptions
-from pybuildless.registry.reference import parse_reference
 from pybuildless.sandbox import open_sandbox
 
 log = logging.getLogger(__name__)
@@ -402,5 +403,5 @@ def _materialize(result: StageResult, root: Path) -> Path:
 
 
 def _is_docker(result: StageResult) -> bool:
-    return json.loads(result.image.raw_manifest()).get("mediaType", "").startswith("application/vnd.docker.")
+    return mt.is_docker(json.loads(result.image.raw_manifest()).get("mediaType", ""))
 

@@ -8,18 +8,12 @@ during a build; ``rootfs`` is written by ``build_image`` from the layers.
 from __future__ import annotations
 
 import copy
-from datetime import datetime, timezone
 from typing import Any
 
 from pybuildless.image.descriptor import Platform
+from pybuildless.image.times import rfc3339
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-def rfc3339(ts: float | None) -> str:
-    if ts is None:
-        ts = datetime.now(timezone.utc).timestamp()
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ").replace(".000000Z", "Z")
 
 
 def scratch_config(platform: Platform) -> dict[str, Any]:

@@ -27,9 +27,9 @@ from pybuildless.image.descriptor import Platform
 from pybuildless.image.layout import write_index_to_layout, write_layout
 from pybuildless.image.model import Image, image_config, image_digest
 from pybuildless.image.tarball import write_tarball, write_tarball_multi
+from pybuildless.name import parse_reference
 from pybuildless.registry.options import RegistryOptions
 from pybuildless.registry.client import RegistryClient
-from pybuildless.registry.reference import parse_reference
 from pybuildless.registry.remote import make_index, push_image, push_index
 
 DEFAULT_LAYOUT = "pybuildless-image"

@@ -1,35 +1,12 @@
-"""One handler per instruction. Each returns an Outcome saying what it touched.
-
-``Outcome.snapshot`` False means metadata only (an ``empty_layer`` history
-entry); True with ``paths`` lists what the step wrote (COPY, ADD, WORKDIR), so
-only those are examined; True with ``paths=None`` asks for a walk of the whole
-root (RUN), unless the RUN ran on an overlay and ``upper`` holds its changes.
-"""
+"""One handler per instruction. Each returns an Outcome (``commands.outcome``) saying what it touched."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from pybuildless.build.commands import files, metadata, run, workdir
+from pybuildless.build.commands.outcome import Outcome
 from pybuildless.dockerfile import instructions as ins
-from pybuildless.fs.changes import Changes
 
-
-@dataclass(frozen=True)
-class Outcome:
-    created_by: str
-    snapshot: bool = False
-    paths: tuple[str, ...] | None = None
-    comment: str | None = None
-    # COPY --link: the layer is exactly this directory's tree, independent of the stage's files.
-    layer_root: str | None = None
-    # RUN on an overlay: the changes read from its upper dir (already on the root), and
-    # the directories made before the step (a missing WORKDIR), which the upper dir lacks.
-    upper: Changes | None = None
-    made: tuple[str, ...] = ()
-
-
-# Imported after Outcome exists: the handler modules import it from here.
-from pybuildless.build.commands import files, metadata, run, workdir  # noqa: E402
+__all__ = ["CONFIG_EFFECTS", "HANDLERS", "KEY_PARTS", "Outcome"]
 
 HANDLERS: dict[type, object] = {
     ins.Run: run.run,

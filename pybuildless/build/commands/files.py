@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pybuildless.build.archives import is_tar_archive
 from pybuildless.build.chmod import parse_chmod
-from pybuildless.build.commands import Outcome
+from pybuildless.build.commands.outcome import Outcome
 from pybuildless.build.copy import CopyRequest, SourceRoot, copy_files
 from pybuildless.dockerfile import instructions as ins
 from pybuildless.errors import BuildError

@@ -7,12 +7,13 @@ import os
 import shutil
 
 from pybuildless.build import imageconfig, platforms
-from pybuildless.build.commands import Outcome, runmounts
+from pybuildless.build.commands import runmounts
+from pybuildless.build.commands.outcome import Outcome
 from pybuildless.build.commands.workdir import make_dirs
 from pybuildless.dockerfile import instructions as ins
 from pybuildless.errors import BuildError
+from pybuildless.fs.rootpath import resolve_in_root
 from pybuildless.fs.users import resolve_user
-from pybuildless.sandbox.rootpath import resolve_in_root
 
 # Heredoc scripts with a shebang are run as files; BuildKit puts them under
 # /dev/pipes, which our /dev mount would hide, so they live here for the step.

@@ -35,7 +35,7 @@ from pybuildless.dockerfile.mounts import Mount as MountSpec
 from pybuildless.errors import BuildError
 from pybuildless.log import register_secret
 from pybuildless.sandbox import Mount
-from pybuildless.sandbox.rootpath import resolve_in_root
+from pybuildless.fs.rootpath import resolve_in_root
 
 _SIZE = re.compile(r"^(\d+)([kmg]?)b?$", re.I)
 

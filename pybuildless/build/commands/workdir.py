@@ -6,10 +6,10 @@ import os
 import posixpath
 from typing import Callable
 
-from pybuildless.build.commands import Outcome
+from pybuildless.build.commands.outcome import Outcome
 from pybuildless.dockerfile import instructions as ins
+from pybuildless.fs.rootpath import resolve_in_root
 from pybuildless.fs.users import resolve_chown, resolve_user
-from pybuildless.sandbox.rootpath import resolve_in_root
 
 
 def make_dirs(st, path: str, owner_of: Callable[[], tuple[int, int]] | None = None) -> list[str]:
