@@ -3,20 +3,38 @@ registry, no private-address realm for a public registry."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from pybuildless.errors import AuthError, RegistryError
-from pybuildless.registry.tokens import _check_realm
+from pybuildless.registry.challenge import Challenge
+from pybuildless.registry.credentials import Credential
 from pybuildless.registry.options import RegistryOptions
+from pybuildless.registry.tokens import fetch_token
 from pybuildless.registry.transport import PingResult, Transport
 
 
+class Sent(Exception):
+    """The request passed every check and would have gone on the wire."""
+
+
 class FakeTransport(Transport):
-    """A transport whose ping result is given (no network)."""
+    """A transport whose ping result is given and that sends nothing."""
 
     def __init__(self, registry: str, scheme: str) -> None:
         super().__init__(registry, RegistryOptions())
         self._ping = PingResult(scheme, None)
+
+    def _send(self, method: str, url: str, **kwargs) -> None:
+        raise Sent(url)
+
+
+def fetch_from_realm(registry: str, scheme: str, realm: str) -> None:
+    """Ask for a token as the transport does, from a challenge naming ``realm``."""
+    transport = FakeTransport(registry, scheme)
+    fetch_token(transport.token_request, Challenge("bearer", (("realm", realm),)), ("repository:a:pull",),
+                Credential(), registry=registry, plain_http=transport.ping_scheme == "http")
 
 
 @pytest.mark.parametrize("registry,scheme,realm", [
@@ -26,7 +44,8 @@ class FakeTransport(Transport):
     ("reg.example:5000", "http", "http://10.0.0.5/token"),  # an insecure registry may use a local realm
 ])
 def test_acceptable_realms(registry, scheme, realm):
-    _check_realm(FakeTransport(registry, scheme), realm)
+    with pytest.raises(Sent, match="^" + re.escape(realm) + r"\?scope="):
+        fetch_from_realm(registry, scheme, realm)
 
 
 @pytest.mark.parametrize("registry,scheme,realm,reason", [
@@ -39,7 +58,7 @@ def test_acceptable_realms(registry, scheme, realm):
 ])
 def test_rejected_realms(registry, scheme, realm, reason):
     with pytest.raises(AuthError, match=reason):
-        _check_realm(FakeTransport(registry, scheme), realm)
+        fetch_from_realm(registry, scheme, realm)
 
 
 @pytest.mark.parametrize("registry,scheme,url,allowed", [

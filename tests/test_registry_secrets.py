@@ -58,8 +58,8 @@ def issued_tokens(monkeypatch) -> list[str]:
     tokens: list[str] = []
     real = transport_module.fetch_token
 
-    def recording(*args):
-        token = real(*args)
+    def recording(*args, **kwargs):
+        token = real(*args, **kwargs)
         tokens.append(token.value)
         return token
 

@@ -64,9 +64,9 @@ def test_tokens_are_cached_per_scope_set(registry_token, seeded, monkeypatch):
     calls = []
     real = transport_module.fetch_token
 
-    def counting(transport, challenge, scopes, cred):
+    def counting(send, challenge, scopes, cred, **where):
         calls.append(tuple(scopes))
-        return real(transport, challenge, scopes, cred)
+        return real(send, challenge, scopes, cred, **where)
 
     monkeypatch.setattr(transport_module, "fetch_token", counting)
     options = keychain(registry_token, username=registry_token.username, password=registry_token.password)

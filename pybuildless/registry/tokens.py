@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Hashable
+from typing import Callable, Hashable
 from urllib.parse import urlencode, urlsplit
 
 import requests
@@ -22,10 +22,11 @@ from pybuildless import log
 from pybuildless.errors import AuthError
 from pybuildless.registry.challenge import Challenge
 from pybuildless.registry.credentials import Credential
-from pybuildless.registry.responses import TEMPORARY_STATUS, error_from_response
 
-if TYPE_CHECKING:
-    from pybuildless.registry.transport import Transport
+# How the token exchange reaches the realm: ``send(method, url, *, auth, data=None)`` returns a
+# streamed response, retried on temporary failures, and refuses a host the registry may not send
+# us to (``Transport.token_request``). The fetcher needs nothing else from the connection.
+Send = Callable[..., requests.Response]
 
 logger = logging.getLogger(__name__)
 
@@ -60,42 +61,42 @@ class TokenCache:
             self._tokens[key] = token
 
 
-def _check_realm(transport: "Transport", realm: str) -> None:
-    """Realm SSRF hardening: https only (unless the registry is plain HTTP), and no
-    loopback/private realm host unless the registry itself is local."""
+def check_realm(realm: str, *, registry: str, plain_http: bool) -> None:
+    """Realm SSRF hardening: an http(s) URL, and plain HTTP only when the registry itself is plain HTTP.
+    (The realm's host is checked by ``send``, as for redirects and upload Locations.)"""
     parts = urlsplit(realm)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise AuthError(f"{transport.registry}: invalid token realm {log.redact(realm)!r}")
-    registry_http = transport.ping().scheme == "http"
-    if parts.scheme == "http" and not registry_http:
-        raise AuthError(f"{transport.registry}: refusing plain-HTTP token realm for an HTTPS registry")
-    transport.check_foreign_host(realm, "token realm", AuthError)
+        raise AuthError(f"{registry}: invalid token realm {log.redact(realm)!r}")
+    if parts.scheme == "http" and not plain_http:
+        raise AuthError(f"{registry}: refusing plain-HTTP token realm for an HTTPS registry")
 
 
-def fetch_token(transport: "Transport", challenge: Challenge, scopes: tuple[str, ...], cred: Credential) -> Token:
+def fetch_token(send: Send, challenge: Challenge, scopes: tuple[str, ...], cred: Credential, *,
+                registry: str, plain_http: bool) -> Token:
+    """A token for ``scopes`` from the challenge's realm; ``registry`` names the registry in messages."""
     realm = challenge.realm
-    _check_realm(transport, realm)
+    check_realm(realm, registry=registry, plain_http=plain_http)
     received = time.monotonic()
     resp = None
     if cred.identity_token:
-        resp = _post_oauth(transport, realm, challenge.service, scopes, cred)
+        resp = _post_oauth(send, realm, challenge.service, scopes, cred)
         if resp.status_code == 404:  # "Not all token servers implement oauth2"
             resp.close()
             resp = None
     if resp is None:
-        resp = _get_token(transport, realm, challenge.service, scopes, cred)
+        resp = _get_token(send, realm, challenge.service, scopes, cred)
     try:
         if resp.status_code in (401, 403):
             who = (f"user {cred.username!r}" if cred.username
                    else "the identity token from the Docker config" if cred.identity_token else "anonymous access")
             raise AuthError(
-                f"{transport.registry}: token server refused {who} for {' '.join(scopes) or 'the registry'}"
+                f"{registry}: token server refused {who} for {' '.join(scopes) or 'the registry'}"
                 f" (HTTP {resp.status_code})",
                 status=resp.status_code,
             )
         if resp.status_code != 200:
             raise AuthError(
-                f"{transport.registry}: token server answered HTTP {resp.status_code}",
+                f"{registry}: token server answered HTTP {resp.status_code}",
                 status=resp.status_code,
                 temporary=resp.status_code >= 500 or resp.status_code == 429,
             )
@@ -103,14 +104,14 @@ def fetch_token(transport: "Transport", challenge: Challenge, scopes: tuple[str,
     finally:
         resp.close()
     if len(body) > MAX_TOKEN_RESPONSE:
-        raise AuthError(f"{transport.registry}: token response larger than 64 KiB")
+        raise AuthError(f"{registry}: token response larger than 64 KiB")
     try:
         doc = json.loads(body)
         value = doc.get("access_token") or doc.get("token")
     except (ValueError, AttributeError):
         value = None
     if not value or not isinstance(value, str):
-        raise AuthError(f"{transport.registry}: token server returned no token")
+        raise AuthError(f"{registry}: token server returned no token")
     log.register_secret(value)
     if isinstance(doc.get("refresh_token"), str):
         log.register_secret(doc["refresh_token"])
@@ -118,11 +119,11 @@ def fetch_token(transport: "Transport", challenge: Challenge, scopes: tuple[str,
         expires_in = max(MIN_EXPIRY, int(doc.get("expires_in") or MIN_EXPIRY))
     except (TypeError, ValueError):
         expires_in = MIN_EXPIRY
-    logger.debug("token for %s (%s) valid %ds", transport.registry, " ".join(scopes) or "-", expires_in)
+    logger.debug("token for %s (%s) valid %ds", registry, " ".join(scopes) or "-", expires_in)
     return Token(value, received + expires_in * 0.9)
 
 
-def _get_token(transport: "Transport", realm: str, service: str, scopes: tuple[str, ...], cred: Credential):
+def _get_token(send: Send, realm: str, service: str, scopes: tuple[str, ...], cred: Credential):
     params = [("service", service)] if service else []
     params += [("scope", s) for s in scopes]
     auth = None
@@ -131,11 +132,10 @@ def _get_token(transport: "Transport", realm: str, service: str, scopes: tuple[s
         auth = requests.auth._basic_auth_str(cred.username, cred.password)
     sep = "&" if urlsplit(realm).query else "?"
     url = realm + (sep + urlencode(params) if params else "")
-    return transport._with_retries(lambda: _raise_temporary(transport._send("GET", url, auth=auth, stream=True)),
-                                   "token request")
+    return send("GET", url, auth=auth)
 
 
-def _post_oauth(transport: "Transport", realm: str, service: str, scopes: tuple[str, ...], cred: Credential):
+def _post_oauth(send: Send, realm: str, service: str, scopes: tuple[str, ...], cred: Credential):
     form = {
         "grant_type": "refresh_token",
         "refresh_token": cred.identity_token,
@@ -143,12 +143,4 @@ def _post_oauth(transport: "Transport", realm: str, service: str, scopes: tuple[
         "client_id": CLIENT_ID,
         "scope": " ".join(scopes),  # one space-separated field in the OAuth2 form
     }
-    return transport._with_retries(
-        lambda: _raise_temporary(transport._send("POST", realm, auth=None, data=form, stream=True)), "token request"
-    )
-
-
-def _raise_temporary(resp: requests.Response) -> requests.Response:
-    if resp.status_code in TEMPORARY_STATUS:
-        raise error_from_response(resp, "token request")
-    return resp
+    return send("POST", realm, auth=None, data=form)

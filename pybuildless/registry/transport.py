@@ -244,9 +244,22 @@ class Transport:
             with self._token_lock:  # parallel uploads starting together need one token, not four
                 token = None if force else self._tokens.get(key)
                 if token is None:
-                    token = fetch_token(self, challenge, scopes, cred)
+                    token = fetch_token(self.token_request, challenge, scopes, cred,
+                                        registry=self.registry, plain_http=self.ping_scheme == "http")
                     self._tokens.put(key, token)
         return f"Bearer {token.value}"
+
+    def token_request(self, method: str, url: str, *, auth: str | None, data: dict | None = None) -> requests.Response:
+        """The token fetcher's way out: to a realm on a host the registry may send us to, retried."""
+        self.check_foreign_host(url, "token realm", AuthError)
+
+        def once() -> requests.Response:
+            resp = self._send(method, url, auth=auth, data=data, stream=True)
+            if resp.status_code in TEMPORARY_STATUS:
+                raise error_from_response(resp, "token request")
+            return resp
+
+        return self._with_retries(once, "token request")
 
     # -- requests with auth and retries ---------------------------------------------------
 
