@@ -35,7 +35,7 @@ from typing import BinaryIO, Callable
 from pybuildless.build import gitcontext, s3context
 from pybuildless.build.options import GitOptions
 from pybuildless.errors import UsageError
-from pybuildless.sandbox.rootpath import resolve_in_root
+from pybuildless.fs.rootpath import resolve_in_root
 
 log = logging.getLogger(__name__)
 

@@ -7,31 +7,17 @@ stderr and a non-zero exit code, never a traceback.
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 import click
 
 from pybuildless import __version__
+from pybuildless.cli import build, prune, pull, push, warm
 from pybuildless.errors import PybuildlessError
 
-# One module per command; each defines ``command`` (a click.Command).
-COMMAND_MODULES = ("build", "pull", "push", "warm")
-
-
-def _load_commands() -> dict[str, click.Command]:
-    commands = {}
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"pybuildless.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"pybuildless.cli.{name}":
-                continue
-            raise
-        cmd = getattr(module, "command", None)
-        if cmd is not None:
-            commands[cmd.name] = cmd
-    return commands
+# One module per command, each defining ``command``; imported by name, so a command that cannot be
+# imported stops the program with its error instead of quietly going missing.
+COMMANDS: tuple[click.Command, ...] = (build.command, pull.command, push.command, warm.command, prune.command)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,7 +26,7 @@ def cli() -> None:
     """Build container images from a Dockerfile without a daemon."""
 
 
-for _cmd in _load_commands().values():
+for _cmd in COMMANDS:
     cli.add_command(_cmd)
 
 
@@ -74,11 +60,4 @@ def main(args: list[str] | None = None) -> None:
 
 
 def executor_main(args: list[str] | None = None) -> None:
-    commands = _load_commands()
-    if "build" not in commands:
-        click.echo("error: the build command is not available", err=True)
-        sys.exit(1)
-    run_guarded(commands["build"], args, "executor")
-
-
-cli.add_command(importlib.import_module("pybuildless.cli.prune").command)  # the layer store's prune
+    run_guarded(build.command, args, "executor")

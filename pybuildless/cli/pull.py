@@ -12,8 +12,8 @@ from pybuildless.errors import ImageFormatError, UsageError
 from pybuildless.image.descriptor import Platform
 from pybuildless.image.layout import blob_path, write_layout
 from pybuildless.log import setup_logging
+from pybuildless.name import parse_reference
 from pybuildless.registry.options import RegistryOptions, parse_host_value_pairs
-from pybuildless.registry.reference import parse_reference
 from pybuildless.registry.remote import pull_image
 
 VERBOSITIES = ("panic", "fatal", "error", "warn", "info", "debug", "trace")

@@ -8,7 +8,7 @@ import click
 
 from pybuildless.cli.pull import options_from_flags, registry_flags
 from pybuildless.image.layout import read_layout
-from pybuildless.registry.reference import parse_reference
+from pybuildless.name import parse_reference
 from pybuildless.registry.remote import push_image
 
 

@@ -6,8 +6,8 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from pybuildless.errors import UsageError
+from pybuildless.name import DOCKER_HUB, Reference, normalise_registry
 from pybuildless.registry.credentials import Keychain, default_keychain
-from pybuildless.registry.reference import DOCKER_HUB, Reference, normalise_registry
 
 
 @dataclass(frozen=True)
