@@ -96,7 +96,7 @@ def test_index_in_layout_and_tarball(tmp_path, registry, busybox_image, multiarc
     the destination's tag on the host's. The digest file names the index."""
     layout, tar = tmp_path / "layout", tmp_path / "image.tar"
     dockerfile = f"FROM {multiarch_image}\nCOPY f /f\n"
-    build(tmp_path, dockerfile, "--custom-platform", "linux/arm64,linux/amd64", "--no-push",
+    build(tmp_path, dockerfile, "--platform", "linux/arm64,linux/amd64", "--no-push",  # BuildKit's spelling
           "--destination", "example.com/app:2", "--oci-layout-path", str(layout), "--tar-path", str(tar),
           "--digest-file", str(tmp_path / "digest"), files={"f": "x"})
     body = subprocess.run(["skopeo", "inspect", "--raw", f"oci:{layout}:latest"], check=True,

@@ -110,7 +110,8 @@ def _level(ctx, param, value: str) -> str:
 @click.option("--image-name-with-digest-file", type=P, help="Write REPO@DIGEST lines here.")
 @click.option("--image-name-tag-with-digest-file", type=P, help="Write REPO:TAG@DIGEST lines here.")
 @click.option("--label", multiple=True, help="KEY=VALUE label added to the image (repeatable).")
-@click.option("--custom-platform", "--customPlatform", "custom_platform", help="os/arch[/variant] of the image.")
+@click.option("--custom-platform", "--customPlatform", "--platform", "custom_platform",
+              help="os/arch[/variant] of the image, or a comma-separated list: one image each, pushed as an index.")
 @click.option("--single-snapshot", is_flag=True, help="One layer for the whole final stage.")
 @click.option("--snapshot-mode", "--snapshotMode", "snapshot_mode", type=click.Choice(["full", "redo", "time"]),
               default="full", show_default=True, help="Accepted for Kaniko compatibility; snapshots are stat-based with ctime.")
