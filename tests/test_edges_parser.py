@@ -147,7 +147,7 @@ def test_onbuild_trigger_errors_name_the_trigger():
     assert trigger_error(["MAINTAINER me"]) == "ONBUILD trigger 1: MAINTAINER isn't allowed as an ONBUILD trigger"
     assert trigger_error(["FROM x"]) == "ONBUILD trigger 1: FROM isn't allowed as an ONBUILD trigger"
     assert trigger_error(["RUN a\nRUN b"]) == "ONBUILD trigger 1: an ONBUILD trigger must hold exactly one instruction"
-    assert trigger_error(["# only a comment"]).startswith("ONBUILD trigger 1: ")
+    assert trigger_error(["# only a comment"]).startswith("ONBUILD trigger 1:")
 
 
 def test_onbuild_trigger_instruction_carries_the_trigger_path():
