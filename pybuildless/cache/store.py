@@ -17,6 +17,7 @@ from typing import Protocol
 from pybuildless.errors import NotFoundError, PybuildlessError
 from pybuildless.image.descriptor import Platform
 from pybuildless.image.model import Image, Layer, build_image
+from pybuildless.image.times import rfc3339
 from pybuildless.name import Reference, parse_reference
 from pybuildless.registry.options import RegistryOptions
 
@@ -39,7 +40,7 @@ def _entry_image(layer: Layer | None, created_by: str, platform: Platform, creat
     config = {
         "architecture": platform.architecture,
         "os": platform.os,
-        "created": created or datetime.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": created or rfc3339(int(time.time())),  # whole seconds
         "config": {"Labels": {"org.pybuildless.cache": "1"}},
         "history": [{"created_by": created_by, **({} if layer else {"empty_layer": True})}],
     }
