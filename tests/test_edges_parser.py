@@ -202,3 +202,72 @@ def test_load_dockerfile_errors_and_name(tmp_path, monkeypatch):
     with pytest.raises(DockerfileError) as info:
         load_dockerfile(str(good))
     assert str(info.value) == f"{good}:2: unknown instruction: FOO"
+
+
+# -- more argument rules (parse.go errAtLeastOneArgument, errExactlyOneArgument) ----------
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("VOLUME", "VOLUME requires at least one argument"),
+        ("VOLUME []", "VOLUME requires at least one argument"),
+        ("EXPOSE", "EXPOSE requires at least one argument"),
+        ("ARG", "ARG requires at least one argument"),
+        ("ARG =x", "ARG names can not be blank"),
+        ("ENV", "ENV requires at least one argument"),
+        ("SHELL []", "SHELL requires at least one argument"),
+        ("SHELL sh -c", "SHELL requires the arguments to be in JSON form"),
+        ("CMD", "CMD requires at least one argument"),
+        ("ENTRYPOINT", "ENTRYPOINT requires at least one argument"),
+        ("USER", "USER requires exactly one argument"),
+        ("WORKDIR", "WORKDIR requires exactly one argument"),
+        ("FROM a b", "FROM requires either one or three arguments"),
+        ("ADD --checksum=sha256:00 a b c", "checksum can't be specified for multiple sources"),
+    ],
+)
+def test_instruction_argument_errors(line, message):
+    assert error(f"FROM s\n\n{line}\n") == f"Dockerfile:3: {message}"
+
+
+def test_no_from_and_non_arg_before_from():
+    assert error("ARG a\n", "x/Df") == "x/Df: no build stage: the Dockerfile has no FROM instruction"
+    assert error("\nRUN a\nFROM s\n") == "Dockerfile:2: RUN before the first FROM: only ARG may precede FROM"
+
+
+def test_parse_error_carries_the_source_text_for_the_excerpt():
+    text = "FROM s\nUSER\n"
+    with pytest.raises(DockerfileError) as info:
+        parse_dockerfile(text, "df")
+    assert info.value.source_text == text
+
+
+def test_values_of_simple_instructions():
+    shell = only('SHELL ["/bin/sh", "-c"]\n')
+    assert shell.argv == ("/bin/sh", "-c") and shell.line == 2 and shell.path == "df"
+    entry = only('ENTRYPOINT ["a"]\n')
+    assert entry.command == ins.CommandLine(("a",), True) and entry.line == 2 and entry.path == "df"
+    expose = only("EXPOSE 80 443/udp\n")
+    assert expose.ports == ("80", "443/udp") and expose.line == 2 and expose.path == "df"
+    volume = only("VOLUME /a /b\n")
+    assert volume.paths == ("/a", "/b")
+    arg = only("ARG a=1 b\n")
+    assert arg.pairs == (("a", "1"), ("b", None)) and arg.line == 2 and arg.path == "df"
+    assert only("LABEL a b c\n").legacy is True and only("LABEL a=b\n").legacy is False
+    assert only("LABEL a b c\n").pairs == (("a", "b c"),)
+
+
+def test_escape_directive_reaches_arg_and_env_word_splitting():
+    """parser.go escape directive and instructions/parse.go parseWords: the escape char, not
+    backslash, keeps an escaped space inside one ENV/ARG word; the word keeps its escape char
+    (it is removed by word expansion at build time)."""
+    stage = parse_dockerfile("# escape=`\nFROM s\nARG a=x` y\nENV b=p` q c=\\r\n", "df").stages[0]
+    arg, env = stage.instructions
+    assert arg.pairs == (("a", "x` y"),)
+    assert env.pairs == (("b", "p` q"), ("c", "\\r"))
+    (plain,) = parse_dockerfile("FROM s\nARG a=x` y\n").stages[0].instructions
+    assert plain.pairs == (("a", "x`"), ("y", None))
+
+
+def test_unlabelled_stage_has_no_name():
+    assert parse_dockerfile("FROM a\n").stages[0].from_.name is None
