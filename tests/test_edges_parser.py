@@ -271,3 +271,23 @@ def test_escape_directive_reaches_arg_and_env_word_splitting():
 
 def test_unlabelled_stage_has_no_name():
     assert parse_dockerfile("FROM a\n").stages[0].from_.name is None
+
+
+# -- RUN --mount checked at parse time unless it holds variables (instructions/commands_runmount.go)
+
+
+def test_mount_from_with_a_variable_is_refused():
+    """dockerfile2llb/convert.go refuses a variable in COPY --from with this text; --mount=from is
+    refused the same way (the stage it names must be known when the graph is built)."""
+    assert error("FROM s\nRUN --mount=type=bind,from=$X,target=/a a\n") == (
+        "Dockerfile:2: variable expansion is not supported for --mount=from, define a new stage "
+        "with FROM using ARG from global scope as a workaround"
+    )
+
+
+def test_mount_with_variables_waits_for_expansion_and_plain_mount_is_checked_now():
+    assert only("RUN --mount=type=$T,target=/a a\n").mounts == ("type=$T,target=/a",)
+    assert error("FROM s\n\nRUN --mount=type=bind,target=/a,bogus=1 a\n") == (
+        "Dockerfile:3: unexpected key 'bogus' in 'bogus=1'"
+    )
+    assert error("FROM s\nRUN --mount=type=bogus,target=/a a\n") == "Dockerfile:2: unsupported mount type 'bogus'"
