@@ -100,3 +100,22 @@ def test_variable_names_stop_at_non_name_characters():
 def test_process_words_honours_the_escape_char():
     assert process_words("a` b $x", {"x": "1 2"}, "`") == ["a b", "1", "2"]
     assert process_words("a\\ b", {}, "`") == ["a\\", "b"]
+
+
+@pytest.mark.parametrize("word", ["${a#\\a}", "${a%\\a}", "${a/\\a/x}"])
+def test_pattern_with_an_invalid_escape_is_refused(word):
+    """lex.go convertShellPatternToRegex: only ``\\*``, ``\\?`` and ``\\\\`` (and the ``}`` / ``/``
+    delimiters) may be escaped in a pattern."""
+    assert reason(word, {"a": "abc"}) == "invalid pattern (\\a) in substitution: invalid escape '\\a'"
+
+
+def test_pattern_escapes_protect_the_delimiters():
+    assert process_word("${a#a\\}}", {"a": "a}b"}) == "b"
+    assert process_word("${a#x\\/}", {"a": "x/"}) == ""
+    assert process_word("${a%\\}}", {"a": "ab}"}) == "ab"
+
+
+def test_raw_escapes_keep_the_escape_inside_double_quotes():
+    assert process_word_with_matches('"\\$a"', {"a": "1"}, raw_escapes=True).value == "\\$a"
+    assert process_word_with_matches('"\\"x"', {}, raw_escapes=True).value == '\\"x'
+    assert process_word('"\\$a"', {"a": "1"}) == "$a"
