@@ -119,3 +119,15 @@ def test_raw_escapes_keep_the_escape_inside_double_quotes():
     assert process_word_with_matches('"\\$a"', {"a": "1"}, raw_escapes=True).value == "\\$a"
     assert process_word_with_matches('"\\"x"', {}, raw_escapes=True).value == '\\"x'
     assert process_word('"\\$a"', {"a": "1"}) == "$a"
+
+
+@pytest.mark.parametrize("word", ["${a:-${}}", "${a/${}/x}", "${a/x/${}}"])
+def test_an_error_inside_a_modifier_word_is_reported_as_is(word):
+    """lex.go: a nested error is returned unchanged; "missing '}'" only when the text ran out."""
+    assert reason(word, {"a": "abc"}) == "syntax error: bad substitution"
+
+
+def test_replacement_pattern_keeps_escapes_for_the_pattern():
+    """An escaped ``*`` in ``${a/pattern/repl}`` is a literal star, not a wildcard."""
+    assert process_word("${a/\\*/X}", {"a": "a*b"}) == "aXb"
+    assert reason("${a:Xy}", {"a": "1"}) == "unsupported modifier (:X) in substitution"
