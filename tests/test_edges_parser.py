@@ -291,3 +291,13 @@ def test_mount_with_variables_waits_for_expansion_and_plain_mount_is_checked_now
         "Dockerfile:3: unexpected key 'bogus' in 'bogus=1'"
     )
     assert error("FROM s\nRUN --mount=type=bogus,target=/a a\n") == "Dockerfile:2: unsupported mount type 'bogus'"
+
+
+def test_copy_mixes_heredoc_and_context_sources():
+    """parse.go parseCopy / parser.go heredocs: only ``<<NAME`` sources take a heredoc body,
+    other sources stay context paths; a JSON-form COPY has no heredocs."""
+    copy = only("COPY <<EOF a /d\nbody\nEOF\n")
+    assert copy.sources == ("a",) and copy.dest == "/d"
+    assert copy.inline == (ins.HeredocSource("EOF", "body\n", True),)
+    json_form = only('COPY ["<<EOF", "/d"]\n')
+    assert json_form.sources == ("<<EOF",) and json_form.inline == () and json_form.json is True
