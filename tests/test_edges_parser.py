@@ -7,6 +7,8 @@ instructions/bflag.go (flag errors), moby/buildkit mirror HEAD.
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from pybuildless.dockerfile import instructions as ins
@@ -64,7 +66,8 @@ def test_healthcheck_values_and_zero_retries():
     assert hc.retries == 0 and hc.start_period == 1_000_000 and hc.interval == 2_000_000_000
     assert hc.test == ("CMD-SHELL", "a b") and hc.line == 2 and hc.path == "df"
     hc = only("HEALTHCHECK CMD a\n")
-    assert hc.retries == 0 and hc.start_period is None or hc.start_period == 0
+    assert hc.retries == 0
+    assert (hc.interval, hc.timeout, hc.start_period, hc.start_interval) == (0, 0, 0, 0)
     none = only("HEALTHCHECK none\n")
     assert none.test == ("NONE",) and none.line == 2 and none.path == "df"
 
@@ -301,3 +304,33 @@ def test_copy_mixes_heredoc_and_context_sources():
     assert copy.inline == (ins.HeredocSource("EOF", "body\n", True),)
     json_form = only('COPY ["<<EOF", "/d"]\n')
     assert json_form.sources == ("<<EOF",) and json_form.inline == () and json_form.json is True
+
+
+def test_flag_errors_name_the_given_path():
+    assert error("FROM s\nCOPY --link= a b\n", "sub/Df") == "sub/Df:2: missing a value on flag: link"
+    assert error("FROM s\nCOPY --chown a b\n", "sub/Df") == "sub/Df:2: missing a value on flag: chown"
+
+
+def test_load_dockerfile_from_stdin_is_named_stdin(monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"FROM s\nFOO x\n")))
+    with pytest.raises(DockerfileError) as info:
+        load_dockerfile("-")
+    assert str(info.value) == "<stdin>:2: unknown instruction: FOO"
+
+
+def test_dockerfile_keeps_path_text_and_every_stage_body():
+    text = "FROM a AS one\nRUN x\nFROM b AS two\nRUN y\n"
+    df = parse_dockerfile(text, "sub/Df")
+    assert df.path == "sub/Df" and df.text == text
+    assert [s.name for s in df.stages] == ["one", "two"]
+    assert [[i.command.args for i in s.instructions] for s in df.stages] == [[("x",)], [("y",)]]
+
+
+def test_onbuild_instruction_and_triggers():
+    """parse.go parseOnBuild: the trigger is the original text after ONBUILD, heredocs included."""
+    onbuild = only("ONBUILD RUN <<A <<B\na\nA\nb\nB\n")
+    assert onbuild.trigger == "RUN <<A <<B\na\nA\nb\nB"
+    assert onbuild.line == 2 and onbuild.path == "df"
+    assert error("FROM s\nONBUILD\n") == "Dockerfile:2: ONBUILD requires at least one argument"
+    (env,) = parse_onbuild_triggers(["ENV a=x` y"], escape="`")
+    assert env.pairs == (("a", "x` y"),)
