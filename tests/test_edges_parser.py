@@ -334,3 +334,20 @@ def test_onbuild_instruction_and_triggers():
     assert error("FROM s\nONBUILD\n") == "Dockerfile:2: ONBUILD requires at least one argument"
     (env,) = parse_onbuild_triggers(["ENV a=x` y"], escape="`")
     assert env.pairs == (("a", "x` y"),)
+
+
+def test_error_in_a_one_line_trigger_is_on_its_first_line():
+    """convert.go initOnBuildTriggers parses each trigger text on its own
+    (parser.Parse(strings.NewReader(trigger))): nothing precedes the trigger's first line."""
+    assert trigger_error(["COPY a"]) == "ONBUILD trigger 1:1: COPY requires at least two arguments"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the escape directive injected before a trigger shifts its line numbers by one "
+    "(BuildKit convert.go initOnBuildTriggers parses the trigger text alone)",
+)
+def test_error_in_a_one_line_trigger_is_on_its_first_line_with_a_backtick_escape():
+    with pytest.raises(DockerfileError) as info:
+        parse_onbuild_triggers(["COPY a"], escape="`")
+    assert str(info.value) == "ONBUILD trigger 1:1: COPY requires at least two arguments"
