@@ -351,3 +351,11 @@ def test_error_in_a_one_line_trigger_is_on_its_first_line_with_a_backtick_escape
     with pytest.raises(DockerfileError) as info:
         parse_onbuild_triggers(["COPY a"], escape="`")
     assert str(info.value) == "ONBUILD trigger 1:1: COPY requires at least two arguments"
+
+
+def test_healthcheck_json_error_is_the_same_as_for_cmd():
+    """HEALTHCHECK CMD takes its command like CMD (parse.go parseHealthcheck calls the same
+    JSON-or-shell parsing), so a bad array is reported with the same text."""
+    cmd = error('FROM s\nCMD ["a", 1]\n')
+    assert error('FROM s\nHEALTHCHECK CMD ["a", 1]\n') == cmd
+    assert cmd.startswith("Dockerfile:2: ") and "None" not in cmd
