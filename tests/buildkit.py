@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,9 +122,17 @@ def unpack(source: str, work: Path) -> Unpacked:
     layout = work / "layout"
     bundle = work / "bundle"
     work.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["skopeo", "copy", "--src-tls-verify=false" if source.startswith("docker://") else "--quiet",
-                    "--dest-compress-format", "gzip", source, f"oci:{layout}:img"],
-                   check=True, capture_output=True, timeout=120)
+    argv = ["skopeo", "copy", "--src-tls-verify=false" if source.startswith("docker://") else "--quiet",
+            "--dest-compress-format", "gzip", source, f"oci:{layout}:img"]
+    for attempt in (1, 2):
+        copy = subprocess.run(argv, capture_output=True, timeout=120)
+        if copy.returncode == 0:
+            break
+        # Seen once on a loaded machine with several copies at a time; say why if it fails again.
+        if attempt == 2:
+            raise AssertionError(f"{' '.join(argv)} failed ({copy.returncode}):\n"
+                                 f"{copy.stderr.decode(errors='replace')[-2000:]}")
+        time.sleep(1)
     subprocess.run(["umoci", "unpack", "--image", f"{layout}:img", str(bundle)], check=True, capture_output=True,
                    timeout=120)
     index = json.loads((layout / "index.json").read_text())
