@@ -217,3 +217,30 @@ def can_unshare(flags: int) -> bool:
             os._exit(1)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status) == 0
+
+
+def failure_in_child(action, describe=lambda exc: f"{type(exc).__name__}: {exc}", limit: int = 1000,
+                     silent: str = "failed") -> str | None:
+    """Run ``action`` in a throwaway forked child: None if it succeeded, else ``describe(exc)``
+    (or ``silent`` when the child died without a word). Namespace and mount probes go through
+    this, so nothing they change reaches the calling process."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - forked child
+        os.close(r)
+        try:
+            action()
+            os._exit(0)
+        except BaseException as exc:
+            try:
+                os.write(w, describe(exc).encode("utf-8", "replace")[:limit])
+            except OSError:
+                pass
+            os._exit(1)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        message = f.read().decode("utf-8", "replace")
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) == 0:
+        return None
+    return message or silent

@@ -200,30 +200,6 @@ def setup_userns_mode(dirs: Sequence[str], extra_mounts, network: bool) -> None:
     hide_processes()
 
 
-def _try_in_child(action) -> str | None:
-    """Run ``action`` in a throwaway child; None on success, else what failed."""
-    r, w = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - forked child
-        os.close(r)
-        try:
-            action()
-            os._exit(0)
-        except BaseException as exc:
-            try:
-                os.write(w, f"{type(exc).__name__}: {exc}".encode("utf-8", "replace")[:1000])
-            except OSError:
-                pass
-            os._exit(1)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        message = f.read().decode("utf-8", "replace")
-    _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) == 0:
-        return None
-    return message or "failed"
-
-
 def _probe_namespaces(dirs: Sequence[str]) -> None:
     _linux.unshare(_linux.CLONE_NEWNS | _linux.CLONE_NEWPID)
     _linux.mount(None, "/", None, _linux.MS_REC | _linux.MS_PRIVATE)
@@ -240,13 +216,13 @@ def choose_mode(dirs: Sequence[str], *, namespaces: bool) -> tuple[str, str]:
     """(mode, why) for hiding ``dirs``: tried for real in throwaway children, cheapest first."""
     failures = []
     if namespaces:
-        failure = _try_in_child(lambda: _probe_namespaces(dirs))
+        failure = _linux.failure_in_child(lambda: _probe_namespaces(dirs))
         if failure is None:
             return "namespaces", "private mount namespace"
         failures.append(f"mount namespace: {failure}")
     else:
         failures.append("no CAP_SYS_ADMIN for a mount namespace")
-    failure = _try_in_child(lambda: _probe_userns(dirs))
+    failure = _linux.failure_in_child(lambda: _probe_userns(dirs))
     if failure is None:
         return "userns", "user namespace with an identity map"
     failures.append(f"user namespace: {failure}")

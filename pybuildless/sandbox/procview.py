@@ -57,21 +57,7 @@ def fresh_proc_refused() -> str | None:
     """Why this process cannot give a step a fresh /proc in a new pid namespace (None: it can).
     Tried once per process in a throwaway child."""
     if not _refusal:
-        r, w = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - throwaway child
-            os.close(r)
-            try:
-                _probe_fresh_proc()
-                os._exit(0)
-            except BaseException as exc:
-                os.write(w, str(exc).encode("utf-8", "replace")[:500])
-                os._exit(1)
-        os.close(w)
-        with os.fdopen(r, "rb") as f:
-            message = f.read().decode("utf-8", "replace")
-        _, status = os.waitpid(pid, 0)
-        _refusal.append(None if os.waitstatus_to_exitcode(status) == 0 else (message or "refused"))
+        _refusal.append(_linux.failure_in_child(_probe_fresh_proc, describe=str, limit=500, silent="refused"))
     return _refusal[0]
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 
 from pybuildless.sandbox import _linux
 

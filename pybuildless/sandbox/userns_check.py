@@ -49,29 +49,20 @@ def userns_blockers(proc_sys: Path = Path("/proc/sys"), *, probe: bool = True) -
 def _probe_userns() -> str | None:
     """Try, in a throwaway child, what the build will do: user+mount namespace, a map, a tmpfs mount."""
     uid, gid = os.getuid(), os.getgid()
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - forked child
-        os.close(r)
-        step = "unshare(CLONE_NEWUSER|CLONE_NEWNS)"
-        try:
-            _linux.unshare(_linux.CLONE_NEWUSER | _linux.CLONE_NEWNS)
-            step = "writing the id maps"
-            write_proc_file("/proc/self/setgroups", "deny")
-            write_proc_file("/proc/self/uid_map", f"0 {uid} 1")
-            write_proc_file("/proc/self/gid_map", f"0 {gid} 1")
-            step = "mounting in the new namespace"
-            _linux.mount(None, "/", None, _linux.MS_REC | _linux.MS_PRIVATE)
-            _linux.mount("tmpfs", tempfile.gettempdir(), "tmpfs", 0, "size=4k")
-            os._exit(0)
-        except BaseException as exc:
-            os.write(w, f"{step} failed: {exc}".encode("utf-8", "replace")[:1000])
-            os._exit(1)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        message = f.read().decode("utf-8", "replace")
-    _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) == 0:
+    step = ["unshare(CLONE_NEWUSER|CLONE_NEWNS)"]
+
+    def attempt() -> None:
+        _linux.unshare(_linux.CLONE_NEWUSER | _linux.CLONE_NEWNS)
+        step[0] = "writing the id maps"
+        write_proc_file("/proc/self/setgroups", "deny")
+        write_proc_file("/proc/self/uid_map", f"0 {uid} 1")
+        write_proc_file("/proc/self/gid_map", f"0 {gid} 1")
+        step[0] = "mounting in the new namespace"
+        _linux.mount(None, "/", None, _linux.MS_REC | _linux.MS_PRIVATE)
+        _linux.mount("tmpfs", tempfile.gettempdir(), "tmpfs", 0, "size=4k")
+
+    message = _linux.failure_in_child(attempt, describe=lambda exc: f"{step[0]} failed: {exc}", silent="")
+    if message is None:
         return None
     hint = ""
     if "unshare" in message and ("Operation not permitted" in message or "EPERM" in message):
