@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from pybuildless.build.context import open_context
-from pybuildless.build.options import GitOptions
+from pybuildless.builder.context import open_context
+from pybuildless.builder.options import GitOptions
 from pybuildless.errors import UsageError
 from tests.buildkit import executor, unpack
 from tests.fixtures.registry import free_port

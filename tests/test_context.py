@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from pybuildless.build.context import ContextError, open_context, resolve_dockerfile
+from pybuildless.builder.context import ContextError, open_context, resolve_dockerfile
 from pybuildless.errors import UsageError
 
 

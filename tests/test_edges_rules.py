@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pybuildless.build.copy import CopyRequest, SourceRoot, copy_files, source_digest
+from pybuildless.builder.copy import CopyRequest, SourceRoot, copy_files, source_digest
 from pybuildless.dockerfile.args import GlobalArgs, StageEnv, platform_args
 from pybuildless.dockerfile.parser import parse_dockerfile
 from pybuildless.dockerfile.pathmatch import match as go_match

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pybuildless.build import binfmt
+from pybuildless.builder import binfmt
 from pybuildless.image.descriptor import Platform
 from tests.buildkit import executor, skopeo_inspect, write_context
 from tests.fixtures.foreign import amd64_only_image, arm64_image, arm64_layout, arm64_rootfs, multiarch_image  # noqa: F401
@@ -208,7 +208,7 @@ def test_handler_matching_reads_real_handler_files(tmp_path):
 
 
 def test_platform_list_flag():
-    from pybuildless.build.platforms import parse_platforms
+    from pybuildless.builder.platforms import parse_platforms
     from pybuildless.errors import UsageError
 
     assert parse_platforms("linux/amd64,linux/arm64/v8,linux/aarch64, linux/arm") == [
@@ -235,9 +235,9 @@ def test_foreign_onbuild_run_without_emulator_is_refused_by_name(tmp_path, regis
 
 def test_several_platforms_refused_in_place(tmp_path):
     """In-place (Kaniko) mode has one root: several platforms are refused before any planning."""
-    from pybuildless.build.multiplatform import build_platforms
-    from pybuildless.build.options import BuildOptions
-    from pybuildless.build.progress import Progress
+    from pybuildless.builder.multiplatform import build_platforms
+    from pybuildless.builder.options import BuildOptions
+    from pybuildless.builder.progress import Progress
     from pybuildless.errors import UsageError
 
     def never(*args):

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from pybuildless.build import binfmt
+from pybuildless.builder import binfmt
 from pybuildless.image.descriptor import Platform
 from tests.buildkit import executor, unpack, write_context
 from tests.differential.compare import BUILDKIT, ImageView, differences

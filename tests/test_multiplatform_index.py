@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pybuildless.build import binfmt
+from pybuildless.builder import binfmt
 from pybuildless.image.descriptor import Platform
 from tests.fixtures.foreign import arm64_layout, arm64_rootfs, multiarch_image  # noqa: F401
 from tests.test_multiplatform import build, empty_binfmt, error_text, run_in, unpack_arch

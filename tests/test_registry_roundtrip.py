@@ -262,8 +262,8 @@ def test_mirrors_and_registry_map_with_fallback(registry, busybox_image):
 
 
 def test_registry_options_from_build_options():
-    from pybuildless.build.executor import registry_options
-    from pybuildless.build.options import BuildOptions
+    from pybuildless.builder.executor import registry_options
+    from pybuildless.builder.options import BuildOptions
 
     opts = registry_options(BuildOptions(
         insecure_registries=("a.example",), skip_tls_verify=True, registry_map=(("x", "y"),),

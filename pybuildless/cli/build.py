@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from pybuildless.build.options import BuildOptions, GitOptions
+from pybuildless.builder.options import BuildOptions, GitOptions
 from pybuildless.cli.kaniko_args import KanikoCommand, parse_bool
 from pybuildless.dockerfile.mounts import parse_go_duration
 from pybuildless.errors import UsageError
@@ -177,7 +177,7 @@ def _level(ctx, param, value: str) -> str:
 def command(**kw) -> None:
     """Build an image from a Dockerfile and push it (Kaniko's executor)."""
     from pybuildless import transfer
-    from pybuildless.build.executor import run_build
+    from pybuildless.builder.executor import run_build
     from pybuildless.log import setup_logging
 
     fmt = kw["log_format"]

@@ -2,7 +2,7 @@
 
 Supported: a directory path, ``dir://DIR``, ``tar://FILE`` (plain, gzip,
 bzip2, xz or zstd tar; sniffed from the content, not the name), ``tar://stdin``,
-``git://HOST/PATH[#REF[#COMMIT]]`` (build/gitcontext.py), ``s3://BUCKET[/KEY]``
+``git://HOST/PATH[#REF[#COMMIT]]`` (builder/gitcontext.py), ``s3://BUCKET[/KEY]``
 (build/s3context.py) and ``https://HOST/PATH`` of a tarball. ``gs://`` and Azure
 blob URLs are refused with one line naming what is supported.
 
@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from pybuildless.build import gitcontext, s3context
-from pybuildless.build.options import GitOptions
+from pybuildless.builder import gitcontext, s3context
+from pybuildless.builder.options import GitOptions
 from pybuildless.errors import UsageError
 from pybuildless.fs.rootpath import resolve_in_root
 

@@ -26,8 +26,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from pybuildless.build.options import BuildOptions
-from pybuildless.build.progress import BufferedProgress, Progress
+from pybuildless.builder.options import BuildOptions
+from pybuildless.builder.progress import BufferedProgress, Progress
 from pybuildless.dockerfile import instructions as ins
 from pybuildless.dockerfile.parser import Dockerfile
 from pybuildless.dockerfile.stages import BuildPlan, stage_dependencies

@@ -1,6 +1,6 @@
 """What a build prints: `docker build`-like step lines, timings and layer sizes.
 
-Step lines go through the ``pybuildless.build`` logger (stderr; text, color or
+Step lines go through the ``pybuildless.builder`` logger (stderr; text, color or
 JSON as configured by ``pybuildless.log``); RUN output goes to stdout as is.
 """
 
@@ -13,7 +13,7 @@ import threading
 from pybuildless import transfer
 from pybuildless.transfer import human_size
 
-log = logging.getLogger("pybuildless.build")
+log = logging.getLogger("pybuildless.builder")
 
 
 class Progress:

@@ -6,7 +6,7 @@ import os
 import posixpath
 from typing import Callable
 
-from pybuildless.build.commands.outcome import Outcome
+from pybuildless.builder.commands.outcome import Outcome
 from pybuildless.dockerfile import instructions as ins
 from pybuildless.fs.rootpath import resolve_in_root
 from pybuildless.fs.users import resolve_chown, resolve_user

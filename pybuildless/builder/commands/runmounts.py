@@ -30,7 +30,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pybuildless.build.copy import CopyRequest, copy_files, resolve_sources, source_digest
+from pybuildless.builder.copy import CopyRequest, copy_files, resolve_sources, source_digest
 from pybuildless.dockerfile.mounts import Mount as MountSpec
 from pybuildless.errors import BuildError
 from pybuildless.log import register_secret

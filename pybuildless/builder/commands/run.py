@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 import shutil
 
-from pybuildless.build import imageconfig, platforms
-from pybuildless.build.commands import runmounts
-from pybuildless.build.commands.outcome import Outcome
-from pybuildless.build.commands.workdir import make_dirs
+from pybuildless.builder import imageconfig, platforms
+from pybuildless.builder.commands import runmounts
+from pybuildless.builder.commands.outcome import Outcome
+from pybuildless.builder.commands.workdir import make_dirs
 from pybuildless.dockerfile import instructions as ins
 from pybuildless.errors import BuildError
 from pybuildless.fs.rootpath import resolve_in_root

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pybuildless.build.commands import files, metadata, run, workdir
-from pybuildless.build.commands.outcome import Outcome
+from pybuildless.builder.commands import files, metadata, run, workdir
+from pybuildless.builder.commands.outcome import Outcome
 from pybuildless.dockerfile import instructions as ins
 
 __all__ = ["CONFIG_EFFECTS", "HANDLERS", "KEY_PARTS", "Outcome"]

@@ -23,7 +23,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol
 
-from pybuildless.build.chmod import Chmod
+from pybuildless.builder.chmod import Chmod
 from pybuildless.fs import owners
 from pybuildless.fs.rootpath import resolve_in_root as _resolve
 from pybuildless.errors import BuildError, PybuildlessError
@@ -363,8 +363,8 @@ class _Writer:
         self.touched.append(target)
 
     def unpack(self, archive: str, dest: str) -> None:
-        """ADD of a local tar: unpacked into ``dest`` (see build/archives.py for the rule)."""
-        from pybuildless.build.archives import open_decompressed
+        """ADD of a local tar: unpacked into ``dest`` (see builder/archives.py for the rule)."""
+        from pybuildless.builder.archives import open_decompressed
         from pybuildless.fs.extract import extract_layer
 
         self.ensure_parents(dest)

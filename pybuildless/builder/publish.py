@@ -18,8 +18,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from pybuildless.build.options import BuildOptions
-from pybuildless.build.progress import Progress
+from pybuildless.builder.options import BuildOptions
+from pybuildless.builder.progress import Progress
 from pybuildless.errors import PybuildlessError, RegistryError
 from pybuildless.image import outputs
 from pybuildless.image.descriptor import Digest

@@ -7,7 +7,7 @@ import json
 import re
 import signal
 
-from pybuildless.build.commands.outcome import Outcome
+from pybuildless.builder.commands.outcome import Outcome
 from pybuildless.dockerfile import instructions as ins
 
 

@@ -25,7 +25,7 @@ import os
 import re
 from pathlib import Path
 
-from pybuildless.build.options import GitOptions
+from pybuildless.builder.options import GitOptions
 from pybuildless.errors import UsageError
 
 log = logging.getLogger(__name__)

@@ -52,7 +52,7 @@ def lay_from_store(layers: Sequence, root: Path, *, store: LayerStore, retries: 
             log.warning("storing the base image's layers failed (%s); retry %d/%d in %ds "
                         "(--image-fs-extract-retry)", e, attempt + 1, retries, delay)
             sleep(delay)
-    from pybuildless.build import overlayroot
+    from pybuildless.builder import overlayroot
 
     try:
         if overlayroot.mount_root(leases, root):

@@ -11,10 +11,10 @@ import urllib.parse
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
-from pybuildless.build.archives import is_tar_archive
-from pybuildless.build.chmod import parse_chmod
-from pybuildless.build.commands.outcome import Outcome
-from pybuildless.build.copy import CopyRequest, SourceRoot, copy_files
+from pybuildless.builder.archives import is_tar_archive
+from pybuildless.builder.chmod import parse_chmod
+from pybuildless.builder.commands.outcome import Outcome
+from pybuildless.builder.copy import CopyRequest, SourceRoot, copy_files
 from pybuildless.dockerfile import instructions as ins
 from pybuildless.errors import BuildError
 from pybuildless.fs.users import resolve_chown
@@ -149,7 +149,7 @@ def add(i: ins.Add, st) -> Outcome:
 
 
 def _add_git(i: ins.Add, st, url: str) -> Outcome:
-    from pybuildless.build.commands.gitsource import fetch_git
+    from pybuildless.builder.commands.gitsource import fetch_git
 
     with tempfile.TemporaryDirectory(dir=st.build.scratch_dir) as tmp:
         try:
@@ -172,7 +172,7 @@ def _common_key(i, st) -> list[str]:
 
 
 def _context_digest(i, st, sources) -> str:
-    from pybuildless.build.copy import source_digest
+    from pybuildless.builder.copy import source_digest
 
     req = CopyRequest(sources=list(sources), dest=i.dest, workdir=st.workdir, excludes=tuple(i.excludes),
                       parents=getattr(i, "parents", False), match=_match)

@@ -1,7 +1,7 @@
 """StageBuilder: one Dockerfile stage from its base to its image.
 
 The loop per instruction: expand (for the instructions that expand), execute
-(the handler in ``build.commands`` says which paths it touched, or that the
+(the handler in ``builder.commands`` says which paths it touched, or that the
 whole root must be walked, or nothing), snapshot, write the layer when the
 diff is not empty, and record history. Metadata-only steps get
 ``empty_layer`` history entries.
@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from pybuildless.build import imageconfig
-from pybuildless.build.base import BaseImage
-from pybuildless.build.baseextract import extract_layers
-from pybuildless.build.commands import CONFIG_EFFECTS, HANDLERS, KEY_PARTS, Outcome
+from pybuildless.builder import imageconfig
+from pybuildless.builder.base import BaseImage
+from pybuildless.builder.baseextract import extract_layers
+from pybuildless.builder.commands import CONFIG_EFFECTS, HANDLERS, KEY_PARTS, Outcome
 from pybuildless.cache.keys import chain
-from pybuildless.build.progress import Progress
+from pybuildless.builder.progress import Progress
 from pybuildless.dockerfile.args import StageEnv
 from pybuildless.errors import PybuildlessError, at_instruction
 from pybuildless.dockerfile import instructions as ins
@@ -56,7 +56,7 @@ class StageState:
     root: Path
     config: dict[str, Any]
     vars: StageEnv
-    build: Any  # build.executor.BuildRun: options, context, earlier stages, sandbox factory
+    build: Any  # builder.executor.BuildRun: options, context, earlier stages, sandbox factory
     progress: Progress | None = None
     cmd_set: bool = False
     layers: list[Layer] = field(default_factory=list)
@@ -104,7 +104,7 @@ class StageBuilder:
         started = time.monotonic()
         how = "extracted"
         if self.options.layer_store and self.state.layers and not self.ignore and self.root != Path("/"):
-            from pybuildless.build.storeroot import lay_from_store
+            from pybuildless.builder.storeroot import lay_from_store
             from pybuildless.store.layers import LayerStore
 
             if lay_from_store(self.state.layers, self.root, store=LayerStore(),

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from pybuildless.build.imageconfig import scratch_config
+from pybuildless.builder.imageconfig import scratch_config
 from pybuildless.errors import BuildError
 from pybuildless.image import mediatypes as mt
 from pybuildless.image.descriptor import Digest, Platform

@@ -21,16 +21,16 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from pybuildless.build import imageconfig, inplace
-from pybuildless.build.base import BaseImage, load_base
-from pybuildless.build.context import open_context, resolve_dockerfile
-from pybuildless.build.copy import SourceRoot
-from pybuildless.build.options import BuildOptions
-from pybuildless.build.platforms import PlatformPlan, parse_platforms, plan_platform
-from pybuildless.build.progress import BufferedProgress, Progress
-from pybuildless.build.multiplatform import SharedStages, build_platforms, stage_identity
-from pybuildless.build.publish import check_push_permissions, publish, publish_index
-from pybuildless.build.stage import StageBuilder, StageResult
+from pybuildless.builder import imageconfig, inplace
+from pybuildless.builder.base import BaseImage, load_base
+from pybuildless.builder.context import open_context, resolve_dockerfile
+from pybuildless.builder.copy import SourceRoot
+from pybuildless.builder.options import BuildOptions
+from pybuildless.builder.platforms import PlatformPlan, parse_platforms, plan_platform
+from pybuildless.builder.progress import BufferedProgress, Progress
+from pybuildless.builder.multiplatform import SharedStages, build_platforms, stage_identity
+from pybuildless.builder.publish import check_push_permissions, publish, publish_index
+from pybuildless.builder.stage import StageBuilder, StageResult
 from pybuildless.cache.store import open_cache
 from pybuildless.dockerfile.mounts import parse_go_duration
 from pybuildless.dockerfile.args import GlobalArgs, StageEnv, unused_build_args
@@ -227,7 +227,7 @@ def run_build(options: BuildOptions) -> None:
     check_push_permissions(options, registry_options(options))  # before any work, as Kaniko does
     started = time.monotonic()
     if options.layer_store and options.isolation != "inplace":
-        from pybuildless.build import overlayroot
+        from pybuildless.builder import overlayroot
         overlayroot.enter_private_namespace()  # before any thread starts: overlay stage roots
     work = _work_dir(options)
     progress = Progress()
@@ -252,7 +252,7 @@ def run_build(options: BuildOptions) -> None:
         raise
     finally:
         if options.layer_store:
-            from pybuildless.build import overlayroot
+            from pybuildless.builder import overlayroot
             overlayroot.unmount_all()  # before removing the work dir, which holds the mount points
         shutil.rmtree(work, ignore_errors=True)
 

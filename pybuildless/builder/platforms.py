@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from pybuildless.build import binfmt
+from pybuildless.builder import binfmt
 from pybuildless.dockerfile import instructions as ins
 from pybuildless.dockerfile.parser import Dockerfile
 from pybuildless.dockerfile.args import GlobalArgs, platform_args
