@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         confine_and_exec(Path(argv[1]), argv[argv.index("--") + 1:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("groups", nargs="*", help="groups to run (default: all)")
-    parser.add_argument("--jobs", type=int, default=2, help="mutants tested at once")
+    parser.add_argument("--jobs", type=int, default=1, help="mutants tested at once (mutmut --max-children; the machine is shared)")
     parser.add_argument("--keep", action="store_true", help="keep the copies (to inspect with mutmut browse)")
     args = parser.parse_args(argv)
     base = config()
