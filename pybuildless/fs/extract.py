@@ -3,7 +3,8 @@
 Every write happens relative to a directory fd resolved inside the root
 (``secure.walk_in_root``), the final component is never followed, and an
 existing non-directory is unlinked before anything is created in its place.
-tarfile only parses headers here; it never writes.
+tarfile only parses headers here; it never writes. Owner, xattrs, mode and
+times of each entry are applied by ``fs.entrymeta``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import BinaryIO
 import zstandard
 
 from pybuildless.errors import DigestMismatchError, ImageFormatError, LayerSecurityError, PybuildlessError
-from pybuildless.fs import owners, secure
+from pybuildless.fs import entrymeta, secure
 from pybuildless.fs.compress import HashingReader, open_decompressed
 from pybuildless.fs.ignore import IgnoreList
 from pybuildless.fs.whiteouts import WHITEOUT_PREFIX, apply_whiteout
@@ -31,7 +32,6 @@ log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 _TAR_BUFSIZE = 1 << 16  # tarfile's default 10 KiB reads cost more in calls than in copying
-_XATTR_ALLOWED = ("user.", "security.", "system.posix_acl_")
 _FD_CACHE_LIMIT = 256
 
 
@@ -145,24 +145,6 @@ def extract_layer(
 def _split(rel: str) -> tuple[str, str]:
     parent, _, base = rel.rpartition("/")
     return parent, base
-
-
-def _xattrs(member: tarfile.TarInfo) -> list[tuple[str, bytes]]:
-    out = []
-    for key, value in member.pax_headers.items():
-        if key.startswith("SCHILY.xattr."):
-            name = key[len("SCHILY.xattr."):]
-            if name == owners.OWNER_XATTR:
-                log.debug("dropping %s on %s: only the builder itself records it", name, member.name)
-            elif name.startswith(_XATTR_ALLOWED):
-                out.append((name, value.encode("utf-8", "surrogateescape")))
-            else:
-                log.debug("dropping xattr %s on %s", name, member.name)
-    return out
-
-
-def _mtime_ns(member: tarfile.TarInfo) -> int:
-    return int(round(member.mtime * 1_000_000_000))
 
 
 @dataclass
@@ -280,8 +262,7 @@ class _Applier:
             self._dir(m, pfd, base, rel)
         elif m.issym():
             os.symlink(m.linkname, base, dir_fd=pfd)  # target verbatim, resolved only at use
-            self._owner_nofollow(m, pfd, base)
-            os.utime(base, ns=(_mtime_ns(m),) * 2, dir_fd=pfd, follow_symlinks=False)
+            entrymeta.apply_to_symlink(pfd, base, m, same_owner=self.same_owner)
             self.counts.symlinks += 1
         elif m.islnk():
             self._hardlink(m, pfd, base, rel)
@@ -290,9 +271,7 @@ class _Applier:
             if not (0 <= m.devmajor < 2**32 and 0 <= m.devminor < 2**32):
                 raise LayerFormatError(f"{m.name}: device numbers out of range")
             os.mknod(base, kind | 0o600, os.makedev(m.devmajor, m.devminor), dir_fd=pfd)
-            self._owner_nofollow(m, pfd, base)
-            os.chmod(base, m.mode & 0o7777, dir_fd=pfd)  # just created by us: not a symlink
-            os.utime(base, ns=(_mtime_ns(m),) * 2, dir_fd=pfd, follow_symlinks=False)
+            entrymeta.apply_to_special(pfd, base, m, same_owner=self.same_owner)
             self.counts.specials += 1
         else:
             log.warning("skipping %s: unsupported tar entry type %r", m.name, m.type)
@@ -317,17 +296,6 @@ class _Applier:
                 os.close(fd)
                 del self._parents[rel]
 
-    def _owner_nofollow(self, m: tarfile.TarInfo, pfd: int, base: str) -> None:
-        if self.same_owner:
-            owners.lchown_or_skip(base, m.uid, m.gid, dir_fd=pfd)
-
-    def _set_xattrs_fd(self, m: tarfile.TarInfo, fd: int) -> None:
-        for name, value in _xattrs(m):
-            try:
-                os.setxattr(fd, name, value)
-            except OSError as e:
-                log.debug("cannot set xattr %s on %s: %s", name, m.name, e)
-
     def _file(self, tar: tarfile.TarFile, m: tarfile.TarInfo, pfd: int, base: str) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(base, flags, 0o600, dir_fd=pfd)
@@ -342,11 +310,7 @@ class _Applier:
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(fd, view):]
-            if self.same_owner:
-                owners.fchown_or_record(fd, m.uid, m.gid)
-            self._set_xattrs_fd(m, fd)
-            os.fchmod(fd, m.mode & 0o7777)  # after chown, which clears setuid/setgid
-            os.utime(fd, ns=(_mtime_ns(m),) * 2)
+            entrymeta.apply_to_file(fd, m, same_owner=self.same_owner)
         finally:
             os.close(fd)
         self.counts.files += 1
@@ -354,19 +318,12 @@ class _Applier:
     def _dir(self, m: tarfile.TarInfo, pfd: int, base: str, rel: str) -> None:
         fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
         try:
-            if self.same_owner:
-                owners.fchown_or_record(fd, m.uid, m.gid)
-            self._set_xattrs_fd(m, fd)
-            mode = m.mode & 0o7777
-            if not self.privileged and mode & 0o700 != 0o700:
-                # without CAP_DAC_OVERRIDE we could not create the children of a
-                # read-only directory: keep it writable until the end of the layer
-                self.dir_modes[rel] = mode
-                mode |= 0o700
-            os.fchmod(fd, mode)
+            deferred = entrymeta.apply_to_dir(fd, m, same_owner=self.same_owner, privileged=self.privileged)
         finally:
             os.close(fd)
-        self.dir_times.append((rel, _mtime_ns(m)))  # children would change it: set at the end
+        if deferred is not None:
+            self.dir_modes[rel] = deferred  # put back at the end of the layer
+        self.dir_times.append((rel, entrymeta.mtime_ns(m)))  # children would change it: set at the end
         self.counts.dirs += 1
 
     def _apply_root(self, m: tarfile.TarInfo) -> None:
@@ -376,12 +333,10 @@ class _Applier:
             return  # never touch the metadata of the machine's own /
         fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self.rootfd)
         try:
-            if self.same_owner:
-                owners.fchown_or_record(fd, m.uid, m.gid)
-            os.fchmod(fd, m.mode & 0o7777)
+            entrymeta.apply_to_root(fd, m, same_owner=self.same_owner)
         finally:
             os.close(fd)
-        self.dir_times.append(("", _mtime_ns(m)))
+        self.dir_times.append(("", entrymeta.mtime_ns(m)))
 
     def _hardlink(self, m: tarfile.TarInfo, pfd: int, base: str, rel: str) -> None:
         target = secure.check_name(m.linkname)
