@@ -342,15 +342,20 @@ def test_error_in_a_one_line_trigger_is_on_its_first_line():
     assert trigger_error(["COPY a"]) == "ONBUILD trigger 1:1: COPY requires at least two arguments"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the escape directive injected before a trigger shifts its line numbers by one "
-    "(BuildKit convert.go initOnBuildTriggers parses the trigger text alone)",
-)
 def test_error_in_a_one_line_trigger_is_on_its_first_line_with_a_backtick_escape():
     with pytest.raises(DockerfileError) as info:
         parse_onbuild_triggers(["COPY a"], escape="`")
     assert str(info.value) == "ONBUILD trigger 1:1: COPY requires at least two arguments"
+
+
+def test_trigger_line_span_is_the_same_under_either_escape():
+    """The escape char changes how a trigger splits, never where its lines are counted from."""
+    trigger = "COPY <<EOF /x\nhi\nEOF"
+    for escape in ("\\", "`"):
+        (copy,) = parse_onbuild_triggers([trigger], escape=escape)
+        assert (copy.line, copy.end_line, copy.escape) == (1, 3, escape)
+    (run,) = parse_onbuild_triggers(["RUN a `\n  b"], escape="`")
+    assert (run.line, run.end_line, run.command.args) == (1, 2, ("a   b",))
 
 
 def test_healthcheck_json_error_is_the_same_as_for_cmd():

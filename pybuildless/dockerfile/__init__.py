@@ -3,10 +3,12 @@
 Modules (each documents its rules):
 
 - ``syntax``: directives, BOM, continuations, comments, heredoc bodies, flags, JSON form;
-- ``lex``: ``process_word`` / ``process_words`` (variable expansion, quotes, escapes);
+- ``lex``: ``process_word`` / ``process_words`` (variable expansion, quotes, escapes); ``words``:
+  its error, result and word splitting;
 - ``instructions``: one frozen dataclass per instruction, with ``expand(env)`` where BuildKit
   expands; ``Run.resolve(shell)`` turns heredoc RUNs into an argv (+ script file);
 - ``parser``: ``parse_dockerfile``, ``load_dockerfile``, ``parse_onbuild_triggers``;
+  ``instruction_parser``: one raw instruction to its typed instruction (flags, forms, counts);
 - ``args``: ``GlobalArgs``, ``StageEnv``, ``platform_args``, ``unused_build_args``;
 - ``stages``: ``plan_build`` / ``resolve_target`` (dependency graph, levels, pruning);
 - ``mounts``: ``--mount`` specs; ``pathmatch``: Go ``filepath.Match``; ``dockerignore``:

@@ -128,13 +128,19 @@ def _trim_continuation(line: str, pattern: re.Pattern[str]) -> tuple[str, bool]:
     return line, True
 
 
-def split_instructions(text: str, path: str = "Dockerfile") -> SplitResult:
-    """Split ``text`` into directives and raw logical instructions with 1-based line spans."""
+def split_instructions(text: str, path: str = "Dockerfile", *, escape: str | None = None) -> SplitResult:
+    """Split ``text`` into directives and raw logical instructions with 1-based line spans.
+
+    ``escape``, when given, is the escape char of a text that is not a file of its own (an
+    ONBUILD trigger takes the downstream file's): it wins over a directive in the text.
+    """
     lines = _physical_lines(text)
     for number, line in enumerate(lines, start=1):
         if len(line.encode("utf-8", "surrogatepass")) > _MAX_LINE_BYTES:
             raise DockerfileError("line too long (over 64 KiB)", path=path, line=number)
     directives = parse_directives(lines, path)
+    if escape is not None:
+        directives = Directives(escape, directives.syntax, directives.check)
     cont = _continuation(directives.escape)
     out: list[RawInstruction] = []
     warnings: list[str] = []
