@@ -7,13 +7,39 @@ pytest_plugins = [
 ]
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 # Client state that tools write by default and that no test may touch: a login or a BuildKit
-# node id there means some test ran a client without pointing it at its temp dir.
-_USER_STATE = (Path.home() / ".docker", Path.home() / ".config" / "containers", Path.home() / ".gitconfig")
+# node id there means some test ran a client without pointing it at its temp dir. Builds keep
+# their layer store and RUN cache mounts in $XDG_CACHE_HOME/pybuildless (~/.cache/pybuildless).
+_USER_STATE = (Path.home() / ".docker", Path.home() / ".config" / "containers", Path.home() / ".gitconfig",
+               Path.home() / ".cache" / "pybuildless")
+_XDG_CACHE: dict[str, str] = {}
+
+
+def pytest_configure(config) -> None:
+    """Every build of the session (in process or a child, which inherits the environment) keeps
+    its layer store in one temp dir: shared, as on a real machine, and never the user's."""
+    if "dir" not in _XDG_CACHE:
+        _XDG_CACHE["previous"] = os.environ.get("XDG_CACHE_HOME")
+        _XDG_CACHE["dir"] = tempfile.mkdtemp(prefix="pybuildless-test-xdg-cache-")
+        os.environ["XDG_CACHE_HOME"] = _XDG_CACHE["dir"]
+
+
+def pytest_unconfigure(config) -> None:
+    path = _XDG_CACHE.pop("dir", None)
+    if path is None:
+        return
+    previous = _XDG_CACHE.pop("previous", None)
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _snapshot(paths) -> dict:

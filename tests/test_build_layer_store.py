@@ -1,4 +1,4 @@
-"""Builds with --layer-store: stage roots laid from the local store of unpacked layers give the
+"""Builds with the layer store (the default): stage roots laid from the local store of unpacked layers give the
 same images as extracting the base's tars, alone, side by side on one store, and after damage."""
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def base_image(tmp_path_factory, registry, busybox_image) -> str:
 
 def test_stage_roots_from_the_store_give_the_same_images(tmp_path, registry, base_image):
     dockerfile = FIRST.format(base=base_image)
-    plain, plain_log = build(tmp_path, registry, "plain", dockerfile)
+    plain, plain_log = build(tmp_path, registry, "plain", dockerfile, "--no-layer-store")
     cache = tmp_path / "cache"
     stored, stored_log = build(tmp_path, registry, "stored", dockerfile, "--layer-store", cache=cache)
     again, again_log = build(tmp_path, registry, "again", dockerfile, "--layer-store", cache=cache)
@@ -94,7 +94,8 @@ def test_stage_roots_from_the_store_give_the_same_images(tmp_path, registry, bas
 
 def test_two_builds_at_once_on_one_store_match_builds_alone(tmp_path, registry, base_image):
     first, second = FIRST.format(base=base_image), SECOND.format(base=base_image)
-    alone = [build(tmp_path, registry, "alone1", first)[0], build(tmp_path, registry, "alone2", second)[0]]
+    alone = [build(tmp_path, registry, "alone1", first, "--no-layer-store")[0],
+             build(tmp_path, registry, "alone2", second, "--no-layer-store")[0]]
     cache = tmp_path / "cache"
     procs = [build(tmp_path, registry, "both1", first, "--layer-store", cache=cache, wait=False),
              build(tmp_path, registry, "both2", second, "--layer-store", cache=cache, wait=False)]
@@ -150,3 +151,22 @@ def test_killed_build_leaves_no_mount_behind(tmp_path, registry, base_image):
     with open("/proc/self/mountinfo") as f:
         assert str(tmp_path) not in f.read()  # the mounts lived in the build's own namespace
     assert not list((tmp_path / "cache" / "pybuildless" / "layers" / ".tmp").iterdir())
+
+
+def test_store_is_trimmed_to_its_size_limit_after_a_build(tmp_path, registry, base_image):
+    cache = tmp_path / "cache"
+    dockerfile = SECOND.format(base=base_image)
+    build(tmp_path, registry, "big", dockerfile, cache=cache)  # the store is on by default
+    store = LayerStore(cache / "pybuildless")
+    entries = sorted(store.entries(), key=lambda e: e.last_used)
+    assert len(entries) == 3 and all(e.disk_bytes > 0 for e in entries)
+    # the layers are used lowest first: room for the two upper ones drops the lowest after the build
+    limit = entries[1].disk_bytes + entries[2].disk_bytes
+    _, log = build(tmp_path, registry, "trim", dockerfile, "--layer-store-max-size", str(limit), cache=cache)
+    assert [e.diff_id for e in store.entries() if e.diff_id != entries[0].diff_id] == \
+        sorted([entries[1].diff_id, entries[2].diff_id], key=str)
+    assert entries[0].diff_id not in {e.diff_id for e in store.entries()}
+    assert "removed 1 least recently used layer(s)" in log
+    # 'none' lifts the limit: the lowest layer is stored again and stays
+    build(tmp_path, registry, "none", dockerfile, "--layer-store-max-size", "none", cache=cache)
+    assert {e.diff_id for e in store.entries()} == {e.diff_id for e in entries}

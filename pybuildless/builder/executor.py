@@ -23,6 +23,7 @@ from pathlib import Path
 
 from pybuildless.builder import imageconfig, inplace
 from pybuildless.builder.base import BaseImage, load_base
+from pybuildless.builder import storeroot
 from pybuildless.builder.context import open_context, resolve_dockerfile
 from pybuildless.builder.copy import SourceRoot
 from pybuildless.builder.options import BuildOptions
@@ -226,7 +227,7 @@ def run_build(options: BuildOptions) -> None:
     _check_outputs(options)
     check_push_permissions(options, registry_options(options))  # before any work, as Kaniko does
     started = time.monotonic()
-    if options.layer_store and options.isolation != "inplace":
+    if storeroot.uses_store(options):
         from pybuildless.builder import overlayroot
         overlayroot.enter_private_namespace()  # before any thread starts: overlay stage roots
     work = _work_dir(options)
@@ -251,10 +252,11 @@ def run_build(options: BuildOptions) -> None:
         report_error_source(e)  # the Dockerfile lines it names, as BuildKit prints them
         raise
     finally:
-        if options.layer_store:
+        if storeroot.uses_store(options):
             from pybuildless.builder import overlayroot
             overlayroot.unmount_all()  # before removing the work dir, which holds the mount points
         shutil.rmtree(work, ignore_errors=True)
+        storeroot.collect_after_build(options)
 
 
 def _build_all(options: BuildOptions, work: Path, dockerfile: Dockerfile, context_source: SourceRoot,

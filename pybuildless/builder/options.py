@@ -41,7 +41,8 @@ class BuildOptions:
     cleanup: bool = False
     isolation: str = "auto"
     overlay_snapshots: bool = True  # RUN on an overlay; the diff read from its upper dir
-    layer_store: bool = False  # stage roots from the local store of unpacked layers (build.storeroot)
+    layer_store: bool = True  # stage roots from the local store of unpacked layers (builder.storeroot)
+    layer_store_max_size: int | None = 10 << 30  # least recently used layers beyond this go after a build
     jobs: int = 4  # independent stages built at once (bounded by the cores)
     force: bool = False
     kaniko_dir: Path = Path("/kaniko")

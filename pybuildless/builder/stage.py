@@ -104,10 +104,9 @@ class StageBuilder:
         started = time.monotonic()
         how = "extracted"
         if self.options.layer_store and self.state.layers and not self.ignore and self.root != Path("/"):
-            from pybuildless.builder.storeroot import lay_from_store
-            from pybuildless.store.layers import LayerStore
+            from pybuildless.builder.storeroot import lay_from_store, store_for
 
-            if lay_from_store(self.state.layers, self.root, store=LayerStore(),
+            if lay_from_store(self.state.layers, self.root, store=store_for(self.options),
                               retries=self.options.image_fs_extract_retry):
                 how = "laid from the layer store"
         if how == "extracted":

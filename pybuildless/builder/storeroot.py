@@ -28,6 +28,36 @@ from pybuildless.store.layers import LayerStore, StoreError
 log = logging.getLogger(__name__)
 
 
+def store_for(options) -> LayerStore:
+    """The store a build uses: below ``--cache-dir`` when given, else ``$XDG_CACHE_HOME/pybuildless``."""
+    return LayerStore(options.cache_dir)
+
+
+def uses_store(options) -> bool:
+    """In place the root is the container's own ``/``: extracted there as before, no store."""
+    return options.layer_store and options.isolation != "inplace"
+
+
+def collect_after_build(options) -> None:
+    """Keep the store within ``--layer-store-max-size`` (least recently used first). Runs after
+    the build's own leases are gone; entries other builds hold are never removed."""
+    if not uses_store(options) or options.layer_store_max_size is None:
+        return
+    from pybuildless.store.gc import collect
+
+    store = store_for(options)
+    if not store.area.is_dir():
+        return
+    try:
+        result = collect(store, options.layer_store_max_size)
+    except OSError as e:  # the build is done; a store that cannot be trimmed is no reason to fail it
+        log.warning("layer store %s: size limit not applied: %s", store.root, e)
+        return
+    if result.removed:
+        log.info("layer store: removed %d least recently used layer(s) (%d bytes) to stay within %d bytes",
+                 len(result.removed), result.freed_bytes, options.layer_store_max_size)
+
+
 def lay_from_store(layers: Sequence, root: Path, *, store: LayerStore, retries: int = 0,
                    sleep: Callable[[float], None] = time.sleep) -> bool:
     """Lay ``layers`` (lowest first) onto the empty directory ``root`` from ``store``.

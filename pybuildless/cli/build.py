@@ -64,6 +64,14 @@ def _secrets(values: tuple[str, ...]) -> tuple[tuple[str, str, str], ...]:
     return tuple(out)
 
 
+def _store_size(value: str) -> int | None:
+    if value.strip().lower() in ("none", "off", "unlimited", ""):
+        return None
+    from pybuildless.store.gc import parse_size
+
+    return parse_size(value, "--layer-store-max-size")
+
+
 def _sde(value: str | None) -> int | None:
     if value in (None, ""):
         return None
@@ -126,8 +134,12 @@ def _level(ctx, param, value: str) -> str:
 @click.option("--overlay-snapshots/--no-overlay-snapshots", default=True, show_default=True,
               envvar="PYBUILDLESS_OVERLAY_SNAPSHOTS",
               help="Run RUN steps on an overlay and read their changes from its upper dir, where mounts allow.")
-@click.option("--layer-store/--no-layer-store", default=False, show_default=True, envvar="PYBUILDLESS_LAYER_STORE",
-              help="Keep base layers unpacked in $XDG_CACHE_HOME/pybuildless and make stage roots from there.")
+@click.option("--layer-store/--no-layer-store", default=True, show_default=True, envvar="PYBUILDLESS_LAYER_STORE",
+              help="Keep base layers unpacked in $XDG_CACHE_HOME/pybuildless (or --cache-dir) and make stage roots "
+                   "from there (not in place).")
+@click.option("--layer-store-max-size", default="10GB", show_default=True, metavar="SIZE",
+              envvar="PYBUILDLESS_LAYER_STORE_MAX_SIZE",
+              help="After a build, drop the least recently used stored layers beyond SIZE ('none': no limit).")
 @click.option("--jobs", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Independent stages built in parallel (at most the number of cores).")
 @click.option("--force", is_flag=True, help="Build in place even where no container is detected.")
@@ -226,6 +238,7 @@ def build_options(kw: dict, isolation: str) -> BuildOptions:
         isolation=isolation,
         overlay_snapshots=kw["overlay_snapshots"],
         layer_store=kw["layer_store"],
+        layer_store_max_size=_store_size(kw["layer_store_max_size"]),
         force=kw["force"],
         jobs=kw["jobs"],
         kaniko_dir=kw["kaniko_dir"],
