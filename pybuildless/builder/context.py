@@ -35,7 +35,7 @@ from typing import BinaryIO, Callable
 from pybuildless.builder import gitcontext, s3context
 from pybuildless.builder.options import GitOptions
 from pybuildless.errors import UsageError
-from pybuildless.fs.rootpath import resolve_in_root
+from pybuildless.fs import inroot
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def _https_download(spec: str, path: Path, flag: str) -> None:
 
 
 def _with_sub_path(context: BuildContext, sub_path: str) -> BuildContext:
-    root = resolve_in_root(context.root, sub_path)
+    root = inroot.resolve(context.root, sub_path)
     if not root.is_dir():
         context.cleanup()
         raise ContextError(f"--context-sub-path={sub_path}: no such directory in the build context")

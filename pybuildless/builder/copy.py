@@ -10,7 +10,8 @@ Rules (BuildKit's, see dockerfile-semantics.md §6.6):
   overrides both; ``.dockerignore`` applies to context sources only;
 - destination: relative to WORKDIR, a trailing ``/`` (kept after expansion) or several
   sources mean "into a directory"; missing parents are created.
-Writes never follow a symlink out of the destination root (see rootpath).
+Writes never follow a symlink out of the destination root: every destination directory is
+resolved and made through fs/inroot.py, and the final component is never followed.
 """
 
 from __future__ import annotations
@@ -21,153 +22,29 @@ import posixpath
 import shutil
 import stat
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol
+from typing import Iterator
 
-from pybuildless.builder.chmod import Chmod
-from pybuildless.fs import owners
-from pybuildless.fs.rootpath import resolve_in_root as _resolve
+from pybuildless.builder.copysources import (CopyRequest, PathMatcher, SourceRoot, _excluded, _ignored,
+                                             has_wildcard, resolve_in_root, resolve_sources)
+from pybuildless.fs import inroot, owners
 from pybuildless.errors import BuildError, PybuildlessError
 
-WILDCARD_CHARS = set("*?[")
-
-
-def resolve_in_root(root: str, path: str, *, follow_final: bool = True) -> str:
-    return str(_resolve(root, path, follow_final=follow_final))
-
-
-class PathMatcher(Protocol):
-    def excludes(self, rel_path: str) -> bool: ...
-    def enters(self, rel_dir: str) -> bool: ...
-    def in_context(self, rel_path: str, is_dir: bool) -> bool: ...
-
-
-@dataclass
-class SourceRoot:
-    """Where COPY sources come from: the context (with .dockerignore) or a stage/image root."""
-
-    root: str
-    is_context: bool
-    ignore: PathMatcher | None = None
-    description: str = "build context"
-
-
-@dataclass
-class CopyRequest:
-    sources: list[str]
-    dest: str
-    workdir: str = "/"
-    owner: tuple[int, int] | None = None
-    chmod: Chmod | None = None
-    excludes: tuple[str, ...] = ()
-    parents: bool = False
-    match: Callable[[str, str], bool] | None = None  # Go filepath.Match(pattern, name)
-    unpack: Callable[[str], bool] | None = None  # ADD: is this source file an archive to unpack?
-
+__all__ = ["CopyRequest", "CopyResult", "PathMatcher", "SourceRoot", "copy_files", "has_wildcard",
+           "resolve_sources", "source_digest"]
 
 @dataclass
 class CopyResult:
     touched: list[str] = field(default_factory=list)  # in-root absolute paths written
 
 
-def has_wildcard(path: str) -> bool:
-    return any(c in WILDCARD_CHARS for c in path)
-
-
-def _clean_source(src: str) -> str:
-    rel = posixpath.normpath("/" + src).lstrip("/")
-    return rel or "."
-
-
-def _expand(src_root: SourceRoot, pattern: str, match) -> list[str]:
-    """Relative source paths matching ``pattern`` (component-wise wildcards)."""
-    found = [""]
-    for comp in pattern.split("/"):
-        nxt = []
-        for base in found:
-            host = resolve_in_root(src_root.root, base) if base else src_root.root
-            if not has_wildcard(comp):
-                cand = posixpath.join(base, comp) if base else comp
-                if os.path.lexists(resolve_in_root(src_root.root, cand, follow_final=False)):
-                    nxt.append(cand)
-                continue
-            try:
-                names = sorted(os.listdir(host))
-            except (NotADirectoryError, FileNotFoundError):
-                continue
-            for name in names:
-                if match(comp, name):
-                    nxt.append(posixpath.join(base, name) if base else name)
-        found = nxt
-    return found
-
-
-def resolve_sources(src_root: SourceRoot, req: CopyRequest) -> list[tuple[str, str]]:
-    """[(relative source path, pivot for --parents)] in Dockerfile order."""
-    out: list[tuple[str, str]] = []
-    for raw in req.sources:
-        pivot = ""
-        bare = raw
-        while bare.startswith("./"):
-            bare = bare[2:]  # a leading ./ is just "relative", not a pivot
-        if req.parents and "/./" in "/" + bare:
-            head, _, _ = ("/" + bare).partition("/./")
-            pivot = _clean_source(head)
-            if pivot == ".":
-                pivot = ""
-        rel = _clean_source(raw)
-        if has_wildcard(rel):
-            if req.match is None:
-                raise BuildError("wildcard sources need a matcher")
-            matches = [m for m in _expand(src_root, rel, req.match) if not _outside_context(src_root, m)]
-            out.extend((m, pivot) for m in matches)
-            continue
-        host = resolve_in_root(src_root.root, rel) if rel != "." else src_root.root
-        if not os.path.lexists(host) or _outside_context(src_root, rel):
-            raise BuildError(f"COPY source {raw!r} not found in the {src_root.description}")
-        out.append((rel, pivot))
-    return out
-
-
-def _ignored(src_root: SourceRoot, rel: str) -> bool:
-    return bool(src_root.is_context and src_root.ignore is not None and rel != "." and src_root.ignore.excludes(rel))
-
-
-def _outside_context(src_root: SourceRoot, rel: str) -> bool:
-    """A source path .dockerignore kept out of the context (see PatternMatcher.in_context)."""
-    if not src_root.is_context or src_root.ignore is None or rel == ".":
-        return False
-    is_dir = os.path.isdir(resolve_in_root(src_root.root, rel))
-    return not src_root.ignore.in_context(rel, is_dir)
-
-
-def _excluded(rel_in_source: str, req: CopyRequest) -> bool:
-    if not req.excludes or req.match is None:
-        return False
-    return any(_match_path(p, rel_in_source, req.match) for p in req.excludes)
-
-
-def _match_path(pattern: str, rel: str, match) -> bool:
-    """Match ``pattern`` against ``rel`` or any of its parent directories."""
-    pat = [c for c in pattern.strip("/").split("/") if c]
-    parts = rel.split("/")
-    if len(parts) < len(pat):
-        return False
-    return all(match(p, n) for p, n in zip(pat, parts[: len(pat)])) if "**" not in pat else _match_dstar(pat, parts, match)
-
-
-def _match_dstar(pat, parts, match) -> bool:
-    if not pat:
-        return True
-    if pat[0] == "**":
-        return any(_match_dstar(pat[1:], parts[i:], match) for i in range(len(parts) + 1))
-    return bool(parts) and match(pat[0], parts[0]) and _match_dstar(pat[1:], parts[1:], match)
-
-
 def copy_files(src_root: SourceRoot, req: CopyRequest, dest_root: str) -> CopyResult:
     """Copy the request's sources into ``dest_root`` (a stage root directory, or /)."""
     writer = _Writer(src_root, req, dest_root)
-    _copy(src_root, req, writer, lambda dest: _is_real_dir(resolve_in_root(dest_root, dest)))
-    writer.finish()
+    try:
+        _copy(src_root, req, writer, writer.root.is_dir)
+        writer.finish()
+    finally:
+        writer.root.close()
     return CopyResult(touched=writer.touched)
 
 
@@ -182,10 +59,6 @@ def source_digest(src_root: SourceRoot, req: CopyRequest) -> str:
     hasher = _Hasher(src_root, req)
     _copy(src_root, req, hasher, lambda dest: False)
     return hasher.digest()
-
-
-def _is_real_dir(path: str) -> bool:
-    return os.path.isdir(path) and not os.path.islink(path)
 
 
 def _copy(src_root: SourceRoot, req: CopyRequest, sink: "_Writer", dest_is_dir) -> None:
@@ -229,7 +102,7 @@ class _Writer:
     def __init__(self, src_root: SourceRoot, req: CopyRequest, dest_root: str) -> None:
         self.src_root = src_root
         self.req = req
-        self.dest_root = dest_root
+        self.root = inroot.Root(dest_root) if dest_root else None
         self.touched: list[str] = []
         self.links: dict[tuple[int, int], str] = {}
         self.dir_times: list[tuple[str, os.stat_result]] = []
@@ -239,7 +112,7 @@ class _Writer:
     def _parent(self, in_root_dir: str) -> str:
         host = self._resolved.get(in_root_dir)
         if host is None:
-            host = self._resolved[in_root_dir] = resolve_in_root(self.dest_root, in_root_dir)
+            host = self._resolved[in_root_dir] = str(self.root.resolve(in_root_dir))
         return host
 
     def owner_of(self, st: os.stat_result, src: str | None = None) -> tuple[int, int]:
@@ -252,26 +125,15 @@ class _Writer:
 
     def follow(self, in_root_path: str) -> str:
         """``in_root_path`` with its symlinks (the last one too) resolved inside the root."""
-        host = resolve_in_root(self.dest_root, in_root_path)
-        rel = os.path.relpath(host, os.path.abspath(self.dest_root))
+        rel = os.path.relpath(self.root.resolve(in_root_path), self.root.path)
         return "/" if rel == "." else "/" + rel
 
     def ensure_parents(self, in_root_dir: str) -> None:
         """mkdir -p inside the root; new directories are 0755, owned by --chown or root."""
-        parts = [p for p in in_root_dir.split("/") if p]
-        current = "/"
-        for p in parts:
-            current = posixpath.join(current, p)
-            host = resolve_in_root(self.dest_root, current)
-            if os.path.isdir(host):
-                continue
-            if os.path.lexists(host):
-                raise BuildError(f"cannot create directory {current}: a file exists there")
-            os.mkdir(host, 0o755)
-            os.chmod(host, 0o755)
-            uid, gid = self.req.owner or (0, 0)
-            owners.chown_or_record(host, uid, gid)
-            self.touched.append(current)
+        try:
+            self.touched.extend(self.root.makedirs(in_root_dir, mode=0o755, owner=self.req.owner or (0, 0)))
+        except NotADirectoryError as e:
+            raise BuildError(f"cannot create directory {e.filename}: a file exists there") from None
 
     def _walk(self, host_dir: str, rel_dir: str) -> Iterator[tuple[str, str, os.stat_result]]:
         """(host path, path relative to the copied directory, lstat), parents before children.
@@ -371,7 +233,7 @@ class _Writer:
         try:
             with open_decompressed(archive) as stream:
                 # the entries keep their own owners; the archive's ./ entry is not applied
-                extract_layer(stream, resolve_in_root(self.dest_root, dest), whiteouts=False, root_entry=False)
+                extract_layer(stream, str(self.root.resolve(dest)), whiteouts=False, root_entry=False)
         except (OSError, EOFError, ValueError, PybuildlessError) as e:
             name = posixpath.basename(archive)
             raise BuildError(f"cannot extract archive {name}: {e}") from None

@@ -16,6 +16,8 @@ import logging
 import os
 import stat
 import struct
+from dataclasses import dataclass, field
+from typing import Callable
 
 from pybuildless.errors import LayerSecurityError
 
@@ -24,7 +26,7 @@ log = logging.getLogger(__name__)
 _SYS_OPENAT2 = {"x86_64": 437, "aarch64": 437, "armv7l": 437, "riscv64": 437, "ppc64le": 437, "s390x": 437}
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
-_MAX_LINKS = 255  # what the kernel and containerd allow in one resolution
+_MAX_LINKS = 40  # MAXSYMLINKS: what the kernel (openat2 included) follows in one lookup
 
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 _libc = None
@@ -81,6 +83,98 @@ def split_components(path: str) -> list[str]:
     return [c for c in path.split("/") if c and c != "."]
 
 
+@dataclass
+class Walked:
+    """Where a path inside a root leads: the deepest directory reached, and what lies below it.
+
+    ``fd`` is an ``O_PATH`` fd of that directory (the caller closes it) and ``names`` its
+    components below the root. ``tail`` is empty when the path is that directory; otherwise it
+    holds the missing components, or first an existing entry that is not a directory (a file,
+    a device, a final symlink not followed), whose lstat is ``tail_st``.
+    """
+
+    fd: int
+    names: list[str] = field(default_factory=list)
+    tail: list[str] = field(default_factory=list)
+    tail_st: os.stat_result | None = None
+
+
+def walk(rootfd: int, path: str, *, follow_final: bool = True, missing: str = "tail",
+         mode: int = 0o755, on_create: Callable[[int, str], None] | None = None) -> Walked:
+    """Resolve ``path`` inside the root one component at a time, as if chrooted.
+
+    Each directory is opened with ``O_NOFOLLOW`` relative to the previous one; a symlink is
+    read and its target resolved in turn (an absolute one from the root fd), ``..`` never
+    climbs above the root. ``missing`` says what a missing component does: ``"raise"``
+    (FileNotFoundError), ``"create"`` (``mkdir`` with ``mode``, then ``on_create(fd, name)``
+    with an ``O_PATH`` fd of the new directory) or ``"tail"`` (it and everything after it are
+    kept in ``tail``, where a later ``..`` takes it back, as a lexical path would). Except in
+    ``"tail"`` mode an entry that is not a directory raises NotADirectoryError.
+    """
+    stack = [(os.dup(rootfd), "")]  # (fd, name) of the directories walked so far; stack[0] is the root
+    result = Walked(fd=-1)
+    pending = split_components(path)
+    pending.reverse()
+    links = 0
+    try:
+        while pending:
+            name = pending.pop()
+            if name == "..":
+                if result.tail:
+                    result.tail.pop()
+                    result.tail_st = result.tail_st if result.tail else None
+                elif len(stack) > 1:
+                    os.close(stack.pop()[0])
+                continue
+            if result.tail:
+                result.tail.append(name)  # below something missing or not a directory
+                continue
+            cur = stack[-1][0]
+            try:
+                st = os.lstat(name, dir_fd=cur)
+            except FileNotFoundError:
+                if missing == "tail":
+                    result.tail.append(name)
+                    continue
+                if missing != "create":
+                    raise
+                try:
+                    os.mkdir(name, mode, dir_fd=cur)
+                    created = True
+                except FileExistsError:
+                    created = False  # raced with ourselves: re-examine below
+                st = os.lstat(name, dir_fd=cur)
+                if created and on_create is not None and stat.S_ISDIR(st.st_mode):
+                    fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=cur)
+                    stack.append((fd, name))
+                    on_create(fd, "/" + "/".join(n for _, n in stack[1:]))
+                    continue
+            if stat.S_ISLNK(st.st_mode) and (follow_final or pending):
+                links += 1
+                if links > _MAX_LINKS:
+                    raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
+                target = os.readlink(name, dir_fd=cur)
+                if target.startswith("/"):
+                    while len(stack) > 1:
+                        os.close(stack.pop()[0])
+                parts = split_components(target)
+                parts.reverse()
+                pending.extend(parts)
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                if missing != "tail":
+                    raise NotADirectoryError(errno.ENOTDIR, "not a directory", path)
+                result.tail, result.tail_st = [name], st
+                continue
+            stack.append((os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=cur), name))
+        result.names = [n for _, n in stack[1:]]
+        result.fd = stack.pop()[0]
+        return result
+    finally:
+        for fd, _ in stack:
+            os.close(fd)
+
+
 def walk_in_root(rootfd: int, path: str, *, create: bool = False, mode: int = 0o755) -> int:
     """Open directory ``path`` inside the root, following symlinks as if chrooted.
 
@@ -92,48 +186,7 @@ def walk_in_root(rootfd: int, path: str, *, create: bool = False, mode: int = 0o
         fd = openat2_in_root(rootfd, path)
         if fd is not None:
             return fd
-    stack = [os.dup(rootfd)]  # fds of the directories walked so far; stack[0] is the root
-    pending = split_components(path)
-    pending.reverse()
-    links = 0
-    try:
-        while pending:
-            name = pending.pop()
-            if name == "..":
-                if len(stack) > 1:
-                    os.close(stack.pop())
-                continue
-            cur = stack[-1]
-            try:
-                st = os.lstat(name, dir_fd=cur)
-            except FileNotFoundError:
-                if not create:
-                    raise
-                try:
-                    os.mkdir(name, mode, dir_fd=cur)
-                except FileExistsError:
-                    pass  # raced with ourselves: re-examine below
-                st = os.lstat(name, dir_fd=cur)
-            if stat.S_ISLNK(st.st_mode):
-                links += 1
-                if links > _MAX_LINKS:
-                    raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
-                target = os.readlink(name, dir_fd=cur)
-                if target.startswith("/"):
-                    while len(stack) > 1:
-                        os.close(stack.pop())
-                parts = split_components(target)
-                parts.reverse()
-                pending.extend(parts)
-                continue
-            if not stat.S_ISDIR(st.st_mode):
-                raise NotADirectoryError(errno.ENOTDIR, "not a directory", path)
-            stack.append(os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=cur))
-        result = stack.pop()
-        return result
-    finally:
-        for fd in stack:
-            os.close(fd)
+    return walk(rootfd, path, missing="create" if create else "raise", mode=mode).fd
 
 
 def open_dir_nofollow(rootfd: int, path: str) -> int:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pybuildless.errors import PybuildlessError
-from pybuildless.fs.rootpath import read_file_in_root
+from pybuildless.fs import inroot
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def read_passwd(root: Path) -> list[PasswdEntry] | None:
 
     Malformed lines are skipped, as libc and runc do.
     """
-    data = read_file_in_root(root, "/etc/passwd")
+    data = inroot.read_file(root, "/etc/passwd")
     if data is None:
         return None
     entries = []
@@ -100,7 +100,7 @@ def read_passwd(root: Path) -> list[PasswdEntry] | None:
 
 
 def read_group(root: Path) -> list[GroupEntry] | None:
-    data = read_file_in_root(root, "/etc/group")
+    data = inroot.read_file(root, "/etc/group")
     if data is None:
         return None
     entries = []

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from pybuildless.errors import SandboxError
-from pybuildless.fs.rootpath import resolve_in_root
+from pybuildless.fs import inroot
 from pybuildless.sandbox import _linux
 
 MOUNT_KINDS = ("bind", "tmpfs")
@@ -39,6 +39,7 @@ class PreparedMount:
     mount: Mount
     host_target: Path
     directory: bool
+    root: Path
 
 
 def _describe(m: Mount) -> str:
@@ -66,54 +67,27 @@ def prepare_extra_mounts(root: Path, mounts: Sequence[Mount], created: list[Path
             directory = stat.S_ISDIR(source_mode)
         else:
             directory = True
-        host_target = resolve_in_root(root, m.target)
-        if host_target == root or root not in host_target.parents:
-            raise SandboxError(f"{what}: the target resolves to the root itself")
-        _make_stub(root, host_target, directory, created, what)
-        prepared.append(PreparedMount(m, host_target, directory))
+        with inroot.Root(root) as in_root:
+            try:
+                host_target = in_root.make_stub(m.target, directory=directory, created=created)
+            except inroot.StubError as exc:
+                raise SandboxError(f"{what}: the target cannot be made: {exc}") from None
+        prepared.append(PreparedMount(m, host_target, directory, root))
     return prepared
-
-
-def _make_stub(root: Path, target: Path, directory: bool, created: list[Path], what: str) -> None:
-    try:
-        st = os.lstat(target)
-    except FileNotFoundError:
-        st = None
-    if st is not None:
-        if stat.S_ISDIR(st.st_mode) != directory:
-            kind = "directory" if directory else "file"
-            raise SandboxError(f"{what}: the target exists in the image and is not a {kind}")
-        return
-    # Missing components were appended literally by the in-root resolution,
-    # so creating them one by one cannot follow a symlink.
-    missing = []
-    parent = target.parent
-    while parent != root and not os.path.lexists(parent):
-        missing.append(parent)
-        parent = parent.parent
-    if not os.path.isdir(parent) or os.path.islink(parent):
-        raise SandboxError(f"{what}: a parent of the target is not a directory")
-    for path in reversed(missing):
-        os.mkdir(path, 0o755)
-        created.append(path)
-    if directory:
-        os.mkdir(target, 0o755)
-    else:
-        os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644))
-    created.append(target)
 
 
 def apply_extra_mounts(prepared: Sequence[PreparedMount]) -> None:
     """Mount them; runs in the monitor, after the standard mounts."""
     for pm in prepared:
-        target, m = pm.host_target, pm.mount
-        if not os.path.lexists(target):
-            # Below an earlier tmpfs or bind mount: the stub made before the step is hidden.
-            os.makedirs(target.parent, exist_ok=True)
-            if pm.directory:
-                os.mkdir(target, 0o755)
-            else:
-                os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o644))
+        m = pm.mount
+        # Resolved again in the root as it is now: an earlier mount may hide the stub made
+        # before the step, and a cache mount holds what earlier steps left there (symlinks
+        # too), so the target is found, or made, below the mounts and never outside the root.
+        try:
+            with inroot.Root(pm.root) as in_root:
+                target = in_root.make_stub(m.target, directory=pm.directory, created=[])
+        except inroot.StubError as exc:
+            raise SandboxError(f"{_describe(m)}: the target cannot be made: {exc}") from None
         if m.kind == "tmpfs":
             options = "mode=755" + (f",size={m.tmpfs_size}" if m.tmpfs_size else "")
             flags = _linux.MS_NOSUID | _linux.MS_NODEV | (_linux.MS_RDONLY if m.readonly else 0)

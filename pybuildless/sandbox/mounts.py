@@ -30,7 +30,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pybuildless.fs.rootpath import resolve_in_root
+from pybuildless.fs import inroot
 from pybuildless.sandbox import _linux
 from pybuildless.sandbox.base import mounts_below
 
@@ -73,40 +73,17 @@ def remove_created(created: list[Path]) -> None:
     created.clear()
 
 
-def _inside(root: Path, path: Path) -> bool:
-    return path != root and root in path.parents
-
-
-def _ensure(plan: MountPlan, logical: str, *, directory: bool) -> Path | None:
-    """Resolve ``logical`` in the root and create it if missing; None if unusable."""
-    target = resolve_in_root(plan.root, logical)
-    if not _inside(plan.root, target):
-        log.warning("not mounting %s: it resolves to the root itself", logical)
-        return None
+def _ensure(plan: MountPlan, root: inroot.Root, logical: str, *, directory: bool) -> Path | None:
+    """Resolve ``logical`` in the root and create it if missing (with at most one missing parent,
+    /etc for /etc/hosts); None if unusable."""
     try:
-        st = os.lstat(target)
-    except FileNotFoundError:
-        st = None
-    if st is not None:
-        if stat.S_ISDIR(st.st_mode) == directory and (directory or stat.S_ISREG(st.st_mode)):
-            return target
-        log.warning("not mounting %s: %s exists and is not a %s", logical, target,
-                    "directory" if directory else "regular file")
+        target = root.make_stub(logical, directory=directory, created=plan.created, max_new_parents=1)
+    except inroot.StubError as exc:
+        log.warning("not mounting %s: %s", logical, exc)
         return None
-    parent = target.parent
-    if not parent.is_dir() or parent.is_symlink():
-        if _inside(plan.root, parent) and parent.parent.is_dir() and not parent.exists() \
-                and not parent.is_symlink():
-            os.mkdir(parent, 0o755)
-            plan.created.append(parent)
-        else:
-            log.warning("not mounting %s: its parent directory is missing", logical)
-            return None
-    if directory:
-        os.mkdir(target, 0o755)
-    else:
-        os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644))
-    plan.created.append(target)
+    if not directory and not stat.S_ISREG(os.lstat(target).st_mode):
+        log.warning("not mounting %s: it exists and is not a regular file", logical)
+        return None
     return target
 
 
@@ -125,12 +102,15 @@ def _host_copy(scratch: Path, name: str, source: str, default: bytes) -> Path:
 def prepare_mounts(root: Path, scratch: Path) -> MountPlan:
     plan = MountPlan(root=Path(os.path.abspath(root)), scratch=scratch)
     try:
-        for name in _DIR_TARGETS:
-            target = _ensure(plan, "/" + name, directory=True)
-            if target is not None:
-                plan.targets[name] = target
+        with inroot.Root(plan.root) as in_root:
+            for name in _DIR_TARGETS:
+                target = _ensure(plan, in_root, "/" + name, directory=True)
+                if target is not None:
+                    plan.targets[name] = target
+            file_targets = {name: _ensure(plan, in_root, logical, directory=False)
+                            for name, logical in _FILE_TARGETS.items()}
         for name, logical in _FILE_TARGETS.items():
-            target = _ensure(plan, logical, directory=False)
+            target = file_targets[name]
             if target is not None:
                 plan.targets[name] = target
                 _host_copy(scratch, name, logical, _DEFAULT_HOSTS if name == "hosts" else b"")
@@ -266,32 +246,40 @@ def prepare_fallback(root: Path, scratch: Path) -> MountPlan:
     """No mount namespace: plain files instead of mounts (see the module docstring)."""
     plan = MountPlan(root=Path(os.path.abspath(root)), scratch=scratch)
     try:
-        dev = _ensure(plan, "/dev", directory=True)
-        if dev is not None:
-            for name in DEVICE_NODES:
-                node = dev / name
-                if os.path.lexists(node):
-                    continue
+        with inroot.Root(plan.root) as in_root:
+            dev = _ensure(plan, in_root, "/dev", directory=True)
+            if dev is not None:
+                _make_device_nodes(plan, dev)
+            for name, logical in _FILE_TARGETS.items():
+                made = len(plan.created)
                 try:
-                    host = os.stat(f"/dev/{name}")
-                    os.mknod(node, 0o666 | stat.S_IFCHR, host.st_rdev)
-                    os.chmod(node, 0o666)
-                    plan.created.append(node)
-                except OSError as exc:
-                    log.warning("cannot create /dev/%s in the RUN root: %s", name, exc.strerror)
-        for name, logical in _FILE_TARGETS.items():
-            target = resolve_in_root(plan.root, logical)
-            if os.path.lexists(target) or not target.parent.is_dir() or not _inside(plan.root, target):
-                continue
-            copy = _host_copy(scratch, name, logical, _DEFAULT_HOSTS if name == "hosts" else b"")
-            fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644)
-            with os.fdopen(fd, "wb") as f:
-                f.write(copy.read_bytes())
-            plan.created.append(target)
+                    target = in_root.make_stub(logical, directory=False, created=plan.created, max_new_parents=0)
+                except inroot.StubError:
+                    continue
+                if len(plan.created) == made:
+                    continue  # the image has its own
+                copy = _host_copy(scratch, name, logical, _DEFAULT_HOSTS if name == "hosts" else b"")
+                fd = os.open(target, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(copy.read_bytes())
     except BaseException:
         plan.cleanup()
         raise
     return plan
+
+
+def _make_device_nodes(plan: MountPlan, dev: Path) -> None:
+    for name in DEVICE_NODES:
+        node = dev / name
+        if os.path.lexists(node):
+            continue
+        try:
+            host = os.stat(f"/dev/{name}")
+            os.mknod(node, 0o666 | stat.S_IFCHR, host.st_rdev)
+            os.chmod(node, 0o666)
+            plan.created.append(node)
+        except OSError as exc:
+            log.warning("cannot create /dev/%s in the RUN root: %s", name, exc.strerror)
 
 
 def remove_scratch(scratch: Path) -> None:
