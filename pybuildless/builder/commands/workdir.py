@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import posixpath
 from typing import Callable
 
 from pybuildless.builder.commands.outcome import Outcome
 from pybuildless.dockerfile import instructions as ins
-from pybuildless.fs.rootpath import resolve_in_root
+from pybuildless.fs import inroot
 from pybuildless.fs.users import resolve_chown, resolve_user
 
 
@@ -16,24 +15,13 @@ def make_dirs(st, path: str, owner_of: Callable[[], tuple[int, int]] | None = No
     """mkdir -p ``path`` inside the stage root; new directories are 0755 and belong to
     ``owner_of()`` (asked once, only when something is made), by default USER's uid and
     primary group (BuildKit PR #1002)."""
-    created: list[str] = []
-    owner = None
-    current = "/"
-    for part in [p for p in path.split("/") if p]:
-        current = posixpath.join(current, part)
-        host = resolve_in_root(st.root, current)
-        if host.is_dir():
-            continue
-        if owner is None and owner_of is not None:
-            owner = owner_of()
-        elif owner is None:
-            u = resolve_user(st.root, st.user)
-            owner = (u.uid, u.gid)
-        os.mkdir(host, 0o755)
-        os.chmod(host, 0o755)
-        os.lchown(host, *owner)
-        created.append(current)
-    return created
+    def owner() -> tuple[int, int]:
+        if owner_of is not None:
+            return owner_of()
+        u = resolve_user(st.root, st.user)
+        return (u.uid, u.gid)
+
+    return inroot.makedirs(st.root, path, mode=0o755, owner=owner)
 
 
 def set_workdir(i: ins.Workdir, st) -> str:
