@@ -260,3 +260,9 @@ def read_file(root: str | os.PathLike[str], path: str, *, limit: int = 16 * 1024
     """``Root(root).read_file(path)`` for one path."""
     with Root(root) as r:
         return r.read_file(path, limit=limit)
+
+
+def is_dir(root: str | os.PathLike[str], path: str) -> bool:
+    """``Root(root).is_dir(path)`` for one path."""
+    with Root(root) as r:
+        return r.is_dir(path)

@@ -12,7 +12,7 @@ from pybuildless.builder.commands.outcome import Outcome
 from pybuildless.builder.commands.workdir import make_dirs
 from pybuildless.dockerfile import instructions as ins
 from pybuildless.errors import BuildError
-from pybuildless.fs.rootpath import resolve_in_root
+from pybuildless.fs import inroot
 from pybuildless.fs.users import resolve_user
 
 # Heredoc scripts with a shebang are run as files; BuildKit puts them under
@@ -24,14 +24,12 @@ def _write_scripts(st, resolved: ins.ResolvedRun) -> tuple[list[str], str | None
     argv = list(resolved.argv)
     if not resolved.files:
         return argv, None
-    host_dir = resolve_in_root(st.root, SCRIPT_DIR)
-    os.makedirs(host_dir, exist_ok=True)
+    inroot.makedirs(st.root, SCRIPT_DIR)
+    host_dir = inroot.resolve(st.root, SCRIPT_DIR)
     for path, content, mode in resolved.files:
         name = os.path.basename(path)
-        target = os.path.join(host_dir, name)
-        with open(target, "w") as f:
-            f.write(content)
-        os.chmod(target, mode)
+        # a link an earlier step left there is replaced, never written through
+        inroot.write_file(st.root, f"{SCRIPT_DIR}/{name}", content.encode(), mode)
         argv = [f"{SCRIPT_DIR}/{name}" if a == path else a for a in argv]
     return argv, str(host_dir)
 

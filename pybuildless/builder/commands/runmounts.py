@@ -35,7 +35,7 @@ from pybuildless.dockerfile.mounts import Mount as MountSpec
 from pybuildless.errors import BuildError
 from pybuildless.log import register_secret
 from pybuildless.sandbox import Mount
-from pybuildless.fs.rootpath import resolve_in_root
+from pybuildless.fs import inroot
 
 _SIZE = re.compile(r"^(\d+)([kmg]?)b?$", re.I)
 
@@ -71,7 +71,7 @@ def _bind(spec: MountSpec, st, i, out: PreparedMounts) -> None:
     copy_files(source, req, str(copy))
     mounted = copy
     found = resolve_sources(source, req)
-    if len(found) == 1 and found[0][0] != "." and not os.path.isdir(resolve_in_root(source.root, found[0][0])):
+    if len(found) == 1 and found[0][0] != "." and not inroot.is_dir(source.root, found[0][0]):
         mounted = copy / posixpath.basename(found[0][0])  # a file is bound as the file, not in a directory
     out.mounts.append(Mount(target=_target(spec, st), source=mounted, kind="bind", readonly=spec.readonly))
 
