@@ -9,7 +9,7 @@ import pytest
 
 from pybuildless.errors import LayerSecurityError, PybuildlessError
 from pybuildless.fs.users import ResolvedUser, UserLookupError, resolve_chown, resolve_user
-from pybuildless.fs.rootpath import resolve_in_root
+from pybuildless.fs.inroot import resolve as resolve_in_root
 
 PASSWD = """\
 root:x:0:0:root:/root:/bin/sh
