@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 
 from pybuildless.errors import UsageError
-from pybuildless.fs.ignore import IgnoreList, parse_mountinfo
+from pybuildless.fs.ignore import IgnoreList
+from pybuildless.fs.mountinfo import parse_mountinfo
 
 MOUNTINFO = """\
 22 1 253:0 / / rw,relatime shared:1 - ext4 /dev/vda rw

@@ -332,7 +332,7 @@ def test_scratch_like_root_gets_nothing_added(tmp_path: Path) -> None:
 
 
 def test_mountinfo_unescaping() -> None:
-    from pybuildless.sandbox.base import _unescape_mountinfo
+    from pybuildless.fs.mountinfo import unescape as _unescape_mountinfo
 
     assert _unescape_mountinfo(r"/tmp/a\040b\011c\134d") == "/tmp/a b\tc\\d"
     assert _unescape_mountinfo("/plain") == "/plain"

@@ -12,35 +12,20 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 from pybuildless.errors import UsageError
+from pybuildless.fs.mountinfo import mount_points
 
 log = logging.getLogger(__name__)
-
-_OCTAL = re.compile(r"\\([0-7]{3})")
 
 
 def normalise(path: str) -> str:
     """'/a/./b/' -> '/a/b'; relative paths are taken from the root."""
     norm = posixpath.normpath("/" + path)
     return "/" + norm.lstrip("/") if norm != "/" else "/"
-
-
-def parse_mountinfo(text: str) -> list[str]:
-    """Mount points (field 5) of a ``/proc/<pid>/mountinfo`` text, octal escapes decoded."""
-    points: list[str] = []
-    for line in text.splitlines():
-        fields = line.split(" ")
-        if len(fields) < 5:
-            continue
-        # The kernel escapes space, tab, newline and backslash as \ooo; other
-        # bytes come through as they are (read with surrogateescape).
-        points.append(_OCTAL.sub(lambda m: chr(int(m.group(1), 8)), fields[4]))
-    return points
 
 
 @dataclass(frozen=True)
@@ -88,11 +73,11 @@ class IgnoreList:
             paths.append("/var/run")
         paths.extend(extra)
         try:
-            text = Path(mountinfo).read_text(encoding="utf-8", errors="surrogateescape")
+            points = mount_points(mountinfo)
         except OSError as e:
             log.warning("cannot read %s (%s); only the default ignore paths apply", mountinfo, e)
-            text = ""
-        paths.extend(p for p in parse_mountinfo(text) if p != "/")
+            points = []
+        paths.extend(p for p in points if p != "/")
         if resolve_symlinks:
             # /var/run is usually a link to /run: protect where it points too,
             # since matching happens on resolved paths.

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Callable, Protocol, Sequence, Union, runtime_checkable
 
 from pybuildless.errors import SandboxError
+from pybuildless.fs.mountinfo import mount_points
 from pybuildless.sandbox import _linux
 
 if TYPE_CHECKING:
@@ -68,28 +69,7 @@ def probe_namespaces(flags: int) -> bool:
     return ok
 
 
-def _unescape_mountinfo(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and i + 4 <= len(field) and field[i + 1:i + 4].isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
 def mounts_below(root: Path) -> list[str]:
     """Mount points strictly below ``root`` in this process's mount namespace."""
     prefix = os.path.abspath(root).rstrip("/") + "/"
-    found = []
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
-        for line in f:
-            fields = line.split()
-            if len(fields) > 4:
-                point = _unescape_mountinfo(fields[4])
-                if point.startswith(prefix):
-                    found.append(point)
-    return found
+    return [point for point in mount_points() if point.startswith(prefix)]
