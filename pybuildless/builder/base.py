@@ -86,6 +86,7 @@ def load_base(
     blob_dir: Path,
     cache_dir: Path | None = None,
     lazy: bool = False,
+    record_dir: Path | None = None,
 ) -> BaseImage:
     """Resolve FROM's image for ``platform`` (already expanded; stage names are handled by the
     caller): the platform's entry of an index, or a single image made for that platform."""
@@ -93,7 +94,7 @@ def load_base(
         return _load_base(name, platform=platform, registry=registry, blob_dir=blob_dir)
     try:
         base = _load_base(name, platform=platform, registry=registry, blob_dir=blob_dir,
-                          cache_dir=cache_dir, lazy=lazy)
+                          cache_dir=cache_dir, lazy=lazy, record_dir=record_dir)
     except NoMatchingPlatformError as e:
         offered = ", ".join(e.offered) or "none"
         raise BuildError(f"base image {name} has no image for platform {platform} (it has: {offered})") from None
@@ -108,8 +109,14 @@ def _load_base(
     blob_dir: Path,
     cache_dir: Path | None = None,
     lazy: bool = False,
+    record_dir: Path | None = None,
 ) -> BaseImage:
-    """Resolve FROM's image (already expanded; stage names are handled by the caller)."""
+    """Resolve FROM's image (already expanded; stage names are handled by the caller).
+
+    ``record_dir`` (the layer store's root): manifests and configs are kept there by digest
+    and the layers stay in the registry until the store needs one, so a base already stored
+    costs one HEAD request (none by digest), and a push to its registry mounts its layers.
+    """
     if name == "scratch":
         return BaseImage(scratch_config(platform), [], "scratch", key=f"scratch:{platform}")
     if is_layout_reference(name):
@@ -128,6 +135,12 @@ def _load_base(
         cached = lookup(cache_dir, name, platform=platform, options=registry)
         if cached is not None:
             return from_image(cached, str(ref))
+    if record_dir is not None:
+        from pybuildless.registry.remote import fetch_image
+        from pybuildless.store.manifests import ManifestRecord
+
+        return from_image(fetch_image(ref, platform=platform, options=registry,
+                                      documents=ManifestRecord(record_dir)), str(ref))
     if lazy:
         # With the layer cache a stage may never need its base's files: blobs are then
         # streamed from the registry only if and when the root is laid down.

@@ -355,7 +355,7 @@ def _build_stage(run: BuildRun, plan, glob: GlobalArgs, index: int, position: in
         try:
             base = load_base(base_spec.image or "scratch", platform=run.stage_platforms[index], registry=run.registry,
                              blob_dir=run.blob_dir, cache_dir=options.cache_dir if options.cache else None,
-                             lazy=options.cache)
+                             lazy=options.cache, record_dir=storeroot.record_dir(options))
         except (PybuildlessError, OSError) as e:  # a bad or missing base names its FROM line
             where = stage.from_
             raise at_instruction(e, path=where.path, line=where.line, end_line=where.end_line or where.line,

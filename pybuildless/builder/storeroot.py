@@ -38,6 +38,11 @@ def uses_store(options) -> bool:
     return options.layer_store and options.isolation != "inplace"
 
 
+def record_dir(options) -> Path | None:
+    """Where base manifests and configs are kept by digest: the store's root, when the store is used."""
+    return store_for(options).root if uses_store(options) else None
+
+
 def collect_after_build(options) -> None:
     """Keep the store within ``--layer-store-max-size`` (least recently used first). Runs after
     the build's own leases are gone; entries other builds hold are never removed."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
-from typing import BinaryIO, Callable, Sequence
+from typing import BinaryIO, Callable, Protocol, Sequence
 
 from pybuildless import transfer
 from pybuildless.errors import DigestMismatchError, ImageFormatError, NotFoundError, RegistryError
@@ -26,7 +26,7 @@ from pybuildless.image import mediatypes as mt
 from pybuildless.image.descriptor import Descriptor, Digest, Platform
 from pybuildless.image.model import FileLayer, Image, Layer, ManifestImage, MountableLayer, canonical_json
 from pybuildless.image.platform import select_manifest
-from pybuildless.registry.client import RegistryClient
+from pybuildless.registry.client import FetchedManifest, RegistryClient, check_manifest
 from pybuildless.registry.options import RegistryOptions
 from pybuildless.name import Reference, parse_reference
 from pybuildless.registry.verify import CHUNK, VerifyingReader
@@ -110,16 +110,27 @@ def _candidates(ref: Reference, options: RegistryOptions) -> list[Reference]:
     return mirrors + [ref]
 
 
+class Documents(Protocol):
+    """Manifests, indexes and configs kept locally by digest (``store.manifests.ManifestRecord``)."""
+
+    def get(self, digest: Digest) -> bytes | None: ...  # verified against ``digest``
+    def put(self, raw: bytes) -> Digest: ...
+
+
 def fetch_image(ref: Reference | str, *, platform: Platform | None = None,
-                options: RegistryOptions | None = None) -> RemoteImage:
-    """Resolve ``ref`` to one platform image (mirrors first, then the original)."""
+                options: RegistryOptions | None = None, documents: Documents | None = None) -> RemoteImage:
+    """Resolve ``ref`` to one platform image (mirrors first, then the original).
+
+    With ``documents``, what they hold is not asked for again: a tag costs one HEAD,
+    a digest reference no request at all, once its index, manifest and config are kept.
+    """
     ref = parse_reference(ref) if isinstance(ref, str) else ref
     options = options or RegistryOptions()
     platform = platform or Platform.host()
     candidates = _candidates(ref, options)
     for n, candidate in enumerate(candidates):
         try:
-            return _fetch_from(ref, candidate, platform, options)
+            return _fetch_from(ref, candidate, platform, options, documents)
         except (RegistryError, DigestMismatchError) as e:
             if n == len(candidates) - 1:
                 raise
@@ -127,25 +138,55 @@ def fetch_image(ref: Reference | str, *, platform: Platform | None = None,
     raise AssertionError("unreachable")
 
 
-def _fetch_from(ref: Reference, source: Reference, platform: Platform, options: RegistryOptions) -> RemoteImage:
+def _kept_manifest(documents: Documents | None, digest: Digest, what: str) -> FetchedManifest | None:
+    raw = documents.get(digest) if documents is not None else None
+    if raw is None:
+        return None
+    return FetchedManifest(raw, check_manifest(raw, "", what), digest)
+
+
+def _get_manifest(client: RegistryClient, ref: Reference, documents: Documents | None) -> FetchedManifest:
+    """By digest: from ``documents`` when kept. By tag: one HEAD says the digest, and a kept
+    document saves the GET (the content is checked against that digest, as a GET by digest is)."""
+    if documents is None:
+        return client.get_manifest(ref)
+    if ref.digest:
+        kept = _kept_manifest(documents, Digest.parse(ref.digest), f"manifest {ref}")
+    else:
+        desc = client.head_manifest(ref)
+        kept = _kept_manifest(documents, desc.digest, f"manifest {ref}") if desc is not None else None
+    if kept is not None:
+        return kept
+    fetched = client.get_manifest(ref)
+    documents.put(fetched.raw)
+    return fetched
+
+
+def _fetch_from(ref: Reference, source: Reference, platform: Platform, options: RegistryOptions,
+                documents: Documents | None = None) -> RemoteImage:
     client = RegistryClient.for_reference(source, options, pull=True)
-    fetched = client.get_manifest(source)
+    fetched = _get_manifest(client, source, documents)
     index_digest = None
     target = source
     for _ in range(MAX_INDEX_DEPTH):
         if not mt.is_index(fetched.media_type):
             break
         index_digest = index_digest or fetched.digest
+        # the platform is chosen here from the index, so one kept index serves every platform
         chosen = select_manifest(json.loads(fetched.raw), platform)
         target = source.with_digest(str(chosen.digest))
-        fetched = client.get_manifest(target)
+        fetched = _get_manifest(client, target, documents)
         if chosen.size and len(fetched.raw) != chosen.size:
             raise DigestMismatchError(f"manifest {target}: {len(fetched.raw)} bytes, index says {chosen.size}")
     else:
         raise ImageFormatError(f"{ref}: image indexes nested more than {MAX_INDEX_DEPTH} deep")
     manifest = json.loads(fetched.raw)
     config_desc = Descriptor.from_dict(manifest.get("config") or {})
-    raw_config = client.read_blob(source.repository, config_desc, limit=MAX_CONFIG_SIZE)
+    raw_config = documents.get(config_desc.digest) if documents is not None else None
+    if raw_config is None or len(raw_config) != config_desc.size:
+        raw_config = client.read_blob(source.repository, config_desc, limit=MAX_CONFIG_SIZE)
+        if documents is not None:
+            documents.put(raw_config)
     if index_digest is None:
         _warn_platform(ref, raw_config, platform)
     logger.info("resolved %s to %s", ref, fetched.digest)
@@ -273,8 +314,17 @@ def _opener(layer: Layer) -> Callable[[], _Sized]:
 
 
 def _push_blob(client: RegistryClient, repository: str, desc: Descriptor, opener, scopes: tuple[str, ...],
-               mount_from: str | None) -> str:
-    if client.blob_exists(repository, desc.digest, scopes=scopes):
+               mount_from: str | None, *, known_source: bool = False) -> str:
+    """Make ``desc`` exist in ``repository``: nothing when it is there, a mount when another
+    repository of the registry has it, else an upload (the only case that reads the blob).
+
+    ``known_source``: ``mount_from`` is where the blob was read from (a base image's layer),
+    so it is there: the mount is asked for at once. A registry answers it 201 when the
+    destination has the blob too, so no HEAD is needed first.
+    """
+    if known_source and mount_from == repository:
+        return "exists"  # the image was read from this repository: its manifest holds the blob
+    if not (known_source and mount_from) and client.blob_exists(repository, desc.digest, scopes=scopes):
         return "exists"
     location = None
     if mount_from and mount_from != repository:
@@ -323,13 +373,14 @@ def push_image(image: Image, refs: Sequence[Reference | str], *, options: Regist
         scopes = (ref.scope("push,pull"),) + tuple(f"repository:{s}:pull" for s in sorted(sources))
 
         def push_layer(layer: Layer, ref=ref, client=client, scopes=scopes, done_repo=done_repo) -> str:
-            mount_from = done_repo
-            if mount_from is None and isinstance(layer, MountableLayer):
+            mount_from, known = done_repo, done_repo is not None  # an earlier destination got every blob
+            if isinstance(layer, MountableLayer):
                 src = layer.source
-                if getattr(src, "registry", None) == ref.registry:
-                    mount_from = src.repository
+                if getattr(src, "registry", None) == ref.registry and (mount_from is None
+                                                                       or src.repository == ref.repository):
+                    mount_from, known = src.repository, True
             desc = Descriptor(layer.media_type, layer.digest, layer.size)
-            how = _push_blob(client, ref.repository, desc, _opener(layer), scopes, mount_from)
+            how = _push_blob(client, ref.repository, desc, _opener(layer), scopes, mount_from, known_source=known)
             logger.info("layer %s: %s", layer.digest, how)
             return how
 
