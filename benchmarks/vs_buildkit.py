@@ -32,14 +32,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -50,19 +46,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from corpus import CORPUS, make_context_files, pybuildless_env  # noqa: E402
+from corpus import CORPUS, make_context_files  # noqa: E402
 from debian_rootfs import make_debian_rootfs, make_python_rootfs  # noqa: E402
 from tests.differential import case_names, copy_case, load_case  # noqa: E402
-from tests.fixtures.dockerd import DOCKER_CLIENT, DockerEngine, start_dockerd, stop_dockerd  # noqa: E402
+from tests.fixtures.dockerd import DOCKER_CLIENT, start_dockerd, stop_dockerd  # noqa: E402
 from tests.fixtures.images import make_busybox_rootfs, push_layout, write_oci_layout  # noqa: E402
 from tests.fixtures.registry import start_registry  # noqa: E402
+from vs_buildkit_builders import BuildFailed, BuildKit, Pybuildless, manifest_exists  # noqa: E402
 
 MODES = ("warm", "cold")
 QUICK_CASES = ("small-app", "debian-files", "run_deletions")
 BASE_MAKERS: dict[str, Callable[[Path], Path]] = {
     "busybox": make_busybox_rootfs, "debian": make_debian_rootfs, "python": make_python_rootfs}
-# pybuildless's info line for a stage's base: "<how> N layer(s) of IMAGE in 0.12s"
-_FROM_LINE = re.compile(r"(?:extracted|laid from the layer store) \d+ layer\(s\) of \S+ in ([0-9.]+)s")
 
 
 @dataclass(frozen=True)
@@ -102,6 +97,7 @@ class Samples:
     buildkit_build: list[float] = field(default_factory=list)
     buildkit_push: list[float] = field(default_factory=list)
     pybuildless_from: list[float] = field(default_factory=list)  # seconds laying base layers, per build
+    pybuildless_from_how: list[str] = field(default_factory=list)  # "laid from the layer store" or "extracted"
     error: str = ""
 
     def ratio(self) -> float:
@@ -118,99 +114,6 @@ def noise(samples: list[float]) -> float:
 
 def figure(samples: list[float]) -> str:
     return f"{statistics.median(samples):6.2f} ±{100 * noise(samples):3.0f}%"
-
-
-class BuildFailed(RuntimeError):
-    pass
-
-
-def _run(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
-         timeout: float = 1800) -> subprocess.CompletedProcess:
-    proc = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    if proc.returncode != 0:
-        raise BuildFailed(f"{' '.join(argv[:4])}... exited {proc.returncode}: "
-                          f"{proc.stderr.decode(errors='replace').strip()[-1500:]}")
-    return proc
-
-
-def manifest_exists(ref: str) -> bool:
-    host, _, rest = ref.partition("/")
-    repo, _, tag = rest.rpartition(":")
-    req = urllib.request.Request(f"http://{host}/v2/{repo}/manifests/{tag}", method="HEAD", headers={
-        "Accept": "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
-
-
-# --- the two builders --------------------------------------------------------------------------
-
-class Pybuildless:
-    """``pybuildless build --layer-store`` with its store (XDG_CACHE_HOME) under ``home``."""
-
-    def __init__(self, home: Path, source: Path, profile_dir: Path | None) -> None:
-        self.home = home
-        self.source = source
-        self.profile_dir = profile_dir
-        self.env = {**pybuildless_env(), "PYTHONPATH": str(source), "XDG_CACHE_HOME": str(home / "xdg-cache")}
-        self.builds = 0
-
-    def precompile(self) -> None:
-        """Bytecode compiled once before timing, as an installed package has it."""
-        _run([sys.executable, "-m", "compileall", "-q", str(self.source / "pybuildless")], env=self.env)
-
-    def reset(self, mode: str) -> None:
-        shutil.rmtree(self.home / "work", ignore_errors=True)
-        (self.home / "work").mkdir(parents=True)
-        if mode == "cold":
-            shutil.rmtree(self.home / "xdg-cache", ignore_errors=True)
-
-    def build(self, ctx: Path, base: str, dest: str) -> tuple[float, float]:
-        """Seconds of the build with its push, and of laying the base layers (from its log)."""
-        argv = [sys.executable]
-        if self.profile_dir is not None:
-            self.profile_dir.mkdir(parents=True, exist_ok=True)
-            self.builds += 1
-            name = f"{self.builds:03d}-{dest.rpartition('/')[2].replace(':', '-')}.prof"
-            argv += ["-m", "cProfile", "-o", str(self.profile_dir / name)]
-        argv += ["-m", "pybuildless", "build", "-c", str(ctx), "-f", str(ctx / "Dockerfile"),
-                 "--build-arg", f"BASE={base}", "-d", dest, "--layer-store", "--work-dir", str(self.home / "work")]
-        start = time.perf_counter()
-        proc = _run(argv, env=self.env, cwd=self.source)
-        seconds = time.perf_counter() - start
-        laid = sum(float(m) for m in _FROM_LINE.findall(proc.stderr.decode(errors="replace")))
-        return seconds, laid
-
-
-class BuildKit:
-    """``DOCKER_BUILDKIT=1 docker build`` then ``docker push`` against the engine started here."""
-
-    def __init__(self, engine: DockerEngine) -> None:
-        self.engine = engine
-        self.env = {**os.environ, **engine.env, "DOCKER_BUILDKIT": "1"}
-
-    def docker(self, *args: str) -> subprocess.CompletedProcess:
-        return _run([DOCKER_CLIENT, *args], env=self.env)
-
-    def reset(self, mode: str) -> None:
-        images = self.docker("image", "ls", "-aq").stdout.decode().split()
-        if mode == "cold" and images:
-            self.docker("image", "rm", "-f", *sorted(set(images)))
-        self.docker("builder", "prune", "-af")
-
-    def remove(self, ref: str) -> None:
-        self.docker("image", "rm", ref)
-
-    def build(self, ctx: Path, base: str, dest: str) -> tuple[float, float]:
-        """Seconds of ``docker build`` and of ``docker push``."""
-        start = time.perf_counter()
-        self.docker("build", "--network", "host", "-t", dest, "-f", str(ctx / "Dockerfile"),
-                    "--build-arg", f"BASE={base}", str(ctx))
-        built = time.perf_counter()
-        self.docker("push", dest)
-        return built - start, time.perf_counter() - built
 
 
 # --- a run -------------------------------------------------------------------------------------
@@ -252,9 +155,10 @@ class Bench:
                 dest = self.server.ref(f"{repo}:{who}-{mode}-{i}")
                 if who == "pybuildless":
                     self.pyb.reset(mode)
-                    seconds, laid = self.pyb.build(ctx, base, dest)
+                    seconds, laid, how = self.pyb.build(ctx, base, dest)
                     result.pybuildless.append(seconds)
                     result.pybuildless_from.append(laid)
+                    result.pybuildless_from_how.append(how)
                 else:
                     self.bk.reset(mode)
                     built, pushed = self.bk.build(ctx, base, dest)
@@ -330,7 +234,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--mode", action="append", choices=MODES, help="warm and/or cold (default: both)")
     ap.add_argument("--samples", type=int, default=None, help="builds per builder, case and mode (default 3)")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE ('-': stdout)")
-    ap.add_argument("--profile", type=Path, metavar="DIR", help="run pybuildless under cProfile, a file per build")
+    ap.add_argument("--profile", type=Path, metavar="DIR",
+                    help="run pybuildless under cProfile: a .prof and its log (.log) per build in DIR")
+    ap.add_argument("--pybuildless-arg", action="append", default=[], metavar="ARG",
+                    help="extra argument for every pybuildless build, e.g. --pybuildless-arg=-v=debug (repeatable)")
     ap.add_argument("--source", type=Path, default=ROOT, metavar="DIR",
                     help="the pybuildless tree to measure (holding pybuildless/; default: this checkout)")
     ap.add_argument("--dir", type=Path, help="parent of the scratch directory (default: the temp dir)")
@@ -380,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         except pytest.fail.Exception as e:  # the fixture helper reports a daemon that did not start so
             print(f"dockerd: {e}", file=sys.stderr)
             return 2
-        pyb = Pybuildless(work / "pybuildless", args.source.resolve(), args.profile)
+        pyb = Pybuildless(work / "pybuildless", args.source.resolve(), args.profile, tuple(args.pybuildless_arg))
         pyb.precompile()
         bases = {}
         for name in sorted({c.base for c in cases} | {"busybox"}):
