@@ -18,17 +18,10 @@ import pytest
 
 from pybuildless.builder.copy import CopyRequest, SourceRoot, copy_files
 from pybuildless.errors import LayerSecurityError
-from pybuildless.fs import inroot, secure
+from pybuildless.fs import inroot
 from pybuildless.fs.mountinfo import parse_mountinfo
 from tests.fs_hostile import fingerprint
-
-
-@pytest.fixture(params=["openat2", "walk"])
-def resolver(request):
-    if request.param == "walk":
-        secure.disable_openat2()
-    yield request.param
-    secure.enable_openat2()
+from tests.test_fs_hostile import resolver  # noqa: F401  (each test runs with openat2 and with the walk)
 
 
 @pytest.fixture
@@ -237,7 +230,8 @@ def test_write_file_through_symlinked_parent_stays_inside(world) -> None:
 
 
 @pytest.mark.parametrize("kind", ["abs", "dotdot", "rel"])
-def test_read_file_never_reads_the_hosts(world, resolver, kind: str) -> None:
+@pytest.mark.usefixtures("resolver")
+def test_read_file_never_reads_the_hosts(world, kind: str) -> None:
     root, outside = world
     (root / "etc").rmdir()
     os.symlink(_escapes(root, outside)[kind] + "/etc", root / "etc")
@@ -248,7 +242,8 @@ def test_read_file_never_reads_the_hosts(world, resolver, kind: str) -> None:
     assert inroot.read_file(root, "/etc/passwd") == b"img:x:1:1::/:/bin/sh\n"
 
 
-def test_read_file_refuses_what_is_not_a_regular_file(world, resolver) -> None:
+@pytest.mark.usefixtures("resolver")
+def test_read_file_refuses_what_is_not_a_regular_file(world) -> None:
     root, _ = world
     os.mkfifo(root / "etc/passwd")
     with pytest.raises(LayerSecurityError, match="not a regular file"):

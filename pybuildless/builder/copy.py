@@ -16,6 +16,7 @@ resolved and made through fs/inroot.py, and the final component is never followe
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import posixpath
@@ -28,6 +29,8 @@ from pybuildless.builder.copysources import (CopyRequest, PathMatcher, SourceRoo
                                              has_wildcard, resolve_in_root, resolve_sources)
 from pybuildless.fs import inroot, owners
 from pybuildless.errors import BuildError, PybuildlessError
+
+_DIR_FD_LIMIT = 256  # destination directories kept open while copying a tree
 
 __all__ = ["CopyRequest", "CopyResult", "PathMatcher", "SourceRoot", "copy_files", "has_wildcard",
            "resolve_sources", "source_digest"]
@@ -44,7 +47,7 @@ def copy_files(src_root: SourceRoot, req: CopyRequest, dest_root: str) -> CopyRe
         _copy(src_root, req, writer, writer.root.is_dir)
         writer.finish()
     finally:
-        writer.root.close()
+        writer.close()
     return CopyResult(touched=writer.touched)
 
 
@@ -104,16 +107,30 @@ class _Writer:
         self.req = req
         self.root = inroot.Root(dest_root) if dest_root else None
         self.touched: list[str] = []
-        self.links: dict[tuple[int, int], str] = {}
+        self.links: dict[tuple[int, int], str] = {}  # source inode -> in-root path of its first copy
         self.dir_times: list[tuple[str, os.stat_result]] = []
-        # in-root directory -> host path: copying a tree resolves each parent once, not per file
-        self._resolved: dict[str, str] = {}
+        # in-root directory -> O_PATH fd resolved in the root: a tree's parents are resolved once
+        self._dirs: dict[str, int] = {}
 
-    def _parent(self, in_root_dir: str) -> str:
-        host = self._resolved.get(in_root_dir)
-        if host is None:
-            host = self._resolved[in_root_dir] = str(self.root.resolve(in_root_dir))
-        return host
+    def _host(self, target: str) -> str:
+        """A host path for in-root ``target`` that reaches its directory through an fd resolved in
+        the root (``/proc/self/fd/N/name``): only the last component is looked up by name, and the
+        writes below never follow it."""
+        parent, name = posixpath.dirname(target) or "/", posixpath.basename(target)
+        fd = self._dirs.get(parent)
+        if fd is None:
+            fd = self._dirs[parent] = self.root.open_dir(parent)
+        return f"/proc/self/fd/{fd}/{name}"
+
+    def _trim(self) -> None:
+        # Only between entries: the paths _host gave out for the current one stay valid.
+        if len(self._dirs) >= _DIR_FD_LIMIT:
+            self._forget_dirs("")
+
+    def _forget_dirs(self, below: str) -> None:
+        """Close the cached fds of directories at or below ``below`` (all with "")."""
+        for key in [k for k in self._dirs if not below or (k + "/").startswith(below + "/")]:
+            os.close(self._dirs.pop(key))
 
     def owner_of(self, st: os.stat_result, src: str | None = None) -> tuple[int, int]:
         if self.req.owner is not None:
@@ -172,9 +189,11 @@ class _Writer:
             self.copy_entry(host, st, posixpath.join(target, rel))
 
     def copy_entry(self, src: str, st: os.stat_result, target: str) -> None:
-        parent = self._parent(posixpath.dirname(target) or "/")
-        dst = os.path.join(parent, posixpath.basename(target)) if posixpath.basename(target) else parent
         mode = st.st_mode
+        if not posixpath.basename(target):
+            raise BuildError(f"cannot overwrite directory {target} with a file")
+        self._trim()
+        dst = self._host(target)
         existing = os.lstat(dst) if os.path.lexists(dst) else None
         if stat.S_ISDIR(mode):
             if existing is not None and not stat.S_ISDIR(existing.st_mode):
@@ -188,15 +207,14 @@ class _Writer:
                 os.unlink(dst)
             key = (st.st_dev, st.st_ino)
             if st.st_nlink > 1 and not stat.S_ISDIR(mode) and key in self.links:
-                os.link(self.links[key], dst)
+                os.link(self._host(self.links[key]), dst)
                 self.touched.append(target)
                 return
             if stat.S_ISLNK(mode):
                 os.symlink(os.readlink(src), dst)
-                # a new link can change what paths below it resolve to
-                self._resolved = {k: v for k, v in self._resolved.items() if not (k + "/").startswith(target + "/")}
+                self._forget_dirs(target)  # a new link can change what paths below it resolve to
             elif stat.S_ISREG(mode):
-                shutil.copyfile(src, dst, follow_symlinks=False)
+                _copy_content(src, dst)
             elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
                 os.mknod(dst, mode, st.st_rdev)
             else:
@@ -204,7 +222,7 @@ class _Writer:
                 # in `return errors.Wrapf(err, "unsupported mode")` with a nil err, i.e. skips them
                 return
             if st.st_nlink > 1:
-                self.links[key] = dst
+                self.links[key] = target
         uid, gid = self.owner_of(st, src)
         owners.chown_or_record(dst, uid, gid)
         if not stat.S_ISLNK(mode):
@@ -219,7 +237,7 @@ class _Writer:
                 _copy_xattrs(src, dst)
             os.chmod(dst, perm)
         if stat.S_ISDIR(mode):
-            self.dir_times.append((dst, st))
+            self.dir_times.append((target, st))
         else:
             os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
         self.touched.append(target)
@@ -240,8 +258,31 @@ class _Writer:
         self.touched.append(dest)
 
     def finish(self) -> None:
-        for dst, st in reversed(self.dir_times):
-            os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+        for target, st in reversed(self.dir_times):
+            self._trim()
+            os.utime(self._host(target), ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+    def close(self) -> None:
+        self._forget_dirs("")
+        self.root.close()
+
+
+def _copy_content(src: str, dst: str) -> None:
+    """A new regular file ``dst`` (never through a link) with ``src``'s bytes, copied in the kernel."""
+    with open(src, "rb") as fin:
+        out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            offset = 0
+            try:
+                while sent := os.sendfile(out, fin.fileno(), offset, 1 << 30):
+                    offset += sent
+            except OSError as exc:
+                if exc.errno not in (errno.EINVAL, errno.ENOSYS) or offset:
+                    raise
+                with open(out, "wb", closefd=False) as fout:  # a filesystem without sendfile
+                    shutil.copyfileobj(fin, fout, 1 << 20)
+        finally:
+            os.close(out)
 
 
 def _copy_xattrs(src: str, dst: str) -> None:

@@ -55,10 +55,21 @@ class Root:
         try:
             return secure.walk(self.fd, path, **kw)
         except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise LayerSecurityError(f"too many levels of symbolic links resolving {path!r} in {self.path}") \
-                    from None
-            raise
+            raise self._loop_error(exc, path) from None
+
+    def _loop_error(self, exc: OSError, path: str) -> Exception:
+        """ELOOP as a clear error (a link cycle planted in an image); other errors as they are."""
+        if exc.errno == errno.ELOOP:
+            return LayerSecurityError(f"too many levels of symbolic links resolving {path!r} in {self.path}")
+        return exc
+
+    def open_dir(self, path: str) -> int:
+        """An ``O_PATH`` fd of directory ``path`` (the caller closes it); FileNotFoundError or
+        NotADirectoryError when there is none."""
+        try:
+            return secure.walk_in_root(self.fd, path)
+        except OSError as exc:
+            raise self._loop_error(exc, path) from None
 
     def host(self, walked: secure.Walked) -> Path:
         return self.path.joinpath(*walked.names, *walked.tail)
@@ -206,10 +217,12 @@ class Root:
             walked = self._walk(path)
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except LayerSecurityError:
+            raise
         except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise LayerSecurityError(f"too many levels of symbolic links resolving {path!r} in {self.path}") \
-                    from None
+            error = self._loop_error(exc, path)
+            if isinstance(error, LayerSecurityError):
+                raise error from None
             raise LayerSecurityError(f"cannot open {path} in {self.path}: {exc.strerror}") from None
         try:
             if not walked.tail:
