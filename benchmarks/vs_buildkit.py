@@ -281,9 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="pybuildless-vs-buildkit-", dir=args.dir))
     server, stop_registry = start_registry(work / "registry")
     dockerd = None
+    # dockerd's socket path must fit a sockaddr_un (108 bytes): a deep --dir gets a short one in /tmp.
+    engine_dir = work / "dockerd"
+    if len(str(engine_dir / "docker.sock")) > 100:
+        engine_dir = Path(tempfile.mkdtemp(prefix="vsbk-dockerd-"))
     try:
         try:
-            dockerd, engine = start_dockerd(work / "dockerd")
+            dockerd, engine = start_dockerd(engine_dir)
         except pytest.fail.Exception as e:  # the fixture helper reports a daemon that did not start so
             print(f"dockerd: {e}", file=sys.stderr)
             return 2
@@ -302,7 +306,11 @@ def main(argv: list[str] | None = None) -> int:
         report: dict = {"source": str(args.source.resolve()), "samples": samples, "load_average_start": load_start, "cpus": os.cpu_count(), "modes": {}}
         failed = 0
         for mode in modes:
-            results = bench.run_mode(mode, contexts)
+            try:
+                results = bench.run_mode(mode, contexts)
+            except BuildFailed as e:  # a warm-up build: nothing of this mode can be measured
+                print(f"mode {mode}: warm-up build failed: {e}", file=sys.stderr)
+                return 1
             s = summary(mode, results)
             failed += s["failed"]
             report["modes"][mode] = {"summary": s, "cases": [vars(r) for r in results]}
@@ -320,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if failed else 0
     finally:
         if dockerd is not None:
-            stop_dockerd(dockerd, work / "dockerd")
+            stop_dockerd(dockerd, engine_dir)
+        shutil.rmtree(engine_dir, ignore_errors=True)
         stop_registry()
         shutil.rmtree(work, ignore_errors=True)
 
