@@ -301,3 +301,43 @@ def test_mountinfo_fields_and_escapes() -> None:
             "30 22 0:5 / /mnt/a\\040b\\011c\\134d rw - tmpfs tmpfs rw\n"
             "short line\n")
     assert parse_mountinfo(text) == ["/", "/mnt/a b\tc\\d"]
+
+
+
+# -- a whole build against links a RUN planted ------------------------------------------------------
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="RUN steps need root here")
+def test_build_writes_stay_in_the_root_despite_planted_links(tmp_path: Path, registry, busybox_image) -> None:
+    """WORKDIR, COPY parents, a RUN mount point and a heredoc script all go through links an earlier
+    RUN left pointing at a host directory (absolute, and a long ``..`` chain): the host directory
+    is untouched and the image holds what was made, under the same path inside the root."""
+    from tests.buildkit import executor, unpack, write_context
+
+    canary = tmp_path / "canary"
+    canary.mkdir()
+    (canary / "keep").write_text("host file")
+    before = fingerprint(canary)
+    up = "../" * 12
+    dockerfile = f"""\
+FROM {busybox_image}
+RUN mkdir -p /.pybuildless-run && ln -s {canary}/script /.pybuildless-run/EOF \\
+ && ln -s {canary} /wd && ln -s {up}{str(canary).lstrip('/')} /cp && ln -s {canary} /mnt
+WORKDIR /wd/made
+COPY f /cp/sub/
+RUN --mount=type=tmpfs,target=/mnt/point true
+RUN <<EOF
+#!/bin/sh
+echo script ran > /ran
+EOF
+"""
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": dockerfile, "f": "copied"})
+    ref = registry.ref("inroot/planted:1")
+    executor("-c", str(ctx), "-d", ref, cwd=tmp_path)
+    assert fingerprint(canary) == before
+    assert not (canary / "script").exists() and not (canary / "made").exists()
+    rootfs = unpack(f"docker://{ref}", tmp_path / "u").rootfs
+    inside = rootfs / str(canary).lstrip("/")
+    assert (inside / "made").is_dir()
+    assert (inside / "sub/f").read_text() == "copied"
+    assert (inside / "point").is_dir()  # a directory mount point stays, empty, as BuildKit leaves it
+    assert (rootfs / "ran").read_text() == "script ran\n"
