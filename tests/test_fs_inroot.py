@@ -304,6 +304,33 @@ def test_mountinfo_fields_and_escapes() -> None:
 
 
 
+
+# -- the sandbox's mount points ------------------------------------------------------------------
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mount namespaces need root here")
+def test_mount_below_a_cache_mount_holding_a_link_stays_in_the_root(tmp_path: Path) -> None:
+    """A cache mount keeps what earlier steps left, links too; a second mount below it is made
+    where the link leads inside the root, after the cache is mounted, never on the host."""
+    from pybuildless.sandbox import ChrootSandbox, Mount
+    from pybuildless.fs.users import ResolvedUser
+    from tests.test_sandbox import ENV, make_busybox_root
+
+    root = make_busybox_root(tmp_path / "m")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    before = fingerprint(outside)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    os.symlink(str(outside), cache / "sub")  # left by an earlier step that used the cache
+    out = bytearray()
+    with ChrootSandbox(root) as box:
+        code = box.run(["/bin/sh", "-c", "echo in-tmpfs > /cache/sub/x/f && cat /cache/sub/x/f"], env=ENV,
+                       cwd="/", user=ResolvedUser(0, 0), stdout=out.extend,
+                       mounts=[Mount("/cache", cache), Mount("/cache/sub/x", kind="tmpfs")])
+    assert (code, out.decode()) == (0, "in-tmpfs\n")
+    assert fingerprint(outside) == before  # no x made on the host, nothing written there
+
+
 # -- a whole build against links a RUN planted ------------------------------------------------------
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="RUN steps need root here")
