@@ -29,6 +29,7 @@ from pybuildless.fs.overlay import snapshot_tops  # noqa: E402
 from pybuildless.fs.snapshot import Snapshotter  # noqa: E402
 from pybuildless.fs.users import ResolvedUser  # noqa: E402
 from pybuildless.sandbox import ChrootSandbox  # noqa: E402
+from pybuildless.sandbox.base import RunResult  # noqa: E402
 
 ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"}
 ROOT_USER = ResolvedUser(0, 0, (), "/root", "root")
@@ -49,7 +50,7 @@ def make_root(root: Path, files: int) -> None:
 CHANGED = 1  # files each RUN writes besides the modified one (--changed)
 
 
-def one_file_run(sandbox: ChrootSandbox, n: int, tag: str) -> None:
+def one_file_run(sandbox: ChrootSandbox, n: int, tag: str) -> RunResult:
     out = io.BytesIO()
     new = f"/new-{tag}-{n}"  # each method's RUNs add their own paths to the shared root
     script = (f"set -e; echo {tag}{n} > /usr/d0/s0/f0; /bin/busybox mkdir {new}; i=0; "
@@ -57,6 +58,7 @@ def one_file_run(sandbox: ChrootSandbox, n: int, tag: str) -> None:
     code = sandbox.run(["/bin/sh", "-c", script], env=ENV, cwd="/", user=ROOT_USER, stdout=out)
     if code != 0:
         raise SystemExit(f"RUN failed: {out.getvalue()!r}")
+    return code
 
 
 def bench_walk(root: Path, runs: int, watch: bool) -> tuple[float, int]:
@@ -82,9 +84,9 @@ def bench_overlay(root: Path, runs: int) -> tuple[float, float, int]:
         if not sandbox.overlay:
             raise SystemExit("overlay mounts are refused here (see the log); nothing to measure")
         for n in range(runs):
-            one_file_run(sandbox, n, "overlay")
+            result = one_file_run(sandbox, n, "overlay")
             started = time.perf_counter()
-            changes = sandbox.take_overlay_changes()
+            changes = result.changes
             assert changes is not None
             snap.take_paths(snapshot_tops(changes))
             adopt = time.perf_counter() - started

@@ -22,6 +22,7 @@ from pybuildless.fs.layer import layer_entries, write_layer
 from pybuildless.fs.overlay import apply_upper, combined, overlay_changes, snapshot_tops, without_ignored
 from pybuildless.fs.snapshot import Snapshotter
 from pybuildless.sandbox import ChrootSandbox
+from pybuildless.sandbox.base import RunResult
 from pybuildless.sandbox.overlay_mount import OverlaySupport, mount_options
 from tests.buildkit import ROOT, tree_of
 from tests.test_sandbox import ENV, ROOT_USER, make_busybox_root
@@ -251,10 +252,11 @@ def _seed(root: Path) -> Path:
     return root
 
 
-def _run(sandbox: ChrootSandbox, script: str) -> None:
+def _run(sandbox: ChrootSandbox, script: str) -> RunResult:
     out = io.BytesIO()
-    code = sandbox.run(["/bin/sh", "-c", script], env=ENV, cwd="/", user=ROOT_USER, stdout=out)
-    assert code == 0, out.getvalue()
+    result = sandbox.run(["/bin/sh", "-c", script], env=ENV, cwd="/", user=ROOT_USER, stdout=out)
+    assert result.exit_code == 0, out.getvalue()
+    return result
 
 
 def _layer(changes: Changes) -> list[tuple[str, str]]:
@@ -279,11 +281,9 @@ def test_overlay_run_matches_the_stat_walk(tmp_path, overlay_usable, name) -> No
     tracked.baseline()
     with ChrootSandbox(walk_root) as plain, ChrootSandbox(ovl_root, overlay=True) as ovl:
         assert ovl.overlay and not plain.overlay
-        _run(plain, SCRIPTS[name])
-        assert plain.take_overlay_changes() is None
-        _run(ovl, SCRIPTS[name])
-        from_upper = ovl.take_overlay_changes()
-        assert from_upper is not None and ovl.take_overlay_changes() is None  # taken once
+        assert _run(plain, SCRIPTS[name]).changes is None
+        from_upper = _run(ovl, SCRIPTS[name]).changes
+        assert from_upper is not None
     from_walk = walked.take()
     assert tree_with_links(ovl_root) == tree_with_links(walk_root)
     # the layers, applied to the root as it was, give that same tree
@@ -308,8 +308,7 @@ def test_writing_through_a_lower_hard_link_breaks_it_as_docker_does(tmp_path, ov
     (root / "shared").write_text("data\n")
     os.link(root / "shared", root / "shared2")
     with ChrootSandbox(root, overlay=True) as sandbox:
-        _run(sandbox, "echo replaced > /shared")
-        assert sandbox.take_overlay_changes().paths == ("shared",)
+        assert _run(sandbox, "echo replaced > /shared").changes.paths == ("shared",)
     assert (root / "shared").read_text() == "replaced\n" and (root / "shared2").read_text() == "data\n"
     assert os.lstat(root / "shared").st_ino != os.lstat(root / "shared2").st_ino
 
@@ -321,8 +320,7 @@ def test_failed_probe_falls_back_to_writing_into_the_root(tmp_path, overlay_usab
         sandbox = ChrootSandbox(root, overlay=True)
     with sandbox:
         assert not sandbox.overlay
-        _run(sandbox, "echo x > /x")
-        assert sandbox.take_overlay_changes() is None
+        assert _run(sandbox, "echo x > /x").changes is None
     assert (root / "x").read_text() == "x\n"
     assert "overlay snapshots off" in caplog.text and "mount options" in caplog.text
     assert not OverlaySupport.probe(tmp_path, tmp_path / "root:x").usable  # the lower dir's path too
@@ -351,7 +349,7 @@ for kind, overlay in (("walk", False), ("ovl", True)):
         code = sb.run(["/bin/sh", "-c", SCRIPTS["recreate"] + " && " + SCRIPTS["files"]], env=ENV, cwd="/",
                       user=ROOT_USER, stdout=buf)
         assert code == 0, buf.getvalue()
-        changes = sb.take_overlay_changes()
+        changes = code.changes
         out[kind + "_changes"] = None if changes is None else [list(changes.deleted), list(changes.opaque)]
     out[kind + "_tree"] = tree_with_links(root)
     out["xattrs"] = sorted(n for p in root.rglob("*") if not p.is_symlink() for n in os.listxattr(p))

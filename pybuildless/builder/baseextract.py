@@ -1,4 +1,5 @@
-"""Laying a stage's base layers onto its root, with Kaniko's ``--image-fs-extract-retry``.
+"""Applying layers to a root (``apply_layers``), and laying a stage's base layers onto its root
+with Kaniko's ``--image-fs-extract-retry`` (``extract_layers``).
 
 Kaniko (pkg/executor/build.go, v1.24.0) wraps the whole base-image extraction in
 util.Retry with a one-second initial delay; a retry extracts every layer again, in
@@ -19,13 +20,18 @@ from pybuildless.fs.extract import extract_layer
 log = logging.getLogger(__name__)
 
 
+def apply_layers(layers: Sequence, root: Path | str, *, ignore=None) -> None:
+    """Apply ``layers`` to ``root`` in order, each checked against its diff ID."""
+    for layer in layers:
+        with layer.open_compressed() as blob:
+            extract_layer(blob, root, ignore=ignore, expect_diff_id=layer.diff_id)
+
+
 def extract_layers(layers: Sequence, root: Path, *, ignore, retries: int = 0,
                    sleep: Callable[[float], None] = time.sleep) -> None:
     for attempt in range(retries + 1):
         try:
-            for layer in layers:
-                with layer.open_compressed() as blob:
-                    extract_layer(blob, root, ignore=ignore, expect_diff_id=layer.diff_id)
+            apply_layers(layers, root, ignore=ignore)
             return
         except (PybuildlessError, OSError) as e:
             if attempt == retries:

@@ -16,13 +16,13 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from pybuildless.builder import imageconfig, inplace
 from pybuildless.builder.base import BaseImage, load_base
+from pybuildless.builder.baseextract import apply_layers
 from pybuildless.builder import storeroot
 from pybuildless.builder.context import open_context, resolve_dockerfile
 from pybuildless.builder.copy import SourceRoot
@@ -31,21 +31,21 @@ from pybuildless.builder.platforms import PlatformPlan, parse_platforms, plan_pl
 from pybuildless.builder.progress import BufferedProgress, Progress
 from pybuildless.builder.multiplatform import SharedStages, build_platforms, stage_identity
 from pybuildless.builder.publish import check_push_permissions, publish, publish_index
+from pybuildless.builder.runsupport import Sandboxes, Secrets, run_cache_dir
+from pybuildless.builder.sources import BuildSources
 from pybuildless.builder.stage import StageBuilder, StageResult
 from pybuildless.cache.store import open_cache
 from pybuildless.dockerfile.mounts import parse_go_duration
 from pybuildless.dockerfile.args import GlobalArgs, StageEnv, unused_build_args
 from pybuildless.dockerfile.dockerignore import load_dockerignore
 from pybuildless.dockerfile.parser import Dockerfile, Stage, load_dockerfile
-from pybuildless.errors import BuildError, PybuildlessError, UsageError, at_instruction
-from pybuildless.fs.extract import extract_layer
+from pybuildless.errors import PybuildlessError, UsageError, at_instruction
 from pybuildless.fs.ignore import IgnoreList
 from pybuildless.image import mediatypes as mt
 from pybuildless.image.descriptor import Platform
 from pybuildless.log import report_error_source
 from pybuildless.name import parse_reference
 from pybuildless.registry.options import RegistryOptions
-from pybuildless.sandbox import open_sandbox
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +68,15 @@ def registry_options(o: BuildOptions) -> RegistryOptions:
 
 
 class BuildRun:
-    """Everything the stages of one build share."""
+    """What the stages of one build share: options, directories, times, results and the layer
+    cache; and the parts a step may reach, each an object of its own (``sources``, ``sandboxes``,
+    ``secrets``, ``run_cache_dir``), handed to steps through ``StepContext``."""
 
     def __init__(self, options: BuildOptions, work: Path, dockerfile: Dockerfile, context_source: SourceRoot,
                  platform: Platform, final_index: int, blob_dir: Path | None = None) -> None:
         self.options = options
         self.work = work
         self.dockerfile = dockerfile
-        self.context_source = context_source
         self.platform = platform
         self.final_index = final_index
         self.registry = registry_options(options)
@@ -92,37 +93,15 @@ class BuildRun:
         self.results: dict[int, StageResult] = {}
         self.stage_platforms: dict[int, Platform] = {}  # what each stage is built for (FROM --platform)
         self.scopes: dict[int, StageEnv] = {}
-        self._sandboxes: dict[Path, object] = {}
-        self._image_roots: dict[str, SourceRoot] = {}
-        self._image_bases: dict[str, BaseImage] = {}  # COPY --from=<image>: resolved once per build
-        self._image_lock = threading.Lock()
+        self.sources = BuildSources(context_source, dockerfile, self.results, platform=platform,
+                                    registry=self.registry, blob_dir=self.blob_dir, work=work)
+        self.sandboxes = Sandboxes(options.isolation, scratch_parent=self.scratch_dir,
+                                   overlay=options.overlay_snapshots)
+        self.secrets = Secrets(options.secrets)
+        self.run_cache_dir = run_cache_dir(options)
         self.cache = open_layer_cache(options, self.registry, platform)
         self._cache_pushes: list[Future] = []
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cache-push")
-
-    @property
-    def run_cache_dir(self) -> Path:
-        """RUN --mount=type=cache directories: kept between builds, never in an image."""
-        if self.options.cache_dir is not None:
-            base = Path(self.options.cache_dir) / "run-mounts"
-        elif self.options.isolation == "inplace":
-            base = Path(self.options.kaniko_dir) / "cache" / "run-mounts"
-        else:
-            base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pybuildless" / "run-mounts"
-        base.mkdir(parents=True, exist_ok=True)
-        return base
-
-    def secret(self, ident: str) -> bytes | None:
-        for sid, kind, value in self.options.secrets:
-            if sid != ident:
-                continue
-            if kind == "env":
-                return os.environ[value].encode() if value in os.environ else None
-            try:
-                return Path(value).read_bytes()
-            except OSError as e:
-                raise UsageError(f"--secret id={ident}: cannot read {value}: {e.strerror}") from None
-        return None
 
     def cache_put(self, key: str, layer, created_by: str, created: str | None = None) -> None:
         """Store a step in the cache in the background; a failure only warns (as in Kaniko)."""
@@ -138,59 +117,13 @@ class BuildRun:
                 log.warning("could not store a layer in the cache: %s", e)
         self._cache_pushes.clear()
 
-    def stage_key(self, ref: str) -> str | None:
-        """The final cache key of an earlier stage, or an image's manifest digest (resolved
-        without downloading its layers: BuildKit keys an image source on its digest too)."""
-        stage = self.dockerfile.stage_by_name_or_index(ref)
-        if stage is not None:
-            result = self.results.get(stage.index)
-            return result.key if result is not None else None
-        return f"image:{ref}@{self._image_base(ref).key}"
-
-    def _image_base(self, ref: str) -> BaseImage:
-        with self._image_lock:
-            if ref not in self._image_bases:
-                try:
-                    self._image_bases[ref] = load_base(ref, platform=self.platform, registry=self.registry,
-                                                       blob_dir=self.blob_dir, lazy=True)
-                except PybuildlessError as e:  # BuildKit too reads a name that is no stage as an image
-                    raise BuildError(f"--from={ref} is not a stage name, and as an image: {e}") from e
-            return self._image_bases[ref]
-
     def is_final(self, stage: Stage) -> bool:
         return stage.index == self.final_index
-
-    def sandbox_for(self, root: Path):
-        if root not in self._sandboxes:
-            self._sandboxes[root] = open_sandbox(self.options.isolation, root, scratch_parent=self.scratch_dir,
-                                                 overlay=self.options.overlay_snapshots)
-        return self._sandboxes[root]
-
-    def source_root(self, ref: str, inst) -> SourceRoot:
-        """COPY --from: an earlier stage's final filesystem, or an image's."""
-        stage = self.dockerfile.stage_by_name_or_index(ref)
-        if stage is not None:
-            result = self.results.get(stage.index)
-            if result is None:
-                raise inst.error(f"--from={ref}: stage {stage.index} has not been built")
-            if result.ensure_root is not None:
-                result.ensure_root()  # a stage taken whole from the cache has no files yet
-            return SourceRoot(str(result.root), is_context=False, description=f"stage {ref}")
-        if ref not in self._image_roots:
-            base = self._image_base(ref)  # the image the cache key named, not a re-resolved tag
-            root = Path(tempfile.mkdtemp(prefix="from-", dir=self.work))
-            for layer in base.layers:
-                with layer.open_compressed() as blob:
-                    extract_layer(blob, root, expect_diff_id=layer.diff_id)
-            self._image_roots[ref] = SourceRoot(str(root), is_context=False, description=f"image {ref}")
-        return self._image_roots[ref]
 
     def close(self) -> None:
         self.wait_for_cache()
         self._pool.shutdown()
-        for sandbox in self._sandboxes.values():
-            sandbox.close()  # type: ignore[attr-defined]
-        self._sandboxes.clear()
+        self.sandboxes.close()
 
 
 def _check_outputs(o: BuildOptions) -> None:
@@ -398,9 +331,7 @@ def open_layer_cache(options: BuildOptions, registry: RegistryOptions, platform:
 
 def _materialize(result: StageResult, root: Path) -> Path:
     root.mkdir(parents=True)
-    for layer in result.image.layers():
-        with layer.open_compressed() as blob:
-            extract_layer(blob, root)
+    apply_layers(result.image.layers(), root)
     return root
 
 

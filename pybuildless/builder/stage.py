@@ -1,7 +1,7 @@
 """StageBuilder: one Dockerfile stage from its base to its image.
 
 The loop per instruction: expand (for the instructions that expand), execute
-(the handler in ``builder.commands`` says which paths it touched, or that the
+(the instruction's step, ``builder.commands.step_for``, says which paths it touched, or that the
 whole root must be walked, or nothing), snapshot, write the layer when the
 diff is not empty, and record history. Metadata-only steps get
 ``empty_layer`` history entries.
@@ -12,21 +12,20 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from pybuildless.builder import imageconfig
 from pybuildless.builder.base import BaseImage
-from pybuildless.builder.baseextract import extract_layers
-from pybuildless.builder.commands import CONFIG_EFFECTS, HANDLERS, KEY_PARTS, Outcome
+from pybuildless.builder.baseextract import apply_layers, extract_layers
+from pybuildless.builder.commands import Outcome, StageState, StepContext, step_for
 from pybuildless.cache.keys import chain
 from pybuildless.builder.progress import Progress
 from pybuildless.dockerfile.args import StageEnv
 from pybuildless.errors import PybuildlessError, at_instruction
 from pybuildless.dockerfile import instructions as ins
 from pybuildless.dockerfile.parser import Stage, parse_onbuild_triggers
-from pybuildless.fs.extract import extract_layer
 from pybuildless.fs.ignore import IgnoreList
 from pybuildless.fs.layer import whole_root_changes, write_layer
 from pybuildless.fs.overlay import snapshot_tops, without_ignored
@@ -47,37 +46,6 @@ class StageResult:
     ensure_root: Callable[[], None] | None = None
 
 
-@dataclass
-class StageState:
-    """What the instruction handlers read and change."""
-
-    index: int
-    name: str | None
-    root: Path
-    config: dict[str, Any]
-    vars: StageEnv
-    build: Any  # builder.executor.BuildRun: options, context, earlier stages, sandbox factory
-    progress: Progress | None = None
-    cmd_set: bool = False
-    layers: list[Layer] = field(default_factory=list)
-
-    @property
-    def container_config(self) -> dict[str, Any]:
-        return self.config.setdefault("config", {})
-
-    @property
-    def workdir(self) -> str:
-        return self.container_config.get("WorkingDir") or "/"
-
-    @property
-    def user(self) -> str:
-        return self.container_config.get("User") or "root"
-
-    @property
-    def shell(self) -> list[str]:
-        return list(self.container_config.get("Shell") or ins.DEFAULT_SHELL)
-
-
 class StageBuilder:
     def __init__(self, stage: Stage, base: BaseImage, *, build, position: tuple[int, int],
                  root: Path, ignore: IgnoreList, variables: StageEnv, progress: Progress) -> None:
@@ -89,8 +57,12 @@ class StageBuilder:
         self.ignore = ignore
         self.progress = progress
         config = imageconfig.stage_config(base.config, build.platform)
-        self.state = StageState(stage.index, stage.name, root, config, variables, build, progress=progress,
-                                layers=list(base.layers))
+        self.state = StageState(stage.index, stage.name, root, config, variables, layers=list(base.layers))
+        # All a step may reach: this stage's state and the build's parts meant for steps.
+        self.context = StepContext(
+            self.state, build.sources, build.secrets, scratch_dir=build.scratch_dir,
+            run_cache_dir=build.run_cache_dir, sandbox=lambda: build.sandboxes.for_root(root),
+            output=progress.output, platform=build.stage_platforms.get(stage.index))
         self.snapshotter: Snapshotter | None = None
         self.options = build.options
         self.key: str | None = base.key  # cache key chain; None once a step cannot be cached
@@ -175,13 +147,10 @@ class StageBuilder:
         return self._result()
 
     def _step(self, instruction: ins.Instruction, cache, single: bool) -> tuple[Layer | None, bool]:
-        handler: Callable[..., Outcome] | None = HANDLERS.get(type(instruction))
-        if handler is None:
-            raise instruction.error(f"{instruction.keyword} is not supported")
+        step = step_for(instruction)
         key = None
-        key_parts = KEY_PARTS.get(type(instruction))
-        if key_parts is None:  # metadata only: no filesystem, folded into the chain
-            outcome = handler(instruction, self.state)
+        if not step.touches_files:  # metadata only: no filesystem, folded into the chain
+            outcome = step.execute(self.context)
             if self.key is not None:
                 self.key = chain(self.key, [outcome.created_by])
             layer = self._commit_layer_from(self.root, Changes()) if self.options.force_build_metadata else None
@@ -190,13 +159,11 @@ class StageBuilder:
             self._record(outcome, layer)
             return layer, False
         if cache is not None and self.key is not None and not single:
-            parts = key_parts(instruction, self.state)
+            parts = step.cache_key(self.context)
             key = chain(self.key, parts) if parts is not None else None
             hit = cache.get(key) if key is not None else None
             if hit is not None:
-                effect = CONFIG_EFFECTS.get(type(instruction))
-                if effect is not None:
-                    effect(instruction, self.state)
+                self.state.config = step.config_effect(self.state.config)  # execute() does not run
                 if hit.layer is not None:
                     self.state.layers.append(hit.layer)
                     self._apply_cached(hit.layer)
@@ -204,7 +171,7 @@ class StageBuilder:
                 self.key = key
                 return hit.layer, True
         self.ensure_root()
-        outcome = handler(instruction, self.state)
+        outcome = step.execute(self.context)
         layer = None
         if outcome.layer_root is not None:
             layer = self._linked_layer(outcome, single)
@@ -225,7 +192,7 @@ class StageBuilder:
 
     def _always_a_layer(self, instruction: ins.Instruction) -> bool:
         if isinstance(instruction, ins.Workdir):
-            return self.state.workdir != "/"  # the directory it resolved to (set by the handler)
+            return self.state.workdir != "/"  # the directory it resolved to (set by the step)
         return isinstance(instruction, (ins.Run, ins.Copy, ins.Add))
 
     def _linked_layer(self, outcome: Outcome, single: bool) -> Layer | None:
@@ -237,8 +204,7 @@ class StageBuilder:
             shutil.rmtree(outcome.layer_root, ignore_errors=True)
         if layer is None:
             return None
-        with layer.open_compressed() as blob:
-            extract_layer(blob, self.root, ignore=self.ignore, expect_diff_id=layer.diff_id)
+        apply_layers([layer], self.root, ignore=self.ignore)
         assert self.snapshotter is not None
         self.snapshotter.take_paths([p.lstrip("/") for p in outcome.paths or ()])  # now part of the baseline
         return None if single else layer
@@ -247,8 +213,7 @@ class StageBuilder:
         """A hit after the root was already laid down: apply the cached layer to it too."""
         if self.snapshotter is None:
             return  # ensure_root() will extract it with the others
-        with layer.open_compressed() as blob:
-            extract_layer(blob, self.root, ignore=self.ignore, expect_diff_id=layer.diff_id)
+        apply_layers([layer], self.root, ignore=self.ignore)
         self.snapshotter.baseline()
 
     def _record(self, outcome: Outcome, layer: Layer | None, created: str | None = None) -> str | None:

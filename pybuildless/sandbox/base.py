@@ -12,6 +12,7 @@ from pybuildless.fs.mountinfo import mount_points
 from pybuildless.sandbox import _linux
 
 if TYPE_CHECKING:
+    from pybuildless.fs.changes import Changes
     from pybuildless.fs.users import ResolvedUser
     from pybuildless.sandbox.extra_mounts import Mount
 
@@ -25,16 +26,37 @@ NETWORK_MODES = ("default", "host", "none")
 class Sandbox(Protocol):
     """Runs one RUN command against a stage root.
 
-    ``run`` returns the command's exit status (128+n when killed by signal n);
+    ``run`` returns the command's exit status (128+n when killed by signal n) as a
+    ``RunResult``, which also carries the step's changes when it ran on an overlay;
     stdout and stderr are merged into ``stdout``. It raises ``SandboxError``
     when the isolation cannot be set up (or a mount is unusable) and ``CommandNotFoundError`` (a
     ``BuildError`` with exit code 127/126) when the executable cannot be run.
     """
 
     def run(self, argv: list[str], *, env: dict[str, str], cwd: str, user: "ResolvedUser",
-            stdout: Sink, network: str = "default", mounts: Sequence["Mount"] = ()) -> int: ...
+            stdout: Sink, network: str = "default", mounts: Sequence["Mount"] = ()) -> "RunResult": ...
 
     def close(self) -> None: ...
+
+
+class RunResult(int):
+    """A RUN command's exit status, an int so that callers compare and report it as one.
+
+    ``changes``: what the step changed, read from the overlay upper dir it ran on (already
+    moved onto the root when ``run`` returns); None when it wrote straight into the root,
+    and the caller must look at the root itself.
+    """
+
+    changes: "Changes | None"
+
+    def __new__(cls, status: int, changes: "Changes | None" = None) -> "RunResult":
+        result = super().__new__(cls, status)
+        result.changes = changes
+        return result
+
+    @property
+    def exit_code(self) -> int:
+        return int(self)
 
 
 def as_sink(stdout: Sink) -> Callable[[bytes], None]:

@@ -24,10 +24,11 @@ cannot use the classic double-chroot escape.
 
 ``overlay=True`` runs each step on an overlay mount over the root (see
 ``pybuildless.fs.overlay``) when the probe says overlay mounts are allowed:
-the step's changes are read from the upper dir (``take_overlay_changes``)
-and moved onto the root before ``run`` returns, so the root is always the
-truth. Where overlay mounts are refused, ``run`` writes straight into the root
-and ``take_overlay_changes`` returns None: the caller walks the root instead.
+the step's changes are read from the upper dir (the ``changes`` of the
+``RunResult`` that ``run`` returns) and moved onto the root before ``run``
+returns, so the root is always the truth. Where overlay mounts are refused,
+``run`` writes straight into the root and its result carries no changes: the
+caller walks the root instead.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from pybuildless.errors import SandboxError
 from pybuildless.fs.changes import Changes
 from pybuildless.fs.overlay import apply_upper, overlay_changes
 from pybuildless.sandbox import _linux, procview
-from pybuildless.sandbox.base import Sink, as_sink, check_run_args, mounts_below, probe_namespaces
+from pybuildless.sandbox.base import RunResult, Sink, as_sink, check_run_args, mounts_below, probe_namespaces
 from pybuildless.sandbox.extra_mounts import Mount, PreparedMount, apply_extra_mounts, prepare_extra_mounts
 from pybuildless.sandbox.materialize import put_in_place, take_away
 from pybuildless.sandbox.mounts import MountPlan, apply_mounts, prepare_fallback, prepare_mounts, remove_scratch
@@ -122,14 +123,8 @@ class ChrootSandbox:
         """Whether steps run on an overlay mount (asked for, and the probe allowed it)."""
         return self._overlay is not None
 
-    def take_overlay_changes(self) -> Changes | None:
-        """The changes of the last ``run`` read from its overlay upper dir (already applied to
-        the root), once; None when it did not run on an overlay."""
-        changes, self._overlay_changes = self._overlay_changes, None
-        return changes
-
     def run(self, argv: list[str], *, env: dict[str, str], cwd: str, user: "ResolvedUser",
-            stdout: Sink, network: str = "default", mounts: Sequence[Mount] = ()) -> int:
+            stdout: Sink, network: str = "default", mounts: Sequence[Mount] = ()) -> RunResult:
         if self._closed:
             raise SandboxError("sandbox already closed")
         check_run_args(argv, env, network)
@@ -180,7 +175,7 @@ class ChrootSandbox:
                 started = time.perf_counter()
                 self._overlay_changes = overlay_changes(dirs.upper, lower=self.root)
                 self.overlay_seconds = time.perf_counter() - started
-            return code
+            return RunResult(code, self._overlay_changes)  # moved onto the root in the finally below
         finally:
             try:
                 take_away(copied)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from pybuildless.errors import SandboxError
 from pybuildless.sandbox import _linux
-from pybuildless.sandbox.base import Sink, as_sink, check_run_args, probe_namespaces
+from pybuildless.sandbox.base import RunResult, Sink, as_sink, check_run_args, probe_namespaces
 from pybuildless.sandbox.extra_mounts import Mount, PreparedMount, apply_extra_mounts, prepare_extra_mounts
 from pybuildless.sandbox import prefix_hiding
 from pybuildless.sandbox.materialize import put_in_place, take_away
@@ -125,7 +125,7 @@ class InPlaceSandbox:
         )
 
     def run(self, argv: list[str], *, env: dict[str, str], cwd: str, user: "ResolvedUser",
-            stdout: Sink, network: str = "default", mounts: Sequence[Mount] = ()) -> int:
+            stdout: Sink, network: str = "default", mounts: Sequence[Mount] = ()) -> RunResult:
         self.build_spec(argv, env=env, cwd=cwd, user=user, network=network)  # validate before touching /
         created: list[Path] = []
         # Where nothing can be mounted (Docker's default seccomp profile, no CAP_SYS_ADMIN),
@@ -137,7 +137,7 @@ class InPlaceSandbox:
                 put_in_place(extra, created, copied)
                 extra = []
             spec = self.build_spec(argv, env=env, cwd=cwd, user=user, network=network, extra=extra)
-            return run_child(spec, as_sink(stdout))
+            return RunResult(run_child(spec, as_sink(stdout)))
         finally:
             try:
                 take_away(copied)

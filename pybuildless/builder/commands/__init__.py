@@ -1,42 +1,45 @@
-"""One handler per instruction. Each returns an Outcome (``commands.outcome``) saying what it touched."""
+"""One step class per instruction (``step_for``); each returns an Outcome (``commands.outcome``)
+saying what it touched. The seam (``Step``, ``StepContext``) is in ``commands.step``."""
 
 from __future__ import annotations
 
-from pybuildless.builder.commands import files, metadata, run, workdir
+from pybuildless.builder.commands.files import AddStep, CopyStep
+from pybuildless.builder.commands.metadata import (
+    ArgStep, CmdStep, EntrypointStep, EnvStep, ExposeStep, HealthcheckStep, LabelStep, MaintainerStep, OnbuildStep,
+    ShellStep, StopSignalStep, UserStep, VolumeStep,
+)
 from pybuildless.builder.commands.outcome import Outcome
+from pybuildless.builder.commands.run import RunStep
+from pybuildless.builder.commands.step import StageState, Step, StepContext
+from pybuildless.builder.commands.workdir import WorkdirStep
 from pybuildless.dockerfile import instructions as ins
 
-__all__ = ["CONFIG_EFFECTS", "HANDLERS", "KEY_PARTS", "Outcome"]
+__all__ = ["Outcome", "StageState", "Step", "StepContext", "step_for"]
 
-HANDLERS: dict[type, object] = {
-    ins.Run: run.run,
-    ins.Copy: files.copy,
-    ins.Add: files.add,
-    ins.Workdir: workdir.workdir,
-    ins.Env: metadata.env,
-    ins.Arg: metadata.arg,
-    ins.Label: metadata.label,
-    ins.Expose: metadata.expose,
-    ins.Volume: metadata.volume,
-    ins.User: metadata.user,
-    ins.Cmd: metadata.cmd,
-    ins.Entrypoint: metadata.entrypoint,
-    ins.Shell: metadata.shell,
-    ins.StopSignal: metadata.stopsignal,
-    ins.Healthcheck: metadata.healthcheck,
-    ins.Onbuild: metadata.onbuild,
-    ins.Maintainer: metadata.maintainer,
+_STEPS: dict[type, type] = {
+    ins.Run: RunStep,
+    ins.Copy: CopyStep,
+    ins.Add: AddStep,
+    ins.Workdir: WorkdirStep,
+    ins.Env: EnvStep,
+    ins.Arg: ArgStep,
+    ins.Label: LabelStep,
+    ins.Expose: ExposeStep,
+    ins.Volume: VolumeStep,
+    ins.User: UserStep,
+    ins.Cmd: CmdStep,
+    ins.Entrypoint: EntrypointStep,
+    ins.Shell: ShellStep,
+    ins.StopSignal: StopSignalStep,
+    ins.Healthcheck: HealthcheckStep,
+    ins.Onbuild: OnbuildStep,
+    ins.Maintainer: MaintainerStep,
 }
 
-# What decides a filesystem step's result, for the layer cache; None = never cached.
-KEY_PARTS: dict[type, object] = {
-    ins.Run: run.key_parts,
-    ins.Copy: files.copy_key_parts,
-    ins.Add: files.add_key_parts,
-    ins.Workdir: workdir.key_parts,
-}
 
-# Config changes of filesystem steps, applied on a cache hit too (the handler does not run then).
-CONFIG_EFFECTS: dict[type, object] = {
-    ins.Workdir: workdir.set_workdir,
-}
+def step_for(instruction: ins.Instruction) -> Step:
+    """The step that carries out ``instruction`` (already expanded by the stage's scope)."""
+    kind = _STEPS.get(type(instruction))
+    if kind is None:
+        raise instruction.error(f"{instruction.keyword} is not supported")
+    return kind(instruction)

@@ -1,13 +1,21 @@
 """Instructions that only change the image config: ENV, ARG, LABEL, EXPOSE, VOLUME, USER,
-CMD, ENTRYPOINT, SHELL, STOPSIGNAL, HEALTHCHECK, ONBUILD, MAINTAINER."""
+CMD, ENTRYPOINT, SHELL, STOPSIGNAL, HEALTHCHECK, ONBUILD, MAINTAINER.
+
+Each is a step whose ``config_effect`` is the whole of what it does; ``execute`` applies it
+to the stage and returns the history text. The instruction a step holds is already expanded
+by the stage's ARG/ENV scope (``StageEnv.apply``).
+"""
 
 from __future__ import annotations
 
 import json
 import re
 import signal
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from pybuildless.builder.commands.outcome import Outcome
+from pybuildless.builder.commands.step import StepContext, with_container_config
 from pybuildless.dockerfile import instructions as ins
 
 
@@ -15,86 +23,188 @@ def _pairs_text(pairs) -> str:
     return " ".join(f"{k}={v}" for k, v in pairs)
 
 
-def env(i: ins.Env, st) -> Outcome:
-    e = i  # expanded by the stage's StageEnv, which also recorded the values
-    st.container_config["Env"] = st.vars.image_env()
-    return Outcome(f"ENV {_pairs_text(e.pairs)}")
+def _container(config: dict[str, Any]) -> dict[str, Any]:
+    return config.get("config") or {}
 
 
-def arg(i: ins.Arg, st) -> Outcome:
-    e = i  # declared in the stage's StageEnv, values resolved
-    text = " ".join(k if v is None else f"{k}={v}" for k, v in e.pairs)
-    return Outcome(f"ARG {text}")
+def _shell(config: dict[str, Any]) -> list[str]:
+    return list(_container(config).get("Shell") or ins.DEFAULT_SHELL)
 
 
-def label(i: ins.Label, st) -> Outcome:
-    e = i  # expanded by the stage's StageEnv
-    labels = st.container_config.get("Labels") or {}
-    for key, value in e.pairs:
-        labels[key] = value
-    st.container_config["Labels"] = labels
-    return Outcome(f"LABEL {_pairs_text(e.pairs)}")
+@dataclass(frozen=True)
+class ConfigStep:
+    """A metadata step: no files, never cached on its own (its history text joins the key chain)."""
+
+    touches_files: ClassVar[bool] = False
+
+    def execute(self, ctx: StepContext) -> Outcome:
+        ctx.stage.config = self.config_effect(ctx.stage.config)
+        return Outcome(self.created_by(ctx.stage.config))
+
+    def cache_key(self, ctx: StepContext) -> list[str] | None:
+        return None
+
+    def config_effect(self, config: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def created_by(self, config: dict[str, Any]) -> str:
+        """The history text, given the config after the step."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class EnvStep(ConfigStep):
+    instruction: ins.Env
+
+    def config_effect(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Each pair replaces the variable in place or is appended (BuildKit's addEnv)."""
+        env = list(_container(config).get("Env") or [])
+        for key, value in self.instruction.pairs:
+            item = f"{key}={value}"
+            at = next((n for n, e in enumerate(env) if e.partition("=")[0] == key), None)
+            if at is None:
+                env.append(item)
+            else:
+                env[at] = item
+        return with_container_config(config, Env=env)
+
+    def execute(self, ctx: StepContext) -> Outcome:
+        # The stage's scope already took the pairs (StageEnv.apply) and owns the list: its
+        # order is the config's except where the base had no PATH (the scope appends it).
+        ctx.stage.config = with_container_config(ctx.stage.config, Env=ctx.vars.image_env())
+        return Outcome(self.created_by(ctx.stage.config))
+
+    def created_by(self, config: dict[str, Any]) -> str:
+        return f"ENV {_pairs_text(self.instruction.pairs)}"
+
+
+@dataclass(frozen=True)
+class ArgStep(ConfigStep):
+    """ARG declares in the stage's scope (done by ``StageEnv.apply``); the config is unchanged."""
+
+    instruction: ins.Arg
+
+    def config_effect(self, config: dict[str, Any]) -> dict[str, Any]:
+        return config
+
+    def created_by(self, config: dict[str, Any]) -> str:
+        text = " ".join(k if v is None else f"{k}={v}" for k, v in self.instruction.pairs)
+        return f"ARG {text}"
+
+
+@dataclass(frozen=True)
+class LabelStep(ConfigStep):
+    instruction: ins.Label
+
+    def config_effect(self, config: dict[str, Any]) -> dict[str, Any]:
+        labels = dict(_container(config).get("Labels") or {})
+        labels.update(self.instruction.pairs)
+        return with_container_config(config, Labels=labels)
+
+    def created_by(self, config: dict[str, Any]) -> str:
+        return f"LABEL {_pairs_text(self.instruction.pairs)}"
 
 
 _PORT = re.compile(r"^(\d+)(?:-(\d+))?(?:/([A-Za-z]+))?$")
 
 
-def expose(i: ins.Expose, st) -> Outcome:
-    e = i  # expanded by the stage's StageEnv
-    ports = st.container_config.get("ExposedPorts") or {}
-    added = []
-    for word in e.ports:
-        spec = word.rsplit(":", 1)[-1]  # ip:host:container keeps only the container port
-        m = _PORT.match(spec)
-        if not m:
-            raise i.error(f"invalid port {word!r}: expected PORT[/PROTO] or START-END[/PROTO]")
-        start, end, proto = int(m.group(1)), int(m.group(2) or m.group(1)), (m.group(3) or "tcp").lower()
-        if proto not in ("tcp", "udp", "sctp") or not 0 < start <= end <= 65535:
-            raise i.error(f"invalid port {word!r}")
-        for port in range(start, end + 1):
-            ports[f"{port}/{proto}"] = {}
-            added.append(f"{port}/{proto}")
-    st.container_config["ExposedPorts"] = ports
-    return Outcome("EXPOSE " + " ".join(added))
+@dataclass(frozen=True)
+class ExposeStep(ConfigStep):
+    instruction: ins.Expose
+
+    def ports(self) -> list[str]:
+        """``PORT/PROTO`` of every port named, ranges spread out, in order."""
+        i = self.instruction
+        added = []
+        for word in i.ports:
+            spec = word.rsplit(":", 1)[-1]  # ip:host:container keeps only the container port
+            m = _PORT.match(spec)
+            if not m:
+                raise i.error(f"invalid port {word!r}: expected PORT[/PROTO] or START-END[/PROTO]")
+            start, end, proto = int(m.group(1)), int(m.group(2) or m.group(1)), (m.group(3) or "tcp").lower()
+            if proto not in ("tcp", "udp", "sctp") or not 0 < start <= end <= 65535:
+                raise i.error(f"invalid port {word!r}")
+            added += [f"{port}/{proto}" for port in range(start, end + 1)]
+        return added
+
+    def config_effect(self, config: dict[str, Any]) -> dict[str, Any]:
+        ports = dict(_container(config).get("ExposedPorts") or {})
+        ports.update({p: {} for p in self.ports()})
+        return with_container_config(config, ExposedPorts=ports)
+
+    def created_by(self, config: dict[str, Any]) -> str:
+        return "EXPOSE " + " ".join(self.ports())
 
 
-def volume(i: ins.Volume, st) -> Outcome:
-    e = i  # expanded by the stage's StageEnv
-    volumes = st.container_config.get("Volumes") or {}
-    for path in e.paths:
-        volumes[path] = {}
-    st.container_config["Volumes"] = volumes
-    return Outcome(f"VOLUME {json.dumps(list(e.paths))}")
+@dataclass(frozen=True)
+class VolumeStep(ConfigStep):
+    instruction: ins.Volume
+
+    def config_effect(self, config: dict[str, Any]) -> dict[str, Any]:
+        volumes = dict(_container(config).get("Volumes") or {})
+        volumes.update({path: {} for path in self.instruction.paths})
+        return with_container_config(config, Volumes=volumes)
+
+    def created_by(self, config: dict[str, Any]) -> str:
+        return f"VOLUME {json.dumps(list(self.instruction.paths))}"
 
 
-def user(i: ins.User, st) -> Outcome:
-    e = i  # expanded by the stage's StageEnv
-    st.container_config["User"] = e.value
-    return Outcome(f"USER {e.value}")
+@dataclass(frozen=True)
+class UserStep(ConfigStep):
+    instruction: ins.User
+
+    def config_effect(self, config: dict[str, Any]) -> dict[str, Any]:
+        return with_container_config(config, User=self.instruction.value)
+
+    def created_by(self, config: dict[str, Any]) -> str:
+        return f"USER {self.instruction.value}"
 
 
-def cmd(i: ins.Cmd, st) -> Outcome:
-    argv = i.command.argv(st.shell)
-    st.container_config["Cmd"] = argv
-    # BuildKit v0.8 (Docker 20.10) marks every CMD so: dockerfile2llb/convert.go@eeb7b65ab7d6
-    # dispatchCmd sets Config.ArgsEscaped = true (ENTRYPOINT leaves it as it is).
-    st.container_config["ArgsEscaped"] = True
-    st.cmd_set = True
-    return Outcome(f"CMD {json.dumps(argv)}")
+@dataclass(frozen=True)
+class CmdStep(ConfigStep):
+    instruction: ins.Cmd
+
+    def config_effect(self, config: dict[str, Any]) -> dict[str, Any]:
+        # BuildKit v0.8 (Docker 20.10) marks every CMD so: dockerfile2llb/convert.go@eeb7b65ab7d6
+        # dispatchCmd sets Config.ArgsEscaped = true (ENTRYPOINT leaves it as it is).
+        return with_container_config(config, Cmd=self.instruction.command.argv(_shell(config)), ArgsEscaped=True)
+
+    def execute(self, ctx: StepContext) -> Outcome:
+        ctx.stage.cmd_set = True
+        return super().execute(ctx)
+
+    def created_by(self, config: dict[str, Any]) -> str:
+        return f"CMD {json.dumps(_container(config)['Cmd'])}"
 
 
-def entrypoint(i: ins.Entrypoint, st) -> Outcome:
-    argv = i.command.argv(st.shell)
-    st.container_config["Entrypoint"] = argv or None
-    if not st.cmd_set:
-        # BuildKit: ENTRYPOINT resets an inherited CMD unless this stage set one.
-        st.container_config["Cmd"] = None
-    return Outcome(f"ENTRYPOINT {json.dumps(argv)}")
+@dataclass(frozen=True)
+class EntrypointStep(ConfigStep):
+    instruction: ins.Entrypoint
+
+    def config_effect(self, config: dict[str, Any]) -> dict[str, Any]:
+        """BuildKit's rule for a stage that set no CMD yet: an inherited CMD is dropped
+        (``execute`` keeps the CMD the stage set itself)."""
+        argv = self.instruction.command.argv(_shell(config))
+        return with_container_config(config, Entrypoint=argv or None, Cmd=None)
+
+    def execute(self, ctx: StepContext) -> Outcome:
+        own_cmd = ctx.container_config.get("Cmd")
+        config = self.config_effect(ctx.stage.config)
+        if ctx.stage.cmd_set:
+            config = with_container_config(config, Cmd=own_cmd)
+        ctx.stage.config = config
+        return Outcome(f"ENTRYPOINT {json.dumps(self.instruction.command.argv(_shell(config)))}")
 
 
-def shell(i: ins.Shell, st) -> Outcome:
-    st.container_config["Shell"] = list(i.argv)
-    return Outcome(f"SHELL {json.dumps(list(i.argv))}")
+@dataclass(frozen=True)
+class ShellStep(ConfigStep):
+    instruction: ins.Shell
+
+    def config_effect(self, config: dict[str, Any]) -> dict[str, Any]:
+        return with_container_config(config, Shell=list(self.instruction.argv))
+
+    def created_by(self, config: dict[str, Any]) -> str:
+        return f"SHELL {json.dumps(list(self.instruction.argv))}"
 
 
 def _valid_signal(value: str) -> bool:
@@ -105,31 +215,58 @@ def _valid_signal(value: str) -> bool:
     return hasattr(signal.Signals, name) or re.fullmatch(r"SIGRTM(IN|AX)([+-]\d+)?", name) is not None
 
 
-def stopsignal(i: ins.StopSignal, st) -> Outcome:
-    e = i  # expanded by the stage's StageEnv
-    if not _valid_signal(e.value):
-        raise i.error(f"invalid STOPSIGNAL {e.value!r}")
-    st.container_config["StopSignal"] = e.value
-    return Outcome(f"STOPSIGNAL {e.value}")
+@dataclass(frozen=True)
+class StopSignalStep(ConfigStep):
+    instruction: ins.StopSignal
+
+    def config_effect(self, config: dict[str, Any]) -> dict[str, Any]:
+        value = self.instruction.value
+        if not _valid_signal(value):
+            raise self.instruction.error(f"invalid STOPSIGNAL {value!r}")
+        return with_container_config(config, StopSignal=value)
+
+    def created_by(self, config: dict[str, Any]) -> str:
+        return f"STOPSIGNAL {self.instruction.value}"
 
 
-def healthcheck(i: ins.Healthcheck, st) -> Outcome:
-    check: dict = {"Test": list(i.test)}
-    for key, value in (("Interval", i.interval), ("Timeout", i.timeout), ("StartPeriod", i.start_period),
-                       ("StartInterval", i.start_interval), ("Retries", i.retries)):
-        if value:
-            check[key] = value
-    st.container_config["Healthcheck"] = check
-    return Outcome(f"HEALTHCHECK {json.dumps(check, sort_keys=True)}")
+@dataclass(frozen=True)
+class HealthcheckStep(ConfigStep):
+    instruction: ins.Healthcheck
+
+    def check(self) -> dict[str, Any]:
+        i = self.instruction
+        check: dict[str, Any] = {"Test": list(i.test)}
+        for key, value in (("Interval", i.interval), ("Timeout", i.timeout), ("StartPeriod", i.start_period),
+                           ("StartInterval", i.start_interval), ("Retries", i.retries)):
+            if value:
+                check[key] = value
+        return check
+
+    def config_effect(self, config: dict[str, Any]) -> dict[str, Any]:
+        return with_container_config(config, Healthcheck=self.check())
+
+    def created_by(self, config: dict[str, Any]) -> str:
+        return f"HEALTHCHECK {json.dumps(self.check(), sort_keys=True)}"
 
 
-def onbuild(i: ins.Onbuild, st) -> Outcome:
-    triggers = st.container_config.get("OnBuild") or []
-    triggers.append(i.trigger)
-    st.container_config["OnBuild"] = triggers
-    return Outcome(f"ONBUILD {i.trigger}")
+@dataclass(frozen=True)
+class OnbuildStep(ConfigStep):
+    instruction: ins.Onbuild
+
+    def config_effect(self, config: dict[str, Any]) -> dict[str, Any]:
+        triggers = list(_container(config).get("OnBuild") or [])
+        return with_container_config(config, OnBuild=[*triggers, self.instruction.trigger])
+
+    def created_by(self, config: dict[str, Any]) -> str:
+        return f"ONBUILD {self.instruction.trigger}"
 
 
-def maintainer(i: ins.Maintainer, st) -> Outcome:
-    st.config["author"] = i.author
-    return Outcome(f"MAINTAINER {i.name}")
+@dataclass(frozen=True)
+class MaintainerStep(ConfigStep):
+    instruction: ins.Maintainer
+
+    def config_effect(self, config: dict[str, Any]) -> dict[str, Any]:
+        return {**config, "author": self.instruction.author}
+
+    def created_by(self, config: dict[str, Any]) -> str:
+        return f"MAINTAINER {self.instruction.name}"

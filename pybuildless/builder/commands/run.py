@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from pybuildless.builder import imageconfig, platforms
 from pybuildless.builder.commands import runmounts
 from pybuildless.builder.commands.outcome import Outcome
+from pybuildless.builder.commands.step import StepContext
 from pybuildless.builder.commands.workdir import make_dirs
 from pybuildless.dockerfile import instructions as ins
 from pybuildless.errors import BuildError
@@ -38,9 +41,9 @@ def run(i: ins.Run, st) -> Outcome:
     network = i.network or "default"
     if network not in ("default", "none", "host"):
         raise i.error(f"invalid --network={network!r}: expected default, none or host")
-    platform = (getattr(st.build, "stage_platforms", None) or {}).get(st.index)
+    platform = st.platform
     if platform is not None and not platforms.can_run(platform):
-        raise platforms.foreign_run_error(i, platforms.stage_label(st.name, st.index), platform)
+        raise platforms.foreign_run_error(i, platforms.stage_label(st.stage.name, st.stage.index), platform)
     resolved = i.resolve(st.shell)
     env = st.vars.run_env()
     user = resolve_user(st.root, st.user)
@@ -57,22 +60,20 @@ def run(i: ins.Run, st) -> Outcome:
         if mount.kind == "tmpfs" or (mount.source is not None and os.path.isdir(mount.source)):
             made += make_dirs(st, mount.target, lambda: (0, 0))
     try:
-        sandbox = st.build.sandbox_for(st.root)
-        code = sandbox.run(argv, env=env, cwd=cwd, user=user, stdout=st.progress.output,
+        sandbox = st.sandbox()
+        result = sandbox.run(argv, env=env, cwd=cwd, user=user, stdout=st.output,
                            network=network, mounts=prepared.mounts)
     finally:
         prepared.stack.close()
         if scripts:
             shutil.rmtree(scripts, ignore_errors=True)
-    if code != 0:
+    if result.exit_code != 0:
         raise BuildError(
-            f"RUN {' '.join(resolved.argv)}: exited with code {code}", exit_code=code
+            f"RUN {' '.join(resolved.argv)}: exited with code {result.exit_code}", exit_code=result.exit_code
         )
-    take_upper = getattr(sandbox, "take_overlay_changes", None)  # only the chroot sandbox has one
-    upper = take_upper() if take_upper is not None else None
     args = st.vars.arg_history()
     prefix = f"|{len(args)} {' '.join(args)} " if args else ""
-    return Outcome(f"RUN {prefix}{' '.join(resolved.argv)} # buildkit", snapshot=True, upper=upper,
+    return Outcome(f"RUN {prefix}{' '.join(resolved.argv)} # buildkit", snapshot=True, upper=result.changes,
                    made=tuple(made))
 
 
@@ -86,3 +87,18 @@ def key_parts(i: ins.Run, st) -> list[str] | None:
     resolved = i.resolve(st.shell)
     return ["RUN", *mount_parts, *resolved.argv, *[content for _, content, _ in resolved.files],
             *env_parts(st.vars.run_env()), f"user={st.user}", f"workdir={st.workdir}", f"network={i.network}"]
+
+
+@dataclass(frozen=True)
+class RunStep:
+    instruction: ins.Run
+    touches_files: ClassVar[bool] = True
+
+    def execute(self, ctx: StepContext) -> Outcome:
+        return run(self.instruction, ctx)
+
+    def cache_key(self, ctx: StepContext) -> list[str] | None:
+        return key_parts(self.instruction, ctx)
+
+    def config_effect(self, config: dict[str, Any]) -> dict[str, Any]:
+        return config  # RUN leaves the config as it is

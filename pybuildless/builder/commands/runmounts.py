@@ -54,7 +54,7 @@ def _target(spec: MountSpec, st) -> str:
 
 
 def _tmp(st, stack: contextlib.ExitStack, prefix: str) -> Path:
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir=st.build.scratch_dir))
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=st.scratch_dir))
     stack.callback(shutil.rmtree, path, True)
     return path
 
@@ -64,7 +64,7 @@ def _bind_request(spec: MountSpec) -> CopyRequest:
 
 
 def _bind(spec: MountSpec, st, i, out: PreparedMounts) -> None:
-    source = st.build.source_root(spec.from_, i) if spec.from_ else st.build.context_source
+    source = st.sources.root(spec.from_, i) if spec.from_ else st.sources.context
     copy = _tmp(st, out.stack, "bind-")
     # A filtered copy: .dockerignore applies, and writes are discarded with the copy.
     req = _bind_request(spec)
@@ -85,7 +85,7 @@ def _match(pattern: str, name: str) -> bool:
 def _cache(spec: MountSpec, st, out: PreparedMounts) -> None:
     target = _target(spec, st)
     ident = spec.id or target
-    base = st.build.run_cache_dir
+    base = st.run_cache_dir
     name = hashlib.sha256(ident.encode()).hexdigest()[:32]
     if spec.sharing == "private":
         path = _tmp(st, out.stack, "cache-private-")
@@ -116,7 +116,7 @@ def _secret(spec: MountSpec, st, out: PreparedMounts) -> None:
     ident = spec.id or (posixpath.basename(spec.target) if spec.target else None)
     if not ident:
         raise BuildError("RUN --mount=type=secret: id or target is required")
-    value = st.build.secret(ident)
+    value = st.secrets.get(ident)
     if value is None:
         if spec.required:
             raise BuildError(f"RUN --mount=type=secret,id={ident}: required secret not provided (use --secret)")
@@ -167,12 +167,12 @@ def key_parts(i, st) -> list[str] | None:
         target = _target(spec, st) if spec.target else ""
         if spec.type == "bind":
             if spec.from_:
-                origin = st.build.stage_key(spec.from_)
+                origin = st.sources.key(spec.from_)
                 if origin is None:
                     return None
                 content = f"from={origin}"
             else:
-                content = f"context={source_digest(st.build.context_source, _bind_request(spec))}"
+                content = f"context={source_digest(st.sources.context, _bind_request(spec))}"
             parts.append(f"mount=bind,target={target},source={spec.source},rw={not spec.readonly},{content}")
         elif spec.type == "cache":
             parts.append(f"mount=cache,target={target},id={spec.id},sharing={spec.sharing},mode={spec.mode},"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import posixpath
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
 
 from pybuildless.builder.commands.outcome import Outcome
+from pybuildless.builder.commands.step import StepContext, with_container_config
 from pybuildless.dockerfile import instructions as ins
 from pybuildless.fs import inroot
 from pybuildless.fs.users import resolve_chown, resolve_user
@@ -26,9 +28,8 @@ def make_dirs(st, path: str, owner_of: Callable[[], tuple[int, int]] | None = No
 
 def set_workdir(i: ins.Workdir, st) -> str:
     """WORKDIR's config change; also applied when the step's layer comes from the cache."""
-    path = posixpath.normpath(posixpath.join(st.workdir, i.value))
-    st.container_config["WorkingDir"] = path
-    return path
+    st.stage.config = WorkdirStep(i).config_effect(st.config)
+    return st.workdir
 
 
 def workdir_owner(st) -> tuple[int, int]:
@@ -54,3 +55,21 @@ def workdir(i: ins.Workdir, st) -> Outcome:
 
 def key_parts(i: ins.Workdir, st) -> list[str]:
     return ["WORKDIR", posixpath.normpath(posixpath.join(st.workdir, i.value)), f"user={st.user}"]
+
+
+@dataclass(frozen=True)
+class WorkdirStep:
+    instruction: ins.Workdir
+    touches_files: ClassVar[bool] = True
+
+    def execute(self, ctx: StepContext) -> Outcome:
+        return workdir(self.instruction, ctx)
+
+    def cache_key(self, ctx: StepContext) -> list[str] | None:
+        return key_parts(self.instruction, ctx)
+
+    def config_effect(self, config: dict[str, Any]) -> dict[str, Any]:
+        """A relative path joins the WORKDIR before it; the result is clean (BuildKit's
+        dispatchWorkdir: path.Join onto Config.WorkingDir, "/" when there is none)."""
+        current = (config.get("config") or {}).get("WorkingDir") or "/"
+        return with_container_config(config, WorkingDir=posixpath.normpath(posixpath.join(current, self.instruction.value)))
