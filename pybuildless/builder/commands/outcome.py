@@ -1,10 +1,10 @@
-"""What a handler reports about the step it ran (``Outcome``).
+"""What a step reports about what it did (``Outcome``).
 
 ``Outcome.snapshot`` False means metadata only (an ``empty_layer`` history
 entry); True with ``paths`` lists what the step wrote (COPY, ADD, WORKDIR), so
 only those are examined; True with ``paths=None`` asks for a walk of the whole
 root (RUN), unless the RUN ran on an overlay and ``upper`` holds its changes.
-A module of its own so the handler modules can import it without importing the
+A module of its own so the step modules can import it without importing the
 package that imports them.
 """
 
