@@ -216,7 +216,7 @@ def test_bucket_git_and_client_cert_values():
         options(["--git=branch"])
     with pytest.raises(UsageError, match="ParseBool"):
         options(["--git=single-branch=yes"])
-    certs = options([f"--registry-client-cert=r.example={__file__},{__file__}"]).registry_client_certs
+    certs = options([f"--registry-client-cert=r.example={__file__},{__file__}"]).registry.client_certificates
     assert certs == (("r.example", __file__, __file__),)
     with pytest.raises(UsageError, match="HOST=CERT,KEY"):
         options([f"--registry-client-cert=r.example={__file__}"])

@@ -261,19 +261,6 @@ def test_mirrors_and_registry_map_with_fallback(registry, busybox_image):
     assert back.digest == source.digest and back.source.registry == registry.host
 
 
-def test_registry_options_from_build_options():
-    from pybuildless.builder.executor import registry_options
-    from pybuildless.builder.options import BuildOptions
-
-    opts = registry_options(BuildOptions(
-        insecure_registries=("a.example",), skip_tls_verify=True, registry_map=(("x", "y"),),
-        registry_mirrors=("m.example",), registry_certificates=(("c.example", "/ca.pem"),), push_retry=5))
-    assert opts.insecure_registries == ("a.example",) and opts.plain_http("a.example")
-    assert opts.verify_tls("z") is False and opts.registry_map == (("x", "y"),)
-    assert opts.registry_mirrors == ("m.example",) and opts.certificates == (("c.example", "/ca.pem"),)
-    assert opts.retries == 5
-
-
 def test_nested_indexes_are_followed(registry, busybox_image):
     image = fetch_image(busybox_image)
     repo = parse_reference(registry.ref("multi/nested:outer"))

@@ -50,23 +50,6 @@ from pybuildless.registry.options import RegistryOptions
 log = logging.getLogger(__name__)
 
 
-def registry_options(o: BuildOptions) -> RegistryOptions:
-    return RegistryOptions(
-        insecure_registries=o.insecure_registries,
-        insecure=o.insecure,
-        insecure_pull=o.insecure_pull,
-        skip_tls_verify=o.skip_tls_verify,
-        skip_tls_verify_pull=o.skip_tls_verify_pull,
-        skip_tls_verify_registries=o.skip_tls_verify_registries,
-        certificates=o.registry_certificates,
-        client_certificates=o.registry_client_certs,
-        registry_mirrors=o.registry_mirrors,
-        skip_default_registry_fallback=o.skip_default_registry_fallback,
-        registry_map=o.registry_map,
-        retries=max(3, o.push_retry, o.image_download_retry),
-    )
-
-
 class BuildRun:
     """What the stages of one build share: options, directories, times, results and the layer
     cache; and the parts a step may reach, each an object of its own (``sources``, ``sandboxes``,
@@ -79,7 +62,7 @@ class BuildRun:
         self.dockerfile = dockerfile
         self.platform = platform
         self.final_index = final_index
-        self.registry = registry_options(options)
+        self.registry = options.registry
         self.layer_dir = work / "layers"
         self.blob_dir = blob_dir or work / "blobs"  # shared by the platforms of one build: a base pulled once
         self.scratch_dir = work / "scratch"
@@ -129,7 +112,7 @@ class BuildRun:
 def _check_outputs(o: BuildOptions) -> None:
     for d in o.destinations:
         parse_reference(d)  # a bad --destination fails before any work
-    if o.isolation == "inplace":
+    if o.in_place:
         inplace.check_allowed(explicit_env=os.environ.get(inplace.ENV_SELECT) == "inplace", force=o.force)
 
 
@@ -149,7 +132,7 @@ def _protect_inputs(options: BuildOptions, context_root: Path, dockerfile_path: 
 
 def _work_dir(options: BuildOptions) -> Path:
     parent = options.work_dir
-    if options.isolation == "inplace":
+    if options.in_place:
         # Scratch lives under the executor's own (ignored) prefix, never in the built root.
         parent = options.kaniko_dir
         parent.mkdir(parents=True, exist_ok=True)
@@ -158,7 +141,7 @@ def _work_dir(options: BuildOptions) -> Path:
 
 def run_build(options: BuildOptions) -> None:
     _check_outputs(options)
-    check_push_permissions(options, registry_options(options))  # before any work, as Kaniko does
+    check_push_permissions(options, options.registry)  # before any work, as Kaniko does
     started = time.monotonic()
     if storeroot.uses_store(options):
         from pybuildless.builder import overlayroot
@@ -173,13 +156,13 @@ def run_build(options: BuildOptions) -> None:
             dockerfile = load_dockerfile(dockerfile_path)
             matcher = load_dockerignore(str(context.root), None if dockerfile_path == "-" else dockerfile_path)
             context_source = SourceRoot(str(context.root), is_context=True, ignore=matcher)
-            if options.isolation == "inplace":
+            if options.in_place:
                 options = _protect_inputs(options, context.root, dockerfile_path)
             images = _build_all(options, work, dockerfile, context_source, progress)
         if len(images) == 1:
-            digest = publish(images[0], options, registry_options(options), progress)
+            digest = publish(images[0], options, options.registry, progress)
         else:
-            digest = publish_index(images, options, registry_options(options), progress)
+            digest = publish_index(images, options, options.registry, progress)
         progress.info(f"built {digest} in {time.monotonic() - started:.1f}s")
     except PybuildlessError as e:
         report_error_source(e)  # the Dockerfile lines it names, as BuildKit prints them
@@ -216,7 +199,7 @@ def _build(prepared: PlatformPlan, options: BuildOptions, work: Path, progress: 
         progress.warn(f"build-arg {name!r} was not consumed by any ARG")
     for skipped in plan.skipped(dockerfile):
         log.debug("skipping stage %d: the target does not need it", skipped)
-    in_place = options.isolation == "inplace"
+    in_place = options.in_place
     positions = {index: n for n, index in enumerate(plan.order, start=1)}
     try:
         # In place there is one root (/), so stages run one after another; otherwise the
@@ -268,7 +251,7 @@ def _build_stage(run: BuildRun, plan, glob: GlobalArgs, index: int, position: in
     options = run.options
     stage = run.dockerfile.stages[index]
     build_args = dict(options.build_args)
-    in_place = options.isolation == "inplace"
+    in_place = options.in_place
     if in_place:
         ignore = inplace.ignore_list(options.kaniko_dir, ignore_var_run=options.ignore_var_run,
                                      extra=options.ignore_paths)

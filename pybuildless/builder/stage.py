@@ -161,7 +161,7 @@ class StageBuilder:
         if cache is not None and self.key is not None and not single:
             parts = step.cache_key(self.context)
             key = chain(self.key, parts) if parts is not None else None
-            hit = cache.get(key) if key is not None else None
+            hit = cache.get(key) if key is not None and self.options.caches_layers_of(instruction.keyword) else None
             if hit is not None:
                 self.state.config = step.config_effect(self.state.config)  # execute() does not run
                 if hit.layer is not None:
@@ -186,7 +186,7 @@ class StageBuilder:
             self.state.layers.append(layer)
         created = self._record(outcome, layer)
         self.key = key  # None after a step that cannot be cached: later keys are not trusted
-        if key is not None:
+        if key is not None and self.options.caches_layers_of(instruction.keyword):
             self.build.cache_put(key, layer, outcome.created_by, created)
         return layer, False
 

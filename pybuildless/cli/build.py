@@ -13,6 +13,7 @@ from pybuildless.builder.options import BuildOptions, GitOptions
 from pybuildless.cli.kaniko_args import KanikoCommand, parse_bool
 from pybuildless.dockerfile.mounts import parse_go_duration
 from pybuildless.errors import UsageError
+from pybuildless.registry.options import RegistryOptions
 
 log = logging.getLogger("pybuildless")
 
@@ -122,7 +123,8 @@ def _level(ctx, param, value: str) -> str:
               help="os/arch[/variant] of the image, or a comma-separated list: one image each, pushed as an index.")
 @click.option("--single-snapshot", is_flag=True, help="One layer for the whole final stage.")
 @click.option("--snapshot-mode", "--snapshotMode", "snapshot_mode", type=click.Choice(["full", "redo", "time"]),
-              default="full", show_default=True, help="Accepted for Kaniko compatibility; snapshots are stat-based with ctime.")
+              default="full", show_default=True,
+              help="Accepted for Kaniko compatibility: every mode compares size, mode, owner, mtime and ctime.")
 @click.option("--reproducible", is_flag=True, help="Zero timestamps in layers, config and history.")
 @click.option("--source-date-epoch", envvar="SOURCE_DATE_EPOCH", help="Clamp timestamps to this time (seconds).")
 @click.option("--ignore-path", multiple=True, help="Path never extracted, snapshotted or deleted (repeatable).")
@@ -151,8 +153,10 @@ def _level(ctx, param, value: str) -> str:
 @click.option("--cache-repo", help="Cache repository, or oci:/path (default: <first destination>/cache).")
 @click.option("--cache-dir", type=P, help="Base-image cache (from `pybuildless warm`) and RUN cache mounts.")
 @click.option("--cache-ttl", default="336h", show_default=True, callback=_duration, help="Go duration: 6h, 1h30m.")
-@click.option("--cache-run-layers/--no-cache-run-layers", default=True, show_default=True)
-@click.option("--cache-copy-layers", is_flag=True)
+@click.option("--cache-run-layers/--no-cache-run-layers", default=True, show_default=True,
+              help="Cache RUN layers (=false: RUN steps always run; other steps are still cached).")
+@click.option("--cache-copy-layers", is_flag=True,
+              help="Accepted; COPY and ADD layers are always cached (their keys hash the copied contents).")
 @click.option("--compressed-caching/--no-compressed-caching", default=True, show_default=True,
               help="Accepted; cached layers are streamed to disk, so memory stays bounded either way.")
 @click.option("--no-push-cache", is_flag=True)
@@ -229,7 +233,6 @@ def build_options(kw: dict, isolation: str) -> BuildOptions:
         labels=_pairs(_nonempty(kw["label"]), "--label"),
         custom_platform=kw["custom_platform"] or None,
         single_snapshot=kw["single_snapshot"],
-        snapshot_mode=kw["snapshot_mode"],
         reproducible=kw["reproducible"],
         source_date_epoch=_sde(kw["source_date_epoch"]),
         ignore_paths=_nonempty(kw["ignore_path"]),
@@ -250,26 +253,33 @@ def build_options(kw: dict, isolation: str) -> BuildOptions:
         cache_dir=kw["cache_dir"],
         cache_ttl=kw["cache_ttl"],
         cache_run_layers=kw["cache_run_layers"],
-        cache_copy_layers=kw["cache_copy_layers"],
         no_push_cache=kw["no_push_cache"],
+        registry=registry_options(kw),
+        secrets=_secrets(kw["secret"]),
+        push_retry=kw["push_retry"],
+        push_ignore_immutable_tag_errors=kw["push_ignore_immutable_tag_errors"],
+        skip_push_permission_check=kw["skip_push_permission_check"],
+        image_fs_extract_retry=kw["image_fs_extract_retry"],
+        force_build_metadata=kw["force_build_metadata"],
+    )
+
+
+def registry_options(kw: dict) -> RegistryOptions:
+    """The registry flags, the one place they become the registry client's options."""
+    return RegistryOptions(
         insecure=kw["insecure"],
         insecure_pull=kw["insecure_pull"],
         insecure_registries=_nonempty(kw["insecure_registry"]),
         skip_tls_verify=kw["skip_tls_verify"],
         skip_tls_verify_pull=kw["skip_tls_verify_pull"],
         skip_tls_verify_registries=_nonempty(kw["skip_tls_verify_registry"]),
-        registry_certificates=_pairs(_nonempty(kw["registry_certificate"]), "--registry-certificate"),
-        registry_client_certs=_client_certs(_nonempty(kw["registry_client_cert"])),
+        certificates=_pairs(_nonempty(kw["registry_certificate"]), "--registry-certificate"),
+        client_certificates=_client_certs(_nonempty(kw["registry_client_cert"])),
         registry_mirrors=_nonempty(kw["registry_mirror"]),
         registry_map=_registry_map(kw["registry_map"]),
         skip_default_registry_fallback=kw["skip_default_registry_fallback"],
-        secrets=_secrets(kw["secret"]),
-        push_retry=kw["push_retry"],
-        push_ignore_immutable_tag_errors=kw["push_ignore_immutable_tag_errors"],
-        skip_push_permission_check=kw["skip_push_permission_check"],
-        image_download_retry=kw["image_download_retry"],
-        image_fs_extract_retry=kw["image_fs_extract_retry"],
-        force_build_metadata=kw["force_build_metadata"],
+        # one client pulls and pushes: at least 3 retries, more when either flag asks for more
+        retries=max(3, kw["push_retry"], kw["image_download_retry"]),
     )
 
 
@@ -281,8 +291,14 @@ NO_EFFECT = {
                                  "target needs are built"),
     "compressed_caching": (False, "--compressed-caching=false: cached layers are compressed while streaming to "
                                   "disk, so memory stays bounded either way"),
-    "snapshot_mode": ("*", "--snapshot-mode={}: snapshots compare size, mode, owner, mtime and ctime (content "
-                           "where those agree with the base), the same for every mode"),
+    # Kaniko v1.24.0 pkg/util/util.go: full hashes mode, mtime, owner, file capabilities and contents,
+    # redo mode, mtime, size and owner, time the mtime alone. Here a change is what a stat with ctime
+    # shows (or what the kernel copied up to a RUN overlay), for every mode: all that full finds, and
+    # also a file whose ctime alone moved; never fewer changes than redo or time would find.
+    "snapshot_mode": ("*", "--snapshot-mode={}: every mode finds changes the same way here, by size, mode, "
+                           "owner, mtime and ctime: whatever full, redo or time would find, at no extra cost"),
+    "cache_copy_layers": (True, "--cache-copy-layers: COPY and ADD layers are always cached here (their keys "
+                                "hash the copied files' contents)"),
 }
 
 
