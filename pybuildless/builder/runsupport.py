@@ -37,7 +37,7 @@ def run_cache_dir(options: BuildOptions) -> Path:
     (made when a step first uses one)."""
     if options.cache_dir is not None:
         return Path(options.cache_dir) / "run-mounts"
-    if options.isolation == "inplace":
+    if options.in_place:
         return Path(options.kaniko_dir) / "cache" / "run-mounts"
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pybuildless" / "run-mounts"
 

@@ -35,7 +35,7 @@ def store_for(options) -> LayerStore:
 
 def uses_store(options) -> bool:
     """In place the root is the container's own ``/``: extracted there as before, no store."""
-    return options.layer_store and options.isolation != "inplace"
+    return options.layer_store and not options.in_place
 
 
 def record_dir(options) -> Path | None:
