@@ -233,16 +233,29 @@ def test_foreign_onbuild_run_without_emulator_is_refused_by_name(tmp_path, regis
     assert "Dockerfile:1" in line and "stage 'app' runs RUN for linux/arm64" in line and "qemu-user-static" in line
 
 
-def test_several_platforms_refused_in_place(tmp_path):
-    """In-place (Kaniko) mode has one root: several platforms are refused before any planning."""
+def test_several_platforms_take_turns_in_place(tmp_path):
+    """In-place (Kaniko) mode has one root: the platforms are built one after another, whatever
+    --jobs says (the executor image's real runs are in tests/test_examples_multiplatform.py)."""
+    import threading
+
     from pybuildless.builder.multiplatform import build_platforms
     from pybuildless.builder.options import BuildOptions
     from pybuildless.builder.progress import Progress
-    from pybuildless.errors import UsageError
 
-    def never(*args):
-        raise AssertionError("nothing may be planned or built")
+    running, seen = [], []
+    lock = threading.Lock()
 
-    with pytest.raises(UsageError, match="several platforms .* in-place"):
-        build_platforms(BuildOptions(isolation="inplace"), tmp_path, [Platform("linux", "amd64"),
-                        Platform("linux", "arm64")], Progress(), never, never)
+    def execute(prepared, options, work, progress, shared):
+        with lock:
+            running.append(prepared)
+            seen.append((prepared, len(running), options.jobs))
+        threading.Event().wait(0.05)
+        with lock:
+            running.remove(prepared)
+        return prepared
+
+    platforms = [Platform("linux", "amd64"), Platform("linux", "arm64")]
+    results = build_platforms(BuildOptions(isolation="inplace", jobs=8), tmp_path, platforms, Progress(),
+                              str, execute)
+    assert results == ["linux/amd64", "linux/arm64"]
+    assert [count for _, count, _ in seen] == [1, 1]

@@ -29,7 +29,7 @@ from pybuildless.builder.copy import SourceRoot
 from pybuildless.builder.options import BuildOptions
 from pybuildless.builder.platforms import PlatformPlan, parse_platforms, plan_platform
 from pybuildless.builder.progress import BufferedProgress, Progress
-from pybuildless.builder.multiplatform import SharedStages, build_platforms, stage_identity
+from pybuildless.builder.multiplatform import SharedStages, build_platforms, cache_for_platform, stage_identity
 from pybuildless.builder.publish import check_push_permissions, publish, publish_index
 from pybuildless.builder.runsupport import Sandboxes, Secrets, run_cache_dir
 from pybuildless.builder.sources import BuildSources
@@ -86,11 +86,16 @@ class BuildRun:
         self._cache_pushes: list[Future] = []
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cache-push")
 
-    def cache_put(self, key: str, layer, created_by: str, created: str | None = None) -> None:
+    def cache_for(self, index: int):
+        """The layer cache for stage ``index``'s steps: entries labelled with the stage's platform."""
+        return cache_for_platform(self.cache, self.stage_platforms.get(index, self.platform))
+
+    def cache_put(self, key: str, layer, created_by: str, created: str | None = None, cache=None) -> None:
         """Store a step in the cache in the background; a failure only warns (as in Kaniko)."""
-        if self.cache is None:
+        cache = cache or self.cache
+        if cache is None:
             return
-        self._cache_pushes.append(self._pool.submit(self.cache.put, key, layer, created_by, created))
+        self._cache_pushes.append(self._pool.submit(cache.put, key, layer, created_by, created))
 
     def wait_for_cache(self) -> None:
         for future in self._cache_pushes:

@@ -2,9 +2,9 @@
 
 Every platform is planned (and its foreign RUN steps checked) before any of them
 starts, so a build that cannot finish for one platform fails at once for all.
-The platforms are then built side by side within ``--jobs``, each in its own
-work directory with its own cache keys (they chain from the base's manifest
-digest, which is per platform).
+The platforms are then built side by side within ``--jobs`` (in turn in place,
+where / is the one stage root), each in its own work directory with its own
+cache keys (they chain from the base's manifest digest, which is per platform).
 
 A stage is built once for all targets when its inputs are the same for them, as
 BuildKit solves an identical LLB graph once: the usual cross-compiling pattern
@@ -18,6 +18,7 @@ that read from images (``COPY --from=<image>`` is resolved for the target).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import threading
@@ -31,7 +32,6 @@ from pybuildless.builder.progress import BufferedProgress, Progress
 from pybuildless.dockerfile import instructions as ins
 from pybuildless.dockerfile.parser import Dockerfile
 from pybuildless.dockerfile.stages import BuildPlan, stage_dependencies
-from pybuildless.errors import UsageError
 from pybuildless.image.descriptor import Platform
 
 
@@ -78,6 +78,19 @@ class SharedStages:
         return future.result(), self._owners[identity]
 
 
+def cache_for_platform(cache: Any, platform: Platform) -> Any:
+    """The layer cache with its entries labelled (and looked up) as ``platform``'s: the platform of
+    the stage a step belongs to, not the build's target. A ``FROM --platform=$BUILDPLATFORM``
+    stage's steps ran natively, and a stage shared by several targets has the same keys for all of
+    them: labelled with whichever target built it first, its entries would claim another
+    architecture, and every other target's look-up would warn that they do."""
+    if cache is None or getattr(cache, "platform", platform) == platform:
+        return cache
+    labelled = copy.copy(cache)  # the same store, only the label differs
+    labelled.platform = platform
+    return labelled
+
+
 def platform_jobs(options: BuildOptions, count: int) -> tuple[int, int]:
     """(platforms at once, stages at once within a platform), both within --jobs and the cores."""
     jobs = max(1, min(os.cpu_count() or 1, options.jobs))
@@ -87,13 +100,14 @@ def platform_jobs(options: BuildOptions, count: int) -> tuple[int, int]:
 
 def build_platforms(options: BuildOptions, work: Path, platforms: Sequence[Platform], progress: Progress,
                     prepare: Callable[[Platform], Any], execute: Callable[..., Any]) -> list[Any]:
-    """``execute(prepared, options, work, progress, shared)`` for every platform, in parallel;
-    results in the order of ``platforms``. ``prepare`` plans (and checks) one platform."""
-    if options.isolation == "inplace":
-        raise UsageError("--custom-platform with several platforms needs a stage root per platform: "
-                         "not available in in-place (Kaniko) mode; run one build per platform there")
+    """``execute(prepared, options, work, progress, shared)`` for every platform, in parallel
+    (in turn in place); results in the order of ``platforms``. ``prepare`` plans (and checks) one platform."""
     prepared = [prepare(p) for p in platforms]  # every platform checked before anything is built
     at_once, inner = platform_jobs(options, len(platforms))
+    if options.isolation == "inplace":
+        # One root (/): the platforms take turns on it, as the stages of one platform do; a stage
+        # another platform reuses was kept aside (materialised) because later stages need it.
+        at_once = 1
     inner_options = dataclasses.replace(options, jobs=inner)
     shared = SharedStages()
     if at_once == 1:  # one after another: the output can stream as it comes

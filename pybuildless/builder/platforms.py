@@ -23,7 +23,8 @@ from pybuildless.dockerfile.stages import BuildPlan, plan_build
 from pybuildless.errors import PybuildlessError, UsageError, at_instruction
 from pybuildless.image.descriptor import Platform
 
-REMEDY = ("install an emulator registered with the F flag, e.g. `apt-get install qemu-user-static` "
+REMEDY = ("install an emulator registered with the F flag on the host or node (binfmt_misc handlers are "
+          "kernel-wide: containers use the host's), e.g. `apt-get install qemu-user-static` "
           "(or `docker run --privileged --rm tonistiigi/binfmt --install all`)")
 
 
@@ -93,9 +94,12 @@ def can_run(platform: Platform, host: Platform | None = None, handlers_dir=None)
 def foreign_run_error(run: ins.Run, stage_label: str, platform: Platform, host: Platform | None = None,
                       handlers_dir=None) -> PybuildlessError:
     host = host or Platform.host()
+    directory = handlers_dir or binfmt.handlers_dir()
+    where = f"in {directory}" if handlers_dir or binfmt.is_mounted(directory) else (
+        f"({directory} is not mounted here, as in a container, and a test program for it did not run)")
     return run.error(
         f"{stage_label} runs RUN for {platform} but this {host} host cannot run {platform.architecture} programs: "
-        f"no binfmt_misc handler with the F flag for it in {handlers_dir or binfmt.handlers_dir()}; {REMEDY}")
+        f"no binfmt_misc handler with the F flag for it {where}; {REMEDY}")
 
 
 def check_foreign_runs(dockerfile: Dockerfile, platforms: Mapping[int, Platform], host: Platform | None = None,

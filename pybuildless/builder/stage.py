@@ -125,7 +125,7 @@ class StageBuilder:
         instructions = list(self._onbuild_triggers()) + list(self.stage.instructions)
         total = len(instructions) + 1
         self.progress.step(self.position, (1, total), self.stage.from_.original)
-        cache = self.build.cache  # the root is laid down by the first step that needs files
+        cache = self.build.cache_for(self.stage.index)  # the root is laid down by the first step that needs files
         single = self.options.single_snapshot and self.build.is_final(self.stage)
         for n, instruction in enumerate(instructions, start=2):
             self.progress.step(self.position, (n, total), instruction.original)
@@ -187,7 +187,7 @@ class StageBuilder:
         created = self._record(outcome, layer)
         self.key = key  # None after a step that cannot be cached: later keys are not trusted
         if key is not None and self.options.caches_layers_of(instruction.keyword):
-            self.build.cache_put(key, layer, outcome.created_by, created)
+            self.build.cache_put(key, layer, outcome.created_by, created, cache=cache)
         return layer, False
 
     def _always_a_layer(self, instruction: ins.Instruction) -> bool:
