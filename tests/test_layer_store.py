@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -608,3 +609,46 @@ def test_entry_damaged_while_this_process_uses_it_is_an_error_not_a_hang(tmp_pat
             in_thread(lambda: store.acquire(layer), timeout=10)
     with store.acquire(layer) as lease:  # once released, repaired
         assert (lease.path / "etc" / "passwd").exists()
+
+
+@dataclass(frozen=True)
+class MeetingLayer(BlobLayer):
+    """A blob whose download starts only when every layer of the image has started its own."""
+
+    meeting: threading.Barrier | None = None
+
+    def open_compressed(self):
+        self.meeting.wait()  # BrokenBarrierError after its timeout when the others never start
+        return super().open_compressed()
+
+
+def test_missing_layers_are_fetched_and_unpacked_side_by_side(tmp_path):
+    meeting = threading.Barrier(3, timeout=20)
+    layers = []
+    for n in range(3):
+        plain = blob_layer(tmp_path, f"l{n}", make_tar([(f"d{n}", "d"), (f"d{n}/f", "f")]))
+        layers.append(MeetingLayer(plain.path, plain.digest, plain.diff_id, plain.size, plain.opens, meeting=meeting))
+    store = LayerStore(tmp_path / "cache")
+    leases = store.acquire_all(layers)
+    try:
+        assert [lease.layer.diff_id for lease in leases] == [layer.diff_id for layer in layers]  # in order
+        assert [sorted(os.listdir(lease.path)) for lease in leases] == [["d0"], ["d1"], ["d2"]]
+        assert store.unpacked == 3
+    finally:
+        for lease in leases:
+            lease.close()
+    # one after another, the first download would wait for the others forever: that is the check
+    with pytest.raises(threading.BrokenBarrierError):
+        LayerStore(tmp_path / "other").acquire_all(
+            [MeetingLayer(l.path, l.digest, l.diff_id, l.size, l.opens, meeting=threading.Barrier(3, timeout=0.5))
+             for l in layers], jobs=1)
+
+
+def test_a_failed_layer_releases_the_others(tmp_path):
+    good = blob_layer(tmp_path, "good", make_tar([("a", "f")]))
+    bad = blob_layer(tmp_path, "bad", make_tar([("b", "f")]), diff_id=Digest("sha256", "0" * 64))
+    store = LayerStore(tmp_path / "cache")
+    with pytest.raises(Exception, match="diff_id"):
+        store.acquire_all([good, bad])
+    # the good layer was stored and its lease given back: nothing holds it, so prune removes it
+    assert prune(store).removed == (good.diff_id,)

@@ -30,6 +30,7 @@ import stat
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -174,16 +175,34 @@ class LayerStore:
             lock.close()
             raise
 
-    def acquire_all(self, layers: Iterable[Layer]) -> list[LayerLease]:
-        leases: list[LayerLease] = []
-        try:
-            for layer in layers:
-                leases.append(self.acquire(layer))
-        except BaseException:
-            for lease in leases:
+    def acquire_all(self, layers: Iterable[Layer], *, jobs: int = 4) -> list[LayerLease]:
+        """Leases for ``layers``, in order. Missing layers are fetched and unpacked side by side
+        (each is stored alone, so they do not wait for each other): a download, its
+        decompression and the files it creates overlap with the other layers'."""
+        layers = list(layers)
+        distinct = len({str(layer.diff_id) for layer in layers}) == len(layers)
+        if jobs <= 1 or len(layers) <= 1 or not distinct:
+            leases: list[LayerLease] = []
+            try:
+                for layer in layers:
+                    leases.append(self.acquire(layer))
+            except BaseException:
+                for lease in leases:
+                    lease.close()
+                raise
+            return leases
+        with ThreadPoolExecutor(max_workers=min(jobs, len(layers)), thread_name_prefix="store") as pool:
+            futures = [pool.submit(self.acquire, layer) for layer in layers]
+            wait(futures)
+        got = [f.result() for f in futures if f.exception() is None]
+        failed = [f.exception() for f in futures if f.exception() is not None]
+        if failed:
+            for lease in got:
                 lease.close()
-            raise
-        return leases
+            raise failed[0]  # the lowest layer's failure, as one after another would report it
+        for lease in got:  # last use in layer order, as one after another gives: the lowest is the oldest
+            self._mark_used(_hex(lease.layer.diff_id))
+        return got
 
     def lookup(self, diff_id: Digest) -> LayerMeta | None:
         """The entry's metadata if it is present (not checked, not locked)."""
@@ -244,8 +263,9 @@ class LayerStore:
 
     def _mark_used(self, hexname: str) -> None:
         used = self.entries_dir / hexname / "used"
+        now = time.time_ns()  # not the file system's coarse clock: uses close together stay ordered
         try:
-            os.utime(used)
+            os.utime(used, ns=(now, now))
         except FileNotFoundError:
             used.touch()
 
@@ -294,7 +314,8 @@ class LayerStore:
         except BaseException:
             _remove_tree(tmp)
             raise
-        self.unpacked += 1
+        with _held_mutex:
+            self.unpacked += 1
         log.debug("layer store: unpacked %s (%d entries) in %.2fs", layer.diff_id, summary.entries,
                   time.monotonic() - started)
         return meta
