@@ -87,9 +87,6 @@ class Snapshotter:
         self._watcher = w
 
     # -- walking ------------------------------------------------------------
-    def _ignored(self, rel: str) -> bool:
-        return bool(self.ignore) and ("/" + rel) in self.ignore.entries
-
     def _walk(self, top: str) -> dict[str, tuple]:
         """Stat keys of everything under ``top`` (rel; '' = whole root), not including top."""
         out: dict[str, tuple] = {}
@@ -219,14 +216,17 @@ class Snapshotter:
         new_sub: dict[str, tuple] = {}
         tops: set[str] = set()
         for top in sorted({posixpath.normpath(p).strip("/") for p in paths} - {"", "."}):
-            if not self._real_parents(top, new_sub):
+            parents = self._real_parents(top, new_sub)
+            if parents is None:
                 resolved = self._resolve_in_root(top)
-                if resolved is None or not self._real_parents(resolved, new_sub):
+                parents = None if resolved is None else self._real_parents(resolved, new_sub)
+                if parents is None:
                     log.debug("hint path /%s does not exist below real directories; skipped", top)
                     continue
                 top = resolved
             if not top or self.ignore.is_ignored("/" + top):
-                continue
+                continue  # nor its parents: one of them may be the ignored path
+            new_sub.update(parents)
             tops.add(top)
             key = self._stat(top)
             if key is not None:
@@ -246,18 +246,18 @@ class Snapshotter:
                     old_sub[rel] = old
         return self._adopt(old_sub, new_sub, scope=None)
 
-    def _real_parents(self, top: str, found: dict[str, tuple]) -> bool:
-        """Record the parents of ``top`` in ``found``; False if one is not a real directory."""
+    def _real_parents(self, top: str, known: dict[str, tuple]) -> dict[str, tuple] | None:
+        """The stat keys of the parents of ``top`` (taken from ``known`` when there);
+        None if one of them is not a real directory."""
         parts = top.split("/")
-        keys = []
+        keys = {}
         for i in range(1, len(parts)):
             anc = "/".join(parts[:i])
-            key = found.get(anc) or self._stat(anc)
+            key = known.get(anc) or self._stat(anc)
             if key is None or not stat.S_ISDIR(key[MODE]):
-                return False
-            keys.append((anc, key))
-        found.update(keys)
-        return True
+                return None
+            keys[anc] = key
+        return keys
 
     def _resolve_in_root(self, top: str) -> str | None:
         """Where ``top`` really is, following symlinks of its parents as if chrooted."""
