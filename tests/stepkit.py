@@ -33,6 +33,7 @@ class StageRun:
 
     ctx: StepContext
     text: str
+    index: int = 0
     outcomes: list[Outcome] = field(default_factory=list)
 
     @property
@@ -45,8 +46,10 @@ class StageRun:
 
 
 def stage(tmp_path: Path, text: str, *, base: dict[str, Any] | None = None, run: bool = True,
-          secrets: tuple[tuple[str, str, str], ...] = ()) -> StageRun:
-    """Parse ``text`` (one stage), and with ``run`` execute every instruction after FROM."""
+          secrets: tuple[tuple[str, str, str], ...] = (), index: int = 0,
+          results: dict[int, Any] | None = None) -> StageRun:
+    """Parse ``text`` and take its stage ``index``; with ``run`` execute every instruction after
+    its FROM. ``results``: the earlier stages' results, for ``--from``."""
     dockerfile = parse_dockerfile(text)
     root = tmp_path / "root"
     context = tmp_path / "context"
@@ -55,20 +58,20 @@ def stage(tmp_path: Path, text: str, *, base: dict[str, Any] | None = None, run:
     config = imageconfig.stage_config(base or imageconfig.scratch_config(Platform()), None)
     scope = StageEnv(GlobalArgs.resolve(dockerfile.meta_args, {}), {},
                      image_env=config["config"].get("Env") or [])
-    state = StageState(0, None, root, config, scope)
-    sources = BuildSources(SourceRoot(str(context), is_context=True), dockerfile, {}, platform=Platform(),
+    state = StageState(index, dockerfile.stages[index].name, root, config, scope)
+    sources = BuildSources(SourceRoot(str(context), is_context=True), dockerfile, results or {}, platform=Platform(),
                            registry=RegistryOptions(), blob_dir=tmp_path / "blobs", work=tmp_path)
     ctx = StepContext(state, sources, Secrets(secrets), scratch_dir=tmp_path / "scratch",
                       run_cache_dir=tmp_path / "run-cache", sandbox=no_sandbox, output=lambda chunk: None)
-    result = StageRun(ctx, text)
+    result = StageRun(ctx, text, index)
     if run:
-        for instruction in dockerfile.stages[0].instructions:
+        for instruction in dockerfile.stages[index].instructions:
             result.outcomes.append(execute(result, instruction))
     return result
 
 
 def instructions(run: StageRun) -> list:
-    return list(parse_dockerfile(run.text).stages[0].instructions)
+    return list(parse_dockerfile(run.text).stages[run.index].instructions)
 
 
 def execute(run: StageRun, instruction) -> Outcome:

@@ -18,9 +18,13 @@ import tarfile
 
 import pytest
 
+from pybuildless.builder import imageconfig
 from pybuildless.builder.commands.files import AddStep, CopyStep
+from pybuildless.builder.stage import StageResult
 from pybuildless.builder.commands.workdir import WorkdirStep
 from pybuildless.errors import DockerfileError
+from pybuildless.image.descriptor import Platform
+from pybuildless.image.model import build_image
 from tests.stepkit import SELF, expanded_step, stage
 
 IDS = (os.geteuid(), os.getegid())
@@ -132,6 +136,37 @@ def test_copy_cache_key_follows_content_not_mtime(tmp_path) -> None:
     (tmp_path / "context" / "dir" / "b.txt").write_text("changed")
     assert step.cache_key(run.ctx) != key, "new content makes a new key"
     assert step.config_effect(run.config) is run.config
+
+
+def _built_stage(tmp_path, key: str | None) -> dict:
+    """The result of an earlier stage named ``src`` whose root holds /data/f."""
+    root = tmp_path / "src-root"
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "f").write_text("from a stage")
+    config = imageconfig.scratch_config(Platform())
+    return {0: StageResult(0, "src", build_image(config, []), root, config, key=key)}
+
+
+FROM_STAGE = f"FROM scratch AS src\nFROM scratch\nCOPY --from=src --chown={SELF} /data /in/\n"
+
+
+def test_copy_from_an_earlier_stage_reads_its_root(tmp_path) -> None:
+    run = stage(tmp_path, FROM_STAGE, index=1, results=_built_stage(tmp_path, "k0"))
+    assert (run.ctx.root / "in" / "f").read_text() == "from a stage"
+    assert run.outcomes[0].created_by == "COPY --from=src /data /in/ # buildkit"
+
+
+def test_copy_from_a_stage_is_keyed_on_that_stage_key(tmp_path) -> None:
+    run = stage(tmp_path, FROM_STAGE, index=1, results=_built_stage(tmp_path, "k0"), run=False)
+    assert expanded_step(run, 0).cache_key(run.ctx)[-1] == "from=k0"
+    uncached = stage(tmp_path / "u", FROM_STAGE, index=1, results=_built_stage(tmp_path / "u", None), run=False)
+    assert expanded_step(uncached, 0).cache_key(uncached.ctx) is None, "a stage that was not cached"
+
+
+def test_copy_from_a_stage_not_built_names_it(tmp_path) -> None:
+    run = stage(tmp_path, FROM_STAGE, index=1, run=False)
+    with pytest.raises(DockerfileError, match="--from=src: stage 0 has not been built"):
+        expanded_step(run, 0).execute(run.ctx)
 
 
 # -- ADD ----------------------------------------------------------------------------------------
