@@ -49,7 +49,9 @@ def stage_config(base: dict[str, Any], platform: Platform | None) -> dict[str, A
             cfg.pop("variant", None)
     env = cfg["config"].get("Env") or []
     if not any(e.startswith("PATH=") for e in env):
-        cfg["config"]["Env"] = [f"PATH={DEFAULT_PATH}", *env]
+        # appended after the base's own variables, as BuildKit does (moby/buildkit@73ed6825
+        # frontend/dockerfile/dockerfile2llb/convert.go, "make sure that PATH is always set")
+        cfg["config"]["Env"] = [*env, f"PATH={DEFAULT_PATH}"]
     return cfg
 
 
