@@ -15,7 +15,6 @@ import stat
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Iterable
 
 from pybuildless.errors import BuildError, UsageError
 from pybuildless.fs import owners, secure
@@ -166,8 +165,10 @@ def _entry_info(full: str, rel: str, st: os.stat_result, clamp: int | None, link
 
 
 def _marker(rel: str) -> tarfile.TarInfo:
+    # an empty regular file with mode 0, owner 0:0 and mtime 0, as Kaniko writes whiteouts
+    # (kaniko 236ba5690 pkg/util/tar_util.go Whiteout: only Name and Size set)
     info = tarfile.TarInfo(rel)
-    info.mode, info.mtime, info.uname, info.gname = 0o644, 0, "", ""
+    info.mode, info.mtime, info.uname, info.gname = 0, 0, "", ""
     return info
 
 
@@ -249,8 +250,3 @@ def whole_root_changes(root: Path | str, ignore: IgnoreList | None = None) -> Ch
 def write_root_layer(root: Path | str, out_dir: Path | str, *, ignore: IgnoreList | None = None,
                      **kwargs) -> FileLayer:
     return write_layer(root, whole_root_changes(root, ignore), out_dir, **kwargs)
-
-
-def paths_changes(paths: Iterable[str]) -> Changes:
-    """Changes naming given paths as added (e.g. files a COPY wrote), without a snapshot."""
-    return Changes(added=tuple(sorted({p.strip("/") for p in paths if p.strip("/")})))

@@ -1,0 +1,77 @@
+"""Layer tars at their edges (found by mutation testing of fs/layer.py).
+
+The rules, from independent sources:
+- OCI image-spec layer.md (image-spec 13cff54902ec): "Implementations SHOULD generate layers such
+  that the whiteout files appear before sibling directory entries"; a whiteout is a regular file.
+- Kaniko pkg/util/tar_util.go (kaniko 236ba5690) Whiteout: the header sets only Name and Size 0
+  (mode 0, owner 0:0, no names, mtime 0); moby go-archive changes.go ExportChanges (moby b985e2313a86)
+  likewise sets no mode.
+- moby go-archive changes.go collectChanges/addChanges: the parent directories of a changed path
+  are part of the change set, up to the root.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+
+import pytest
+
+from pybuildless.errors import BuildError
+from pybuildless.fs.compress import open_decompressed
+from pybuildless.fs.layer import _nofollow_opener, _SizedReader, layer_entries, write_layer
+from pybuildless.fs.snapshot import Changes
+
+
+def members(layer):
+    with open(layer.path, "rb") as f, tarfile.open(fileobj=open_decompressed(f), mode="r|") as t:
+        return [m for m in t]
+
+
+def test_whiteouts_come_before_siblings_that_sort_before_the_prefix():
+    # "-" (0x2d) and "+" (0x2b) sort before "." (0x2e): only the whiteout rule puts .wh.* first
+    changes = Changes(added=("d/-dash", "+plus"), deleted=("d/zz", "zz"))
+    assert layer_entries(changes) == [
+        ("whiteout", ".wh.zz"), ("path", "+plus"), ("path", "d"), ("whiteout", "d/.wh.zz"), ("path", "d/-dash"),
+    ]
+
+
+def test_every_ancestor_of_a_changed_path_is_an_entry():
+    assert layer_entries(Changes(added=("a/b/c/d",))) == [
+        ("path", "a"), ("path", "a/b"), ("path", "a/b/c"), ("path", "a/b/c/d")]
+    assert layer_entries(Changes(deleted=("x/y/z",))) == [
+        ("path", "x"), ("path", "x/y"), ("whiteout", "x/y/.wh.z")]
+
+
+def test_whiteout_and_opaque_headers_are_kaniko_s(tmp_path):
+    root = tmp_path / "r"
+    (root / "d").mkdir(parents=True)
+    changes = Changes(deleted=("gone",), opaque=("d",))
+    entries = {m.name: m for m in members(write_layer(root, changes, tmp_path / "out", compression="none"))}
+    for name in (".wh.gone", "d/.wh..wh..opq"):
+        m = entries[name]
+        assert m.isreg() and m.size == 0
+        assert (m.mode, m.uid, m.gid, m.uname, m.gname, m.mtime) == (0, 0, 0, "", "", 0)
+
+
+def test_a_file_is_read_for_exactly_its_recorded_size():
+    r = _SizedReader(io.BytesIO(b"abcdefgh-grown"), 8, "f")
+    assert r.read(3) == b"abc"
+    assert r.read() == b"defgh", "never past the size in the header"
+    assert r.read() == b"" and r.read(5) == b""
+
+
+def test_a_file_that_shrank_is_a_clear_error():
+    r = _SizedReader(io.BytesIO(b"abc"), 8, "etc/f")
+    assert r.read(5) == b"abc"
+    with pytest.raises(BuildError, match=r"^/etc/f changed size while its layer was being written$"):
+        r.read(5)
+
+
+def test_layer_files_are_never_opened_through_a_final_symlink(tmp_path):
+    (tmp_path / "target").write_text("t")
+    os.symlink("target", tmp_path / "link")
+    with pytest.raises(OSError) as info:
+        open(tmp_path / "link", "rb", opener=_nofollow_opener)
+    assert info.value.errno == 40  # ELOOP
