@@ -79,6 +79,15 @@ def expected_output(arch: str) -> str:
             f"RUN step on {MACHINE[arch]}\nrunning on {MACHINE[arch]}\n")
 
 
+def assert_stages_built_as_documented(log: str) -> None:
+    """In place the platforms take turns (amd64 first): `sources` is built once, for amd64, and
+    reused for arm64; `build` (it declares TARGETARCH) and the last stage's RUN run per platform."""
+    assert log.count("stage sources: same inputs as for linux/amd64, built once") == 1, log[-6000:]
+    assert log.count("RUN sed \"s|@BUILDPLATFORM@|") == 1, log[-6000:]
+    assert log.count("RUN sed \"s|@TARGETPLATFORM@|") == 2, log[-6000:]
+    assert log.count("RUN echo \"RUN step on $(uname -m)\"") == 2, log[-6000:]
+
+
 def check_index(ref: str, registry) -> tuple[str, dict[str, str]]:
     """The index under ``ref`` (its digest) and each platform's manifest digest, as skopeo reads them."""
     raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", "--creds", registry.creds,
@@ -126,8 +135,7 @@ def test_gitlab_job_pushes_an_index_whose_images_run(dockerd, ci_project, regist
     proc = _run_job(dockerd, ci_project, registry_basic, "build-multi-platform")
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "PASS" in proc.stdout, proc.stdout[-6000:] + proc.stderr[-3000:]
-    # one RUN per stage per platform: the build stage declares TARGETARCH, so it runs for each target
-    assert log.count("STEP 2/5: RUN echo \"RUN step on $(uname -m)\"") == 2, log[-6000:]
+    assert_stages_built_as_documented(log)
     ref = f"{registry_basic.host}/group/app:{ci_project['short_sha']}"
     index_digest, digests = check_index(ref, registry_basic)
     assert (ci_project["dir"] / "image-digest").read_text().strip() == index_digest  # the job's artifact
@@ -161,6 +169,7 @@ def test_kubernetes_pod_pushes_an_index_whose_images_run(podman: Podman, executo
 
     code, log = _wait(podman, f"{pod['metadata']['name']}-{executor['name']}")
     assert code == 0, log[-4000:]
+    assert_stages_built_as_documented(log)
     destination = next(a.split("=", 1)[1] for a in executor["args"] if a.startswith("--destination="))
     assert destination == f"{registry_basic.host}/team/app:1.0.0"
     index_digest, digests = check_index(destination, registry_basic)
