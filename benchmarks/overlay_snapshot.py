@@ -55,10 +55,10 @@ def one_file_run(sandbox: ChrootSandbox, n: int, tag: str) -> RunResult:
     new = f"/new-{tag}-{n}"  # each method's RUNs add their own paths to the shared root
     script = (f"set -e; echo {tag}{n} > /usr/d0/s0/f0; /bin/busybox mkdir {new}; i=0; "
               f"while [ $i -lt {CHANGED} ]; do echo $i > {new}/$i; i=$((i+1)); done")
-    code = sandbox.run(["/bin/sh", "-c", script], env=ENV, cwd="/", user=ROOT_USER, stdout=out)
-    if code != 0:
+    result = sandbox.run(["/bin/sh", "-c", script], env=ENV, cwd="/", user=ROOT_USER, stdout=out)
+    if result.exit_code != 0:
         raise SystemExit(f"RUN failed: {out.getvalue()!r}")
-    return code
+    return result
 
 
 def bench_walk(root: Path, runs: int, watch: bool) -> tuple[float, int]:

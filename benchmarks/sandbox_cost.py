@@ -92,7 +92,7 @@ def worker(root: Path, steps: int, variants: dict[str, dict]) -> dict[str, dict[
             current.clear()
             current.update(variants[name])
             cpu, wall = _cpu(), time.perf_counter()
-            code = sandbox.run(["/bin/true"], env={"PATH": "/bin"}, cwd="/", user=user, stdout=out.extend)
+            code = sandbox.run(["/bin/true"], env={"PATH": "/bin"}, cwd="/", user=user, stdout=out.extend).exit_code
             wall, cpu = time.perf_counter() - wall, _cpu() - cpu
             if code != 0:
                 raise SystemExit(f"RUN /bin/true exited {code}: {bytes(out).decode(errors='replace')}")

@@ -326,7 +326,7 @@ def test_mount_below_a_cache_mount_holding_a_link_stays_in_the_root(tmp_path: Pa
     with ChrootSandbox(root) as box:
         code = box.run(["/bin/sh", "-c", "echo in-tmpfs > /cache/sub/x/f && cat /cache/sub/x/f"], env=ENV,
                        cwd="/", user=ResolvedUser(0, 0), stdout=out.extend,
-                       mounts=[Mount("/cache", cache), Mount("/cache/sub/x", kind="tmpfs")])
+                       mounts=[Mount("/cache", cache), Mount("/cache/sub/x", kind="tmpfs")]).exit_code
     assert (code, out.decode()) == (0, "in-tmpfs\n")
     assert fingerprint(outside) == before  # no x made on the host, nothing written there
 

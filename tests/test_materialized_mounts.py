@@ -30,7 +30,7 @@ def tree(root: Path) -> dict[str, tuple[int, int, bytes | None]]:
 
 def run(box: ChrootSandbox, script: str, mounts: list[Mount]) -> tuple[int, str]:
     buf = io.BytesIO()
-    code = box.run(["/bin/sh", "-c", script], env=ENV, cwd="/", user=ROOT_USER, stdout=buf.write, mounts=mounts)
+    code = box.run(["/bin/sh", "-c", script], env=ENV, cwd="/", user=ROOT_USER, stdout=buf.write, mounts=mounts).exit_code
     return code, buf.getvalue().decode()
 
 

@@ -346,10 +346,10 @@ for kind, overlay in (("walk", False), ("ovl", True)):
     with ChrootSandbox(root, overlay=overlay) as sb:
         out[kind + "_overlay"] = sb.overlay
         buf = io.BytesIO()
-        code = sb.run(["/bin/sh", "-c", SCRIPTS["recreate"] + " && " + SCRIPTS["files"]], env=ENV, cwd="/",
-                      user=ROOT_USER, stdout=buf)
-        assert code == 0, buf.getvalue()
-        changes = code.changes
+        result = sb.run(["/bin/sh", "-c", SCRIPTS["recreate"] + " && " + SCRIPTS["files"]], env=ENV, cwd="/",
+                        user=ROOT_USER, stdout=buf)
+        assert result.exit_code == 0, buf.getvalue()
+        changes = result.changes
         out[kind + "_changes"] = None if changes is None else [list(changes.deleted), list(changes.opaque)]
     out[kind + "_tree"] = tree_with_links(root)
     out["xattrs"] = sorted(n for p in root.rglob("*") if not p.is_symlink() for n in os.listxattr(p))

@@ -67,7 +67,7 @@ def sh(box: Sandbox, script: str, *, user: ResolvedUser = ROOT_USER, cwd: str = 
        network: str = "default") -> tuple[int, str]:
     out = bytearray()
     code = box.run(["/bin/sh", "-c", script], env=env or ENV, cwd=cwd, user=user, stdout=out.extend,
-                   network=network)
+                   network=network).exit_code
     return code, out.decode()
 
 
@@ -95,7 +95,7 @@ def test_output_is_captured_with_stderr_merged(sandbox: ChrootSandbox) -> None:
 
 def test_binary_file_sink(sandbox: ChrootSandbox) -> None:
     sink = io.BytesIO()
-    code = sandbox.run(["echo", "exec", "form"], env=ENV, cwd="/", user=ROOT_USER, stdout=sink)
+    code = sandbox.run(["echo", "exec", "form"], env=ENV, cwd="/", user=ROOT_USER, stdout=sink).exit_code
     assert (code, sink.getvalue()) == (0, b"exec form\n")
 
 
@@ -112,7 +112,7 @@ def test_env_and_cwd(sandbox: ChrootSandbox) -> None:
     # exactly the given environment: nothing of the builder's own leaks in
     out = bytearray()
     assert sandbox.run(["env"], env={"PATH": "/bin:/usr/bin", "A": "1"}, cwd="/", user=ROOT_USER,
-                       stdout=out.extend) == 0
+                       stdout=out.extend).exit_code == 0
     assert out.decode() == "PATH=/bin:/usr/bin\nA=1\n"
 
 
@@ -359,7 +359,7 @@ def test_extra_mounts(tmp_path: Path) -> None:
         code = box.run(["/bin/sh", "-c", "cat /root/.cache/old; echo; echo new > /root/.cache/new; cat /run/secrets/token; "
                                          "echo; echo x > /run/secrets/token || echo ro; ls /srv | grep -c .; "
                                          "echo t > /run/scratch && echo tmpfs-ok"],
-                       env=ENV, cwd="/", user=ROOT_USER, stdout=out.extend, mounts=mounts)
+                       env=ENV, cwd="/", user=ROOT_USER, stdout=out.extend, mounts=mounts).exit_code
     text = out.decode()
     assert code == 0, text
     lines = text.splitlines()
@@ -382,7 +382,7 @@ def test_extra_mount_target_symlink_stays_in_root(tmp_path: Path) -> None:
     with ChrootSandbox(root) as box:
         code, out = 0, bytearray()
         code = box.run(["/bin/sh", "-c", "echo hi > /cachelink/f"], env=ENV, cwd="/", user=ROOT_USER,
-                       stdout=out.extend, mounts=[Mount("/cachelink", cache)])
+                       stdout=out.extend, mounts=[Mount("/cachelink", cache)]).exit_code
     assert code == 0 and (cache / "f").read_text() == "hi\n"
     assert not outside.exists()
     assert os.readlink(root / "cachelink") == str(outside)
@@ -413,7 +413,7 @@ def test_extra_mount_inside_dev(tmp_path: Path) -> None:
     out = bytearray()
     with ChrootSandbox(root) as box:
         code = box.run(["/dev/pipes/script"], env=ENV, cwd="/", user=ROOT_USER, stdout=out.extend,
-                       mounts=[Mount("/dev/pipes/script", script, readonly=True)])
+                       mounts=[Mount("/dev/pipes/script", script, readonly=True)]).exit_code
     assert (code, out.decode()) == (0, "from heredoc\n")
     assert not (root / "dev").exists()
 

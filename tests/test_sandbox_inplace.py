@@ -84,7 +84,7 @@ def run_in_jail(jail: Path, scripts: list[str], *, namespaces: bool | None = Non
                     script = script.format(before=found)
                 out = bytearray()
                 code = box.run(["/bin/sh", "-c", script], env=ENV, cwd="/", user=user, stdout=out.extend,
-                               mounts=mounts, network=network)
+                               mounts=mounts, network=network).exit_code
                 results.append([code, out.decode()])
             box.close()
             payload = json.dumps(results + [["logs", records]])

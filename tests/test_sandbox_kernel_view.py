@@ -71,7 +71,7 @@ for name, user, network in (("kernel", ResolvedUser(0, 0, (), "/root", "root"), 
                             ("user", ResolvedUser(1000, 1000, (), "/tmp", "user"), "none")):
     out = bytearray()
     code = box.run(["/bin/sh", "-c", os.environ["PBL_PROBE_" + name.upper()]], env=env, cwd="/", user=user,
-                   stdout=out.extend, network=network, mounts=usr)
+                   stdout=out.extend, network=network, mounts=usr).exit_code
     sys.stdout.write(f"{name}.exit={code}\n")
     for line in out.decode(errors="replace").splitlines():
         sys.stdout.write(f"{name}.{line}\n")
@@ -252,7 +252,7 @@ work = Path(tempfile.mkdtemp(dir=sys.argv[1]))
 for i in range(2):
     with ChrootSandbox(make_busybox_root(work / f"r{i}")) as box:
         assert box.run(["/bin/sh", "-c", "echo step-ran"], env=ENV, cwd="/", user=ROOT_USER,
-                       stdout=sys.stdout.buffer.write) == 0
+                       stdout=sys.stdout.buffer.write).exit_code == 0
         sys.stdout.buffer.flush()
 """
 

@@ -10,8 +10,8 @@
 * ``auto``: chroot when running as root (or inside that namespace).
 
 ``Sandbox.run(argv, env=, cwd=, user=, stdout=, network=, mounts=)`` returns
-the exit status (128+n when killed by signal n) as a ``RunResult``, which carries
-the step's changes when it ran on an overlay; ``mounts`` takes ``Mount``
+a ``RunResult``: the exit status (128+n when killed by signal n) and the step's
+changes when it ran on an overlay; ``mounts`` takes ``Mount``
 values (host bind mounts and tmpfs, the seam for ``RUN --mount``).
 """
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Callable, Protocol, Sequence, Union, runtime_checkable
 
@@ -26,8 +27,8 @@ NETWORK_MODES = ("default", "host", "none")
 class Sandbox(Protocol):
     """Runs one RUN command against a stage root.
 
-    ``run`` returns the command's exit status (128+n when killed by signal n) as a
-    ``RunResult``, which also carries the step's changes when it ran on an overlay;
+    ``run`` returns a ``RunResult``: the command's exit status (128+n when killed by
+    signal n) and, when it ran on an overlay, the step's changes;
     stdout and stderr are merged into ``stdout``. It raises ``SandboxError``
     when the isolation cannot be set up (or a mount is unusable) and ``CommandNotFoundError`` (a
     ``BuildError`` with exit code 127/126) when the executable cannot be run.
@@ -39,24 +40,18 @@ class Sandbox(Protocol):
     def close(self) -> None: ...
 
 
-class RunResult(int):
-    """A RUN command's exit status, an int so that callers compare and report it as one.
+@dataclass(frozen=True)
+class RunResult:
+    """What one RUN command left behind.
 
+    ``exit_code``: its exit status (128+n when killed by signal n).
     ``changes``: what the step changed, read from the overlay upper dir it ran on (already
     moved onto the root when ``run`` returns); None when it wrote straight into the root,
     and the caller must look at the root itself.
     """
 
-    changes: "Changes | None"
-
-    def __new__(cls, status: int, changes: "Changes | None" = None) -> "RunResult":
-        result = super().__new__(cls, status)
-        result.changes = changes
-        return result
-
-    @property
-    def exit_code(self) -> int:
-        return int(self)
+    exit_code: int
+    changes: "Changes | None" = None
 
 
 def as_sink(stdout: Sink) -> Callable[[bytes], None]:

@@ -175,7 +175,7 @@ class ChrootSandbox:
                 started = time.perf_counter()
                 self._overlay_changes = overlay_changes(dirs.upper, lower=self.root)
                 self.overlay_seconds = time.perf_counter() - started
-            return RunResult(code, self._overlay_changes)  # moved onto the root in the finally below
+            return RunResult(code, changes=self._overlay_changes)  # moved onto the root in the finally below
         finally:
             try:
                 take_away(copied)
