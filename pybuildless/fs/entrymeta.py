@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import tarfile
+from decimal import Decimal
 
 from pybuildless.fs import owners
 
@@ -39,6 +40,13 @@ def entry_xattrs(member: tarfile.TarInfo) -> list[tuple[str, bytes]]:
 
 def mtime_ns(member: tarfile.TarInfo) -> int:
     """The entry's mtime in nanoseconds (PAX mtimes carry fractions of a second)."""
+    raw = member.pax_headers.get("mtime")
+    if raw is not None:
+        try:
+            # from the decimal text: tarfile's float has no room for the nanoseconds of today's times
+            return int(Decimal(raw).scaleb(9))
+        except (ArithmeticError, ValueError):  # garbage, inf, nan
+            pass  # tarfile has already read it as best it could
     return int(round(member.mtime * 1_000_000_000))
 
 
