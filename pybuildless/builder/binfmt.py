@@ -166,8 +166,12 @@ PROBED = Handler("(found by running a test program: binfmt_misc is not mounted h
 
 # Machine code that calls exit(0), per architecture, with the ELF header fields it needs:
 # (load address, e_flags, code). Encodings from each architecture's manual and the Linux
-# syscall tables (exit: 93 on arm64 and riscv64, 1 on arm, ppc64 and s390x).
+# syscall tables (exit: 60 on amd64, 93 on arm64 and riscv64, 1 on 386, arm, ppc64 and s390x).
 _EXIT0 = {
+    # xor edi, edi; mov eax, 60; syscall
+    "amd64": (0x400000, 0, bytes.fromhex("31ffb83c0000000f05")),
+    # xor ebx, ebx; mov eax, 1; int 0x80
+    "386": (0x8048000, 0, bytes.fromhex("31dbb801000000cd80")),
     # movz x0, #0; movz x8, #93; svc #0
     "arm64": (0x400000, 0, bytes.fromhex("000080d2a80b80d2010000d4")),
     # mov r0, #0; mov r7, #1; svc #0 (EABI version 5 in e_flags)
