@@ -81,6 +81,7 @@ def copy_case(name: str, dest: Path, base_image: str | None = None) -> Path:
     ``.prepare`` script run in it and removed, and ``@BASE_IMAGE@`` in its Dockerfiles replaced by
     ``base_image`` (for instructions that take no ARG, like ``COPY --from=IMAGE``)."""
     shutil.copytree(CASES_DIR / name, dest, symlinks=True)
+    _modes_as_git_records(dest)
     for dockerfile in dest.glob("Dockerfile*"):
         text = dockerfile.read_text()
         if "@BASE_IMAGE@" in text:
@@ -94,6 +95,20 @@ def copy_case(name: str, dest: Path, base_image: str | None = None) -> Path:
         if proc.returncode != 0:
             raise RuntimeError(f"{name}/.prepare failed: {proc.stderr.decode(errors='replace')}")
     return dest
+
+
+def _modes_as_git_records(tree: Path) -> None:
+    """Git keeps only a file's executable bit; a checkout made under another umask (002 gives 0664
+    files and 0775 directories) would hand the builders other modes than the cases were written
+    for, and a reference Dockerfile that makes a directory (0755) would no longer match one that
+    copies it. Directories become 0755, files 0755 or 0644, as a checkout under umask 022."""
+    for path in [tree, *tree.rglob("*")]:
+        if path.is_symlink():
+            continue
+        if path.is_dir():
+            path.chmod(0o755)
+        else:
+            path.chmod(0o755 if path.stat().st_mode & 0o111 else 0o644)
 
 
 class BuildahError(RuntimeError):
