@@ -122,3 +122,38 @@ def test_one_multi_platform_base_stored_per_platform(tmp_path, registry, proxy, 
         pushed = skopeo_json("inspect", "--tls-verify=false", "--config", f"docker://{registry.ref(f'rt/multi-{arch}:1')}")
         assert pushed["architecture"] == arch
         assert pushed["rootfs"]["diff_ids"][:-1] == diff_ids[arch]
+
+
+def test_pushed_to_another_registry_a_stored_base_layer_is_streamed_from_its_own(tmp_path, proxy, busybox_image,
+                                                                                registry_factory):
+    """The other registry lacks the layer: it is read once from the base's registry (not kept on
+    disk by the build) and uploaded after a HEAD; the second push finds it there and moves nothing."""
+    server = registry_factory()
+    other = FaultProxy(server.url)
+    with other:
+        repo = busybox_image.split("/", 1)[1].split(":")[0]
+        base = f"{proxy.host}/{repo}:latest"
+        layer = skopeo_json("inspect", "--tls-verify=false", "--raw", f"docker://{busybox_image}")["layers"][0]["digest"]
+        cache = tmp_path / "cache"
+        dockerfile = f"FROM {base}\nRUN echo hi > /hi\n"
+        build(tmp_path, "fill", dockerfile, "--no-push", cache=cache)  # the store has the layer now
+        mark = len(proxy.log)
+        first = build(tmp_path, "other1", dockerfile, "-d", f"{other.host}/elsewhere/app:1", cache=cache)
+        assert requests(proxy, mark, layer.split(":")[1]) == [("GET", f"/v2/{repo}/blobs/{layer}")]
+        uploads = [m for m, p, _ in other.log if layer.split(":")[1] in p]
+        assert uploads[0] == "HEAD" and "PUT" in uploads
+        mark, other_mark = len(proxy.log), len(other.log)
+        second = build(tmp_path, "other2", dockerfile, "-d", f"{other.host}/elsewhere/app:2", cache=cache)
+        assert second == first
+        assert requests(proxy, mark, layer.split(":")[1]) == []
+        assert [m for m, p, _ in other.log[other_mark:] if layer.split(":")[1] in p] == ["HEAD"]
+        image = unpack(f"docker://{server.ref('elsewhere/app:2')}", tmp_path / "u")
+        assert (image.rootfs / "hi").read_text() == "hi\n" and (image.rootfs / "bin" / "busybox").exists()
+
+
+def test_cache_dir_holds_the_store(tmp_path, busybox_image):
+    xdg, cache_dir = tmp_path / "xdg", tmp_path / "cache-dir"
+    build(tmp_path, "cd", f"FROM {busybox_image}\nRUN true\n", "--no-push", "--cache-dir", str(cache_dir), cache=xdg)
+    diff_id = skopeo_json("inspect", "--tls-verify=false", "--config", f"docker://{busybox_image}")["rootfs"]["diff_ids"]
+    assert [str(e.diff_id) for e in LayerStore(cache_dir).entries()] == diff_id
+    assert not (xdg / "pybuildless" / "layers").exists()
