@@ -107,6 +107,11 @@ def mutmut(copy: Path, *args: str, log: Path | None = None, confined: bool = Fal
                 "--", *argv]
         (copy / "tmp").mkdir(exist_ok=True)
         env["TMPDIR"] = str(copy / "tmp")
+        # and a home of its own: tests/conftest.py fails a session whose run saw ~/.cache/pybuildless
+        # change, which other builds on a shared machine do at any time (a false kill, or a failed
+        # clean run)
+        (copy / "home").mkdir(exist_ok=True)
+        env["HOME"] = str(copy / "home")
     out = open(log, "w") if log else subprocess.PIPE
     try:
         return subprocess.run(argv, cwd=copy, stdout=out, stderr=subprocess.STDOUT, text=True, env=env)
