@@ -20,7 +20,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -243,7 +242,7 @@ def test_rootless_executor_commands(registry, busybox_image, tmp_path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-def test_kaniko_mode_image_commands(dockerd: DockerEngine, registry_basic, tmp_path) -> None:
+def test_kaniko_mode_image_commands(dockerd: DockerEngine, registry_basic, executor_sources, tmp_path) -> None:
     # the image's commands (the --secret one runs inside the image: test_kaniko_mode_secret_command)
     commands = [c for c in _commands("docs/kaniko-mode.md") if not c.startswith("executor ")]
     checkout = checkout_copy(tmp_path / "checkout")
@@ -263,10 +262,9 @@ def test_kaniko_mode_image_commands(dockerd: DockerEngine, registry_basic, tmp_p
         return command.replace("docker run --rm ", "docker run --rm --network host ", 1)
 
     # The stand-ins, under the names the Dockerfile's defaults use (no internet here).
-    subprocess.run([sys.executable, str(ROOT / "docker" / "make_local_bases.py"), str(tmp_path / "standins")],
-                   check=True, capture_output=True)
-    dockerd.docker("import", str(tmp_path / "standins" / "python-base.tar"), "python:3.11-slim-bookworm")
-    dockerd.docker("import", str(tmp_path / "standins" / "busybox-base.tar"), "busybox:1.36-musl")
+    standins = executor_sources.bases_dir
+    dockerd.docker("import", str(standins / "python-base.tar"), "python:3.11-slim-bookworm")
+    dockerd.docker("import", str(standins / "busybox-base.tar"), "busybox:1.36-musl")
 
     # no package index inside a build here: the wheelhouse step first, then the plain builds use it
     order = sorted(commands, key=lambda c: (not c.startswith("pip wheel"), "make_local_bases" in c or

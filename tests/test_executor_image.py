@@ -157,14 +157,10 @@ def test_additional_ca_bundle_appended_in_a_job_script(dockerd, executor_images,
 
 
 @pytest.fixture(scope="module")
-def debian_executor(dockerd, registry, tmp_path_factory) -> str:
+def debian_executor(dockerd, registry, executor_sources, executor_bases) -> str:
     """The executor target built FROM the Debian python3 + python3-pip stand-in."""
-    work = tmp_path_factory.mktemp("executor-debian")
-    try:
-        images = _build_executor_targets(dockerd, registry, work, ("executor",), python_base="debian-python",
-                                         tag_prefix="debian-")
-    finally:
-        shutil.rmtree(work / "src", ignore_errors=True)
+    images = _build_executor_targets(dockerd, registry, executor_sources, executor_bases, ("executor",),
+                                     python_base="debian-python", tag_prefix="debian-")
     return images.ref("executor")
 
 
