@@ -5,11 +5,14 @@ STAMP = .make
 
 .PHONY: deps test demo clean wheels mutation binfmt
 
+# arm64 (see $(STAMP)/arm64) is added before the update, so a fresh machine updates apt's lists once.
 $(STAMP)/apt:
 	mkdir -p $(STAMP)
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
+	  if [ -n "$$missing" ]; then \
+	    dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
 	fi
 	touch $@
 
