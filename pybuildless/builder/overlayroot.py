@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pybuildless.sandbox import _linux
 from pybuildless.sandbox.overlay_mount import in_user_namespace
+from pybuildless.sandbox.userns import in_reexecuted_namespace
 from pybuildless.store.stack import lowerdir_option, plan_stack
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,9 @@ def enter_private_namespace() -> bool:
     """Give this process its own mount namespace; False when it cannot (then no overlay roots)."""
     if _state["private"]:
         return True
-    if os.geteuid() != 0 or in_user_namespace() or threading.active_count() != 1:
+    # the re-executed rootless build counts even with an identity id map, which in_user_namespace
+    # cannot tell from the initial namespace: renames on an overlay mounted there fail (EXDEV)
+    if os.geteuid() != 0 or in_user_namespace() or in_reexecuted_namespace() or threading.active_count() != 1:
         return False
     try:
         _linux.unshare(_linux.CLONE_NEWNS)
@@ -65,6 +68,20 @@ def mount_root(leases: list, root: Path) -> bool:
     with _lock:
         _mounted.append((root, leases))
     return True
+
+
+def unmount(root: Path) -> None:
+    """Unmount the stage root at ``root`` and give back its layers; nothing when it is no mount of ours."""
+    with _lock:
+        found = [entry for entry in _mounted if entry[0] == root]
+        _mounted[:] = [entry for entry in _mounted if entry[0] != root]
+    for point, leases in found:
+        try:
+            _linux.umount(point, MNT_DETACH)
+        except OSError as e:
+            log.warning("cannot unmount the stage root %s: %s", point, e)
+        for lease in leases:
+            lease.close()
 
 
 def unmount_all() -> None:

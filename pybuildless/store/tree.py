@@ -53,8 +53,11 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 def opaque_xattr() -> str:
     """The opaque-directory xattr this process can write and its overlays will read."""
     from pybuildless.sandbox.overlay_mount import in_user_namespace  # sandbox: only a uid-map read
+    from pybuildless.sandbox.userns import in_reexecuted_namespace  # an identity map looks like none
 
-    return "user.overlay.opaque" if os.geteuid() != 0 or in_user_namespace() else "trusted.overlay.opaque"
+    if os.geteuid() != 0 or in_user_namespace() or in_reexecuted_namespace():
+        return "user.overlay.opaque"
+    return "trusted.overlay.opaque"
 
 
 @dataclass(frozen=True)
