@@ -22,7 +22,6 @@ from pathlib import Path
 
 from pybuildless.builder import imageconfig, inplace
 from pybuildless.builder.base import BaseImage, load_base
-from pybuildless.builder.baseextract import apply_layers
 from pybuildless.builder import storeroot
 from pybuildless.builder.context import open_context, resolve_dockerfile
 from pybuildless.builder.copy import SourceRoot
@@ -34,13 +33,13 @@ from pybuildless.builder.publish import check_push_permissions, publish, publish
 from pybuildless.builder.runsupport import Sandboxes, Secrets, run_cache_dir
 from pybuildless.builder.sources import BuildSources
 from pybuildless.builder.stage import StageBuilder, StageResult
+from pybuildless.builder.stageroot import StageRoots, clean_in_place
 from pybuildless.cache.store import open_cache
 from pybuildless.dockerfile.mounts import parse_go_duration
 from pybuildless.dockerfile.args import GlobalArgs, StageEnv, unused_build_args
 from pybuildless.dockerfile.dockerignore import load_dockerignore
 from pybuildless.dockerfile.parser import Dockerfile, Stage, load_dockerfile
 from pybuildless.errors import PybuildlessError, UsageError, at_instruction
-from pybuildless.fs.ignore import IgnoreList
 from pybuildless.image import mediatypes as mt
 from pybuildless.image.descriptor import Platform
 from pybuildless.log import report_error_source
@@ -148,9 +147,7 @@ def run_build(options: BuildOptions) -> None:
     _check_outputs(options)
     check_push_permissions(options, options.registry)  # before any work, as Kaniko does
     started = time.monotonic()
-    if storeroot.uses_store(options):
-        from pybuildless.builder import overlayroot
-        overlayroot.enter_private_namespace()  # before any thread starts: overlay stage roots
+    roots = StageRoots.for_build(options)  # before any thread starts: overlay stage roots
     work = _work_dir(options)
     progress = Progress()
     try:
@@ -163,7 +160,7 @@ def run_build(options: BuildOptions) -> None:
             context_source = SourceRoot(str(context.root), is_context=True, ignore=matcher)
             if options.in_place:
                 options = _protect_inputs(options, context.root, dockerfile_path)
-            images = _build_all(options, work, dockerfile, context_source, progress)
+            images = _build_all(options, work, dockerfile, context_source, progress, roots)
         if len(images) == 1:
             digest = publish(images[0], options, options.registry, progress)
         else:
@@ -173,32 +170,31 @@ def run_build(options: BuildOptions) -> None:
         report_error_source(e)  # the Dockerfile lines it names, as BuildKit prints them
         raise
     finally:
-        if storeroot.uses_store(options):
-            from pybuildless.builder import overlayroot
-            overlayroot.unmount_all()  # before removing the work dir, which holds the mount points
+        roots.close()  # before removing the work dir, which holds the mount points
         shutil.rmtree(work, ignore_errors=True)
         storeroot.collect_after_build(options)
 
 
 def _build_all(options: BuildOptions, work: Path, dockerfile: Dockerfile, context_source: SourceRoot,
-               progress: Progress) -> list:
+               progress: Progress, roots: StageRoots) -> list:
     """The image of every target platform (``--custom-platform a,b``), in the order given."""
     targets = parse_platforms(options.custom_platform)
+    plan = functools.partial(plan_platform, options.build_args, options.target, dockerfile)
+    build = functools.partial(_build, dockerfile=dockerfile, context_source=context_source, roots=roots)
     if len(targets) == 1:
-        return [_build(plan_platform(options.build_args, options.target, dockerfile, targets[0]), options, work, progress, None, dockerfile,
-                       context_source)]
-    return build_platforms(options, work, targets, progress, functools.partial(plan_platform, options.build_args, options.target, dockerfile),
-                           functools.partial(_build, dockerfile=dockerfile, context_source=context_source))
+        return [build(plan(targets[0]), options, work, progress, None)]
+    return build_platforms(options, work, targets, progress, plan, build)
 
 
 def _build(prepared: PlatformPlan, options: BuildOptions, work: Path, progress: Progress,
-           shared: SharedStages | None, dockerfile: Dockerfile, context_source: SourceRoot):
+           shared: SharedStages | None, dockerfile: Dockerfile, context_source: SourceRoot, roots: StageRoots):
     platform, glob, plan = prepared.platform, prepared.glob, prepared.plan
     build_args = dict(options.build_args)
     run = BuildRun(options, work, dockerfile, context_source, platform, plan.target,
                    blob_dir=None if shared is None else work.parent / "blobs")
     run.stage_platforms = prepared.stage_platforms
-    build_stage = _build_stage if shared is None else functools.partial(_shared_stage, shared, {})
+    build_stage = functools.partial(_build_stage, roots) if shared is None \
+        else functools.partial(_shared_stage, shared, {}, roots)
     for name in unused_build_args(dockerfile.meta_args, [dockerfile.stages[i].instructions for i in plan.order],
                                   build_args):
         progress.warn(f"build-arg {name!r} was not consumed by any ARG")
@@ -224,22 +220,20 @@ def _build(prepared: PlatformPlan, options: BuildOptions, work: Path, progress: 
                 buffers[index].replay(progress)
             for index in level:
                 futures[index].result()  # the first failure in stage order wins
-        if in_place and options.cleanup:
-            inplace.wipe_root(Path("/"), inplace.ignore_list(options.kaniko_dir, ignore_var_run=options.ignore_var_run,
-                                                             extra=options.ignore_paths))
+        clean_in_place(options)
         return run.results[plan.target].image
     finally:
         run.close()
 
 
-def _shared_stage(shared: SharedStages, known: dict[int, str], run: BuildRun, plan, glob: GlobalArgs, index: int,
-                  position: int, progress: Progress) -> None:
+def _shared_stage(shared: SharedStages, known: dict[int, str], roots: StageRoots, run: BuildRun, plan,
+                  glob: GlobalArgs, index: int, position: int, progress: Progress) -> None:
     """A stage of one of several platforms: built here, or taken from the platform that built it."""
     identity = stage_identity(run.dockerfile, plan, glob.values, run.stage_platforms, run.platform, index, known)
     known[index] = identity
 
     def build():
-        _build_stage(run, plan, glob, index, position, progress)
+        _build_stage(roots, run, plan, glob, index, position, progress)
         return run.results[index], run.scopes[index]
 
     (result, scope), owner = shared.build_once(identity, run.platform, build)
@@ -252,20 +246,13 @@ def _shared_stage(shared: SharedStages, known: dict[int, str], run: BuildRun, pl
         progress.info(f"stage {name}: same inputs as for {owner}, built once")
 
 
-def _build_stage(run: BuildRun, plan, glob: GlobalArgs, index: int, position: int, progress: Progress) -> None:
+def _build_stage(roots: StageRoots, run: BuildRun, plan, glob: GlobalArgs, index: int, position: int,
+                 progress: Progress) -> None:
     options = run.options
     stage = run.dockerfile.stages[index]
     build_args = dict(options.build_args)
-    in_place = options.in_place
-    if in_place:
-        ignore = inplace.ignore_list(options.kaniko_dir, ignore_var_run=options.ignore_var_run,
-                                     extra=options.ignore_paths)
-        inplace.wipe_root(Path("/"), ignore)
-        root = Path("/")
-    else:
-        ignore = IgnoreList.for_root()
-        root = run.work / "stages" / str(index) / "rootfs"
-        root.mkdir(parents=True)
+    stage_dir = run.work / "stages" / str(index)
+    root = roots.open(stage_dir, options)
     base_spec = plan.bases[index]
     if base_spec.stage is not None:
         parent = run.results[base_spec.stage]
@@ -284,16 +271,15 @@ def _build_stage(run: BuildRun, plan, glob: GlobalArgs, index: int, position: in
         env_list = (base.config.get("config") or {}).get("Env") or []
         scope = StageEnv(glob, build_args, image_env=env_list)
     builder = StageBuilder(stage, base, build=run, position=(position, len(plan.order)), root=root,
-                           ignore=ignore, variables=scope, progress=progress)
+                           variables=scope, progress=progress)
     if index == plan.target and options.labels:
         labels = builder.state.container_config.get("Labels") or {}
         builder.state.container_config["Labels"] = {**labels, **dict(options.labels)}
     result = builder.run()
-    needed_later = any(index in deps for deps in plan.deps.values())
-    if in_place and needed_later:
-        # / is wiped before the next stage: keep this stage's files for COPY --from.
-        result.root = _materialize(result, run.work / "stages" / str(index) / "rootfs")
-        result.ensure_root = None
+    if any(index in deps for deps in plan.deps.values()):  # read by COPY --from of a later stage
+        kept = root.kept(result.image.layers(), stage_dir / "rootfs")
+        if kept != result.root:  # laid down elsewhere: nothing left to lay lazily
+            result.root, result.ensure_root = kept, None
     run.scopes[index] = builder.state.vars
     run.results[index] = result
 
@@ -315,12 +301,6 @@ def open_layer_cache(options: BuildOptions, registry: RegistryOptions, platform:
     except ValueError:
         raise UsageError(f"--cache-ttl {options.cache_ttl!r}: expected a duration such as 336h") from None
     return open_cache(repo, registry, ttl=ttl, platform=platform, push=not options.no_push_cache)
-
-
-def _materialize(result: StageResult, root: Path) -> Path:
-    root.mkdir(parents=True)
-    apply_layers(result.image.layers(), root)
-    return root
 
 
 def _is_docker(result: StageResult) -> bool:

@@ -18,18 +18,17 @@ from typing import Any, Callable
 
 from pybuildless.builder import imageconfig
 from pybuildless.builder.base import BaseImage
-from pybuildless.builder.baseextract import apply_layers, extract_layers
 from pybuildless.builder.commands import Outcome, StageState, StepContext, step_for
 from pybuildless.cache.keys import chain
 from pybuildless.builder.progress import Progress
+from pybuildless.builder.stageroot import StageRoot
 from pybuildless.dockerfile.args import StageEnv
 from pybuildless.errors import PybuildlessError, at_instruction
 from pybuildless.dockerfile import instructions as ins
 from pybuildless.dockerfile.parser import Stage, parse_onbuild_triggers
-from pybuildless.fs.ignore import IgnoreList
 from pybuildless.fs.layer import whole_root_changes, write_layer
 from pybuildless.fs.overlay import snapshot_tops, without_ignored
-from pybuildless.fs.snapshot import Changes, Snapshotter
+from pybuildless.fs.snapshot import Changes
 from pybuildless.image.model import Layer, ManifestImage, build_image
 
 log = logging.getLogger(__name__)
@@ -48,22 +47,20 @@ class StageResult:
 
 class StageBuilder:
     def __init__(self, stage: Stage, base: BaseImage, *, build, position: tuple[int, int],
-                 root: Path, ignore: IgnoreList, variables: StageEnv, progress: Progress) -> None:
+                 root: StageRoot, variables: StageEnv, progress: Progress) -> None:
         self.stage = stage
         self.base = base
         self.build = build
         self.position = position
-        self.root = root
-        self.ignore = ignore
+        self.root = root  # owns the files and the snapshots (builder.stageroot)
         self.progress = progress
         config = imageconfig.stage_config(base.config, build.platform)
-        self.state = StageState(stage.index, stage.name, root, config, variables, layers=list(base.layers))
+        self.state = StageState(stage.index, stage.name, root.path, config, variables, layers=list(base.layers))
         # All a step may reach: this stage's state and the build's parts meant for steps.
         self.context = StepContext(
             self.state, build.sources, build.secrets, scratch_dir=build.scratch_dir,
-            run_cache_dir=build.run_cache_dir, sandbox=lambda: build.sandboxes.for_root(root),
+            run_cache_dir=build.run_cache_dir, sandbox=lambda: build.sandboxes.for_root(root.path),
             output=progress.output, platform=build.stage_platforms.get(stage.index))
-        self.snapshotter: Snapshotter | None = None
         self.options = build.options
         self.key: str | None = base.key  # cache key chain; None once a step cannot be cached
 
@@ -71,38 +68,28 @@ class StageBuilder:
     def ensure_root(self) -> None:
         """Lay down the base and every layer taken from the cache so far, once, lazily:
         a stage whose steps all come from the cache never extracts anything."""
-        if self.snapshotter is not None:
+        if self.root.snapshotter is not None:
             return
         started = time.monotonic()
-        how = "extracted"
-        if self.options.layer_store and self.state.layers and not self.ignore and self.root != Path("/"):
-            from pybuildless.builder.storeroot import lay_from_store, store_for
-
-            if lay_from_store(self.state.layers, self.root, store=store_for(self.options),
-                              retries=self.options.image_fs_extract_retry):
-                how = "laid from the layer store"
-        if how == "extracted":
-            extract_layers(self.state.layers, self.root, ignore=self.ignore,
-                           retries=self.options.image_fs_extract_retry)
+        how = self.root.lay(self.state.layers)
         if self.state.layers:
             self.progress.info(f"{how} {len(self.state.layers)} layer(s) of {self.base.description} "
                                f"in {time.monotonic() - started:.2f}s")
-        self.snapshotter = Snapshotter(self.root, self.ignore)
-        self.snapshotter.baseline()
 
     def _snapshot(self, outcome: Outcome) -> Changes:
-        assert self.snapshotter is not None
+        snapshotter = self.root.snapshotter
+        assert snapshotter is not None
         if outcome.upper is not None:
             # The RUN ran on an overlay: only the paths its upper dir held (now moved onto
             # the root), plus what was made before it, need looking at.
-            tops = snapshot_tops(without_ignored(outcome.upper, self.ignore))
-            return self.snapshotter.take_paths([*tops, *(p.lstrip("/") for p in outcome.made)])
+            tops = snapshot_tops(without_ignored(outcome.upper, self.root.ignore))
+            return snapshotter.take_paths([*tops, *(p.lstrip("/") for p in outcome.made)])
         if outcome.paths is None or any(not p.strip("/") for p in outcome.paths):
-            return self.snapshotter.take()  # asked for, or the step wrote to / itself
-        return self.snapshotter.take_paths([p.lstrip("/") for p in outcome.paths])
+            return snapshotter.take()  # asked for, or the step wrote to / itself
+        return snapshotter.take_paths([p.lstrip("/") for p in outcome.paths])
 
     def _commit_layer(self, changes: Changes) -> Layer | None:
-        return self._commit_layer_from(self.root, changes)
+        return self._commit_layer_from(self.root.path, changes)
 
     def _commit_layer_from(self, root, changes: Changes, *, empty_ok: bool = False) -> Layer | None:
         # empty_ok / --force-build-metadata (Kaniko): an empty layer rather than none
@@ -153,7 +140,7 @@ class StageBuilder:
             outcome = step.execute(self.context)
             if self.key is not None:
                 self.key = chain(self.key, [outcome.created_by])
-            layer = self._commit_layer_from(self.root, Changes()) if self.options.force_build_metadata else None
+            layer = self._commit_layer_from(self.root.path, Changes()) if self.options.force_build_metadata else None
             if layer is not None:
                 self.state.layers.append(layer)
             self._record(outcome, layer)
@@ -181,7 +168,7 @@ class StageBuilder:
             # An empty layer, as BuildKit v0.8 commits one for every RUN, COPY, ADD and WORKDIR
             # but WORKDIR / (dockerfile2llb/convert.go@eeb7b65ab7d6: commitToHistory(..., true, ...)
             # in dispatchRun/dispatchCopy/dispatchWorkdir), changed or not.
-            layer = self._commit_layer_from(self.root, Changes(), empty_ok=True)
+            layer = self._commit_layer_from(self.root.path, Changes(), empty_ok=True)
         if layer is not None:
             self.state.layers.append(layer)
         created = self._record(outcome, layer)
@@ -204,17 +191,17 @@ class StageBuilder:
             shutil.rmtree(outcome.layer_root, ignore_errors=True)
         if layer is None:
             return None
-        apply_layers([layer], self.root, ignore=self.ignore)
-        assert self.snapshotter is not None
-        self.snapshotter.take_paths([p.lstrip("/") for p in outcome.paths or ()])  # now part of the baseline
+        self.root.apply([layer])
+        assert self.root.snapshotter is not None
+        self.root.snapshotter.take_paths([p.lstrip("/") for p in outcome.paths or ()])  # now part of the baseline
         return None if single else layer
 
     def _apply_cached(self, layer: Layer) -> None:
         """A hit after the root was already laid down: apply the cached layer to it too."""
-        if self.snapshotter is None:
-            return  # ensure_root() will extract it with the others
-        apply_layers([layer], self.root, ignore=self.ignore)
-        self.snapshotter.baseline()
+        if self.root.snapshotter is None:
+            return  # ensure_root() will lay it with the others
+        self.root.apply([layer])
+        self.root.snapshotter.baseline()
 
     def _record(self, outcome: Outcome, layer: Layer | None, created: str | None = None) -> str | None:
         """Add the step's history entry; returns its time. BuildKit's times (moby
@@ -250,5 +237,5 @@ class StageBuilder:
         fixed = self.build.created if self.build.clamp_mtime is not None else None
         cfg = imageconfig.finalize(self.state.config, created=fixed)
         image = build_image(cfg, self.state.layers, docker=self._docker_media_types)
-        return StageResult(self.stage.index, self.stage.name, image, self.root, cfg, self.key, self.ensure_root)
+        return StageResult(self.stage.index, self.stage.name, image, self.root.path, cfg, self.key, self.ensure_root)
 
