@@ -25,7 +25,6 @@ builds do too.
 from __future__ import annotations
 
 import errno
-import itertools
 import logging
 import os
 import stat
@@ -41,7 +40,6 @@ OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
 _OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
 _SKIP_XATTRS = ("security.selinux",)  # the host's label, never part of the image
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_tmp_names = itertools.count()
 
 
 def is_whiteout(st: os.stat_result) -> bool:
@@ -271,13 +269,18 @@ class _Applier:
         usub = os.open(name, _DIR_FLAGS, dir_fd=ufd)
         try:
             if old is None or not stat.S_ISDIR(old.st_mode) or is_opaque(_xattr_path(ufd, name)):
-                # A fresh directory, made under a temporary name before the old one goes, so
-                # the two never share an inode number (snapshots tell "recreated" by inode).
-                tmp = f".pybuildless-overlay-{os.getpid()}-{next(_tmp_names)}"
-                os.mkdir(tmp, 0o700, dir_fd=rfd)
-                if old is not None:
-                    secure.remove_in_dir(rfd, name)
-                os.rename(tmp, name, src_dir_fd=rfd, dst_dir_fd=rfd)
+                # A fresh directory, made while an fd still holds the old one, so the two never
+                # share an inode number (snapshots tell "recreated" by inode). No rename: on a
+                # stage root that is itself an overlay, renaming a directory into a merged one
+                # needs the trusted.overlay.opaque xattr, which a user namespace cannot set (EXDEV).
+                pin = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=rfd) if old is not None else -1
+                try:
+                    if old is not None:
+                        secure.remove_in_dir(rfd, name)
+                    os.mkdir(name, 0o700, dir_fd=rfd)
+                finally:
+                    if pin >= 0:
+                        os.close(pin)
             rsub = os.open(name, _DIR_FLAGS, dir_fd=rfd)
             try:
                 self.apply_dir(usub, rsub, f"{prefix}{name}/")
