@@ -75,3 +75,69 @@ def test_layer_files_are_never_opened_through_a_final_symlink(tmp_path):
     with pytest.raises(OSError) as info:
         open(tmp_path / "link", "rb", opener=_nofollow_opener)
     assert info.value.errno == 40  # ELOOP
+
+
+def test_zstd_with_docker_media_types_is_refused_naming_the_flag(tmp_path):
+    from pybuildless.errors import UsageError
+    with pytest.raises(UsageError, match=r"^--compression=zstd needs an OCI image; the base image uses Docker "
+                                         r"media types$"):
+        write_layer(tmp_path, Changes(added=()), tmp_path / "o", compression="zstd", docker=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="device nodes need root")
+def test_devices_and_fifos_are_headers_and_sockets_are_left_out(tmp_path, caplog):
+    """Kaniko pkg/util/tar_util.go (236ba5690) AddFileToTar: "Ignoring socket ..., not adding to tar";
+    every other kind goes in through tar.FileInfoHeader (device numbers in devmajor/devminor)."""
+    import logging
+    import socket
+    import stat as st
+    caplog.set_level(logging.DEBUG, logger="pybuildless.fs.layer")
+    root = tmp_path / "r"
+    root.mkdir()
+    os.mknod(root / "null", 0o666 | st.S_IFCHR, os.makedev(1, 3))
+    os.mknod(root / "loop", 0o660 | st.S_IFBLK, os.makedev(7, 2))
+    os.mkfifo(root / "fifo", 0o600)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(root / "sock"))
+    try:
+        changes = Changes(added=("fifo", "loop", "null", "sock"))
+        entries = {m.name: m for m in members(write_layer(root, changes, tmp_path / "out", compression="none"))}
+    finally:
+        sock.close()
+    assert sorted(entries) == ["fifo", "loop", "null"]
+    assert entries["null"].ischr() and (entries["null"].devmajor, entries["null"].devminor) == (1, 3)
+    assert entries["loop"].isblk() and (entries["loop"].devmajor, entries["loop"].devminor) == (7, 2)
+    assert entries["fifo"].isfifo() and entries["fifo"].mode == 0o600
+    assert "skipping socket /sock" in caplog.messages
+
+
+def test_owner_recorded_by_a_rootless_extraction_goes_into_the_header_not_the_xattrs(tmp_path):
+    """fs/owners.py: the user.pybuildless.owner record stands for the owner a single-id user
+    namespace could not apply; the layer carries it as uid/gid and never as an xattr."""
+    root = tmp_path / "r"
+    root.mkdir()
+    for name, record in (("recorded", b"1234:5678"), ("garbled", b"12x:5")):
+        (root / name).write_text(name)
+        os.setxattr(root / name, "user.pybuildless.owner", record)
+        os.setxattr(root / name, "user.z", b"after")  # sorts after the record: still written
+    me = (os.geteuid(), os.getegid())
+    changes = Changes(added=("garbled", "recorded"))
+    entries = {m.name: m for m in members(write_layer(root, changes, tmp_path / "out", compression="none"))}
+    assert (entries["recorded"].uid, entries["recorded"].gid) == (1234, 5678)
+    assert (entries["garbled"].uid, entries["garbled"].gid) == me, "an unreadable record changes nothing"
+    for m in entries.values():
+        assert [k for k in m.pax_headers if k.startswith("SCHILY.xattr.")] == ["SCHILY.xattr.user.z"]
+        assert m.pax_headers["SCHILY.xattr.user.z"] == "after"
+
+
+def test_two_hardlink_groups_stay_apart(tmp_path):
+    root = tmp_path / "r"
+    root.mkdir()
+    for group in ("a", "b"):
+        (root / f"{group}1").write_text(group)
+        os.link(root / f"{group}1", root / f"{group}2")
+    changes = Changes(added=("a1", "a2", "b1", "b2"))
+    entries = {m.name: m for m in members(write_layer(root, changes, tmp_path / "out", compression="none"))}
+    assert entries["a1"].isreg() and entries["b1"].isreg()
+    assert (entries["a2"].islnk(), entries["a2"].linkname) == (True, "a1")
+    assert (entries["b2"].islnk(), entries["b2"].linkname) == (True, "b1")
