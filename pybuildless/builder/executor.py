@@ -20,7 +20,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from pybuildless.builder import imageconfig, inplace
+from pybuildless.builder import inplace
 from pybuildless.builder.base import BaseImage, load_base
 from pybuildless.builder import storeroot
 from pybuildless.builder.context import open_context, resolve_dockerfile
@@ -32,13 +32,13 @@ from pybuildless.builder.multiplatform import SharedStages, build_platforms, cac
 from pybuildless.builder.publish import check_push_permissions, publish, publish_index
 from pybuildless.builder.runsupport import Sandboxes, Secrets, run_cache_dir
 from pybuildless.builder.sources import BuildSources
-from pybuildless.builder.stage import StageBuilder, StageResult
+from pybuildless.builder.stage import BuildClock, LayerWriting, StageBuilder, StageCache, StageResult, StepParts
 from pybuildless.builder.stageroot import StageRoots, clean_in_place
 from pybuildless.cache.store import open_cache
 from pybuildless.dockerfile.mounts import parse_go_duration
 from pybuildless.dockerfile.args import GlobalArgs, StageEnv, unused_build_args
 from pybuildless.dockerfile.dockerignore import load_dockerignore
-from pybuildless.dockerfile.parser import Dockerfile, Stage, load_dockerfile
+from pybuildless.dockerfile.parser import Dockerfile, load_dockerfile
 from pybuildless.errors import PybuildlessError, UsageError, at_instruction
 from pybuildless.image import mediatypes as mt
 from pybuildless.image.descriptor import Platform
@@ -70,8 +70,7 @@ class BuildRun:
         epoch = options.source_date_epoch
         if epoch is None and options.reproducible:
             epoch = 0
-        self.clamp_mtime = epoch
-        self.created = imageconfig.rfc3339(epoch)
+        self.clock = BuildClock.at(epoch)
         self.results: dict[int, StageResult] = {}
         self.stage_platforms: dict[int, Platform] = {}  # what each stage is built for (FROM --platform)
         self.scopes: dict[int, StageEnv] = {}
@@ -104,8 +103,20 @@ class BuildRun:
                 log.warning("could not store a layer in the cache: %s", e)
         self._cache_pushes.clear()
 
-    def is_final(self, stage: Stage) -> bool:
-        return stage.index == self.final_index
+    def step_parts(self, index: int) -> StepParts:
+        """What the steps of stage ``index`` may reach of the build."""
+        return StepParts(self.sources, self.secrets, scratch_dir=self.scratch_dir, run_cache_dir=self.run_cache_dir,
+                         sandbox_for=self.sandboxes.for_root, platform=self.stage_platforms.get(index))
+
+    def stage_cache(self, index: int) -> StageCache:
+        cache = self.cache_for(index)
+        return StageCache(cache, functools.partial(self.cache_put, cache=cache), self.options.caches_layers_of)
+
+    def layer_writing(self, index: int) -> LayerWriting:
+        o = self.options
+        return LayerWriting(self.layer_dir, o.compression, o.compression_level,
+                            force_build_metadata=o.force_build_metadata,
+                            single_snapshot=o.single_snapshot and index == self.final_index)
 
     def close(self) -> None:
         self.wait_for_cache()
@@ -270,8 +281,10 @@ def _build_stage(roots: StageRoots, run: BuildRun, plan, glob: GlobalArgs, index
                                  source_text=run.dockerfile.text or None) from e
         env_list = (base.config.get("config") or {}).get("Env") or []
         scope = StageEnv(glob, build_args, image_env=env_list)
-    builder = StageBuilder(stage, base, build=run, position=(position, len(plan.order)), root=root,
-                           variables=scope, progress=progress)
+    builder = StageBuilder(stage, base, root=root, parts=run.step_parts(index), layers=run.layer_writing(index),
+                           cache=run.stage_cache(index), clock=run.clock, dockerfile=run.dockerfile,
+                           platform=run.platform, position=(position, len(plan.order)), variables=scope,
+                           progress=progress)
     if index == plan.target and options.labels:
         labels = builder.state.container_config.get("Labels") or {}
         builder.state.container_config["Labels"] = {**labels, **dict(options.labels)}

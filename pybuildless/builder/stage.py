@@ -5,6 +5,11 @@ The loop per instruction: expand (for the instructions that expand), execute
 whole root must be walked, or nothing), snapshot, write the layer when the
 diff is not empty, and record history. Metadata-only steps get
 ``empty_layer`` history entries.
+
+A stage builder is given only what it uses, never the whole build: its root
+(``builder.stageroot``: files and snapshots), the parts of the build its steps may
+reach (``StepParts``), how to write layers (``LayerWriting``), the layer cache as
+the stage sees it (``StageCache``) and the build's time (``BuildClock``).
 """
 
 from __future__ import annotations
@@ -19,17 +24,20 @@ from typing import Any, Callable
 from pybuildless.builder import imageconfig
 from pybuildless.builder.base import BaseImage
 from pybuildless.builder.commands import Outcome, StageState, StepContext, step_for
+from pybuildless.builder.commands.step import Secrets, Sources
 from pybuildless.cache.keys import chain
 from pybuildless.builder.progress import Progress
 from pybuildless.builder.stageroot import StageRoot
 from pybuildless.dockerfile.args import StageEnv
 from pybuildless.errors import PybuildlessError, at_instruction
 from pybuildless.dockerfile import instructions as ins
-from pybuildless.dockerfile.parser import Stage, parse_onbuild_triggers
+from pybuildless.dockerfile.parser import Dockerfile, Stage, parse_onbuild_triggers
 from pybuildless.fs.layer import whole_root_changes, write_layer
 from pybuildless.fs.overlay import snapshot_tops, without_ignored
 from pybuildless.fs.snapshot import Changes
+from pybuildless.image.descriptor import Platform
 from pybuildless.image.model import Layer, ManifestImage, build_image
+from pybuildless.sandbox.base import Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -45,23 +53,77 @@ class StageResult:
     ensure_root: Callable[[], None] | None = None
 
 
+@dataclass(frozen=True)
+class StepParts:
+    """The parts of the build a stage's steps may reach (``StepContext`` adds the stage's own state)."""
+
+    sources: Sources
+    secrets: Secrets
+    scratch_dir: Path
+    run_cache_dir: Path
+    sandbox_for: Callable[[Path], Sandbox]  # the sandbox of a stage root, opened on first use
+    platform: Platform | None = None  # what the stage is built for
+
+
+@dataclass(frozen=True)
+class LayerWriting:
+    """How a stage writes its layers."""
+
+    directory: Path
+    compression: str = "gzip"
+    level: int | None = None
+    force_build_metadata: bool = False  # Kaniko: a layer (empty if need be) for every step
+    single_snapshot: bool = False  # one layer for the whole stage (--single-snapshot, final stage only)
+
+
+@dataclass(frozen=True)
+class BuildClock:
+    """The build's time. ``epoch`` (--reproducible, SOURCE_DATE_EPOCH) clamps layer mtimes and is
+    then every history entry's and the image's time; ``created`` is it (or now) as RFC 3339."""
+
+    epoch: int | None
+    created: str
+
+    @classmethod
+    def at(cls, epoch: int | None) -> BuildClock:
+        return cls(epoch, imageconfig.rfc3339(epoch))
+
+    @property
+    def fixed(self) -> str | None:
+        return self.created if self.epoch is not None else None
+
+
+@dataclass(frozen=True)
+class StageCache:
+    """The layer cache as one stage sees it: ``lookup`` (None without a cache) has ``get(key)``;
+    ``put(key, layer, created_by, created)`` stores a step in the background."""
+
+    lookup: Any | None = None
+    put: Callable[..., None] = lambda *args: None
+    caches_layers_of: Callable[[str], bool] = lambda keyword: True
+
+
 class StageBuilder:
-    def __init__(self, stage: Stage, base: BaseImage, *, build, position: tuple[int, int],
-                 root: StageRoot, variables: StageEnv, progress: Progress) -> None:
+    def __init__(self, stage: Stage, base: BaseImage, *, root: StageRoot, parts: StepParts, layers: LayerWriting,
+                 cache: StageCache, clock: BuildClock, dockerfile: Dockerfile, platform: Platform | None,
+                 position: tuple[int, int], variables: StageEnv, progress: Progress) -> None:
+        """``platform``: the build's target, written into the image config."""
         self.stage = stage
         self.base = base
-        self.build = build
         self.position = position
         self.root = root  # owns the files and the snapshots (builder.stageroot)
+        self.layers = layers
+        self.cache = cache
+        self.clock = clock
+        self.dockerfile = dockerfile
         self.progress = progress
-        config = imageconfig.stage_config(base.config, build.platform)
+        config = imageconfig.stage_config(base.config, platform)
         self.state = StageState(stage.index, stage.name, root.path, config, variables, layers=list(base.layers))
         # All a step may reach: this stage's state and the build's parts meant for steps.
         self.context = StepContext(
-            self.state, build.sources, build.secrets, scratch_dir=build.scratch_dir,
-            run_cache_dir=build.run_cache_dir, sandbox=lambda: build.sandboxes.for_root(root.path),
-            output=progress.output, platform=build.stage_platforms.get(stage.index))
-        self.options = build.options
+            self.state, parts.sources, parts.secrets, scratch_dir=parts.scratch_dir,
+            run_cache_dir=parts.run_cache_dir, sandbox=lambda: parts.sandbox_for(root.path),
+            output=progress.output, platform=parts.platform)
         self.key: str | None = base.key  # cache key chain; None once a step cannot be cached
 
     # -- filesystem -----------------------------------------------------------------
@@ -93,33 +155,33 @@ class StageBuilder:
 
     def _commit_layer_from(self, root, changes: Changes, *, empty_ok: bool = False) -> Layer | None:
         # empty_ok / --force-build-metadata (Kaniko): an empty layer rather than none
-        if changes.empty and not (empty_ok or self.options.force_build_metadata):
+        if changes.empty and not (empty_ok or self.layers.force_build_metadata):
             return None
         layer = write_layer(
-            root, changes, self.build.layer_dir,
-            compression=self.options.compression, level=self.options.compression_level,
-            clamp_mtime=self.build.clamp_mtime, docker=self._docker_media_types,
+            root, changes, self.layers.directory,
+            compression=self.layers.compression, level=self.layers.level,
+            clamp_mtime=self.clock.epoch, docker=self._docker_media_types,
         )
         return layer
 
     @property
     def _docker_media_types(self) -> bool:
         """Kaniko's rule: the image keeps its base's media-type family; zstd needs OCI."""
-        return self.base.docker_media_types and self.options.compression == "gzip"
+        return self.base.docker_media_types and self.layers.compression == "gzip"
 
     # -- the loop -------------------------------------------------------------------
     def run(self) -> StageResult:
         instructions = list(self._onbuild_triggers()) + list(self.stage.instructions)
         total = len(instructions) + 1
         self.progress.step(self.position, (1, total), self.stage.from_.original)
-        cache = self.build.cache_for(self.stage.index)  # the root is laid down by the first step that needs files
-        single = self.options.single_snapshot and self.build.is_final(self.stage)
+        # the root is laid down by the first step that needs files
+        single = self.layers.single_snapshot
         for n, instruction in enumerate(instructions, start=2):
             self.progress.step(self.position, (n, total), instruction.original)
             started = time.monotonic()
             try:
                 instruction = self.state.vars.apply(instruction)  # expands; ARG/ENV update the scope
-                layer, cached = self._step(instruction, cache, single)
+                layer, cached = self._step(instruction, single)
             except (PybuildlessError, OSError) as e:
                 raise self._located(e, instruction) from e
             self.progress.done(time.monotonic() - started, layer, cached=cached)
@@ -130,25 +192,26 @@ class StageBuilder:
                 # Every step above was recorded as empty; this entry stands for the one layer.
                 self.state.layers.append(layer)
                 imageconfig.add_history(self.state.config, "pybuildless --single-snapshot", empty_layer=False,
-                                        created=self.build.created)
+                                        created=self.clock.created)
         return self._result()
 
-    def _step(self, instruction: ins.Instruction, cache, single: bool) -> tuple[Layer | None, bool]:
+    def _step(self, instruction: ins.Instruction, single: bool) -> tuple[Layer | None, bool]:
         step = step_for(instruction)
         key = None
         if not step.touches_files:  # metadata only: no filesystem, folded into the chain
             outcome = step.execute(self.context)
             if self.key is not None:
                 self.key = chain(self.key, [outcome.created_by])
-            layer = self._commit_layer_from(self.root.path, Changes()) if self.options.force_build_metadata else None
+            layer = self._commit_layer_from(self.root.path, Changes()) if self.layers.force_build_metadata else None
             if layer is not None:
                 self.state.layers.append(layer)
             self._record(outcome, layer)
             return layer, False
+        cache = self.cache.lookup
         if cache is not None and self.key is not None and not single:
             parts = step.cache_key(self.context)
             key = chain(self.key, parts) if parts is not None else None
-            hit = cache.get(key) if key is not None and self.options.caches_layers_of(instruction.keyword) else None
+            hit = cache.get(key) if key is not None and self.cache.caches_layers_of(instruction.keyword) else None
             if hit is not None:
                 self.state.config = step.config_effect(self.state.config)  # execute() does not run
                 if hit.layer is not None:
@@ -162,7 +225,7 @@ class StageBuilder:
         layer = None
         if outcome.layer_root is not None:
             layer = self._linked_layer(outcome, single)
-        elif (outcome.snapshot or self.options.force_build_metadata) and not single:
+        elif (outcome.snapshot or self.layers.force_build_metadata) and not single:
             layer = self._commit_layer(self._snapshot(outcome))
         if layer is None and outcome.layer_root is None and not single and self._always_a_layer(instruction):
             # An empty layer, as BuildKit v0.8 commits one for every RUN, COPY, ADD and WORKDIR
@@ -173,8 +236,8 @@ class StageBuilder:
             self.state.layers.append(layer)
         created = self._record(outcome, layer)
         self.key = key  # None after a step that cannot be cached: later keys are not trusted
-        if key is not None and self.options.caches_layers_of(instruction.keyword):
-            self.build.cache_put(key, layer, outcome.created_by, created, cache=cache)
+        if key is not None and self.cache.caches_layers_of(instruction.keyword):
+            self.cache.put(key, layer, outcome.created_by, created)
         return layer, False
 
     def _always_a_layer(self, instruction: ins.Instruction) -> bool:
@@ -209,8 +272,8 @@ class StageBuilder:
         with a layer carries that layer's creation time (a cache hit keeps the first build's),
         one without gets its time from the layers around it in finalize(); a reproducible
         build (--reproducible, SOURCE_DATE_EPOCH) uses its one fixed time everywhere."""
-        if self.build.clamp_mtime is not None:
-            created = self.build.created
+        if self.clock.fixed is not None:
+            created = self.clock.fixed
         elif layer is not None and created is None:
             created = imageconfig.rfc3339(None)
         imageconfig.add_history(self.state.config, outcome.created_by, empty_layer=layer is None,
@@ -220,7 +283,7 @@ class StageBuilder:
     def _located(self, error: BaseException, instruction: ins.Instruction) -> PybuildlessError:
         """The error as one naming the instruction's Dockerfile line (an ONBUILD trigger's:
         the FROM that replays it), with the file's text for the excerpt."""
-        dockerfile = self.build.dockerfile
+        dockerfile = self.dockerfile
         where = instruction if instruction.path == dockerfile.path else self.stage.from_
         return at_instruction(error, path=where.path, line=where.line, end_line=where.end_line or where.line,
                               source_text=dockerfile.text or None)
@@ -230,12 +293,11 @@ class StageBuilder:
         if not triggers:
             return []
         self.progress.info(f"replaying {len(triggers)} ONBUILD trigger(s) of {self.base.description}")
-        return parse_onbuild_triggers(list(triggers), self.build.dockerfile.escape,
+        return parse_onbuild_triggers(list(triggers), self.dockerfile.escape,
                                       path=f"ONBUILD of {self.base.description}")
 
     def _result(self) -> StageResult:
-        fixed = self.build.created if self.build.clamp_mtime is not None else None
-        cfg = imageconfig.finalize(self.state.config, created=fixed)
+        cfg = imageconfig.finalize(self.state.config, created=self.clock.fixed)
         image = build_image(cfg, self.state.layers, docker=self._docker_media_types)
         return StageResult(self.stage.index, self.stage.name, image, self.root.path, cfg, self.key, self.ensure_root)
 
