@@ -141,3 +141,32 @@ def test_two_hardlink_groups_stay_apart(tmp_path):
     assert entries["a1"].isreg() and entries["b1"].isreg()
     assert (entries["a2"].islnk(), entries["a2"].linkname) == (True, "a1")
     assert (entries["b2"].islnk(), entries["b2"].linkname) == (True, "b1")
+
+
+def test_layers_go_into_a_new_or_existing_out_dir_and_temp_files_stay_in_it(tmp_path, monkeypatch):
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-temp-dir"))  # must not be used
+    root = tmp_path / "r"
+    root.mkdir()
+    (root / "f").write_text("x")
+    out = tmp_path / "a/b/out"  # parents created
+    first = write_layer(root, Changes(added=("f",)), out)
+    (root / "g").write_text("y")
+    second = write_layer(root, Changes(added=("g",)), out)  # the directory exists now
+    assert sorted(p.name for p in out.iterdir()) == sorted([first.path.name, second.path.name])
+
+
+def test_the_compression_level_reaches_the_compressor(tmp_path):
+    import random
+    root = tmp_path / "r"
+    root.mkdir()
+    rng = random.Random(7)
+    words = [bytes(rng.choices(b"abcdefghij", k=6)) for _ in range(64)]
+    (root / "text").write_bytes(b" ".join(rng.choices(words, k=200_000)))
+    changes = Changes(added=("text",))
+    fast = write_layer(root, changes, tmp_path / "fast", level=1)
+    best = write_layer(root, changes, tmp_path / "best", level=9)
+    default = write_layer(root, changes, tmp_path / "default")
+    assert fast.diff_id == best.diff_id == default.diff_id, "the same tar"
+    assert best.size < fast.size
+    assert fast.digest != default.digest
