@@ -170,3 +170,15 @@ def test_the_compression_level_reaches_the_compressor(tmp_path):
     assert fast.diff_id == best.diff_id == default.diff_id, "the same tar"
     assert best.size < fast.size
     assert fast.digest != default.digest
+
+
+def test_a_path_that_vanished_since_the_snapshot_is_left_out_and_logged(tmp_path, caplog):
+    import logging
+    caplog.set_level(logging.DEBUG, logger="pybuildless.fs.layer")
+    root = tmp_path / "r"
+    (root / "d").mkdir(parents=True)
+    (root / "d/kept").write_text("k")
+    changes = Changes(added=("d", "d/gone", "d/kept"))
+    names = [m.name for m in members(write_layer(root, changes, tmp_path / "out", compression="none"))]
+    assert names == ["d", "d/kept"]
+    assert "/d/gone vanished before its layer was written" in caplog.messages
