@@ -75,23 +75,22 @@ def unmount(root: Path) -> None:
     with _lock:
         found = [entry for entry in _mounted if entry[0] == root]
         _mounted[:] = [entry for entry in _mounted if entry[0] != root]
-    for point, leases in found:
-        try:
-            _linux.umount(point, MNT_DETACH)
-        except OSError as e:
-            log.warning("cannot unmount the stage root %s: %s", point, e)
-        for lease in leases:
-            lease.close()
+    for entry in found:
+        _unmount(*entry)
 
 
 def unmount_all() -> None:
     with _lock:
         mounted = list(_mounted)
         _mounted.clear()
-    for root, leases in reversed(mounted):
-        try:
-            _linux.umount(root, MNT_DETACH)
-        except OSError as e:
-            log.warning("cannot unmount the stage root %s: %s", root, e)
-        for lease in leases:
-            lease.close()
+    for entry in reversed(mounted):
+        _unmount(*entry)
+
+
+def _unmount(root: Path, leases: list) -> None:
+    try:
+        _linux.umount(root, MNT_DETACH)
+    except OSError as e:
+        log.warning("cannot unmount the stage root %s: %s", root, e)
+    for lease in leases:
+        lease.close()
