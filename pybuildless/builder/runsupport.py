@@ -11,6 +11,7 @@ from pybuildless.builder.options import BuildOptions
 from pybuildless.errors import UsageError
 from pybuildless.sandbox import open_sandbox
 from pybuildless.sandbox.base import Sandbox
+from pybuildless.store.layers import default_root
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,9 @@ def run_cache_dir(options: BuildOptions) -> Path:
         return Path(options.cache_dir) / "run-mounts"
     if options.in_place:
         return Path(options.kaniko_dir) / "cache" / "run-mounts"
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pybuildless" / "run-mounts"
+    # default_root never raises: the executor image has no home directory (no $HOME, no passwd
+    # entry), where Path.home() would, and this runs for every build, not only cache mounts.
+    return default_root() / "run-mounts"
 
 
 class Sandboxes:
