@@ -3,7 +3,7 @@
 Supported: a directory path, ``dir://DIR``, ``tar://FILE`` (plain, gzip,
 bzip2, xz or zstd tar; sniffed from the content, not the name), ``tar://stdin``,
 ``git://HOST/PATH[#REF[#COMMIT]]`` (builder/gitcontext.py), ``s3://BUCKET[/KEY]``
-(build/s3context.py) and ``https://HOST/PATH`` of a tarball. ``gs://`` and Azure
+(builder/s3context.py) and ``https://HOST/PATH`` of a tarball. ``gs://`` and Azure
 blob URLs are refused with one line naming what is supported.
 
 Tar contexts are unpacked into a fresh directory under ``workdir`` by a small
