@@ -216,6 +216,8 @@ def test_everything_below_a_recreated_directory_is_carried(tree, watch):
     write(tree / "etc/d/sub/g", "g")
     s = Snapshotter(tree, watch=watch)
     s.baseline()
+    write(tree / "zz-late", "z")
+    assert s.take().added == ("zz-late",)  # known last: vanished paths are looked at in that order
     os.rename(tree / "etc/d", tree / "etc/old-d")
     os.mkdir(tree / "etc/d")
     os.rename(tree / "etc/old-d/sub", tree / "etc/d/sub")  # sub/f keeps its inode and ctime
@@ -224,11 +226,12 @@ def test_everything_below_a_recreated_directory_is_carried(tree, watch):
     shutil.rmtree(tree / "etc/old-d")
     os.unlink(tree / "same")
     os.unlink(tree / "usr/bin/tool")
+    os.unlink(tree / "zz-late")
     c = s.take()
     assert c.opaque == ("etc/d",)
     assert {"etc/d/one", "etc/d/sub/f"} <= set(c.added), "the opaque marker hides the lower copies"
     assert not any(p.startswith("etc/d/") for p in c.modified)
-    assert c.deleted == ("same", "usr/bin/tool"), "no whiteouts below the opaque directory"
+    assert c.deleted == ("same", "usr/bin/tool", "zz-late"), "no whiteouts below the opaque directory"
     s.close()
 
 
