@@ -10,6 +10,7 @@ times of each entry are applied by ``fs.entrymeta``.
 from __future__ import annotations
 
 import errno
+import gzip
 import logging
 import os
 import posixpath
@@ -121,7 +122,7 @@ def extract_layer(
         applier.finish()
         reader.drain()
         raw.drain()
-    except (tarfile.TarError, EOFError, zstandard.ZstdError) as e:
+    except (tarfile.TarError, EOFError, zstandard.ZstdError, gzip.BadGzipFile) as e:  # BadGzipFile: an OSError
         raise LayerFormatError(f"corrupt layer at {current!r}: {e}") from None
     except OSError as e:
         if e.errno in (errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
