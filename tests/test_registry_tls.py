@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 import ssl
 import subprocess
 import sys
@@ -110,3 +111,44 @@ def test_cli_registry_certificate_flag(tls_registry, busybox_image, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "pybuildless", "pull", f"{host}/tls/cli:v1", str(tmp_path / "p"),
                            "--retries", "0"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "--registry-certificate" in proc.stderr
+
+
+# Runs in a fresh process (the roots are read once per process) and counts every open or listing
+# of a path in SSL_CERT_DIR through an audit hook, then pushes, pulls and fetches ``argv[1]`` and
+# copies it to ``argv[2]`` with default options (no --insecure: a loopback host is probed).
+_COUNT_CA_READS = """
+import os, sys
+watched = os.environ["SSL_CERT_DIR"]
+reads = []
+sys.addaudithook(lambda event, args: reads.append(args[0]) if event in ("open", "os.listdir", "os.scandir")
+                 and args and str(args[0]).startswith(watched) else None)
+from pybuildless.registry.remote import fetch_image, pull_image, push_image
+image = fetch_image(sys.argv[1])
+pull_image(sys.argv[1], sys.argv[3])
+push_image(image, [sys.argv[2]])
+print(len(reads), len(set(map(str, reads))))
+"""
+
+
+def _ca_reads(source: str, dest: str, cert_dir, blobs) -> tuple[int, int]:
+    env = {k: v for k, v in os.environ.items() if k != "SSL_CERT_FILE"} | {"SSL_CERT_DIR": str(cert_dir)}
+    proc = subprocess.run([sys.executable, "-c", _COUNT_CA_READS, source, dest, str(blobs)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    reads, files = proc.stdout.split()
+    return int(reads), int(files)
+
+
+def test_plain_http_loopback_never_reads_the_ca_directory(tls_registry, busybox_image, registry, tmp_path):
+    host, ca = tls_registry
+    cert_dir = tmp_path / "certs"
+    cert_dir.mkdir()
+    (cert_dir / "registry-ca.crt").write_bytes(ca.read_bytes())
+    for n in range(3):
+        (cert_dir / f"other-{n}.crt").write_text("not a certificate\n")
+    # plain HTTP loopback registry to itself: the directory is never listed nor any file in it opened
+    assert _ca_reads(busybox_image, registry.ref("noca/copy:v1"), cert_dir, tmp_path / "a") == (0, 0)
+    # the control: the same program sending the image to the HTTPS registry reads the directory
+    # (once, for the whole process) and trusts the CA found there
+    reads, files = _ca_reads(busybox_image, f"{host}/noca/copy:v1", cert_dir, tmp_path / "b")
+    assert files == 5 and reads == 5  # the listing and its four files, each once

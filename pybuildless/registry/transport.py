@@ -39,7 +39,7 @@ from pybuildless.registry.responses import (
     with_query,
 )
 from pybuildless.registry.tokens import TokenCache, fetch_token
-from pybuildless.registry.trust import TrustingAdapter, trust_context
+from pybuildless.registry.trust import answers_plain_http, https_adapter
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +95,6 @@ class Transport:
         self._token_lock = threading.Lock()
         self.verify = options.verify_tls(registry, pull=pull)
         self.cert = options.client_cert(registry)
-        # SSL_CERT_DIR set (as in the executor image): every file in it is trusted, as Kaniko does
-        self._trust = trust_context() if self.verify is True else None
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -108,9 +106,9 @@ class Transport:
             # No ~/.netrc or proxy variables behind our back; proxies are applied per request.
             s.trust_env = False
             pools = dict(pool_connections=4, pool_maxsize=self.options.parallel + 2, max_retries=0)
-            adapter = TrustingAdapter(self._trust, **pools) if self._trust else HTTPAdapter(**pools)
-            s.mount("http://", adapter)
-            s.mount("https://", adapter)
+            s.mount("http://", HTTPAdapter(**pools))
+            # SSL_CERT_DIR set (as in the executor image): every file in it is trusted, as Kaniko does
+            s.mount("https://", https_adapter(self.verify, **pools))
             s.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
             self._local.session = s
         return s
@@ -185,14 +183,17 @@ class Transport:
         if self.options.plain_http(self.registry, pull=self.pull):
             return self._ping_scheme("http", retry=True)
         if is_loopback(self.registry):
-            try:
-                return self._ping_scheme("https", retry=False)
-            except RegistryError as e:
-                # An HTTPS server with an untrusted certificate is a TLS problem to report,
-                # not a reason to try plain HTTP.
-                if e.status is not None or "TLS certificate" in str(e):
-                    raise
-                logger.debug("%s: no HTTPS, using plain HTTP", self.registry)
+            # A server answering a TLS hello in plain HTTP needs no verifying HTTPS attempt, which
+            # would read every trusted root first (a proxied URL goes the usual way).
+            if get_environ_proxies(f"https://{self.registry}/v2/") or not answers_plain_http(
+                    self.registry, self.options.timeout[0]):
+                try:
+                    return self._ping_scheme("https", retry=False)
+                except RegistryError as e:
+                    # An untrusted certificate is a TLS problem to report, not a reason for HTTP.
+                    if e.status is not None or "TLS certificate" in str(e):
+                        raise
+            logger.debug("%s: no HTTPS, using plain HTTP", self.registry)
             return self._ping_scheme("http", retry=True)
         return self._ping_scheme("https", retry=True)
 

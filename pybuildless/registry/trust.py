@@ -13,17 +13,24 @@ OpenSSL reads ``SSL_CERT_DIR`` differently (only ``<subject-hash>.0`` names), an
 defaults to certifi's bundle, so neither sees such a file: when ``SSL_CERT_DIR`` is set, the
 connection gets a context holding exactly Go's set instead (also when only ``SSL_CERT_FILE`` is
 set, with Go's default directories). With neither variable set nothing changes.
+
+Reading the set is costly (hundreds of files on a Debian host), so it is done on the first HTTPS
+request of a process, never for plain HTTP, and kept while the variables and the files' directory
+entries stay the same: Go also loads its pool once per process (crypto/x509 root.go, ``once``).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import socket
 import ssl
+import threading
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
-from requests.adapters import HTTPAdapter
+from requests.adapters import BaseAdapter, HTTPAdapter
 
 CERT_FILE_ENV = "SSL_CERT_FILE"
 CERT_DIR_ENV = "SSL_CERT_DIR"
@@ -123,3 +130,98 @@ class TrustingAdapter(HTTPAdapter):
             # requests names certifi's bundle here; the context already holds the roots.
             conn.ca_certs = None
             conn.ca_cert_dir = None
+
+
+def _stamp(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+_SHARED: dict[tuple, ssl.SSLContext | None] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_trust_context() -> ssl.SSLContext | None:
+    """``trust_context()`` read once per process, again only when a variable changes or a file is
+    added to, removed from or rewritten in the places it names (their stat stamps are the key)."""
+    file, dirs = os.environ.get(CERT_FILE_ENV, ""), os.environ.get(CERT_DIR_ENV, "")
+    places = [file] if file else list(GO_CERT_FILES)
+    places += [d for d in (dirs or ":".join(GO_CERT_DIRS)).split(":") if d]
+    key = (file, dirs, tuple(_stamp(p) for p in places))
+    with _SHARED_LOCK:
+        if key not in _SHARED:
+            _SHARED.clear()  # one set at a time: an old one is never asked for again
+            _SHARED[key] = trust_context()
+        return _SHARED[key]
+
+
+class LazyTrustingAdapter(BaseAdapter):
+    """The adapter for ``https://``: reads the roots on its first request, not when a session is
+    made, so a process that only speaks plain HTTP (a loopback registry) never reads them."""
+
+    def __init__(self, **pool_kwargs: Any) -> None:
+        super().__init__()
+        self._pool_kwargs = pool_kwargs
+        self._inner: HTTPAdapter | None = None
+        self._lock = threading.Lock()
+
+    def _adapter(self) -> HTTPAdapter:
+        with self._lock:
+            if self._inner is None:
+                context = shared_trust_context()
+                self._inner = (TrustingAdapter(context, **self._pool_kwargs) if context is not None
+                               else HTTPAdapter(**self._pool_kwargs))
+            return self._inner
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        return self._adapter().send(request, **kwargs)
+
+    def close(self) -> None:
+        if self._inner is not None:
+            self._inner.close()
+
+
+def https_adapter(verify: bool | str, **pool_kwargs: Any) -> BaseAdapter:
+    """The ``https://`` adapter for a connection that verifies with ``verify``: Go's roots when
+    ``SSL_CERT_DIR`` or ``SSL_CERT_FILE`` is set and no CA bundle was named for the host."""
+    if verify is True and (os.environ.get(CERT_DIR_ENV) or os.environ.get(CERT_FILE_ENV)):
+        return LazyTrustingAdapter(**pool_kwargs)
+    return HTTPAdapter(**pool_kwargs)
+
+
+def answers_plain_http(address: str, timeout: float) -> bool:
+    """Whether ``host[:port]`` answers a TLS ClientHello with an HTTP response, i.e. is a plain-HTTP
+    server (a TLS server answers with a ServerHello or an alert, never with ``HTTP/``). The hello
+    is made with a context that holds no roots: telling the two apart needs none. False when the
+    host cannot be reached or the answer is anything else: the caller then tries HTTPS as usual."""
+    parts = urlsplit(f"https://{address}")
+    try:
+        host, port = parts.hostname, parts.port or 443
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except (OSError, ValueError):
+        return False
+    try:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = context.wrap_bio(incoming, outgoing)
+        try:
+            tls.do_handshake()
+        except ssl.SSLWantReadError:
+            pass  # the hello is written; the answer is read below, by hand
+        sock.sendall(outgoing.read())
+        answer = b""
+        while len(answer) < 5:
+            chunk = sock.recv(5 - len(answer))
+            if not chunk:
+                break
+            answer += chunk
+        return answer == b"HTTP/"
+    except (OSError, ssl.SSLError):
+        return False
+    finally:
+        sock.close()
