@@ -1,35 +1,33 @@
-"""Images in a registry: read them as ``Image`` views, download them, push them.
+"""Images in a registry: read them as ``Image`` views, download them (pushing: ``push.py``).
 
 ``fetch_image`` resolves a reference (index → platform manifest) and returns a
 ``RemoteImage`` whose layers stream from the registry, verified, when opened.
 ``pull_image`` downloads every layer in parallel into a directory and returns
-an image of ``FileLayer``s. ``push_image`` uploads blobs (skipping existing
-ones, mounting across repositories), then the manifest, to one or more
-destinations. Layer bytes pulled or pushed are reported to ``pybuildless.transfer``
+an image of ``FileLayer``s. Layer bytes pulled are reported to ``pybuildless.transfer``
 (a live display on a terminal, nothing otherwise).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from dataclasses import dataclass
-from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
-from typing import BinaryIO, Callable, Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 from pybuildless import transfer
 from pybuildless.errors import DigestMismatchError, ImageFormatError, NotFoundError, RegistryError
 from pybuildless.image import mediatypes as mt
 from pybuildless.image.descriptor import Descriptor, Digest, Platform
-from pybuildless.image.model import FileLayer, Image, Layer, ManifestImage, MountableLayer, canonical_json
+from pybuildless.image.model import FileLayer, ManifestImage
 from pybuildless.image.platform import select_manifest
 from pybuildless.registry.client import FetchedManifest, RegistryClient, check_manifest
+from pybuildless.registry.jobs import parallel_map
 from pybuildless.registry.options import RegistryOptions
+from pybuildless.registry.push import make_index, push_image, push_index  # kept importable from here
 from pybuildless.name import Reference, parse_reference
-from pybuildless.registry.verify import CHUNK, VerifyingReader
+from pybuildless.registry.verify import VerifyingReader
 
 logger = logging.getLogger(__name__)
 
@@ -252,146 +250,10 @@ def pull_image(ref: Reference | str, dest: Path, *, platform: Platform | None = 
         return PulledLayer(path, layer.digest, layer.diff_id, layer.size, layer.media_type, remote.source)
 
     unique = list({layer.digest: layer for layer in remote.layers()}.values())  # a blob may repeat
-    files = {f.digest: f for f in _parallel(fetch, unique, jobs or options.parallel)}
+    files = {f.digest: f for f in parallel_map(fetch, unique, jobs or options.parallel)}
     layers = [PulledLayer(files[l.digest].path, l.digest, l.diff_id, l.size, l.media_type, remote.source)
               for l in remote.layers()]
     return ManifestImage(remote.raw_manifest(), remote.raw_config(), layers)
-
-
-def _parallel(fn: Callable, items: Sequence, jobs: int) -> list:
-    if len(items) <= 1 or jobs <= 1:
-        return [fn(i) for i in items]
-    with ThreadPoolExecutor(max_workers=min(jobs, len(items))) as pool:
-        futures = [pool.submit(fn, i) for i in items]
-        return [f.result() for f in futures]  # re-raises the first failure in order
-
-
-# -- push --------------------------------------------------------------------------------
-
-
-class _Sized:
-    """A file object with a known length, so requests sends Content-Length, never chunked.
-
-    Each one is one upload attempt as far as the progress display is concerned: the
-    transport opens a fresh one per attempt and closes it after sending.
-    """
-
-    def __init__(self, f: BinaryIO, size: int, progress: transfer.Transfer = transfer.NULL_TRANSFER) -> None:
-        self._f, self._size, self._pos = f, size, 0
-        self._progress = progress
-
-    def __len__(self) -> int:
-        return self._size
-
-    def tell(self) -> int:
-        return self._pos
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._f.read(CHUNK if n is None or n < 0 else n)
-        self._pos += len(data)
-        self._progress.advance(len(data))
-        return data
-
-    def close(self) -> None:
-        try:
-            self._f.close()
-        finally:
-            self._progress.finish()
-
-    def __enter__(self) -> "_Sized":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def _opener(layer: Layer) -> Callable[[], _Sized]:
-    def open_layer() -> _Sized:
-        f = layer.open_compressed()
-        return _Sized(f, layer.size, transfer.start(str(layer.digest), layer.size, "pushing"))
-
-    return open_layer
-
-
-def _push_blob(client: RegistryClient, repository: str, desc: Descriptor, opener, scopes: tuple[str, ...],
-               mount_from: str | None, *, known_source: bool = False) -> str:
-    """Make ``desc`` exist in ``repository``: nothing when it is there, a mount when another
-    repository of the registry has it, else an upload (the only case that reads the blob).
-
-    ``known_source``: ``mount_from`` is where the blob was read from (a base image's layer),
-    so it is there: the mount is asked for at once. A registry answers it 201 when the
-    destination has the blob too, so no HEAD is needed first.
-    """
-    if known_source and mount_from == repository:
-        return "exists"  # the image was read from this repository: its manifest holds the blob
-    if not (known_source and mount_from) and client.blob_exists(repository, desc.digest, scopes=scopes):
-        return "exists"
-    location = None
-    if mount_from and mount_from != repository:
-        location = client.mount_blob(repository, desc.digest, mount_from, scopes=scopes)
-        if location is None:
-            return "mounted"
-    client.upload_blob(repository, desc, opener, scopes=scopes, location=location)
-    return "uploaded"
-
-
-def push_image(image: Image, refs: Sequence[Reference | str], *, options: RegistryOptions | None = None,
-               jobs: int | None = None) -> Digest:
-    """Push ``image`` to every reference; blobs go up once per repository, before any manifest.
-
-    Destinations in the same registry after the first mount the blobs from it.
-    Returns the manifest digest (the same for every destination).
-    """
-    if not refs:
-        raise RegistryError("push: no destination given")
-    options = options or RegistryOptions()
-    refs = [parse_reference(r) if isinstance(r, str) else r for r in refs]
-    raw_manifest = image.raw_manifest()
-    manifest = json.loads(raw_manifest)
-    media_type = manifest.get("mediaType") or mt.OCI_MANIFEST
-    config_raw = image.raw_config()
-    config_desc = Descriptor.from_dict(manifest["config"])
-    if Digest.of_bytes(config_raw, config_desc.digest.algorithm) != config_desc.digest:
-        raise DigestMismatchError("push: the image's config does not match its manifest")
-    layers = list(image.layers())
-    if media_type == mt.DOCKER_MANIFEST and not all(mt.fits_docker_manifest(layer.media_type) for layer in layers):
-        raise ImageFormatError("push: zstd layers cannot go in a Docker v2 manifest; use the OCI format")
-    clients: dict[str, RegistryClient] = {}
-    pushed_repo: dict[str, str] = {}  # registry -> first repository that holds all blobs
-    digest = Digest.of_bytes(raw_manifest)
-    for ref in refs:
-        client = clients.get(ref.registry)
-        if client is None:
-            client = clients[ref.registry] = RegistryClient.for_reference(ref, options)
-        done_repo = pushed_repo.get(ref.registry)
-        sources = {done_repo} if done_repo else set()
-        for layer in layers:
-            if isinstance(layer, MountableLayer) and getattr(layer.source, "registry", None) == ref.registry:
-                sources.add(layer.source.repository)
-        sources.discard(ref.repository)
-        # One token for everything this destination needs: push first, then mount sources.
-        scopes = (ref.scope("push,pull"),) + tuple(f"repository:{s}:pull" for s in sorted(sources))
-
-        def push_layer(layer: Layer, ref=ref, client=client, scopes=scopes, done_repo=done_repo) -> str:
-            mount_from, known = done_repo, done_repo is not None  # an earlier destination got every blob
-            if isinstance(layer, MountableLayer):
-                src = layer.source
-                if getattr(src, "registry", None) == ref.registry and (mount_from is None
-                                                                       or src.repository == ref.repository):
-                    mount_from, known = src.repository, True
-            desc = Descriptor(layer.media_type, layer.digest, layer.size)
-            how = _push_blob(client, ref.repository, desc, _opener(layer), scopes, mount_from, known_source=known)
-            logger.info("layer %s: %s", layer.digest, how)
-            return how
-
-        _parallel(push_layer, list({layer.digest: layer for layer in layers}.values()), jobs or options.parallel)
-        _push_blob(client, ref.repository, config_desc, lambda: io.BytesIO(config_raw), scopes, done_repo)
-        got = client.put_manifest(ref, raw_manifest, media_type, scopes=scopes)
-        if got != digest:
-            raise DigestMismatchError(f"push {ref}: manifest digest {got}, expected {digest}")
-        logger.info("pushed %s@%s", ref.context, digest)
-        pushed_repo.setdefault(ref.registry, ref.repository)
-    return digest
 
 
 def image_exists(ref: Reference | str, *, options: RegistryOptions | None = None) -> Descriptor | None:
@@ -408,44 +270,5 @@ def image_exists(ref: Reference | str, *, options: RegistryOptions | None = None
         return None
 
 
-def make_index(images: Sequence[Image], *, annotations: dict[str, str] | None = None) -> tuple[bytes, str]:
-    """Serialise an index over ``images`` (platforms from their configs): (raw bytes, media type).
-
-    A Docker manifest list when every image is a Docker v2 manifest, else an OCI index.
-    """
-    entries = []
-    docker = bool(images)
-    for image in images:
-        raw = image.raw_manifest()
-        media_type = json.loads(raw).get("mediaType") or mt.OCI_MANIFEST
-        docker = docker and media_type == mt.DOCKER_MANIFEST
-        entry = {"mediaType": media_type, "digest": str(Digest.of_bytes(raw)), "size": len(raw)}
-        config = json.loads(image.raw_config())
-        if config.get("architecture") and config.get("os"):
-            entry["platform"] = Platform.from_dict(config).to_dict()
-        entries.append(entry)
-    index_type = mt.DOCKER_MANIFEST_LIST if docker else mt.OCI_INDEX
-    index: dict = {"schemaVersion": 2, "mediaType": index_type, "manifests": entries}
-    if annotations:
-        index["annotations"] = dict(annotations)
-    return canonical_json(index), index_type
-
-
-def push_index(images: Sequence[Image], refs: Sequence[Reference | str], *, options: RegistryOptions | None = None,
-               raw_index: bytes | None = None, jobs: int | None = None) -> Digest:
-    """Push every platform image by digest, then the index (``raw_index`` or ``make_index``) to each ref."""
-    options = options or RegistryOptions()
-    refs = [parse_reference(r) if isinstance(r, str) else r for r in refs]
-    if raw_index is None:
-        raw_index, index_type = make_index(images)
-    else:
-        index_type = json.loads(raw_index).get("mediaType") or mt.OCI_INDEX
-    for image in images:
-        digest = Digest.of_bytes(image.raw_manifest())
-        push_image(image, [r.with_digest(str(digest)) for r in refs], options=options, jobs=jobs)
-    index_digest = Digest.of_bytes(raw_index)
-    for ref in refs:
-        client = RegistryClient.for_reference(ref, options)
-        client.put_manifest(ref, raw_index, index_type)
-        logger.info("pushed index %s@%s", ref.context, index_digest)
-    return index_digest
+__all__ = ["PulledLayer", "RemoteImage", "RemoteLayer", "fetch_image", "image_exists", "make_index",
+           "pull_image", "push_image", "push_index"]
