@@ -11,7 +11,6 @@ import click
 
 from pybuildless.builder.options import BuildOptions, GitOptions
 from pybuildless.cli.kaniko_args import KanikoCommand, parse_bool
-from pybuildless.dockerfile.mounts import parse_go_duration
 from pybuildless.errors import UsageError
 from pybuildless.registry.options import RegistryOptions
 
@@ -90,6 +89,8 @@ P = click.Path(path_type=Path)
 
 
 def _duration(ctx, param, value: str) -> str:
+    from pybuildless.dockerfile.mounts import parse_go_duration  # loads the Dockerfile front end
+
     try:
         parse_go_duration(value)
     except ValueError:

@@ -10,11 +10,9 @@ import click
 from pybuildless import transfer
 from pybuildless.errors import ImageFormatError, UsageError
 from pybuildless.image.descriptor import Platform
-from pybuildless.image.layout import blob_path, write_layout
 from pybuildless.log import setup_logging
 from pybuildless.name import parse_reference
 from pybuildless.registry.options import RegistryOptions, parse_host_value_pairs
-from pybuildless.registry.remote import pull_image
 
 VERBOSITIES = ("panic", "fatal", "error", "warn", "info", "debug", "trace")
 
@@ -56,6 +54,9 @@ def options_from_flags(kw: dict) -> RegistryOptions:
 @registry_flags
 def command(reference: str, directory: Path, platform: str | None, **kw) -> None:
     """Pull REFERENCE into the OCI image layout DIRECTORY (tagged with the reference's tag)."""
+    from pybuildless.image.layout import blob_path, write_layout
+    from pybuildless.registry.remote import pull_image  # the HTTP stack: only when a command runs
+
     options = options_from_flags(kw)
     ref = parse_reference(reference)
     try:

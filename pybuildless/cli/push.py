@@ -7,9 +7,7 @@ from pathlib import Path
 import click
 
 from pybuildless.cli.pull import options_from_flags, registry_flags
-from pybuildless.image.layout import read_layout
 from pybuildless.name import parse_reference
-from pybuildless.registry.remote import push_image
 
 
 @click.command("push")
@@ -19,6 +17,9 @@ from pybuildless.registry.remote import push_image
 @registry_flags
 def command(directory: Path, references: tuple[str, ...], layout_ref: str | None, **kw) -> None:
     """Push the image in the OCI layout DIRECTORY to each REFERENCE; prints REPO@DIGEST per destination."""
+    from pybuildless.image.layout import read_layout
+    from pybuildless.registry.push import push_image  # the HTTP stack: only when a command runs
+
     options = options_from_flags(kw)
     refs = [parse_reference(r) for r in references]  # all validated before any upload
     image = read_layout(directory, layout_ref)
