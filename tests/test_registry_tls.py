@@ -152,3 +152,12 @@ def test_plain_http_loopback_never_reads_the_ca_directory(tls_registry, busybox_
     # (once, for the whole process) and trusts the CA found there
     reads, files = _ca_reads(busybox_image, f"{host}/noca/copy:v1", cert_dir, tmp_path / "b")
     assert files == 5 and reads == 5  # the listing and its four files, each once
+
+
+def test_a_tls_hello_tells_a_plain_http_server_from_a_tls_one(tls_registry, registry) -> None:
+    from pybuildless.registry.trust import answers_plain_http
+
+    host, _ca = tls_registry
+    assert answers_plain_http(registry.host, 5.0)  # docker-registry without TLS answers "HTTP/1.1 400"
+    assert not answers_plain_http(host, 5.0)  # the TLS one answers with a ServerHello
+    assert not answers_plain_http(f"127.0.0.1:{free_port()}", 5.0)  # nobody there: HTTPS is tried as before
