@@ -198,15 +198,18 @@ def test_image_fs_extract_retry(tmp_path, registry, busybox_image):
         ctx = write_context(tmp_path / "ctx", {"Dockerfile": f"FROM {base}\n{RUN_MARKER}\n"})
         # --cache streams base layers straight into the extraction (nothing downloaded first)
         args = ("-c", str(ctx), "--no-push", "--cache=true", f"--cache-repo=oci:{tmp_path / 'cache'}")
+        # a layer store of this test's own: the session's may already hold the base layer, and a
+        # stored layer is never downloaded or extracted again
+        store = {"XDG_CACHE_HOME": str(tmp_path / "xdg")}
         proxy.add(Fault("reset_mid_body", method="GET", path=f"/blobs/{layer}", count=-1))
-        proc = executor(*args, "--image-fs-extract-retry=2", cwd=tmp_path, check=False)
+        proc = executor(*args, "--image-fs-extract-retry=2", cwd=tmp_path, env=store, check=False)
         assert proc.returncode != 0 and "--image-fs-extract-retry" in proc.stderr.decode()
         failing_gets = proxy.count("GET", f"/blobs/{layer}")
         assert failing_gets % 3 == 0  # three whole extractions, each with the client's own retries
         for retries, ok in ((0, False), (2, True)):
             proxy.clear()  # two extractions' worth of failures
             proxy.add(Fault("reset_mid_body", method="GET", path=f"/blobs/{layer}", count=failing_gets // 3 * 2))
-            proc = executor(*args, f"--image-fs-extract-retry={retries}", cwd=tmp_path, check=False)
+            proc = executor(*args, f"--image-fs-extract-retry={retries}", cwd=tmp_path, env=store, check=False)
             assert (proc.returncode == 0) is ok and (MARKER in output(proc)) is ok, output(proc)
 
 

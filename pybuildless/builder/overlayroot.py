@@ -17,7 +17,7 @@ from pathlib import Path
 from pybuildless.sandbox import _linux
 from pybuildless.sandbox.overlay_mount import in_user_namespace
 from pybuildless.sandbox.userns import in_reexecuted_namespace
-from pybuildless.store.stack import lowerdir_option, plan_stack
+from pybuildless.store.stack import lowerdir_option, plan_stack, topmost_occurrences
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +50,15 @@ def mount_root(leases: list, root: Path) -> bool:
     with a fresh upper dir next to it. False when they cannot be stacked as they are."""
     if not _state["private"]:
         return False
-    plan = plan_stack([lease.layer for lease in leases], userxattr=False)
+    stack = topmost_occurrences(leases, key=lambda lease: os.path.realpath(lease.path))
+    plan = plan_stack([lease.layer for lease in stack], userxattr=False)
     if not plan.mountable:
         log.info("stage root copied from the layer store, not mounted: %s", plan.reason)
         return False
     upper, work = root.parent / "upper", root.parent / "work"
     upper.mkdir(mode=0o755)
     work.mkdir(mode=0o700)
-    fds = [os.open(lease.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) for lease in leases]
+    fds = [os.open(lease.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) for lease in stack]
     try:
         options = (f"lowerdir={lowerdir_option(fds)},upperdir={upper},workdir={work},"
                    "index=off,metacopy=off,redirect_dir=nofollow")

@@ -21,9 +21,11 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 from pybuildless.store.layers import StoredLayer
+
+T = TypeVar("T")
 
 MAX_LOWER = 500  # OVL_MAX_STACK, fs/overlayfs/params.h
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -88,6 +90,17 @@ def plan_stack(layers: Sequence[StoredLayer], *, userxattr: bool) -> StackPlan:
             if below is not None and below != _meta(os.path.join(layer.path, rel)):
                 return StackPlan(False, f"/{rel} is not in layer {meta.diff_id}'s tar and differs below")
     return StackPlan.ok()
+
+
+def topmost_occurrences(items: Sequence[T], key: Callable[[T], object]) -> list[T]:
+    """``items`` (lowest first) with each repeated layer kept only where it is highest.
+
+    An image may hold one layer twice (two empty layers of ``--force-build-metadata``, a file
+    added, removed and added again), and overlayfs refuses a lower dir given twice (ELOOP,
+    "overlapping layers"). Dropping the lower copy changes nothing: every path it holds, and
+    every whiteout or opaque directory in it, the higher copy holds too, above it."""
+    highest: dict[object, int] = {key(item): i for i, item in enumerate(items)}
+    return [item for i, item in enumerate(items) if highest[key(item)] == i]
 
 
 def lowerdir_option(fds: Sequence[int]) -> str:
