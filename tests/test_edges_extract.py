@@ -345,3 +345,34 @@ def test_unprivileged_extraction_keeps_read_only_directories_writable_until_the_
     modes = {name: stat.S_IMODE(os.lstat(root / name).st_mode) for name in ("ro", "ro/nox", "ro/nox/sub", "open")}
     assert modes == {"ro": 0o555, "ro/nox": 0o600, "ro/nox/sub": 0o500, "open": 0o750}
     assert (root / "ro/nox/sub/f").read_bytes() == b"x"
+
+
+@root_only
+def test_device_numbers_above_63_are_kept(tmp_path):
+    """device-mapper (253), or minors past 255: any 32-bit number is a device number."""
+    stats = apply(tmp_path, entry("dm", "blk", dev=(253, 300)), entry("big", "chr", dev=(511, 70000)))
+    dm, big = os.lstat(tmp_path / "dm"), os.lstat(tmp_path / "big")
+    assert (os.major(dm.st_rdev), os.minor(dm.st_rdev)) == (253, 300)
+    assert (os.major(big.st_rdev), os.minor(big.st_rdev)) == (511, 70000)
+    assert stats.specials == 2
+
+
+def test_skips_and_symlinks_are_counted_one_by_one_and_logged(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG, logger="pybuildless.fs.extract")
+    (tmp_path / "keep").mkdir()
+    stats = apply(tmp_path, entry("null", "chr", dev=(1, 3)), entry("zero", "chr", dev=(1, 5)),
+                  entry("keep/a", "file", b"a"), entry("keep/b", "file", b"b"),
+                  entry("l1", "symlink", link="x"), entry("l2", "symlink", link="y"),
+                  allow_devices=False, ignore=IgnoreList.of(["/keep"]))
+    assert (stats.skipped, stats.symlinks) == (4, 2)
+    assert "skipping device node null (needs root)" in caplog.messages
+    assert "not extracting ignored path /keep/a" in caplog.messages
+
+
+def test_a_whiteout_of_a_grandparent_written_by_the_same_layer_keeps_that_layer_s_entries(tmp_path):
+    """OCI image-spec layer.md: "Files that are present in the same layer as a whiteout file can only
+    be hidden by whiteout files in subsequent layers"."""
+    apply(tmp_path, entry("a/old", "file", b"lower"))
+    apply(tmp_path, entry("a/b/c", "file", b"same layer"), entry(".wh.a", "file"))
+    assert (tmp_path / "a/b/c").read_bytes() == b"same layer"
+    assert not (tmp_path / "a/old").exists(), "the lower content is hidden"
