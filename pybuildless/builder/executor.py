@@ -13,14 +13,13 @@ import functools
 import json
 import logging
 import os
-import shutil
 import sys
 import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from pybuildless.builder import inplace
+from pybuildless.builder import cleanup, inplace
 from pybuildless.builder.base import BaseImage, load_base
 from pybuildless.builder import storeroot
 from pybuildless.builder.context import open_context, resolve_dockerfile
@@ -160,7 +159,9 @@ def run_build(options: BuildOptions) -> None:
     started = time.monotonic()
     roots = StageRoots.for_build(options)  # before any thread starts: overlay stage roots
     work = _work_dir(options)
+    cleanup.start(work)
     progress = Progress()
+    succeeded = False
     try:
         with open_context(options.context, stdin=sys.stdin.buffer, workdir=work,
                           sub_path=options.context_sub_path, git=options.git) as context:
@@ -177,12 +178,13 @@ def run_build(options: BuildOptions) -> None:
         else:
             digest = publish_index(images, options, options.registry, progress)
         progress.info(f"built {digest} in {time.monotonic() - started:.1f}s")
+        succeeded = True
     except PybuildlessError as e:
         report_error_source(e)  # the Dockerfile lines it names, as BuildKit prints them
         raise
     finally:
         roots.close()  # before removing the work dir, which holds the mount points
-        shutil.rmtree(work, ignore_errors=True)
+        cleanup.finish(work, in_place=options.in_place, succeeded=succeeded)  # off the critical path when it can
         storeroot.collect_after_build(options)
 
 

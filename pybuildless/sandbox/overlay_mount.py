@@ -21,6 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from pybuildless.fs import trash
 from pybuildless.sandbox import _linux
 
 # Copy-up must copy data (no metacopy) and never record redirects: the upper dir
@@ -73,8 +74,9 @@ class OverlayDirs:
         return cls(base)
 
     def remove(self) -> None:
-        # the kernel leaves work/work (mode 000) behind; rmtree copes as (namespace) root
-        shutil.rmtree(self.base, ignore_errors=True)
+        """Give the dirs up once the overlay is unmounted (its namespace is gone): moved to the
+        build's trash (a rename, removed after the build), or removed now outside a build's work dir."""
+        trash.discard(self.base)
 
 
 @dataclass(frozen=True)
