@@ -29,9 +29,11 @@ def must_wait(*, in_place: bool, succeeded: bool) -> bool:
     return in_place or not succeeded or os.getpid() == 1 or os.environ.get(ENV_CLEANUP, "").lower() == "wait"
 
 
-def start(work: Path) -> None:
-    """Trees the build gives up below ``work`` are moved to its trash from now on."""
-    trash.register(work)
+def start(work: Path, *, in_place: bool) -> None:
+    """Trees the build gives up below ``work`` are moved to its trash from now on (not in place,
+    where the build removes everything there and then, as before)."""
+    if not in_place:
+        trash.register(work)
 
 
 def finish(work: Path, *, in_place: bool, succeeded: bool) -> None:

@@ -159,7 +159,7 @@ def run_build(options: BuildOptions) -> None:
     started = time.monotonic()
     roots = StageRoots.for_build(options)  # before any thread starts: overlay stage roots
     work = _work_dir(options)
-    cleanup.start(work)
+    cleanup.start(work, in_place=options.in_place)
     progress = Progress()
     succeeded = False
     try:
