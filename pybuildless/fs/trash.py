@@ -23,7 +23,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import secrets
 import shutil
 import threading
 from pathlib import Path
@@ -91,7 +90,7 @@ def _start_time(pid: int) -> str | None:
 
 def trash_name(pid: int | None = None) -> str:
     pid = os.getpid() if pid is None else pid
-    return f"{PREFIX}{pid}-{_start_time(pid) or 0}-{secrets.token_hex(4)}"
+    return f"{PREFIX}{pid}-{_start_time(pid) or 0}-{os.urandom(4).hex()}"
 
 
 def owner_alive(name: str) -> bool:
@@ -233,7 +232,7 @@ def _detach(keep: int) -> None:
     for fd in (0, 1, 2):
         os.dup2(null, fd)
     os.closerange(3, keep)
-    os.closerange(keep + 1, 1 << 16)
+    os.closerange(keep + 1, max(os.sysconf("SC_OPEN_MAX"), 1 << 16))  # close_range(2): one syscall
 
 
 # ioprio_set(2) numbers where they are known; elsewhere only the CPU priority is lowered
