@@ -16,10 +16,14 @@ The build waits for the removal instead when:
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 from pybuildless.fs import trash
+from pybuildless.fs.mountinfo import mount_points
+
+log = logging.getLogger(__name__)
 
 ENV_CLEANUP = "PYBUILDLESS_CLEANUP"
 
@@ -37,5 +41,19 @@ def start(work: Path, *, in_place: bool) -> None:
 
 
 def finish(work: Path, *, in_place: bool, succeeded: bool) -> None:
-    """Remove ``work`` (every mount in it already gone) and the stale trash of dead builds next to it."""
-    trash.dispose(work, wait=must_wait(in_place=in_place, succeeded=succeeded))
+    """Remove ``work`` (every mount in it already released) and the stale trash of dead builds next to it."""
+    wait = must_wait(in_place=in_place, succeeded=succeeded)
+    if not wait and _mounts_below(work):
+        # a mount that would not go: never handed to a process that outlives the build (it
+        # would keep the mount alive in its namespace); removed here, as before
+        log.warning("mounts left below %s: its removal is not deferred", work)
+        wait = True
+    trash.dispose(work, wait=wait)
+
+
+def _mounts_below(work: Path) -> list[str]:
+    prefix = os.path.abspath(work) + os.sep
+    try:
+        return [m for m in mount_points() if m.startswith(prefix)]
+    except OSError:
+        return []
