@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pybuildless.fs.layer import paths_changes, write_layer
+from pybuildless.fs.changes import Changes
+from pybuildless.fs.layer import write_layer
 from pybuildless.image import mediatypes as mt
 from pybuildless.image.model import build_image, image_manifest
 from pybuildless.image.times import rfc3339
@@ -51,7 +52,7 @@ def test_every_writer_gives_a_docker_manifest_the_same_layer_types(
     """A layer written for a Docker image and a new image agree on the layer type."""
     (tmp_path / "root").mkdir()
     (tmp_path / "root" / "f").write_bytes(b"x")
-    written = write_layer(tmp_path / "root", paths_changes(["f"]), tmp_path / "out", compression=compression,
+    written = write_layer(tmp_path / "root", Changes(added=("f",)), tmp_path / "out", compression=compression,
                           docker=True)
     assert written.media_type == docker_type
     oci_layer = make_layer(tmp_path / "l", {"g": b"y"}, compression=compression)
