@@ -12,7 +12,6 @@ The rules, from independent sources:
 
 from __future__ import annotations
 
-import errno
 import gzip
 import io
 import logging
@@ -317,7 +316,6 @@ def test_a_root_that_refuses_writes_is_an_extraction_error(tmp_path):
     finally:
         os.close(rootfd)
     assert os.listdir(root) == []
-    assert errno.EACCES  # the errno the message names
 
 
 @root_only
