@@ -151,7 +151,12 @@ def _get_manifest(client: RegistryClient, ref: Reference, documents: Documents |
     if ref.digest:
         kept = _kept_manifest(documents, Digest.parse(ref.digest), f"manifest {ref}")
     else:
-        desc = client.head_manifest(ref)
+        try:
+            desc = client.head_manifest(ref)
+        except NotFoundError:
+            # a HEAD carries no error body: the GET below fails with the registry's own words
+            # (MANIFEST_UNKNOWN, NAME_UNKNOWN), which a user of a missing base needs to see
+            desc = None
         kept = _kept_manifest(documents, desc.digest, f"manifest {ref}") if desc is not None else None
     if kept is not None:
         return kept
