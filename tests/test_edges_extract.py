@@ -25,6 +25,7 @@ from pybuildless.errors import LayerSecurityError
 from pybuildless.fs.extract import ExtractionError, LayerFormatError, extract_layer
 from pybuildless.fs.ignore import IgnoreList
 from tests.fs_hostile import entry, tar_bytes
+from tests.privdrop import as_nobody
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for ownership")
 
@@ -280,23 +281,6 @@ def test_non_utf8_names_are_extracted_byte_for_byte(tmp_path):
         assert os.listdir(os.fsencode(root)) == [b"caf\xe9"]
 
 
-def _in_child_as_nobody(fn) -> int:
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.setgroups([])
-            os.setresgid(65534, 65534, 65534)
-            os.setresuid(65534, 65534, 65534)
-            code = fn()
-        except BaseException:
-            import traceback
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-
-
 @root_only
 def test_a_root_that_refuses_writes_is_an_extraction_error(tmp_path):
     root = tmp_path / "root"
@@ -312,7 +296,7 @@ def test_a_root_that_refuses_writes_is_an_extraction_error(tmp_path):
         return 3
 
     try:
-        assert _in_child_as_nobody(unprivileged) == 0
+        assert as_nobody(unprivileged) == 0
     finally:
         os.close(rootfd)
     assert os.listdir(root) == []
@@ -337,7 +321,7 @@ def test_unprivileged_extraction_keeps_read_only_directories_writable_until_the_
         return 0
 
     try:
-        assert _in_child_as_nobody(unprivileged) == 0
+        assert as_nobody(unprivileged) == 0
     finally:
         os.close(rootfd)
     modes = {name: stat.S_IMODE(os.lstat(root / name).st_mode) for name in ("ro", "ro/nox", "ro/nox/sub", "open")}

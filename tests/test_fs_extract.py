@@ -13,6 +13,7 @@ from pybuildless.fs.extract import LayerFormatError, extract_layer
 from pybuildless.fs.ignore import IgnoreList
 from pybuildless.image.descriptor import Digest
 from tests.fs_hostile import entry, tar_bytes
+from tests.privdrop import as_nobody
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for ownership and device nodes")
 CAP = b"\x01\x00\x00\x02\x00\x04\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # cap_net_bind_service+ep
@@ -144,25 +145,6 @@ def test_garbage_and_truncated_layers_are_format_errors(tmp_path):
     assert extract_layer(io.BytesIO(b""), tmp_path).entries == 0
 
 
-def _as_nobody(fn) -> int:
-    """Run fn() in a forked child with uid/gid 65534; its exit status (0 = passed)."""
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.setgroups([])
-            os.setresgid(65534, 65534, 65534)
-            os.setresuid(65534, 65534, 65534)
-            fn()
-            code = 0
-        except BaseException:
-            import traceback
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-
-
 @root_only
 def test_read_only_directories_work_without_privileges(tmp_path):
     root = tmp_path / "root"
@@ -178,7 +160,7 @@ def test_read_only_directories_work_without_privileges(tmp_path):
         assert stats.skipped == 1, "device nodes are skipped without root"
 
     try:
-        assert _as_nobody(unprivileged) == 0
+        assert as_nobody(unprivileged) == 0
     finally:
         os.close(rootfd)
     assert stat.S_IMODE(os.lstat(root / "ro").st_mode) == 0o555
