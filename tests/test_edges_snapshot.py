@@ -25,24 +25,9 @@ import pytest
 
 from pybuildless.fs.ignore import IgnoreList
 from pybuildless.fs.snapshot import Snapshotter
+from tests.test_fs_snapshot import make_tree, write
 
 LOGGER = "pybuildless.fs.snapshot"
-
-
-def write(path, data="x", mtime=None):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(data)
-    if mtime is not None:
-        os.utime(path, (mtime, mtime))
-
-
-def make_tree(root):
-    write(root / "etc/conf", "a", 1000)
-    write(root / "etc/d/one", "1")
-    write(root / "etc/d/two", "2")
-    write(root / "usr/bin/tool", "t")
-    write(root / "same", "s", 1000)
-    return root
 
 
 @pytest.fixture

@@ -21,15 +21,18 @@ def watch(request):
     return request.param
 
 
-@pytest.fixture
-def tree(tmp_path):
-    root = tmp_path / "root"
+def make_tree(root):
     write(root / "etc/conf", "a", 1000)
     write(root / "etc/d/one", "1")
     write(root / "etc/d/two", "2")
     write(root / "usr/bin/tool", "t")
     write(root / "same", "s", 1000)
     return root
+
+
+@pytest.fixture
+def tree(tmp_path):
+    return make_tree(tmp_path / "root")
 
 
 def test_no_change_is_empty(tree, watch):
