@@ -15,7 +15,7 @@ import pytest
 from pybuildless.errors import BuildError, SandboxError
 from pybuildless.fs.users import ResolvedUser, resolve_user
 from pybuildless.sandbox import ChrootSandbox, CommandNotFoundError, InPlaceSandbox, Mount, Sandbox, open_sandbox
-from pybuildless.sandbox.base import mounts_below
+from pybuildless.fs.mountinfo import mounts_below
 
 pytestmark = [
     pytest.mark.root,

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 
 from pybuildless.fs import trash
-from pybuildless.fs.mountinfo import mount_points
+from pybuildless.fs.mountinfo import mounts_below
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,7 @@ def finish(work: Path, *, in_place: bool, succeeded: bool) -> None:
 
 
 def _mounts_below(work: Path) -> list[str]:
-    prefix = os.path.abspath(work) + os.sep
     try:
-        return [m for m in mount_points() if m.startswith(prefix)]
+        return mounts_below(work)
     except OSError:
         return []

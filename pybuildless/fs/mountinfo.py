@@ -8,6 +8,7 @@ the paths go back to the kernel unchanged.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -33,3 +34,9 @@ def parse_mountinfo(text: str) -> list[str]:
 def mount_points(path: str | Path = MOUNTINFO) -> list[str]:
     """The mount points listed in ``path``; raises OSError when it cannot be read."""
     return parse_mountinfo(Path(path).read_text(encoding="utf-8", errors="surrogateescape"))
+
+
+def mounts_below(root: str | Path) -> list[str]:
+    """Mount points strictly below ``root`` in this process's mount namespace."""
+    prefix = os.path.abspath(root).rstrip("/") + "/"
+    return [point for point in mount_points() if point.startswith(prefix)]

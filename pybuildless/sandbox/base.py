@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Callable, Protocol, Sequence, Union, runtime_checkable
 
 from pybuildless.errors import SandboxError
-from pybuildless.fs.mountinfo import mount_points
 from pybuildless.sandbox import _linux
 
 if TYPE_CHECKING:
@@ -84,9 +81,3 @@ def probe_namespaces(flags: int) -> bool:
     if not ok:
         log.info("cannot create namespaces (flags %#x) here; using the fallback", flags)
     return ok
-
-
-def mounts_below(root: Path) -> list[str]:
-    """Mount points strictly below ``root`` in this process's mount namespace."""
-    prefix = os.path.abspath(root).rstrip("/") + "/"
-    return [point for point in mount_points() if point.startswith(prefix)]

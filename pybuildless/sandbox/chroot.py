@@ -44,9 +44,10 @@ from typing import TYPE_CHECKING, Sequence
 
 from pybuildless.errors import SandboxError
 from pybuildless.fs.changes import Changes
+from pybuildless.fs.mountinfo import mounts_below
 from pybuildless.fs.overlay import apply_upper, overlay_changes
 from pybuildless.sandbox import _linux, procview
-from pybuildless.sandbox.base import RunResult, Sink, as_sink, check_run_args, mounts_below, probe_namespaces
+from pybuildless.sandbox.base import RunResult, Sink, as_sink, check_run_args, probe_namespaces
 from pybuildless.sandbox.extra_mounts import Mount, PreparedMount, apply_extra_mounts, prepare_extra_mounts
 from pybuildless.sandbox.materialize import put_in_place, take_away
 from pybuildless.sandbox.mounts import MountPlan, apply_mounts, prepare_fallback, prepare_mounts, remove_scratch

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pybuildless.fs import inroot
+from pybuildless.fs.mountinfo import mounts_below
 from pybuildless.sandbox import _linux
-from pybuildless.sandbox.base import mounts_below
 
 log = logging.getLogger(__name__)
 

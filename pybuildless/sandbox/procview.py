@@ -27,8 +27,8 @@ import logging
 import os
 from pathlib import Path
 
+from pybuildless.fs.mountinfo import mounts_below
 from pybuildless.sandbox import _linux
-from pybuildless.sandbox.base import mounts_below
 from pybuildless.sandbox.mounts import protect_proc, remount_readonly
 
 log = logging.getLogger(__name__)
