@@ -40,3 +40,43 @@ def test_context_membership_follows_the_walk():
     assert not m.in_context("docs/other.md", False) and not m.in_context("docs", False)
     assert not m.in_context("build", True) and not m.in_context("build/x/y", False)
     assert not m.in_context("docs/sub/keep.md", False)
+
+
+# The name-length rule the project follows (shared reference note: domain + path <= 255) is the one of
+# distribution/reference before v0.6.0: reference.go@8507c7fcf0da Parse checks len(matches[1]) >
+# NameTotalLengthMax = 255, where matches[1] is the whole normalised name "domain/path".
+# (v0.6.0, commit aaca75ef76fc, counts the path alone.)
+def test_name_length_limit_is_255_characters_of_domain_slash_path():
+    host = "registry.example.com"  # 20 characters, plus the "/"
+    at_limit = parse_reference(f"{host}/{'a' * 234}:v1")
+    assert len(at_limit.context) == 255 and at_limit.tag == "v1"
+    with pytest.raises(ReferenceError_, match="longer than 255 characters"):
+        parse_reference(f"{host}/{'a' * 235}:v1")
+    # the Hub's implied "docker.io/library/" counts too: 18 + 237 = 255
+    assert len(parse_reference("a" * 237).context) == 255
+    with pytest.raises(ReferenceError_, match="longer than 255 characters"):
+        parse_reference("a" * 238)
+
+
+def test_empty_reference_error_is_exact():
+    with pytest.raises(ReferenceError_, match=r"^invalid reference: empty$"):
+        parse_reference("   ")
+
+
+# Grammar (distribution/reference reference.go@0965666a6ade, package comment):
+#   reference := name [ ":" tag ] [ "@" digest ]; neither name, tag nor digest may contain "@" or "/"
+#   in the tag, so the digest is everything after the *first* "@", and a ":" followed later by a "/"
+#   is no tag separator.
+def test_everything_after_the_first_at_sign_is_the_digest():
+    doubled = f"app@{DIGEST}@{DIGEST}"
+    with pytest.raises(ReferenceError_, match=f"bad digest '{DIGEST}@{DIGEST}'"):
+        parse_reference(doubled)
+
+
+def test_a_colon_before_the_last_slash_is_not_a_tag_separator():
+    with pytest.raises(ReferenceError_) as info:
+        parse_reference("team/app:v1/extra")
+    assert str(info.value) == (
+        "invalid reference 'team/app:v1/extra': repository 'team/app:v1/extra' must be lowercase letters, "
+        "digits and separators ('.', '_', '__', '-') between '/'-separated components"
+    )
