@@ -74,3 +74,22 @@ def test_last_matching_pattern_decides_and_parents_match():
     m = PatternMatcher(["build", "!build/keep", "*.log", "!important.log"])
     assert m.excludes("build/out/x") and not m.excludes("build/keep") and not m.excludes("build/keep/inner")
     assert m.excludes("debug.log") and not m.excludes("important.log")
+
+
+# "**" in the middle or after a literal becomes "(.*/)?" and eats no following character: "a**b" is the
+# regexp ^a(.*/)?b$ (patternmatcher.go compile, moby/patternmatcher@5a6d8429a19b), so it matches "ab"
+# and "a<dirs>/b" but not "axb".
+@pytest.mark.parametrize(("path", "excluded"), [("ab", True), ("ax/b", True), ("a/x/b", True), ("axb", False)])
+def test_double_star_inside_a_name_needs_a_slash_before_what_follows(path, excluded):
+    assert PatternMatcher(["a**b"]).excludes(path) is excluded
+
+
+# Go's regexp "." does not match a newline (regexp/syntax: flag s, "let . match \n", is off by
+# default), while a "**"-last pattern after a literal is a plain prefix test (prefixMatch) that does:
+# a file name with a newline falls outside a "**" that stands for directories, inside a "docs/**".
+@pytest.mark.parametrize(("pattern", "path", "excluded"), [
+    ("docs/**", "docs/a\nb", True), ("**/*.log", "a\nb/c.log", False), ("x/**/*.log", "x/a\nb/c.log", False),
+    ("x/**/*.log", "x/ab/c.log", True), ("d?/**", "dx/a\nb", False), ("d?/**", "dx/ab", True),
+    ("*.log", "a\nb.log", True), ("a?b", "a\nb", True)])  # fmt: skip
+def test_newline_in_a_name_follows_go_regexp_dot(pattern, path, excluded):
+    assert PatternMatcher([pattern]).excludes(path) is excluded

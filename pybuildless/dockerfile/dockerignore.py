@@ -148,7 +148,8 @@ def _compile(text: str, exclusion: bool) -> _Pattern:
     if kind != "regex":
         return _Pattern(text, exclusion, kind, None)
     try:
-        compiled = re.compile(regex + r"\Z", re.DOTALL)
+        # no DOTALL: Go's "." (from "**") does not match a newline, "[^/]" does (regexp/syntax defaults)
+        compiled = re.compile(regex + r"\Z")
     except re.error as exc:
         raise BadPattern(f"syntax error in pattern {text!r}: {exc}") from None
     return _Pattern(text, exclusion, kind, compiled)
