@@ -79,7 +79,11 @@ def _copy(src_root: SourceRoot, req: CopyRequest, sink: "_Writer", dest_is_dir) 
         # for every source and every wildcard match (copy/copy.go@0834f99b7b85 Copy, newCopier).
         sink.links = {}
         host = resolve_in_root(src_root.root, rel) if rel != "." else src_root.root
-        st = os.stat(host) if os.path.exists(host) else os.lstat(host)
+        if not os.path.exists(host):
+            # a wildcard matched a link to nothing: BuildKit follows the source (FollowSymlinks)
+            # and fails to stat its target (fsutil copy/copy.go@0834f99b7b85 copy: "failed to stat")
+            raise BuildError(f"COPY source {rel!r} not found in the {src_root.description}: a link to a missing path")
+        st = os.stat(host)
         if req.unpack is not None and stat.S_ISREG(st.st_mode) and not req.parents and req.unpack(host):
             sink.unpack(host, dest)
             continue

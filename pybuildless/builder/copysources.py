@@ -133,14 +133,21 @@ def _match_path(pattern: str, rel: str, match) -> bool:
     """Match ``pattern`` against ``rel`` or any of its parent directories."""
     pat = [c for c in pattern.strip("/").split("/") if c]
     parts = rel.split("/")
+    if "**" in pat:
+        return _match_dstar(pat, parts, match)
     if len(parts) < len(pat):
         return False
-    return all(match(p, n) for p, n in zip(pat, parts[: len(pat)])) if "**" not in pat else _match_dstar(pat, parts, match)
+    return all(match(p, n) for p, n in zip(pat, parts[: len(pat)]))
 
 
 def _match_dstar(pat, parts, match) -> bool:
+    # moby/patternmatcher@5a6d8429a19b Pattern.compile: "**/" stands for any number of
+    # directories, none included ("**/*.pyc" matches "a.pyc"); a trailing "**" is the prefix
+    # "dir/", so it needs something below ("cache/**" leaves the directory cache itself).
     if not pat:
         return True
     if pat[0] == "**":
+        if len(pat) == 1:
+            return bool(parts)
         return any(_match_dstar(pat[1:], parts[i:], match) for i in range(len(parts) + 1))
     return bool(parts) and match(pat[0], parts[0]) and _match_dstar(pat[1:], parts[1:], match)
