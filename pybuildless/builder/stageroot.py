@@ -6,7 +6,8 @@ Three kinds, chosen in one place (``StageRoots.open``):
 - ``StoreRoot``: the same directory made from the local layer store (``--layer-store``,
   on by default): an overlay mount of the stored layers, or a copy from the store
   (``builder.storeroot``, ``builder.overlayroot``); extraction when the store cannot hold
-  a layer;
+  a layer. Mounted, it stacks each RUN's upper dir as a lower dir (``keep_upper``,
+  found by RUN through ``upper_keeper``) instead of copying it onto the root;
 - ``InPlaceRoot``: the container's own ``/`` (Kaniko mode, ``builder.inplace``), wiped
   before each stage, with an ignore list that is never extracted into, snapshotted or
   removed.
@@ -17,6 +18,7 @@ lays anything. From then on it has a ``snapshotter`` whose baseline is the laid 
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from pathlib import Path
@@ -25,13 +27,26 @@ from typing import TYPE_CHECKING, Protocol, Sequence
 from pybuildless.builder import inplace, storeroot
 from pybuildless.builder.baseextract import apply_layers, extract_layers
 from pybuildless.fs.ignore import IgnoreList
+from pybuildless.fs.rekey import rekeyed_state
 from pybuildless.fs.snapshot import Snapshotter
 
 if TYPE_CHECKING:
     from pybuildless.builder.options import BuildOptions
+    from pybuildless.fs.changes import Changes
+    from pybuildless.sandbox.base import UpperKeeper
     from pybuildless.store.layers import LayerStore
 
 log = logging.getLogger(__name__)
+
+_keepers: dict[Path, "UpperKeeper"] = {}  # mounted stage roots that stack RUN diffs, by path
+_keepers_lock = threading.Lock()
+
+
+def upper_keeper(path: Path) -> UpperKeeper | None:
+    """What a RUN on the stage root at ``path`` hands its overlay upper dir to (``Sandbox.run``'s
+    ``keep_upper``); None when the root takes diffs by copy only (a directory, in place)."""
+    with _keepers_lock:
+        return _keepers.get(path)
 
 
 class StageRoot(Protocol):
@@ -94,10 +109,28 @@ class StoreRoot(DirectoryRoot):
     def lay(self, layers: Sequence) -> str:
         if layers and storeroot.lay_from_store(layers, self.path, store=self._store, retries=self._retries):
             self._baseline()
+            from pybuildless.builder import overlayroot
+
+            if overlayroot.is_mounted(self.path):
+                with _keepers_lock:
+                    _keepers[self.path] = self.keep_upper
             return "laid from the layer store"
         return super().lay(layers)  # a layer the store cannot keep alone, or a store that cannot be written
 
+    def keep_upper(self, upper: Path, changes: Changes) -> bool:
+        """Stack a RUN's upper dir on the mounted root (its diff is then a lower dir, nothing
+        is copied); False when the stack is full or the root cannot be remounted: the sandbox
+        applies it instead. The snapshot state is carried over to the new mount."""
+        from pybuildless.builder import overlayroot
+
+        if self.snapshotter is None or not overlayroot.stack_upper(self.path, upper):
+            return False
+        self.snapshotter.rekey(functools.partial(rekeyed_state, changes=changes))
+        return True
+
     def release(self) -> None:
+        with _keepers_lock:
+            _keepers.pop(self.path, None)
         super().release()
         from pybuildless.builder import overlayroot
 

@@ -15,7 +15,7 @@ import os
 import posixpath
 import stat
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from pybuildless.fs import secure
 from pybuildless.fs.changes import (
@@ -146,6 +146,14 @@ class Snapshotter:
         self.hashes = {}
         for rel, key in self.state.items():
             self._record_extras(rel, key)
+        self._rewatch()
+
+    def rekey(self, rekeyed: Callable[[dict[str, tuple], dict[str, tuple]], dict[str, tuple]]) -> None:
+        """The root was mounted again: the same tree under other device and inode numbers.
+        ``rekeyed(state, now)`` gives the state to keep from the recorded one and a walk of the
+        root as it is now (``fs.rekey``); the watches are set up again on the new mount."""
+        self.close()
+        self.state = rekeyed(self.state, self._walk(""))
         self._rewatch()
 
     def take(self) -> Changes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Callable, Protocol, Sequence, Union, runtime_checkable
 
 from pybuildless.errors import SandboxError
@@ -18,6 +19,9 @@ log = logging.getLogger(__name__)
 
 Sink = Union[BinaryIO, Callable[[bytes], None]]
 NETWORK_MODES = ("default", "host", "none")
+# Offered a RUN's overlay upper dir (the overlay gone, its changes read): True when it took the dir
+# (moved it away and made the root show it, e.g. stacked as a lower dir), False to have it applied.
+UpperKeeper = Callable[[Path, "Changes"], bool]
 
 
 @runtime_checkable
@@ -29,10 +33,14 @@ class Sandbox(Protocol):
     stdout and stderr are merged into ``stdout``. It raises ``SandboxError``
     when the isolation cannot be set up (or a mount is unusable) and ``CommandNotFoundError`` (a
     ``BuildError`` with exit code 127/126) when the executable cannot be run.
+
+    ``keep_upper``: when the step ran on an overlay, its upper dir is offered there instead of
+    being applied onto the root (the stage root decides; sandboxes without overlays ignore it).
     """
 
     def run(self, argv: list[str], *, env: dict[str, str], cwd: str, user: "ResolvedUser",
-            stdout: Sink, network: str = "default", mounts: Sequence["Mount"] = ()) -> "RunResult": ...
+            stdout: Sink, network: str = "default", mounts: Sequence["Mount"] = (),
+            keep_upper: UpperKeeper | None = None) -> "RunResult": ...
 
     def close(self) -> None: ...
 
@@ -43,12 +51,14 @@ class RunResult:
 
     ``exit_code``: its exit status (128+n when killed by signal n).
     ``changes``: what the step changed, read from the overlay upper dir it ran on (already
-    moved onto the root when ``run`` returns); None when it wrote straight into the root,
-    and the caller must look at the root itself.
+    moved onto the root, or stacked on it by ``keep_upper``, when ``run`` returns); None when
+    it wrote straight into the root, and the caller must look at the root itself.
+    ``upper_kept``: the upper dir was taken by ``keep_upper`` rather than applied.
     """
 
     exit_code: int
     changes: "Changes | None" = None
+    upper_kept: bool = False
 
 
 def as_sink(stdout: Sink) -> Callable[[bytes], None]:

@@ -26,7 +26,9 @@ cannot use the classic double-chroot escape.
 ``pybuildless.fs.overlay``) when the probe says overlay mounts are allowed:
 the step's changes are read from the upper dir (the ``changes`` of the
 ``RunResult`` that ``run`` returns) and moved onto the root before ``run``
-returns, so the root is always the truth. Where overlay mounts are refused,
+returns, so the root is always the truth. A caller whose root can show the
+upper dir without copying it (a stage root that is itself an overlay stacks it
+as a lower dir) passes ``keep_upper``, and the dir is offered there first. Where overlay mounts are refused,
 ``run`` writes straight into the root and its result carries no changes: the
 caller walks the root instead.
 """
@@ -47,7 +49,7 @@ from pybuildless.fs.changes import Changes
 from pybuildless.fs.mountinfo import mounts_below
 from pybuildless.fs.overlay import apply_upper, overlay_changes
 from pybuildless.sandbox import _linux, procview
-from pybuildless.sandbox.base import RunResult, Sink, as_sink, check_run_args, probe_namespaces
+from pybuildless.sandbox.base import RunResult, Sink, UpperKeeper, as_sink, check_run_args, probe_namespaces
 from pybuildless.sandbox.extra_mounts import Mount, PreparedMount, apply_extra_mounts, prepare_extra_mounts
 from pybuildless.sandbox.materialize import put_in_place, take_away
 from pybuildless.sandbox.mounts import MountPlan, apply_mounts, prepare_fallback, prepare_mounts, remove_scratch
@@ -125,7 +127,8 @@ class ChrootSandbox:
         return self._overlay is not None
 
     def run(self, argv: list[str], *, env: dict[str, str], cwd: str, user: "ResolvedUser",
-            stdout: Sink, network: str = "default", mounts: Sequence[Mount] = ()) -> RunResult:
+            stdout: Sink, network: str = "default", mounts: Sequence[Mount] = (),
+            keep_upper: UpperKeeper | None = None) -> RunResult:
         if self._closed:
             raise SandboxError("sandbox already closed")
         check_run_args(argv, env, network)
@@ -137,6 +140,7 @@ class ChrootSandbox:
                 raise SandboxError("RUN --network=none needs a network namespace, which cannot be created here")
             flags |= _linux.CLONE_NEWNET
         self._overlay_changes = None
+        self._upper_kept = False
         before = set(mounts_below(self.root))
         dirs = OverlayDirs.create(self.root.parent) if self._overlay is not None else None
         if self.namespaces:
@@ -176,7 +180,6 @@ class ChrootSandbox:
                 started = time.perf_counter()
                 self._overlay_changes = overlay_changes(dirs.upper, lower=self.root)
                 self.overlay_seconds = time.perf_counter() - started
-            return RunResult(code, changes=self._overlay_changes)  # moved onto the root in the finally below
         finally:
             try:
                 take_away(copied)
@@ -185,11 +188,7 @@ class ChrootSandbox:
             if dirs is not None:
                 try:
                     if self._overlay_changes is not None:
-                        started = time.perf_counter()
-                        applied = apply_upper(dirs.upper, self.root)
-                        self.overlay_seconds += time.perf_counter() - started
-                        log.debug("overlay upper dir: %d entries read and applied in %.1f ms", applied,
-                                  self.overlay_seconds * 1000)
+                        self._upper_kept = self._absorb(dirs, keep_upper)
                 except OSError as exc:
                     self._overlay_changes = None
                     raise SandboxError(f"cannot move the RUN step's overlay changes onto {self.root}: {exc}") from exc
@@ -199,6 +198,22 @@ class ChrootSandbox:
             if left:
                 # Cannot happen with a private namespace; refuse to snapshot over mounts.
                 raise SandboxError(f"mounts left under {self.root} after RUN: {', '.join(left)}")
+        return RunResult(code, changes=self._overlay_changes, upper_kept=self._upper_kept)
+
+    def _absorb(self, dirs: OverlayDirs, keep_upper: UpperKeeper | None) -> bool:
+        """Make the root show the step's upper dir: taken by ``keep_upper``, else moved onto it."""
+        assert self._overlay_changes is not None
+        read = self.overlay_seconds
+        started = time.perf_counter()
+        if keep_upper is not None and keep_upper(dirs.upper, self._overlay_changes):
+            how, entries = "stacked", len(self._overlay_changes.paths) + len(self._overlay_changes.deleted)
+        else:
+            how, entries = "applied", apply_upper(dirs.upper, self.root)
+        spent = time.perf_counter() - started
+        self.overlay_seconds += spent
+        log.debug("overlay upper dir: %d entries read in %.1f ms and %s in %.1f ms", entries, read * 1000, how,
+                  spent * 1000)
+        return how == "stacked"
 
     def close(self) -> None:
         if not self._closed:

@@ -125,7 +125,8 @@ class InPlaceSandbox:
         )
 
     def run(self, argv: list[str], *, env: dict[str, str], cwd: str, user: "ResolvedUser",
-            stdout: Sink, network: str = "default", mounts: Sequence[Mount] = ()) -> RunResult:
+            stdout: Sink, network: str = "default", mounts: Sequence[Mount] = (),
+            keep_upper: object = None) -> RunResult:  # no overlay in place: nothing to keep
         self.build_spec(argv, env=env, cwd=cwd, user=user, network=network)  # validate before touching /
         created: list[Path] = []
         # Where nothing can be mounted (Docker's default seccomp profile, no CAP_SYS_ADMIN),

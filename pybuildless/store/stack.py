@@ -11,7 +11,8 @@ caller to a copy (``store.copy``) instead:
   directory with other metadata: the overlay shows the upper one's, applying
   the tar keeps the lower one's;
 * the mount options: at most 500 lower dirs (overlayfs' limit), and the whole
-  option string within one page for mount(2). Lower dirs are named by
+  option string within one page for mount(2) (``depth_refused``; the RUN diffs a stage
+  stacks above its base, ``builder.overlayroot``, count too). Lower dirs are named by
   ``/proc/self/fd/N`` of O_PATH fds the mounting process holds, which keeps
   ~200 layers within a page whatever the store's path.
 """
@@ -70,10 +71,9 @@ def plan_stack(layers: Sequence[StoredLayer], *, userxattr: bool) -> StackPlan:
     """Whether ``layers`` (lowest first) can be mounted as they are stored, with an upper dir on top."""
     if not layers:
         return StackPlan(False, "no layers")
-    if len(layers) > MAX_LOWER:
-        return StackPlan(False, f"{len(layers)} layers, more than overlayfs stacks ({MAX_LOWER})")
-    if len(layers) * len("/proc/self/fd/1024:") + _OPTION_OVERHEAD > _PAGE:
-        return StackPlan(False, f"{len(layers)} layers do not fit in one page of mount options")
+    too_deep = depth_refused(len(layers))
+    if too_deep:
+        return StackPlan(False, too_deep)
     want = "user.overlay.opaque" if userxattr else "trusted.overlay.opaque"
     for i, layer in enumerate(layers):
         meta = layer.meta
@@ -90,6 +90,16 @@ def plan_stack(layers: Sequence[StoredLayer], *, userxattr: bool) -> StackPlan:
             if below is not None and below != _meta(os.path.join(layer.path, rel)):
                 return StackPlan(False, f"/{rel} is not in layer {meta.diff_id}'s tar and differs below")
     return StackPlan.ok()
+
+
+def depth_refused(count: int) -> str:
+    """Why ``count`` lower dirs (named as ``lowerdir_option`` names them) cannot be mounted
+    in one overlay; empty when they can."""
+    if count > MAX_LOWER:
+        return f"{count} layers, more than overlayfs stacks ({MAX_LOWER})"
+    if count * len("/proc/self/fd/1024:") + _OPTION_OVERHEAD > _PAGE:
+        return f"{count} layers do not fit in one page of mount options"
+    return ""
 
 
 def topmost_occurrences(items: Sequence[T], key: Callable[[T], object]) -> list[T]:

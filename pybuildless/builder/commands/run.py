@@ -1,5 +1,6 @@
 """RUN: execute a command in the stage root through the sandbox; the whole root is then walked
-(or, on an overlay, only what the upper dir holds)."""
+(or, on an overlay, only what the upper dir holds; a stage root that is itself an overlay
+stacks that upper dir rather than copying it, ``builder.stageroot.upper_keeper``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import shutil
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from pybuildless.builder import imageconfig, platforms
+from pybuildless.builder import imageconfig, platforms, stageroot
 from pybuildless.builder.commands import runmounts
 from pybuildless.builder.commands.outcome import Outcome
 from pybuildless.builder.commands.step import StepContext
@@ -62,7 +63,7 @@ def run(i: ins.Run, st) -> Outcome:
     try:
         sandbox = st.sandbox()
         result = sandbox.run(argv, env=env, cwd=cwd, user=user, stdout=st.output,
-                           network=network, mounts=prepared.mounts)
+                             network=network, mounts=prepared.mounts, keep_upper=stageroot.upper_keeper(st.root))
     finally:
         prepared.stack.close()
         if scripts:
