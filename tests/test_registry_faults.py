@@ -218,7 +218,8 @@ def test_registry_warnings_are_shown_once(proxy, busybox_image, caplog, monkeypa
 
 
 def test_chunked_upload_when_monolithic_put_is_refused(proxy, registry, source):
-    proxy.add(Fault("status", UPLOAD, method="PUT", count=1, status=413))
+    layer_hex = source.layers()[0].digest.hex  # the layer's PUT (the config goes up beside it)
+    proxy.add(Fault("status", UPLOAD + f".*{layer_hex}", method="PUT", count=1, status=413))
     options = RegistryOptions(upload_chunk_size=300_000)
     dest = f"{proxy.host}/faults/chunked:v1"
     assert push_image(source, [dest], options=options) == source.digest

@@ -87,9 +87,14 @@ def load_base(
     cache_dir: Path | None = None,
     lazy: bool = False,
     record_dir: Path | None = None,
+    push_ahead: bool = False,
 ) -> BaseImage:
     """Resolve FROM's image for ``platform`` (already expanded; stage names are handled by the
-    caller): the platform's entry of an index, or a single image made for that platform."""
+    caller): the platform's entry of an index, or a single image made for that platform.
+
+    ``push_ahead``: its layers will be in the pushed image (the final stage's base), so they
+    are made to exist in the destinations now, while the build runs (``registry.ahead``).
+    """
     if name == "scratch":
         return _load_base(name, platform=platform, registry=registry, blob_dir=blob_dir)
     try:
@@ -98,7 +103,21 @@ def load_base(
     except NoMatchingPlatformError as e:
         offered = ", ".join(e.offered) or "none"
         raise BuildError(f"base image {name} has no image for platform {platform} (it has: {offered})") from None
-    return _check_platform(base, name, platform)
+    base = _check_platform(base, name, platform)
+    if push_ahead:
+        load_base_ahead(base, registry)
+    return base
+
+
+def load_base_ahead(base: BaseImage, registry: RegistryOptions) -> None:
+    """Start making ``base``'s layers exist in the running build's destinations."""
+    if not base.layers:
+        return
+    from pybuildless.registry import ahead
+
+    started = ahead.current(registry)
+    if started is not None:
+        started.start_layers(base.layers)
 
 
 def _load_base(

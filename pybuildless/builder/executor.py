@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from pybuildless.builder import cleanup, inplace
-from pybuildless.builder.base import BaseImage, load_base
+from pybuildless.builder.base import BaseImage
 from pybuildless.builder import storeroot
 from pybuildless.builder.context import open_context, resolve_dockerfile
 from pybuildless.builder.copy import SourceRoot
@@ -74,7 +74,8 @@ class BuildRun:
         self.stage_platforms: dict[int, Platform] = {}  # what each stage is built for (FROM --platform)
         self.scopes: dict[int, StageEnv] = {}
         self.sources = BuildSources(context_source, dockerfile, self.results, platform=platform,
-                                    registry=self.registry, blob_dir=self.blob_dir, work=work)
+                                    registry=self.registry, blob_dir=self.blob_dir, work=work,
+                                    record_dir=storeroot.record_dir(options))
         self.sandboxes = Sandboxes(options.isolation, scratch_parent=self.scratch_dir,
                                    overlay=options.overlay_snapshots)
         self.secrets = Secrets(options.secrets)
@@ -274,9 +275,11 @@ def _build_stage(roots: StageRoots, run: BuildRun, plan, glob: GlobalArgs, index
         scope = run.scopes[base_spec.stage].child()
     else:
         try:
-            base = load_base(base_spec.image or "scratch", platform=run.stage_platforms[index], registry=run.registry,
-                             blob_dir=run.blob_dir, cache_dir=options.cache_dir if options.cache else None,
-                             lazy=options.cache, record_dir=storeroot.record_dir(options))
+            # one lookup per image for the whole build; the final stage's base layers go to the
+            # destinations while the build runs
+            base = run.sources.base(base_spec.image or "scratch", run.stage_platforms[index],
+                                    cache_dir=options.cache_dir if options.cache else None, lazy=options.cache,
+                                    push_ahead=index == plan.target)
         except (PybuildlessError, OSError) as e:  # a bad or missing base names its FROM line
             where = stage.from_
             raise at_instruction(e, path=where.path, line=where.line, end_line=where.end_line or where.line,

@@ -28,6 +28,7 @@ from pybuildless.image.layout import write_index_to_layout, write_layout
 from pybuildless.image.model import Image, image_config, image_digest
 from pybuildless.image.tarball import write_tarball, write_tarball_multi
 from pybuildless.name import parse_reference
+from pybuildless.registry import ahead, jobs
 from pybuildless.registry.options import RegistryOptions
 from pybuildless.registry.client import RegistryClient
 from pybuildless.registry.remote import make_index, push_image, push_index
@@ -54,7 +55,11 @@ def push_targets(options: BuildOptions) -> list[str]:
 
 
 def check_push_permissions(options: BuildOptions, registry: RegistryOptions) -> None:
+    """Each destination's upload is kept open for the push to put the config in (registry.ahead);
+    only the cache repository's (checked under --no-push) is cancelled, off the critical path."""
     checked: set[str] = set()
+    pushing = bool(options.destinations) and not options.no_push
+    started = ahead.begin(registry, [parse_reference(d) for d in options.destinations] if pushing else [])
     for target in push_targets(options):
         ref = parse_reference(target)
         if ref.context in checked:
@@ -67,7 +72,10 @@ def check_push_permissions(options: BuildOptions, registry: RegistryOptions) -> 
             raise RegistryError(f"checking push permission for {target}: {e} (make sure the destination is right "
                                 "and the credentials allow a push; --skip-push-permission-check skips this "
                                 "check)") from None
-        client._cancel(location, scopes)  # the upload only proved access; don't leave it open
+        if pushing and target in options.destinations:
+            started.park(ref, location)
+        else:  # the upload only proved access: don't leave it open, and don't wait for the DELETE
+            jobs.submit(client._cancel, location, scopes)
         checked.add(ref.context)
 
 
@@ -107,7 +115,10 @@ def publish(image: Image, options: BuildOptions, registry: RegistryOptions, prog
     pushing = bool(options.destinations) and not options.no_push
     wrote_output = False
     if pushing:
-        _push_with_retry(image, options, registry, progress)
+        try:
+            _push_with_retry(image, options, registry, progress)
+        finally:
+            ahead.end(registry)
         for dest in options.destinations:
             progress.info(f"pushed {dest}@{digest}")
     if options.tar_path:
@@ -164,6 +175,7 @@ def publish_index(images: Sequence[Image], options: BuildOptions, registry: Regi
         for attempt in range(1, attempts + 1):
             try:
                 push_index(images, list(options.destinations), options=registry, raw_index=raw_index)
+                ahead.end(registry)
                 break
             except PybuildlessError as e:
                 if options.push_ignore_immutable_tag_errors and _is_immutable_tag_error(e):

@@ -17,6 +17,7 @@ from pybuildless.image import mediatypes as mt
 from pybuildless.image.descriptor import Descriptor, Digest, Platform
 from pybuildless.image.model import Image, Layer, MountableLayer, canonical_json
 from pybuildless.name import Reference, parse_reference
+from pybuildless.registry import ahead
 from pybuildless.registry.client import RegistryClient
 from pybuildless.registry.jobs import parallel_map
 from pybuildless.registry.options import RegistryOptions
@@ -70,33 +71,63 @@ def _opener(layer: Layer) -> Callable[[], _Sized]:
     return open_layer
 
 
-def _push_blob(client: RegistryClient, repository: str, desc: Descriptor, opener, scopes: tuple[str, ...],
-               mount_from: str | None, *, known_source: bool = False) -> str:
-    """Make ``desc`` exist in ``repository``: nothing when it is there, a mount when another
-    repository of the registry has it, else an upload (the only case that reads the blob).
+# Up to this size a blob is sent without asking first whether the repository has it: the
+# HEAD (distribution-spec "Checking if content exists", optional) costs a round trip, about
+# what sending the bytes again costs, and a blob just built is almost always new.
+SMALL_BLOB = 256 << 10
 
-    ``known_source``: ``mount_from`` is where the blob was read from (a base image's layer),
-    so it is there: the mount is asked for at once. A registry answers it 201 when the
-    destination has the blob too, so no HEAD is needed first.
+
+def push_scopes(ref: Reference, sources: set[str]) -> tuple[str, ...]:
+    """One token for everything a destination needs: push there, pull from the mount sources."""
+    return (ref.scope("push,pull"),) + tuple(f"repository:{s}:pull" for s in sorted(sources - {ref.repository}))
+
+
+def _push_blob(client: RegistryClient, repository: str, desc: Descriptor, opener, scopes: tuple[str, ...],
+               mount_from: str | None, *, known_source: bool = False, session: str | None = None) -> str:
+    """Make ``desc`` exist in ``repository``: nothing when it is known to be there, a mount when
+    another repository of the registry has it, else an upload (the only case that reads the blob).
+
+    ``known_source``: ``mount_from`` is where the blob was read from (a base image's layer, or
+    an earlier destination), so it is there: the mount is asked for at once, and a registry
+    answers it 201 when the destination has the blob too, so no HEAD is needed first.
+    ``session``: an upload already opened in ``repository`` (by the push-permission check);
+    it is used, never left open.
     """
-    if known_source and mount_from == repository:
-        return "exists"  # the image was read from this repository: its manifest holds the blob
-    if not (known_source and mount_from) and client.blob_exists(repository, desc.digest, scopes=scopes):
-        return "exists"
-    location = None
-    if mount_from and mount_from != repository:
-        location = client.mount_blob(repository, desc.digest, mount_from, scopes=scopes)
-        if location is None:
-            return "mounted"
-    client.upload_blob(repository, desc, opener, scopes=scopes, location=location)
+    small = 0 <= desc.size <= SMALL_BLOB
+    if session is not None:  # one PUT into it costs no more than a HEAD or a mount would
+        location = session
+    else:
+        if known_source and mount_from == repository:
+            return "exists"  # the image was read from this repository: its manifest holds the blob
+        if not (known_source and mount_from) and not small and client.blob_exists(repository, desc.digest,
+                                                                                   scopes=scopes):
+            return "exists"
+        location = None
+        if mount_from and mount_from != repository:
+            location = client.mount_blob(repository, desc.digest, mount_from, scopes=scopes)
+            if location is None:
+                return "mounted"
+    if small:
+        client.upload_small(repository, desc, opener, scopes=scopes, location=location)
+    else:
+        client.upload_blob(repository, desc, opener, scopes=scopes, location=location)
     return "uploaded"
+
+
+def _mount_source(layer: Layer, ref: Reference) -> str | None:
+    """The repository of ``ref``'s registry a base layer was read from, if any."""
+    if isinstance(layer, MountableLayer) and getattr(layer.source, "registry", None) == ref.registry:
+        return layer.source.repository
+    return None
 
 
 def push_image(image: Image, refs: Sequence[Reference | str], *, options: RegistryOptions | None = None,
                jobs: int | None = None) -> Digest:
     """Push ``image`` to every reference; blobs go up once per repository, before any manifest.
 
-    Destinations in the same registry after the first mount the blobs from it.
+    Destinations in the same registry after the first mount the blobs from it. Blob work a
+    build started ahead (``registry.ahead``: the permission check's upload sessions, base
+    layers mounted while the build ran) is used, not repeated.
     Returns the manifest digest (the same for every destination).
     """
     if not refs:
@@ -113,36 +144,37 @@ def push_image(image: Image, refs: Sequence[Reference | str], *, options: Regist
     layers = list(image.layers())
     if media_type == mt.DOCKER_MANIFEST and not all(mt.fits_docker_manifest(layer.media_type) for layer in layers):
         raise ImageFormatError("push: zstd layers cannot go in a Docker v2 manifest; use the OCI format")
-    clients: dict[str, RegistryClient] = {}
+    unique = list({layer.digest: layer for layer in layers}.values())
+    started = ahead.current(options)
     pushed_repo: dict[str, str] = {}  # registry -> first repository that holds all blobs
     digest = Digest.of_bytes(raw_manifest)
     for ref in refs:
-        client = clients.get(ref.registry)
-        if client is None:
-            client = clients[ref.registry] = RegistryClient.for_reference(ref, options)
+        client = RegistryClient.for_reference(ref, options)
         done_repo = pushed_repo.get(ref.registry)
         sources = {done_repo} if done_repo else set()
-        for layer in layers:
-            if isinstance(layer, MountableLayer) and getattr(layer.source, "registry", None) == ref.registry:
-                sources.add(layer.source.repository)
-        sources.discard(ref.repository)
-        # One token for everything this destination needs: push first, then mount sources.
-        scopes = (ref.scope("push,pull"),) + tuple(f"repository:{s}:pull" for s in sorted(sources))
+        sources |= {s for s in (_mount_source(layer, ref) for layer in layers) if s}
+        scopes = push_scopes(ref, sources)
+        session = started.take_session(ref) if started is not None else None
 
-        def push_layer(layer: Layer, ref=ref, client=client, scopes=scopes, done_repo=done_repo) -> str:
+        def push_one(blob: Layer | None, ref=ref, client=client, scopes=scopes, done_repo=done_repo) -> str:
+            if blob is None:  # the config: in the session the permission check opened, if any
+                return _push_blob(client, ref.repository, config_desc, lambda: io.BytesIO(config_raw), scopes,
+                                  done_repo, known_source=done_repo is not None, session=session)
+            early = started.blob_result(ref, blob.digest) if started is not None else None
+            if early is not None:
+                logger.info("layer %s: %s while the build ran", blob.digest, early)
+                return early
             mount_from, known = done_repo, done_repo is not None  # an earlier destination got every blob
-            if isinstance(layer, MountableLayer):
-                src = layer.source
-                if getattr(src, "registry", None) == ref.registry and (mount_from is None
-                                                                       or src.repository == ref.repository):
-                    mount_from, known = src.repository, True
-            desc = Descriptor(layer.media_type, layer.digest, layer.size)
-            how = _push_blob(client, ref.repository, desc, _opener(layer), scopes, mount_from, known_source=known)
-            logger.info("layer %s: %s", layer.digest, how)
+            source = _mount_source(blob, ref)
+            if source is not None and (mount_from is None or source == ref.repository):
+                mount_from, known = source, True
+            desc = Descriptor(blob.media_type, blob.digest, blob.size)
+            how = _push_blob(client, ref.repository, desc, _opener(blob), scopes, mount_from, known_source=known)
+            logger.info("layer %s: %s", blob.digest, how)
             return how
 
-        parallel_map(push_layer, list({layer.digest: layer for layer in layers}.values()), jobs or options.parallel)
-        _push_blob(client, ref.repository, config_desc, lambda: io.BytesIO(config_raw), scopes, done_repo)
+        # the config goes up beside the layers: the manifest, last, is what needs them all
+        parallel_map(push_one, [None, *unique], jobs or options.parallel)
         got = client.put_manifest(ref, raw_manifest, media_type, scopes=scopes)
         if got != digest:
             raise DigestMismatchError(f"push {ref}: manifest digest {got}, expected {digest}")

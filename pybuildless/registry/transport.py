@@ -93,6 +93,7 @@ class Transport:
         self._tokens = TokenCache()
         self._warned: set[str] = set()
         self._token_lock = threading.Lock()
+        self.single_post_uploads: bool | None = None  # None: not tried yet (client.upload_small)
         self.verify = options.verify_tls(registry, pull=pull)
         self.cert = options.client_cert(registry)
 
@@ -373,27 +374,9 @@ class Transport:
         raise AssertionError("unreachable")
 
 
-_SHARED: dict[tuple, Transport] = {}
-_SHARED_LOCK = threading.Lock()
-_SHARED_MAX = 64
-
-
-def shared_transport(registry: str, options: RegistryOptions, *, pull: bool = False) -> Transport:
-    """One transport per (host, options, keychain) in this process, so pings, credentials and
-    tokens are reused across the many lookups of a build (cache probes, several FROMs)."""
-    key = (registry, pull, options, id(options.keychain))
-    with _SHARED_LOCK:
-        transport = _SHARED.get(key)
-        if transport is None:
-            if len(_SHARED) >= _SHARED_MAX:
-                _SHARED.pop(next(iter(_SHARED)))
-            transport = _SHARED[key] = Transport(registry, options, pull=pull)
-        return transport
-
-
 def backoff(attempt: int) -> float:
     """0.2 s, 0.6 s, 1.8 s, ... with ±10% jitter."""
     return 0.2 * (3**attempt) * random.uniform(0.9, 1.1)
 
 
-__all__ = ["Transport", "PingResult", "shared_transport", "error_from_response", "redact_url", "with_query", "TEMPORARY_STATUS"]
+__all__ = ["Transport", "PingResult", "error_from_response", "redact_url", "with_query", "TEMPORARY_STATUS"]
