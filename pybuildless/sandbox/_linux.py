@@ -48,16 +48,11 @@ PR_SET_CHILD_SUBREAPER = 36
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
-# Capability numbers (linux/capability.h).
-CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID, CAP_KILL, CAP_SETGID, CAP_SETUID = 0, 1, 3, 4, 5, 6, 7
-CAP_SETPCAP, CAP_NET_BIND_SERVICE, CAP_NET_RAW, CAP_SYS_CHROOT = 8, 10, 13, 18
-CAP_SYS_ADMIN, CAP_MKNOD, CAP_AUDIT_WRITE, CAP_SETFCAP = 21, 27, 29, 31
-# Docker's default set for containers and build steps, minus MKNOD: without a
-# device cgroup a RUN could mknod the host's disks and read them.
-RUN_CAPABILITIES = frozenset({
-    CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID, CAP_KILL, CAP_SETGID, CAP_SETUID, CAP_SETPCAP,
-    CAP_NET_BIND_SERVICE, CAP_NET_RAW, CAP_SYS_CHROOT, CAP_AUDIT_WRITE, CAP_SETFCAP,
-})
+# The RUN capability set lives in capabilities; the names stay importable from here.
+from pybuildless.sandbox.capabilities import (  # noqa: E402,F401
+    CAP_AUDIT_WRITE, CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID, CAP_KILL, CAP_MKNOD, CAP_NET_BIND_SERVICE,
+    CAP_NET_RAW, CAP_SETFCAP, CAP_SETGID, CAP_SETPCAP, CAP_SETUID, CAP_SYS_ADMIN, CAP_SYS_CHROOT, RUN_CAPABILITIES,
+    bounding_drops, capset_words)
 
 # pivot_root has no glibc wrapper.
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}.get(
@@ -165,15 +160,12 @@ def limit_capabilities(keep: frozenset[int], last_cap: int) -> None:
     Root keeps only ``keep`` across exec (its permitted set after exec is
     bounded); a non-root user loses them all at setuid anyway.
     """
-    for cap in range(last_cap + 1):
-        if cap not in keep:
-            prctl(PR_CAPBSET_DROP, cap)
+    for cap in bounding_drops(keep, last_cap):
+        prctl(PR_CAPBSET_DROP, cap)
     header = _CapHeader(_CAP_V3, 0)
     data = (_CapData * 2)()
     _check(_capget(ctypes.byref(header), data), "capget")
-    mask = [0, 0]
-    for cap in keep:
-        mask[cap // 32] |= 1 << (cap % 32)
+    mask = capset_words(keep)
     for i in range(2):
         data[i].inheritable &= mask[i]
     _check(_capset(ctypes.byref(header), data), "capset")

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Callable
 
 from pybuildless.errors import BuildError, SandboxError
 from pybuildless.sandbox import _linux
-from pybuildless.sandbox.mounts import protect_proc
+from pybuildless.sandbox.mountplan import MountStep, proc_steps, run_steps
 from pybuildless.sandbox.pid1 import MAX_FD, close_all_but, disguise_as_init
 from pybuildless.sandbox.seccomp import install as install_seccomp
 
@@ -92,10 +92,15 @@ class ChildSpec:
     protect_proc: bool = False
     # A seccomp filter the command installs before it changes user (None: no filter).
     seccomp_program: bytes | None = None
+    # What init mounts on ``proc_mountpoint``: set by run_child from the two fields above, so
+    # the forked init only executes steps the builder decided (mountplan.proc_steps).
+    proc_steps: tuple[MountStep, ...] = ()
 
 
 def run_child(spec: ChildSpec, sink: OutputSink) -> int:
     """Run the command; return its exit status (128+n when killed by signal n)."""
+    spec = dataclasses.replace(spec, proc_steps=proc_steps(spec.proc_mountpoint, protect=spec.protect_proc)
+                               if spec.proc_mountpoint else ())
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
@@ -297,11 +302,7 @@ def _init(spec: ChildSpec, out_w: int, err_w: int, devnull: int) -> None:  # pra
     try:
         _linux.prctl(_linux.PR_SET_PDEATHSIG, signal.SIGKILL)
         _linux.prctl(_linux.PR_SET_DUMPABLE, 0)
-        if spec.proc_mountpoint:
-            _linux.mount("proc", spec.proc_mountpoint, "proc",
-                         _linux.MS_NOSUID | _linux.MS_NODEV | _linux.MS_NOEXEC)
-            if spec.protect_proc:
-                protect_proc(spec.proc_mountpoint)
+        run_steps(spec.proc_steps)
         disguise_as_init(devnull, out_w, err_w, proc=spec.proc_mountpoint)
         if spec.pivot_root and spec.chroot is not None:
             # A nested mount namespace, so the pivot does not move the monitor's root.

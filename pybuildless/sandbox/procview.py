@@ -29,7 +29,8 @@ from pathlib import Path
 
 from pybuildless.fs.mountinfo import mounts_below
 from pybuildless.sandbox import _linux
-from pybuildless.sandbox.mounts import protect_proc, remount_readonly
+from pybuildless.sandbox.mounts import protect_proc
+from pybuildless.sandbox.mountplan import remount_readonly
 
 log = logging.getLogger(__name__)
 

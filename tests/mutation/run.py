@@ -75,6 +75,15 @@ def _toml_list(values: list[str]) -> str:
     return json.dumps(values)  # a JSON array of plain strings is a TOML array
 
 
+def pytest_args(base: dict, group: dict) -> list[str]:
+    """The pytest options of a group's run: the common ones, plus the child-call recorder
+    (tests/mutation/childcalls.py) for a group whose code runs in forked children."""
+    args = list(base.get("pytest_add_cli_args", []))
+    if group.get("forked_children"):
+        args += ["-p", "tests.mutation.childcalls"]
+    return args
+
+
 def write_group_config(copy: Path, base: dict, group: dict) -> None:
     """Replace the copy's [tool.mutmut] tables by one for this group."""
     text = (copy / "pyproject.toml").read_text()
@@ -88,7 +97,7 @@ def write_group_config(copy: Path, base: dict, group: dict) -> None:
         "[tool.mutmut]",
         f"source_paths = {_toml_list(base['source_paths'])}",
         f"only_mutate = {_toml_list(group['mutate'])}",
-        f"pytest_add_cli_args = {_toml_list(base.get('pytest_add_cli_args', []))}",
+        f"pytest_add_cli_args = {_toml_list(pytest_args(base, group))}",
         f"pytest_add_cli_args_test_selection = {_toml_list(group['tests'])}",
         "use_git_change_detection = false",
     ]
