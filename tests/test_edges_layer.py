@@ -20,7 +20,8 @@ import pytest
 
 from pybuildless.errors import BuildError
 from pybuildless.fs.compress import open_decompressed
-from pybuildless.fs.layer import _nofollow_opener, _SizedReader, layer_entries, write_layer
+from pybuildless.fs.layer import _add_path, _read_exactly, layer_entries, write_layer
+from pybuildless.fs.tarwriter import TarStream
 from pybuildless.fs.snapshot import Changes
 
 
@@ -55,25 +56,45 @@ def test_whiteout_and_opaque_headers_are_kaniko_s(tmp_path):
         assert (m.mode, m.uid, m.gid, m.uname, m.gname, m.mtime) == (0, 0, 0, "", "", 0)
 
 
-def test_a_file_is_read_for_exactly_its_recorded_size():
-    r = _SizedReader(io.BytesIO(b"abcdefgh-grown"), 8, "f")
-    assert r.read(3) == b"abc"
-    assert r.read() == b"defgh", "never past the size in the header"
-    assert r.read() == b"" and r.read(5) == b""
+def test_a_file_is_read_for_exactly_its_recorded_size(tmp_path):
+    (tmp_path / "f").write_bytes(b"abcdefgh-grown")
+    fd = os.open(tmp_path / "f", os.O_RDONLY)
+    try:
+        assert b"".join(_read_exactly(fd, 8, "f")) == b"abcdefgh", "never past the size in the header"
+        assert list(_read_exactly(fd, 0, "f")) == []
+    finally:
+        os.close(fd)
+    big = (1 << 20) * 2 + 5  # read in pieces of 1 MiB
+    (tmp_path / "big").write_bytes(bytes(range(256)) * (big // 256 + 1))
+    fd = os.open(tmp_path / "big", os.O_RDONLY)
+    try:
+        assert [len(p) for p in _read_exactly(fd, big, "big")] == [1 << 20, 1 << 20, 5]
+    finally:
+        os.close(fd)
 
 
-def test_a_file_that_shrank_is_a_clear_error():
-    r = _SizedReader(io.BytesIO(b"abc"), 8, "etc/f")
-    assert r.read(5) == b"abc"
-    with pytest.raises(BuildError, match=r"^/etc/f changed size while its layer was being written$"):
-        r.read(5)
+def test_a_file_that_shrank_is_a_clear_error(tmp_path):
+    (tmp_path / "f").write_bytes(b"abc")
+    fd = os.open(tmp_path / "f", os.O_RDONLY)
+    try:
+        pieces = _read_exactly(fd, 8, "etc/f")
+        assert next(pieces) == b"abc"
+        with pytest.raises(BuildError, match=r"^/etc/f changed size while its layer was being written$"):
+            next(pieces)
+    finally:
+        os.close(fd)
 
 
 def test_layer_files_are_never_opened_through_a_final_symlink(tmp_path):
     (tmp_path / "target").write_text("t")
     os.symlink("target", tmp_path / "link")
-    with pytest.raises(OSError) as info:
-        open(tmp_path / "link", "rb", opener=_nofollow_opener)
+    regular = os.stat(tmp_path / "target")  # what lstat said before "link" was swapped for a symlink
+    dirfd = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
+    try:
+        with pytest.raises(OSError) as info:
+            _add_path(TarStream(io.BytesIO()), dirfd, "link", "link", regular, None, {})
+    finally:
+        os.close(dirfd)
     assert info.value.errno == 40  # ELOOP
 
 

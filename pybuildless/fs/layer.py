@@ -2,8 +2,11 @@
 
 Entries are sorted (parents first, whiteouts before their siblings), PAX,
 numeric owners with empty uname/gname, integer mtimes (optionally clamped to
-SOURCE_DATE_EPOCH), hardlinks by (dev, inode). The tar is compressed and
-hashed while it is written to a temp file in ``out_dir``.
+SOURCE_DATE_EPOCH), hardlinks by (dev, inode). The headers are tarfile's
+bytes, built by fs/tarwriter.py; each entry is looked up relative to its
+parent directory's fd and a regular file is read and its xattrs listed through
+one open fd. The tar is compressed and hashed while it is written to a temp
+file in ``out_dir``.
 """
 
 from __future__ import annotations
@@ -12,16 +15,17 @@ import logging
 import os
 import posixpath
 import stat
-import tarfile
 import tempfile
 from pathlib import Path
 
 from pybuildless.errors import BuildError, UsageError
 from pybuildless.fs import owners, secure
-from pybuildless.fs.changes import Changes, read_xattrs
+from pybuildless.fs.changes import XATTR_PREFIXES, Changes, read_xattrs
 from pybuildless.fs.compress import CompressingWriter
 from pybuildless.fs.ignore import IgnoreList
 from pybuildless.fs.snapshot import Snapshotter
+from pybuildless.fs.tarwriter import (BLKTYPE, CHRTYPE, DIRTYPE, FIFOTYPE, LNKTYPE, REGTYPE, SYMTYPE, Entry,
+                                      TarStream)
 from pybuildless.fs.whiteouts import OPAQUE_MARKER, WHITEOUT_PREFIX
 from pybuildless.image import mediatypes as mt
 from pybuildless.image.model import FileLayer
@@ -29,11 +33,20 @@ from pybuildless.image.model import FileLayer
 log = logging.getLogger(__name__)
 
 _EXT = {"gzip": ".tar.gz", "zstd": ".tar.zst", "none": ".tar"}
+_PIECE = 1 << 20  # files up to this size are read in one call; larger ones stream in pieces of it
 
 
-def _sort_key(rel: str) -> tuple:
-    # component-wise: a parent sorts before its children; whiteouts before siblings
-    return tuple((0 if c.startswith(WHITEOUT_PREFIX) else 1, c) for c in rel.split("/"))
+def _sort_key(rel: str) -> str:
+    """Component-wise order: a parent sorts before its children; whiteouts before their siblings.
+
+    The key is a string comparing like the tuple of (0 if whiteout else 1, component): each
+    component is prefixed with \\x01 (whiteout) or \\x02 and joined by \\x00, which sorts below
+    every character a name can hold, so a component sorts before any longer one it begins.
+    One string compares much faster than tuples of tuples, and sorting is a tenth of a layer's time.
+    """
+    if WHITEOUT_PREFIX not in rel:
+        return "\x02" + rel.replace("/", "\x00\x02")
+    return "\x00".join(("\x01" if c.startswith(WHITEOUT_PREFIX) else "\x02") + c for c in rel.split("/"))
 
 
 def layer_entries(changes: Changes) -> list[tuple[str, str]]:
@@ -58,42 +71,23 @@ def layer_entries(changes: Changes) -> list[tuple[str, str]]:
     return sorted(((kind, rel) for rel, kind in items.items()), key=lambda kr: _sort_key(kr[1]))
 
 
-class _TarSink:
-    """What tarfile writes into: the compressor (tarfile needs write and tell)."""
-
-    def __init__(self, writer: CompressingWriter) -> None:
-        self.writer = writer
-
-    def write(self, data) -> int:
-        return self.writer.write(data)
-
-    def tell(self) -> int:
-        return self.writer.tell()
-
-
-class _SizedReader:
-    """Reads exactly ``size`` bytes of a file, failing clearly if it shrank meanwhile."""
-
-    def __init__(self, f, size: int, rel: str) -> None:
-        self.f, self.left, self.rel = f, size, rel
-
-    def read(self, n: int = -1) -> bytes:
-        if self.left <= 0:
-            return b""
-        n = self.left if n < 0 else min(n, self.left)
-        data = self.f.read(n)
+def _read_exactly(fd: int, size: int, rel: str):
+    """The first ``size`` bytes of a file, in pieces; a file that shrank meanwhile is a clear error."""
+    left = size
+    while left:
+        data = os.read(fd, min(left, _PIECE))
         if not data:
-            raise BuildError(f"/{self.rel} changed size while its layer was being written")
-        self.left -= len(data)
-        return data
+            raise BuildError(f"/{rel} changed size while its layer was being written")
+        left -= len(data)
+        yield data
 
 
 class _RootView:
-    """Paths to entries of the root that never look through a symlinked parent.
+    """The directory holding each entry of the root, never looked up through a symlinked parent.
 
     The parent directory is opened component by component with O_NOFOLLOW;
-    the returned ``/proc/self/fd/N/name`` path then names exactly that
-    directory's entry, and callers never follow its final component.
+    callers address the entry relative to that fd and never follow its final
+    component.
     """
 
     def __init__(self, root: str) -> None:
@@ -109,7 +103,8 @@ class _RootView:
             os.close(self._parent[1])
         self._parent = value
 
-    def locate(self, rel: str) -> str | None:
+    def locate(self, rel: str) -> tuple[int, str] | None:
+        """(fd of the parent directory, base name); None when the parent is gone or a symlink."""
         parent, _, base = rel.rpartition("/")
         if self._parent is None or self._parent[0] != parent:
             try:
@@ -118,58 +113,107 @@ class _RootView:
                 fd = None
             self._set_parent((parent, fd))
         fd = self._parent[1]
-        return None if fd is None else f"/proc/self/fd/{fd}/{base}"
+        return None if fd is None else (fd, base)
 
 
-def _entry_info(full: str, rel: str, st: os.stat_result, clamp: int | None, links: dict) -> tarfile.TarInfo | None:
-    mode = st.st_mode
-    info = tarfile.TarInfo(rel + "/" if stat.S_ISDIR(mode) else rel)
-    info.mode = stat.S_IMODE(mode)
-    info.uid, info.gid = st.st_uid, st.st_gid
-    info.uname = info.gname = ""
-    mtime = int(st.st_mtime)
-    info.mtime = min(mtime, clamp) if clamp is not None else mtime
-    if stat.S_ISREG(mode):
-        ident = (st.st_dev, st.st_ino)
-        if st.st_nlink > 1 and ident in links:
-            info.type = tarfile.LNKTYPE
-            info.linkname = links[ident]
-            return info
-        if st.st_nlink > 1:
-            links[ident] = rel
-        info.type = tarfile.REGTYPE
-        info.size = st.st_size
-    elif stat.S_ISDIR(mode):
-        info.type = tarfile.DIRTYPE
-    elif stat.S_ISLNK(mode):
-        info.type = tarfile.SYMTYPE
-        info.linkname = os.readlink(full)
-        return info  # no xattrs on symlinks
-    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        info.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
-        info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-    elif stat.S_ISFIFO(mode):
-        info.type = tarfile.FIFOTYPE
-    else:
-        log.debug("skipping socket /%s", rel)
-        return None
-    for name, value in read_xattrs(full):
+def _fd_xattrs(fd: int) -> tuple[tuple[str, bytes], ...]:
+    """read_xattrs for an open file (the same names, the same order)."""
+    try:
+        names = os.listxattr(fd)
+    except OSError:
+        return ()
+    out = []
+    for name in names:
+        if name.startswith(XATTR_PREFIXES):
+            try:
+                out.append((name, os.getxattr(fd, name)))
+            except OSError:
+                pass
+    return tuple(sorted(out))
+
+
+def _owner_and_xattrs(xattrs, uid: int, gid: int) -> tuple[int, int, tuple[tuple[str, bytes], ...]]:
+    """The owner to write (a recorded owner wins) and the xattrs that go into the header."""
+    kept = []
+    for name, value in xattrs:
         if name == owners.OWNER_XATTR:
             # the owner extraction could not apply (single-id user namespace)
             recorded = owners.decode(value)
             if recorded is not None:
-                info.uid, info.gid = recorded
+                uid, gid = recorded
             continue
-        info.pax_headers["SCHILY.xattr." + name] = value.decode("utf-8", "surrogateescape")
-    return info
+        kept.append((name, value))
+    return uid, gid, tuple(kept)
 
 
-def _marker(rel: str) -> tarfile.TarInfo:
-    # an empty regular file with mode 0, owner 0:0 and mtime 0, as Kaniko writes whiteouts
-    # (kaniko 236ba5690 pkg/util/tar_util.go Whiteout: only Name and Size set)
-    info = tarfile.TarInfo(rel)
-    info.mode, info.mtime, info.uname, info.gname = 0, 0, "", ""
-    return info
+_KINDS = {stat.S_IFCHR: CHRTYPE, stat.S_IFBLK: BLKTYPE, stat.S_IFIFO: FIFOTYPE}
+
+
+def _add_path(tar: TarStream, dirfd: int, base: str, rel: str, st: os.stat_result, clamp: int | None,
+              links: dict) -> None:
+    mode = st.st_mode
+    mtime = int(st.st_mtime)
+    if clamp is not None and mtime > clamp:
+        mtime = clamp
+    perm, uid, gid = stat.S_IMODE(mode), st.st_uid, st.st_gid
+    fmt = stat.S_IFMT(mode)
+    if fmt == stat.S_IFREG:
+        ident = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1:
+            first = links.get(ident)
+            if first is not None:
+                tar.add(Entry(rel, LNKTYPE, perm, uid, gid, 0, mtime, first))
+                return
+            links[ident] = rel
+        fd = os.open(base, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+        try:
+            uid, gid, xattrs = _owner_and_xattrs(_fd_xattrs(fd), uid, gid)
+            entry = Entry(rel, REGTYPE, perm, uid, gid, st.st_size, mtime, xattrs=xattrs)
+            if st.st_size > _PIECE:
+                tar.add_streamed(entry, _read_exactly(fd, st.st_size, rel))
+            else:
+                tar.add(entry, b"".join(_read_exactly(fd, st.st_size, rel)))
+        finally:
+            os.close(fd)
+        return
+    if fmt == stat.S_IFLNK:  # no xattrs on symlinks
+        tar.add(Entry(rel, SYMTYPE, perm, uid, gid, 0, mtime, os.readlink(base, dir_fd=dirfd)))
+        return
+    if fmt == stat.S_IFDIR:
+        typeflag = DIRTYPE
+    elif fmt in _KINDS:
+        typeflag = _KINDS[fmt]
+    else:
+        log.debug("skipping socket /%s", rel)
+        return
+    uid, gid, xattrs = _owner_and_xattrs(read_xattrs(f"/proc/self/fd/{dirfd}/{base}"), uid, gid)
+    tar.add(Entry(rel, typeflag, perm, uid, gid, 0, mtime, "",
+                  os.major(st.st_rdev), os.minor(st.st_rdev), xattrs))
+
+
+# Kaniko writes whiteouts as an empty regular file with mode 0, owner 0:0 and mtime 0
+# (kaniko 236ba5690 pkg/util/tar_util.go Whiteout: only Name and Size set)
+
+
+def _write_entries(tar: TarStream, root: str, changes: Changes, clamp: int | None) -> None:
+    links: dict[tuple[int, int], str] = {}
+    view = _RootView(root)
+    try:
+        for kind, rel in layer_entries(changes):
+            if kind != "path":
+                tar.add(Entry(rel))
+                continue
+            where = view.locate(rel)
+            try:
+                st = os.stat(where[1], dir_fd=where[0], follow_symlinks=False) if where else None
+            except FileNotFoundError:
+                st = None
+            if st is None:
+                log.debug("/%s vanished before its layer was written", rel)
+                continue
+            _add_path(tar, where[0], where[1], rel, st, clamp, links)
+    finally:
+        view.close()
 
 
 def write_layer(
@@ -197,33 +241,8 @@ def write_layer(
     try:
         with os.fdopen(fd, "wb") as out:
             writer = CompressingWriter(out, compression, level)
-            tar = tarfile.TarFile(fileobj=_TarSink(writer), mode="w", format=tarfile.PAX_FORMAT,
-                                  encoding="utf-8", errors="surrogateescape")
-            links: dict[tuple[int, int], str] = {}
-            view = _RootView(root)
-            try:
-                for kind, rel in layer_entries(changes):
-                    if kind != "path":
-                        tar.addfile(_marker(rel))
-                        continue
-                    full = view.locate(rel)
-                    try:
-                        st = os.lstat(full) if full else None
-                    except FileNotFoundError:
-                        st = None
-                    if st is None:
-                        log.debug("/%s vanished before its layer was written", rel)
-                        continue
-                    info = _entry_info(full, rel, st, clamp_mtime, links)
-                    if info is None:
-                        continue
-                    if info.type == tarfile.REGTYPE:
-                        with open(full, "rb", opener=_nofollow_opener) as f:
-                            tar.addfile(info, _SizedReader(f, info.size, rel))
-                    else:
-                        tar.addfile(info)
-            finally:
-                view.close()
+            tar = TarStream(writer)
+            _write_entries(tar, root, changes, clamp_mtime)
             tar.close()
             blob = writer.close()
         final = out_dir / (blob.digest.hex + _EXT[compression])
@@ -236,10 +255,6 @@ def write_layer(
         raise
     media_type = mt.docker_layer_type(blob.media_type) if docker else blob.media_type
     return FileLayer(final, blob.digest, blob.diff_id, blob.size, media_type)
-
-
-def _nofollow_opener(path: str, flags: int) -> int:
-    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
 
 
 def whole_root_changes(root: Path | str, ignore: IgnoreList | None = None) -> Changes:
