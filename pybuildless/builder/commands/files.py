@@ -197,7 +197,10 @@ def copy_key_parts(i: ins.Copy, ctx: StepContext) -> list[str] | None:
 def add_key_parts(i: ins.Add, ctx: StepContext) -> list[str] | None:
     if any(_is_url(s) or _is_git(s) for s in i.sources) and not i.checksum:
         return None  # remote content may change: never cached
-    parts = _common_key(i, ctx) + [f"checksum={i.checksum}", f"unpack={i.unpack}", *[f"src={s}" for s in i.sources]]
+    # --keep-git-dir changes what a (checksummed, so cached) git source writes: BuildKit makes it an
+    # attribute of the git source op (dockerfile2llb/convert_copy.go@73ed6825c4b7, llb.KeepGitDir)
+    parts = _common_key(i, ctx) + [f"checksum={i.checksum}", f"unpack={i.unpack}", f"keep_git_dir={i.keep_git_dir}",
+                                   *[f"src={s}" for s in i.sources]]
     local = [s for s in i.sources if not _is_url(s)]
     if local:
         parts.append(_context_digest(i, ctx, local))
