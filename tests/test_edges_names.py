@@ -80,3 +80,26 @@ def test_a_colon_before_the_last_slash_is_not_a_tag_separator():
         "invalid reference 'team/app:v1/extra': repository 'team/app:v1/extra' must be lowercase letters, "
         "digits and separators ('.', '_', '__', '-') between '/'-separated components"
     )
+
+
+# distribution/reference's Parse hands the digest to go-digest's Parse, whose Validate
+# (opencontainers/go-digest digest.go and algorithm.go@137fd2bb009d) accepts only an available
+# algorithm (sha256, sha384, sha512: the hashes Docker links in) with exactly Size()*2 lowercase hex
+# digits; any other algorithm is ErrDigestUnsupported, a wrong length ErrDigestInvalidLength.
+@pytest.mark.parametrize("digest", ["sha384:" + "b" * 96, "sha512:" + "c" * 128])
+def test_sha384_and_sha512_digests_are_accepted(digest):
+    assert parse_reference(f"r.example/app@{digest}").digest == digest
+    assert parse_reference("r.example/app").with_digest(digest).digest == digest
+
+
+@pytest.mark.parametrize(("digest", "reason"), [
+    ("sha512:" + "a" * 64, "a sha512 digest has 128 lowercase hex digits"),
+    ("sha384:" + "a" * 64, "a sha384 digest has 96 lowercase hex digits"),
+    ("sha512:" + "A" * 128, "a sha512 digest has 128 lowercase hex digits"),
+    ("SHA256:" + "a" * 64, "unsupported digest algorithm 'SHA256'"),
+    ("md5:" + "a" * 32, "unsupported digest algorithm 'md5'")])  # fmt: skip
+def test_digests_go_digest_refuses_are_refused(digest, reason):
+    with pytest.raises(ReferenceError_, match=reason):
+        parse_reference(f"r.example/app@{digest}")
+    with pytest.raises(ReferenceError_, match=reason):
+        parse_reference("r.example/app").with_digest(digest)

@@ -28,6 +28,19 @@ _DOMAIN = re.compile(
 _TAG = re.compile(r"^[\w][\w.-]{0,127}$", re.ASCII)
 _DIGEST = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}$")
 _IMAGE_ID = re.compile(r"^[a-f0-9]{64}$")
+# go-digest's Validate: only the algorithms Docker links in, each with exactly this many lowercase hex digits
+_DIGEST_HEX_LENGTH = {"sha256": 64, "sha384": 96, "sha512": 128}
+
+
+def _digest_problem(digest: str) -> str | None:
+    """Why go-digest refuses a digest the reference grammar allows, or None."""
+    algorithm, _, encoded = digest.partition(":")
+    length = _DIGEST_HEX_LENGTH.get(algorithm)
+    if length is None:
+        return f"unsupported digest algorithm {algorithm!r}"
+    if not re.fullmatch(f"[a-f0-9]{{{length}}}", encoded):
+        return f"a {algorithm} digest has {length} lowercase hex digits"
+    return None
 
 
 @dataclass(frozen=True)
@@ -80,6 +93,9 @@ class Reference:
     def with_digest(self, digest: str) -> "Reference":
         if not _DIGEST.match(digest):
             raise ReferenceError_(f"invalid digest {digest!r}")
+        problem = _digest_problem(digest)
+        if problem:
+            raise ReferenceError_(f"invalid digest {digest!r}: {problem}")
         return replace(self, digest=digest, original="")
 
     def with_registry(self, registry: str, repository: str | None = None) -> "Reference":
@@ -125,8 +141,9 @@ def parse_reference(text: str, *, default_tag: bool = True) -> Reference:
         text, _, digest = text.partition("@")
         if not _DIGEST.match(digest):
             raise ReferenceError_(f"invalid reference {original!r}: bad digest {digest!r}")
-        if digest.startswith("sha256:") and not re.fullmatch(r"sha256:[a-f0-9]{64}", digest):
-            raise ReferenceError_(f"invalid reference {original!r}: a sha256 digest has 64 lowercase hex digits")
+        problem = _digest_problem(digest)
+        if problem:
+            raise ReferenceError_(f"invalid reference {original!r}: {problem}")
 
     # The tag follows the last ':' after the last '/', so "localhost:5000/foo" has no tag.
     tag = None
