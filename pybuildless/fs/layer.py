@@ -167,12 +167,18 @@ def _add_path(tar: TarStream, dirfd: int, base: str, rel: str, st: os.stat_resul
             links[ident] = rel
         fd = os.open(base, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
         try:
-            uid, gid, xattrs = _owner_and_xattrs(_fd_xattrs(fd), uid, gid)
-            entry = Entry(rel, REGTYPE, perm, uid, gid, st.st_size, mtime, xattrs=xattrs)
-            if st.st_size > _PIECE:
-                tar.add_streamed(entry, _read_exactly(fd, st.st_size, rel))
+            xattrs = _fd_xattrs(fd)
+            if xattrs:
+                uid, gid, xattrs = _owner_and_xattrs(xattrs, uid, gid)
+            size = st.st_size
+            entry = Entry(rel, REGTYPE, perm, uid, gid, size, mtime, "", 0, 0, xattrs)
+            if size > _PIECE:
+                tar.add_streamed(entry, _read_exactly(fd, size, rel))
             else:
-                tar.add(entry, b"".join(_read_exactly(fd, st.st_size, rel)))
+                data = os.read(fd, size)  # the whole file in one call, as a rule
+                if len(data) < size:
+                    data += b"".join(_read_exactly(fd, size - len(data), rel))
+                tar.add(entry, data)
         finally:
             os.close(fd)
         return
@@ -191,16 +197,14 @@ def _add_path(tar: TarStream, dirfd: int, base: str, rel: str, st: os.stat_resul
                   os.major(st.st_rdev), os.minor(st.st_rdev), xattrs))
 
 
-# Kaniko writes whiteouts as an empty regular file with mode 0, owner 0:0 and mtime 0
-# (kaniko 236ba5690 pkg/util/tar_util.go Whiteout: only Name and Size set)
-
-
 def _write_entries(tar: TarStream, root: str, changes: Changes, clamp: int | None) -> None:
     links: dict[tuple[int, int], str] = {}
     view = _RootView(root)
     try:
         for kind, rel in layer_entries(changes):
             if kind != "path":
+                # whiteouts and opaque markers: an empty regular file with mode 0, owner 0:0 and mtime 0,
+                # as Kaniko writes them (kaniko 236ba5690 pkg/util/tar_util.go Whiteout: only Name and Size set)
                 tar.add(Entry(rel))
                 continue
             where = view.locate(rel)
