@@ -153,8 +153,8 @@ def _add_path(tar: TarStream, dirfd: int, base: str, rel: str, st: os.stat_resul
               links: dict) -> None:
     mode = st.st_mode
     mtime = int(st.st_mtime)
-    if clamp is not None and mtime > clamp:
-        mtime = clamp
+    if clamp is not None:
+        mtime = min(mtime, clamp)
     perm, uid, gid = stat.S_IMODE(mode), st.st_uid, st.st_gid
     fmt = stat.S_IFMT(mode)
     if fmt == stat.S_IFREG:
@@ -175,10 +175,7 @@ def _add_path(tar: TarStream, dirfd: int, base: str, rel: str, st: os.stat_resul
             if size > _PIECE:
                 tar.add_streamed(entry, _read_exactly(fd, size, rel))
             else:
-                data = os.read(fd, size)  # the whole file in one call, as a rule
-                if len(data) < size:
-                    data += b"".join(_read_exactly(fd, size - len(data), rel))
-                tar.add(entry, data)
+                tar.add(entry, b"".join(_read_exactly(fd, size, rel)))  # one read, as a rule
         finally:
             os.close(fd)
         return

@@ -119,12 +119,9 @@ def _pax_block(pax: dict[str, str]) -> bytes:
         keyword = key.encode("utf-8")
         data = value.encode("utf-8", "surrogateescape") if binary else value.encode("utf-8")
         length = len(keyword) + len(data) + 3  # " ", "=", "\n"
-        total = prev = 0
-        while True:  # the record's length counts its own digits
-            total = length + len(str(prev))
-            if total == prev:
-                break
-            prev = total
+        # the record's length counts its own digits; adding them makes one more digit at most
+        total = length + len(str(length))
+        total += len(str(total)) - len(str(length))
         records.append(b"%d %s=%s\n" % (total, keyword, data))
     payload = b"".join(records)
     return (_ustar(b"././@PaxHeader", _PAXTYPE, 0, 0, 0, len(payload), 0)
@@ -179,10 +176,9 @@ class TarStream:
         return self._written + len(self._buf)
 
     def _flush(self) -> None:
-        if self._buf:
-            self._written += len(self._buf)
-            self._out.write(self._buf)
-            self._buf.clear()
+        self._written += len(self._buf)
+        self._out.write(self._buf)
+        self._buf.clear()
 
     def add(self, e: Entry, data: bytes = b"") -> None:
         """An entry and (for a regular file) all of its data, which must be ``e.size`` bytes."""
