@@ -364,3 +364,18 @@ def test_healthcheck_json_error_is_the_same_as_for_cmd():
     cmd = error('FROM s\nCMD ["a", 1]\n')
     assert error('FROM s\nHEALTHCHECK CMD ["a", 1]\n') == cmd
     assert cmd.startswith("Dockerfile:2: ") and "None" not in cmd
+
+
+def test_a_context_source_before_a_heredoc_source_stays_a_path():
+    """parse.go parseCopy: each ``<<NAME`` source takes the next heredoc body wherever it stands;
+    a plain source before it is a context path and takes none."""
+    copy = only("COPY a <<EOF b /d\nbody\nEOF\n")
+    assert copy.sources == ("a", "b") and copy.dest == "/d"
+    assert copy.inline == (ins.HeredocSource("EOF", "body\n", True),)
+
+
+def test_triggers_default_to_the_backslash_escape():
+    """The Dockerfile escape character is ``\\`` unless a directive says otherwise (Dockerfile
+    reference, "escape" parser directive)."""
+    (run,) = parse_onbuild_triggers(["RUN a \\\n  b"])
+    assert (run.escape, run.line, run.end_line, run.command.args) == ("\\", 1, 2, ("a   b",))
