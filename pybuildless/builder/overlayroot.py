@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +69,7 @@ class _Mounted:
     layers: list[str]  # the stored layers' dirs, lowest first
     upper: Path
     work: Path
+    same_fs: bool  # every layer and the upper dir on one filesystem: inode numbers are the real ones
     kept: list[Path] = field(default_factory=list)  # stacked upper dirs, lowest first
 
     def lowers(self) -> list[str]:
@@ -94,10 +96,12 @@ def mount_root(leases: list, root: Path) -> bool:
     if not plan.mountable:
         log.info("stage root copied from the layer store, not mounted: %s", plan.reason)
         return False
-    entry = _Mounted(root, leases, [os.fspath(lease.path) for lease in stack], root.parent / "upper",
-                     root.parent / "work")
-    entry.upper.mkdir(mode=0o755)
-    entry.work.mkdir(mode=0o700)
+    layers = [os.fspath(lease.path) for lease in stack]
+    upper, work = root.parent / "upper", root.parent / "work"
+    upper.mkdir(mode=0o755)
+    work.mkdir(mode=0o700)
+    same_fs = len({os.stat(path).st_dev for path in [*layers, upper]}) == 1
+    entry = _Mounted(root, leases, layers, upper, work, same_fs)
     entry.mount(entry.lowers())
     with _lock:
         _mounted.append(entry)
@@ -110,26 +114,40 @@ def is_mounted(root: Path) -> bool:
         return any(entry.root == root for entry in _mounted)
 
 
-def stack_upper(root: Path, run_upper: Path) -> bool:
+@dataclass(frozen=True)
+class Restacked:
+    """A stage root mounted again with one more diff: the overlay's device, and the paths whose
+    inode numbers may differ from before (those in the dirs that became lower dirs, parents
+    first); None when any path's may (layers on several filesystems)."""
+
+    device: int
+    moved: tuple[str, ...] | None
+
+
+def stack_upper(root: Path, run_upper: Path) -> Restacked | None:
     """Make ``run_upper`` (a RUN's upper dir, its overlay over ``root`` gone) the topmost lower
-    dir of the stage root at ``root``; the dir is moved into the stage's directory. False, with
+    dir of the stage root at ``root``; the dir is moved into the stage's directory. None, with
     ``run_upper`` and the root as they were, when it cannot be: the caller applies it instead."""
     with _lock:
         found = [entry for entry in _mounted if entry.root == root]
     if not found:
-        return False
+        return None
     entry = found[0]
     upper_used = _has_entries(entry.upper)
     count = len(entry.layers) + len(entry.kept) + upper_used + 1
     refused = depth_refused(count)
     if refused:
         log.debug("RUN diff applied onto %s, not stacked: %s", root, refused)
-        return False
+        return None
+    started = time.perf_counter()
     try:
         _linux.umount(root)  # not lazily: a root still in use stays as it is
     except OSError as e:
         log.debug("RUN diff applied onto %s, not stacked: %s", root, e)
-        return False
+        return None
+    # read before they move: what the new stack shows from another dir than the old one did
+    moved = sorted(set(_relpaths(run_upper)) | (set(_relpaths(entry.upper)) if upper_used else set())) \
+        if entry.same_fs else None
     steps = root.parent / "steps"
     steps.mkdir(exist_ok=True)
     moves: list[tuple[Path, Path]] = []  # (from, to), undone when the new mount fails
@@ -145,9 +163,26 @@ def stack_upper(root: Path, run_upper: Path) -> bool:
     except OSError as e:
         log.warning("RUN diff applied onto %s, not stacked: %s", root, e)
         _restore(entry, moves, upper_used)
-        return False
+        return None
     entry.kept.extend(target for _, target in moves)
-    return True
+    log.debug("stage root %s: %d lower dirs, remounted in %.1f ms", root, count, (time.perf_counter() - started) * 1000)
+    return Restacked(os.stat(root).st_dev,
+                     None if moved is None else tuple(sorted(moved, key=lambda rel: rel.count("/"))))
+
+
+def _relpaths(top: Path) -> list[str]:
+    """Every path below ``top``, relative to it (no link followed)."""
+    out: list[str] = []
+    stack = [(os.fspath(top), "")]
+    while stack:
+        directory, prefix = stack.pop()
+        with os.scandir(directory) as it:
+            for e in it:
+                rel = prefix + e.name
+                out.append(rel)
+                if e.is_dir(follow_symlinks=False):
+                    stack.append((e.path, rel + "/"))
+    return out
 
 
 def _restore(entry: _Mounted, moves: list[tuple[Path, Path]], upper_used: bool) -> None:

@@ -123,9 +123,16 @@ class StoreRoot(DirectoryRoot):
         applies it instead. The snapshot state is carried over to the new mount."""
         from pybuildless.builder import overlayroot
 
-        if self.snapshotter is None or not overlayroot.stack_upper(self.path, upper):
+        if self.snapshotter is None:
             return False
-        self.snapshotter.rekey(functools.partial(rekeyed_state, changes=changes))
+        stacked = overlayroot.stack_upper(self.path, upper)
+        if stacked is None:
+            return False
+        if stacked.moved is None:  # inode numbers may all have changed: the whole root is looked at
+            self.snapshotter.rekey(functools.partial(rekeyed_state, changes=changes))
+        else:
+            self.snapshotter.rekey(functools.partial(rekeyed_state, changes=changes, device=stacked.device),
+                                   paths=stacked.moved)
         return True
 
     def release(self) -> None:

@@ -21,16 +21,23 @@ from pybuildless.fs.changes import DEV, INO, MODE, Changes
 _NO_INODE = -1  # never a real inode number: the entry counts as replaced
 
 
-def rekeyed_state(state: dict[str, tuple], now: dict[str, tuple], changes: Changes) -> dict[str, tuple]:
-    """``state`` (keys recorded before the step) under the numbers of ``now`` (a walk of the
-    remounted root); ``changes``: the step's, read from its upper dir."""
+def rekeyed_state(state: dict[str, tuple], now: dict[str, tuple], changes: Changes, *,
+                  device: int | None = None) -> dict[str, tuple]:
+    """``state`` (keys recorded before the step) under the numbers of ``now`` (the keys of the
+    remounted root); ``changes``: the step's, read from its upper dir.
+
+    ``device``: ``now`` holds only the paths whose inode numbers may have changed, and every
+    other path keeps its inode number on this device (an overlay whose layers share one
+    filesystem reports the real inode numbers and its own device). None: ``now`` is the whole
+    root, and a path missing from it is gone."""
     replaced = set(changes.opaque)
     written = set(changes.added) | set(changes.modified)
     out: dict[str, tuple] = {}
     for rel, old in state.items():
         new = now.get(rel)
         if new is None:
-            out[rel] = old  # gone: deleted by the step, reported as before
+            # gone (deleted by the step, reported as before), or in place under the new device
+            out[rel] = old if device is None else old[:DEV] + (device,) + old[DEV + 1:]
             continue
         if rel in replaced or (rel in written and not stat.S_ISDIR(old[MODE])):
             ino, dev = _NO_INODE, old[DEV]

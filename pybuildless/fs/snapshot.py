@@ -148,12 +148,23 @@ class Snapshotter:
             self._record_extras(rel, key)
         self._rewatch()
 
-    def rekey(self, rekeyed: Callable[[dict[str, tuple], dict[str, tuple]], dict[str, tuple]]) -> None:
+    def rekey(self, rekeyed: Callable[[dict[str, tuple], dict[str, tuple]], dict[str, tuple]],
+              paths: Iterable[str] | None = None) -> None:
         """The root was mounted again: the same tree under other device and inode numbers.
-        ``rekeyed(state, now)`` gives the state to keep from the recorded one and a walk of the
-        root as it is now (``fs.rekey``); the watches are set up again on the new mount."""
+        ``rekeyed(state, now)`` gives the state to keep from the recorded one and the keys of the
+        root as it is now (``fs.rekey``): of ``paths`` (parents first) when given, else of a walk
+        of the whole root. The watches are set up again on the new mount."""
         self.close()
-        self.state = rekeyed(self.state, self._walk(""))
+        if paths is None:
+            now = self._walk("")
+        else:
+            now = {}
+            for rel in paths:  # a path whose parent is no directory now is hidden: not looked at
+                parent = posixpath.dirname(rel)
+                if (not parent or (parent in now and stat.S_ISDIR(now[parent][MODE]))) and \
+                        (key := self._stat(rel)) is not None:
+                    now[rel] = key
+        self.state = rekeyed(self.state, now)
         self._rewatch()
 
     def take(self) -> Changes:
