@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from pybuildless.errors import PybuildlessError
-from pybuildless.fs.extract import extract_layer
 
 log = logging.getLogger(__name__)
 
 
 def apply_layers(layers: Sequence, root: Path | str, *, ignore=None) -> None:
     """Apply ``layers`` to ``root`` in order, each checked against its diff ID."""
+    from pybuildless.fs.extract import extract_layer  # not loaded when every base comes from the layer store
+
     for layer in layers:
         with layer.open_compressed() as blob:
             extract_layer(blob, root, ignore=ignore, expect_diff_id=layer.diff_id)

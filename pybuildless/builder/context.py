@@ -19,23 +19,22 @@ from __future__ import annotations
 
 import io
 import logging
-import lzma
 import os
 import re
 import shutil
 import stat
 import sys
-import tarfile
 import tempfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import TYPE_CHECKING, BinaryIO, Callable
 
-from pybuildless.builder import gitcontext, s3context
 from pybuildless.builder.options import GitOptions
 from pybuildless.errors import UsageError
 from pybuildless.fs import inroot
+
+if TYPE_CHECKING:
+    import tarfile
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +78,12 @@ def open_context(spec: str, *, stdin: BinaryIO | None = None, workdir: Path, sub
     elif scheme == "tar":
         context = _tar_context(spec, rest, stdin, workdir, flag)
     elif scheme == "git":
+        from pybuildless.builder import gitcontext
+
         context = _fetched(spec, workdir, lambda dest: gitcontext.clone_context(spec, rest, dest, git or GitOptions()))
     elif scheme == "s3":
+        from pybuildless.builder import s3context
+
         context = _downloaded(spec, workdir, flag, lambda path: s3context.download(spec, path))
     elif scheme == "https" and not _AZURE_BLOB.match(spec):
         context = _downloaded(spec, workdir, flag, lambda path: _https_download(spec, path, flag))
@@ -229,6 +232,8 @@ def _clear(path: Path, *, keep_dir: bool) -> None:
 
 def extract_context_tar(stream: BinaryIO, dest: Path, *, what: str = "--context") -> None:
     """Unpack a (possibly compressed) tar stream into the empty directory ``dest``."""
+    import tarfile
+
     dir_times: list[tuple[Path, int, int]] = []
     try:
         with tarfile.open(fileobj=_decompressed(stream), mode="r|*") as archive:
@@ -274,6 +279,10 @@ def extract_context_tar(stream: BinaryIO, dest: Path, *, what: str = "--context"
 
 def _is_format_error(exc: Exception) -> bool:
     """Errors that mean "bad archive" rather than "the machine has a problem"."""
+    import lzma
+    import tarfile
+    import zlib
+
     if isinstance(exc, (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError)):
         return True
     if isinstance(exc, OSError):

@@ -18,23 +18,21 @@ import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pybuildless.builder import cleanup, inplace
+from pybuildless.builder import cleanup
 from pybuildless.builder.base import BaseImage
 from pybuildless.builder import storeroot
 from pybuildless.builder.context import open_context, resolve_dockerfile
-from pybuildless.builder.copy import SourceRoot
+from pybuildless.builder.copysources import SourceRoot
 from pybuildless.builder.options import BuildOptions
 from pybuildless.builder.platforms import PlatformPlan, parse_platforms, plan_platform
 from pybuildless.builder.progress import BufferedProgress, Progress
-from pybuildless.builder.multiplatform import SharedStages, build_platforms, cache_for_platform, stage_identity
 from pybuildless.builder.publish import check_push_permissions, publish, publish_index
 from pybuildless.builder.runsupport import Sandboxes, Secrets, run_cache_dir
 from pybuildless.builder.sources import BuildSources
 from pybuildless.builder.stage import BuildClock, LayerWriting, StageBuilder, StageCache, StageResult, StepParts
 from pybuildless.builder.stageroot import StageRoots, clean_in_place
-from pybuildless.cache.store import open_cache
-from pybuildless.dockerfile.mounts import parse_go_duration
 from pybuildless.dockerfile.args import GlobalArgs, StageEnv, unused_build_args
 from pybuildless.dockerfile.dockerignore import load_dockerignore
 from pybuildless.dockerfile.parser import Dockerfile, load_dockerfile
@@ -43,7 +41,10 @@ from pybuildless.image import mediatypes as mt
 from pybuildless.image.descriptor import Platform
 from pybuildless.log import report_error_source
 from pybuildless.name import parse_reference
-from pybuildless.registry.options import RegistryOptions
+
+if TYPE_CHECKING:
+    from pybuildless.builder.multiplatform import SharedStages
+    from pybuildless.registry.options import RegistryOptions
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,10 @@ class BuildRun:
 
     def cache_for(self, index: int):
         """The layer cache for stage ``index``'s steps: entries labelled with the stage's platform."""
+        if self.cache is None:
+            return None
+        from pybuildless.builder.multiplatform import cache_for_platform
+
         return cache_for_platform(self.cache, self.stage_platforms.get(index, self.platform))
 
     def cache_put(self, key: str, layer, created_by: str, created: str | None = None, cache=None) -> None:
@@ -128,6 +133,8 @@ def _check_outputs(o: BuildOptions) -> None:
     for d in o.destinations:
         parse_reference(d)  # a bad --destination fails before any work
     if o.in_place:
+        from pybuildless.builder import inplace
+
         inplace.check_allowed(explicit_env=os.environ.get(inplace.ENV_SELECT) == "inplace", force=o.force)
 
 
@@ -197,6 +204,8 @@ def _build_all(options: BuildOptions, work: Path, dockerfile: Dockerfile, contex
     build = functools.partial(_build, dockerfile=dockerfile, context_source=context_source, roots=roots)
     if len(targets) == 1:
         return [build(plan(targets[0]), options, work, progress, None)]
+    from pybuildless.builder.multiplatform import build_platforms
+
     return build_platforms(options, work, targets, progress, plan, build)
 
 
@@ -243,6 +252,8 @@ def _build(prepared: PlatformPlan, options: BuildOptions, work: Path, progress: 
 def _shared_stage(shared: SharedStages, known: dict[int, str], roots: StageRoots, run: BuildRun, plan,
                   glob: GlobalArgs, index: int, position: int, progress: Progress) -> None:
     """A stage of one of several platforms: built here, or taken from the platform that built it."""
+    from pybuildless.builder.multiplatform import stage_identity
+
     identity = stage_identity(run.dockerfile, plan, glob.values, run.stage_platforms, run.platform, index, known)
     known[index] = identity
 
@@ -314,6 +325,9 @@ def open_layer_cache(options: BuildOptions, registry: RegistryOptions, platform:
             return None
         first = parse_reference(options.destinations[0])
         repo = f"{first.registry}/{first.repository}/cache"
+    from pybuildless.cache.store import open_cache
+    from pybuildless.dockerfile.mounts import parse_go_duration
+
     try:
         ttl = parse_go_duration(options.cache_ttl) / 1e9
     except ValueError:

@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from pybuildless.builder import binfmt
 from pybuildless.dockerfile import instructions as ins
 from pybuildless.dockerfile.parser import Dockerfile
 from pybuildless.dockerfile.args import GlobalArgs, platform_args
@@ -87,12 +86,16 @@ def stage_platforms(dockerfile: Dockerfile, plan: BuildPlan, target: Platform) -
 
 def can_run(platform: Platform, host: Platform | None = None, handlers_dir=None) -> bool:
     """True when this host runs ``platform``'s programs: natively or through an F-flag emulator."""
+    from pybuildless.builder import binfmt  # only a build with RUN steps asks
+
     host = host or Platform.host()
     return binfmt.runs_natively(platform, host) or binfmt.emulator_for(platform, handlers_dir) is not None
 
 
 def foreign_run_error(run: ins.Run, stage_label: str, platform: Platform, host: Platform | None = None,
                       handlers_dir=None) -> PybuildlessError:
+    from pybuildless.builder import binfmt
+
     host = host or Platform.host()
     directory = handlers_dir or binfmt.handlers_dir()
     where = f"in {directory}" if handlers_dir or binfmt.is_mounted(directory) else (

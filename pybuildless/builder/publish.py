@@ -24,14 +24,10 @@ from pybuildless.errors import PybuildlessError, RegistryError
 from pybuildless.image import outputs
 from pybuildless.image.descriptor import Digest
 from pybuildless.image.descriptor import Platform
-from pybuildless.image.layout import write_index_to_layout, write_layout
 from pybuildless.image.model import Image, image_config, image_digest
-from pybuildless.image.tarball import write_tarball, write_tarball_multi
 from pybuildless.name import parse_reference
 from pybuildless.registry import ahead, jobs
 from pybuildless.registry.options import RegistryOptions
-from pybuildless.registry.client import RegistryClient
-from pybuildless.registry.remote import make_index, push_image, push_index
 
 DEFAULT_LAYOUT = "pybuildless-image"
 UNSET_TAG = "unset-repo/unset-image-name:latest"
@@ -64,6 +60,8 @@ def check_push_permissions(options: BuildOptions, registry: RegistryOptions) -> 
         ref = parse_reference(target)
         if ref.context in checked:
             continue
+        from pybuildless.registry.client import RegistryClient  # the HTTP stack, when a registry is reached
+
         client = RegistryClient.for_reference(ref, registry)
         scopes = (ref.scope("push,pull"),)
         try:
@@ -84,6 +82,8 @@ def _is_immutable_tag_error(error: Exception) -> bool:
 
 
 def _push_all(image: Image, options: BuildOptions, registry: RegistryOptions, progress: Progress) -> None:
+    from pybuildless.registry.remote import push_image
+
     if not options.push_ignore_immutable_tag_errors:
         push_image(image, list(options.destinations), options=registry)
         return
@@ -122,16 +122,22 @@ def publish(image: Image, options: BuildOptions, registry: RegistryOptions, prog
         for dest in options.destinations:
             progress.info(f"pushed {dest}@{digest}")
     if options.tar_path:
+        from pybuildless.image.tarball import write_tarball
+
         write_tarball(options.tar_path, image, list(options.destinations) or [UNSET_TAG])
         progress.info(f"wrote tarball {options.tar_path}")
         wrote_output = True
     if options.oci_layout_path:
+        from pybuildless.image.layout import write_layout
+
         write_layout(options.oci_layout_path, image, tag="latest")
         progress.info(f"wrote OCI layout {options.oci_layout_path}")
         wrote_output = True
     if options.no_push and not wrote_output:
         progress.info("--no-push and no --tar-path or --oci-layout-path: the image is not written anywhere")
     elif not pushing and not wrote_output:
+        from pybuildless.image.layout import write_layout
+
         path = Path(os.getcwd()) / DEFAULT_LAYOUT
         write_layout(path, image, tag="latest")
         progress.info(f"no destination given: image written to the OCI layout {path} (tag latest)")
@@ -166,6 +172,10 @@ def publish_index(images: Sequence[Image], options: BuildOptions, registry: Regi
     """Several platform images: each pushed by digest, then one index (a Docker manifest list
     when every image is a Docker v2 manifest, else an OCI index) under every destination. The
     digest files name the index; the tarball and the OCI layout hold it too."""
+    from pybuildless.image.layout import write_index_to_layout
+    from pybuildless.image.tarball import write_tarball_multi
+    from pybuildless.registry.remote import make_index, push_index
+
     raw_index, _ = make_index(images)
     digest = Digest.of_bytes(raw_index)
     pushing = bool(options.destinations) and not options.no_push

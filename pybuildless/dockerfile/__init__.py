@@ -15,56 +15,24 @@ Modules (each documents its rules):
   moby patternmatcher, ``load_dockerignore``, ``walk_context``.
 """
 
-from pybuildless.dockerfile.args import (
-    DEFAULT_PATH,
-    GlobalArgs,
-    StageEnv,
-    platform_args,
-    unused_build_args,
-)
-from pybuildless.dockerfile.dockerignore import (
-    IgnoreFileError,
-    PatternMatcher,
-    load_dockerignore,
-    read_ignore_patterns,
-    walk_context,
-)
-from pybuildless.dockerfile.instructions import (
-    DEFAULT_SHELL,
-    Add,
-    Arg,
-    Cmd,
-    CommandLine,
-    Copy,
-    Entrypoint,
-    Env,
-    Expose,
-    From,
-    Healthcheck,
-    HeredocSource,
-    Instruction,
-    Label,
-    Maintainer,
-    Onbuild,
-    ResolvedRun,
-    Run,
-    Shell,
-    StopSignal,
-    User,
-    Volume,
-    Workdir,
-)
-from pybuildless.dockerfile.lex import WordError, process_word, process_words
-from pybuildless.dockerfile.mounts import Mount, parse_mount
-from pybuildless.dockerfile.parser import (
-    Dockerfile,
-    Stage,
-    load_dockerfile,
-    parse_dockerfile,
-    parse_onbuild_triggers,
-)
-from pybuildless.dockerfile.pathmatch import glob_paths, has_wildcards, match as path_match
-from pybuildless.dockerfile.stages import BuildPlan, StageBase, plan_build, resolve_target
-from pybuildless.dockerfile.syntax import Directives, Heredoc
+from pybuildless.lazyexports import lazy_exports
 
-__all__ = [name for name in dir() if not name.startswith("_")]
+# Loaded on first use: the command line reads a Go duration (mounts) without loading the parser,
+# and a build loads the modules it reaches, not every module named here.
+_NAMES = {
+    "args": "DEFAULT_PATH GlobalArgs StageEnv platform_args unused_build_args",
+    "dockerignore": "IgnoreFileError PatternMatcher load_dockerignore read_ignore_patterns walk_context",
+    "instructions": "DEFAULT_SHELL Add Arg Cmd CommandLine Copy Entrypoint Env Expose From Healthcheck HeredocSource "
+                    "Instruction Label Maintainer Onbuild ResolvedRun Run Shell StopSignal User Volume Workdir",
+    "lex": "WordError process_word process_words",
+    "mounts": "Mount parse_mount",
+    "parser": "Dockerfile Stage load_dockerfile parse_dockerfile parse_onbuild_triggers",
+    "pathmatch": "glob_paths has_wildcards",
+    "stages": "BuildPlan StageBase plan_build resolve_target",
+    "syntax": "Directives Heredoc",
+}
+_EXPORTS = {name: module for module, names in _NAMES.items() for name in names.split()}
+_EXPORTS["path_match"] = "pathmatch:match"
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+__all__ = sorted(_EXPORTS)

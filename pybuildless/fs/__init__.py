@@ -14,11 +14,19 @@ Typical use by the executor::
         layer = write_layer(root, changes, layers_dir, compression="gzip", clamp_mtime=sde)
 """
 
-from pybuildless.fs.compress import BlobInfo, CompressingWriter, inspect_blob, open_decompressed, recompress
-from pybuildless.fs.extract import ExtractionError, ExtractStats, LayerFormatError, extract_layer
-from pybuildless.fs.ignore import IgnoreList
-from pybuildless.fs.layer import write_layer, write_root_layer
-from pybuildless.fs.snapshot import Changes, Snapshotter
+from pybuildless.lazyexports import lazy_exports
+
+# Loaded on first use: a build that only cleans up or checks mounts needs neither tar nor compression.
+_NAMES = {
+    "compress": "BlobInfo CompressingWriter inspect_blob open_decompressed recompress",
+    "extract": "ExtractionError ExtractStats LayerFormatError extract_layer",
+    "ignore": "IgnoreList",
+    "layer": "write_layer write_root_layer",
+    "changes": "Changes",
+    "snapshot": "Snapshotter",
+}
+__getattr__, __dir__ = lazy_exports(__name__, {name: module for module, names in _NAMES.items()
+                                               for name in names.split()})
 
 __all__ = [
     "BlobInfo", "Changes", "CompressingWriter", "ExtractStats", "ExtractionError", "IgnoreList",

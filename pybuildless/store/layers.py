@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from pybuildless.errors import ImageFormatError, PybuildlessError
-from pybuildless.fs.extract import extract_layer
 from pybuildless.image.descriptor import Digest
 from pybuildless.image.model import Layer
 from pybuildless.store import tree
@@ -284,6 +283,8 @@ class LayerStore:
             # a parent the tar lacks gets its creation time: later than any header's, barring
             # clocks set wrong (such a directory is then only treated as made here)
             started_ns = time.time_ns()
+            from pybuildless.fs.extract import extract_layer  # only a layer not yet stored loads tar
+
             with layer.open_compressed() as blob:
                 stats = extract_layer(blob, fs, whiteouts=False, expect_diff_id=layer.diff_id,
                                       expect_digest=layer.digest)
