@@ -98,6 +98,33 @@ def test_single_post_upload_is_answered_202_by_this_registry(registry):
     assert e.value.code == 404
 
 
+def test_first_build_on_an_empty_store(tmp_path, proxy, registry, base):
+    """Nothing kept yet: the base's manifest is fetched by tag at once (a HEAD could save
+    nothing), its config and layer once each ("Pulling manifests", "Pulling blobs": end-3, end-2)."""
+    repo, base_manifest, _ = base
+    mark = len(proxy.log)
+    build(tmp_path, "first", f"FROM {proxy.host}/{repo}:latest\nCOPY f /f\n", "-d", f"{proxy.host}/pushrt/first:1",
+          cache=tmp_path / "cache")
+    image = pushed(registry, "pushrt/first:1")
+    names = {base_manifest["layers"][0]["digest"].split(":")[1]: "base-layer",
+             base_manifest["config"]["digest"].split(":")[1]: "base-config",
+             image["layers"][1]["digest"].split(":")[1]: "new-layer",
+             image["config"]["digest"].split(":")[1]: "config"}
+    dest = "/v2/pushrt/first"
+    assert shape(proxy.log[mark:], names) == Counter({
+        ("GET", "/v2/", "200"): 1,
+        ("POST", f"{dest}/blobs/uploads/", "202"): 1,
+        ("PUT", f"{dest}/blobs/uploads/<session>?digest=<config>", "201"): 1,
+        ("GET", f"/v2/{repo}/manifests/latest", "200"): 1,
+        ("GET", f"/v2/{repo}/blobs/<base-config>", "200"): 1,
+        ("GET", f"/v2/{repo}/blobs/<base-layer>", "200"): 1,
+        ("POST", f"{dest}/blobs/uploads/?mount=<base-layer>&from={repo}", "201"): 1,
+        ("POST", f"{dest}/blobs/uploads/?digest=<new-layer>", "202"): 1,
+        ("PUT", f"{dest}/blobs/uploads/<session>?digest=<new-layer>", "201"): 1,
+        ("PUT", f"{dest}/manifests/1", "201"): 1,
+    })
+
+
 def _warm_push(tmp_path, proxy, registry, base, dest_repo: str) -> tuple[Counter, dict, dict]:
     repo, base_manifest, _ = base
     dockerfile = f"FROM {proxy.host}/{repo}:latest\nCOPY f /f\n"

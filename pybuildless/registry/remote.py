@@ -113,6 +113,7 @@ class Documents(Protocol):
 
     def get(self, digest: Digest) -> bytes | None: ...  # verified against ``digest``
     def put(self, raw: bytes) -> Digest: ...
+    def empty(self) -> bool: ...  # nothing kept at all
 
 
 def fetch_image(ref: Reference | str, *, platform: Platform | None = None,
@@ -150,6 +151,8 @@ def _get_manifest(client: RegistryClient, ref: Reference, documents: Documents |
         return client.get_manifest(ref)
     if ref.digest:
         kept = _kept_manifest(documents, Digest.parse(ref.digest), f"manifest {ref}")
+    elif documents.empty():
+        kept = None  # a first build: the HEAD could not save the GET
     else:
         try:
             desc = client.head_manifest(ref)

@@ -34,6 +34,14 @@ class ManifestRecord:
             return None
         return self.dir / digest.hex
 
+    def empty(self) -> bool:
+        """Nothing kept yet (a first build): asking what a tag points to could save nothing."""
+        try:
+            with os.scandir(self.dir) as entries:
+                return next(entries, None) is None
+        except OSError:
+            return True
+
     def get(self, digest: Digest) -> bytes | None:
         """The document with this digest, or None (missing, or damaged and now removed)."""
         path = self._path(digest)
