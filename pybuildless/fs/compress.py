@@ -13,7 +13,6 @@ import io
 from dataclasses import dataclass
 from typing import BinaryIO
 
-import zstandard
 from isal import igzip, igzip_threaded
 
 from pybuildless.errors import ImageFormatError, UsageError
@@ -81,6 +80,8 @@ def open_decompressed(raw: BinaryIO, *, threaded: bool = False) -> BinaryIO:
             return igzip_threaded.open(stream, "rb", threads=1)
         return igzip.IGzipFile(fileobj=stream, mode="rb")
     if kind == "zstd":
+        import zstandard  # loaded for zstd layers only
+
         return zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True, closefd=False)
     return stream
 
@@ -218,6 +219,8 @@ class CompressingWriter:
         if compression == "gzip":
             self._comp = _ThreadedGzip(self._sink, _gzip_level(level))
         elif compression == "zstd":
+            import zstandard
+
             zlevel = 3 if level is None or level < 0 else level
             self._comp = zstandard.ZstdCompressor(level=zlevel, write_checksum=True).stream_writer(
                 self._sink, closefd=False
@@ -250,6 +253,8 @@ class CompressingWriter:
         if self._info is None:
             if self._comp is not None:
                 if self.compression == "zstd":
+                    import zstandard
+
                     self._comp.flush(zstandard.FLUSH_FRAME)
                 self._comp.close()
             self._sink.flush()

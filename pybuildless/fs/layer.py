@@ -21,7 +21,6 @@ from pathlib import Path
 from pybuildless.errors import BuildError, UsageError
 from pybuildless.fs import owners, secure
 from pybuildless.fs.changes import XATTR_PREFIXES, Changes, read_xattrs
-from pybuildless.fs.compress import CompressingWriter
 from pybuildless.fs.ignore import IgnoreList
 from pybuildless.fs.snapshot import Snapshotter
 from pybuildless.fs.tarwriter import (BLKTYPE, CHRTYPE, DIRTYPE, FIFOTYPE, LNKTYPE, REGTYPE, SYMTYPE, Entry,
@@ -237,6 +236,8 @@ def write_layer(
     root = os.path.realpath(root)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    from pybuildless.fs.compress import CompressingWriter  # compressors load with the first layer written
+
     fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".layer-", suffix=".tmp")
     writer: CompressingWriter | None = None
     try:

@@ -9,11 +9,9 @@ import posixpath
 import tempfile
 import urllib.parse
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pybuildless.builder.archives import is_tar_archive
 from pybuildless.builder.chmod import parse_chmod
 from pybuildless.builder.commands.outcome import Outcome
 from pybuildless.builder.commands.step import StepContext
@@ -111,6 +109,8 @@ def _download(url: str, tmp: str, checksum: str | None, i) -> str:
         if h.hexdigest() != want:
             raise i.error(f"ADD {url}: checksum mismatch: got sha256:{h.hexdigest()}, want {checksum}")
     if modified:
+        from email.utils import parsedate_to_datetime
+
         try:
             ts = parsedate_to_datetime(modified).timestamp()
             os.utime(path, (ts, ts))
@@ -121,6 +121,8 @@ def _download(url: str, tmp: str, checksum: str | None, i) -> str:
 
 
 def add(i: ins.Add, ctx: StepContext) -> Outcome:
+    from pybuildless.builder.archives import is_tar_archive  # tar and its decompressors: ADD only
+
     gits = [s for s in i.sources if _is_git(s)]
     if gits and len(i.sources) != 1:
         raise i.error("ADD of a git repository takes exactly one source")

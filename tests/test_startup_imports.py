@@ -1,0 +1,118 @@
+"""A build's start-up stays light: what a build loads is what it uses.
+
+Every process pays for the modules it imports (a tenth of a second or more on a loaded machine),
+so a build that never runs RUN, never reaches a registry and writes no layer must not load the
+HTTP stack, tar and its compressors, the sandboxes and their seccomp tables, the git and S3
+context clients, multi-platform support or the layer cache. Each case runs the real command line
+in a fresh interpreter and reads ``sys.modules`` afterwards; the control cases show the check sees
+those modules once a build does need them. No timings here: figures belong in benchmarks/startup.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Modules a build loads only when it needs them (a top-level name stands for its whole package).
+HEAVY = (
+    "requests", "urllib3", "charset_normalizer", "idna", "http.client", "ssl",  # a registry is reached
+    "tarfile", "zstandard", "isal", "gzip", "decimal",  # a layer is read or written (shutil loads bz2 and lzma)
+    "dulwich", "boto3", "botocore",  # git:// and s3:// contexts
+    "yaml", "jsonschema",  # never at run time
+    "pybuildless.sandbox.chroot", "pybuildless.sandbox.seccomp", "pybuildless.sandbox.seccomp_profile",
+    "pybuildless.sandbox.syscalls_table", "pybuildless.sandbox.process",  # a RUN runs
+    "pybuildless.registry.transport", "pybuildless.registry.client",
+    "pybuildless.fs.extract", "pybuildless.fs.compress", "pybuildless.image.tarball",
+    "pybuildless.builder.gitcontext", "pybuildless.builder.s3context", "pybuildless.builder.archives",
+    "pybuildless.builder.multiplatform", "pybuildless.builder.binfmt", "pybuildless.cache.store",
+)
+
+# Runs the command line (``executor`` or ``pybuildless``) with the given arguments in this
+# interpreter, then prints the names of the loaded modules as the last line.
+_LOADED_AFTER = """
+import json, sys
+from pybuildless import cli
+entry = cli.executor_main if sys.argv[1] == "executor" else cli.main
+code = 0
+try:
+    entry(sys.argv[2:])
+except SystemExit as e:
+    code = e.code or 0
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (chroot)")
+
+
+def _run(tmp_path: Path, *argv: str) -> tuple[int, set[str], str]:
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg-cache"), "PYTHONPATH": str(ROOT)}
+    env.pop("PYBUILDLESS_ISOLATION", None)
+    proc = subprocess.run([sys.executable, "-c", _LOADED_AFTER, *argv], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300, stdin=subprocess.DEVNULL)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result["code"], set(result["modules"]), proc.stderr
+
+
+def _heavy(loaded: set[str]) -> list[str]:
+    return sorted(name for name in HEAVY if name in loaded)
+
+
+def _context(tmp_path: Path, dockerfile: str) -> Path:
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "Dockerfile").write_text(dockerfile)
+    return context
+
+
+def test_executor_help_loads_no_heavy_module(tmp_path: Path) -> None:
+    code, loaded, _ = _run(tmp_path, "executor", "--help")
+    assert code == 0
+    assert "click" in loaded  # the check sees what was imported
+    assert not _heavy(loaded)
+    assert "pybuildless.builder.executor" not in loaded
+    assert "pybuildless.dockerfile.parser" not in loaded
+
+
+@needs_root
+def test_a_build_without_run_registry_or_layer_loads_no_heavy_module(tmp_path: Path) -> None:
+    context = _context(tmp_path, "FROM scratch\nARG VERSION=1\nENV APP=/srv/app VERSION=$VERSION\n"
+                                 "LABEL org.example.name=startup\nEXPOSE 8080\nUSER 1000\nCMD [\"/srv/app\"]\n")
+    code, loaded, stderr = _run(tmp_path, "pybuildless", "build", "-c", str(context), "--no-push")
+    assert code == 0, stderr
+    assert "built sha256:" in stderr
+    # what the build did need was loaded and seen
+    assert {"pybuildless.dockerfile.parser", "pybuildless.builder.executor",
+            "pybuildless.builder.commands.metadata"} <= loaded
+    assert not _heavy(loaded), stderr
+
+
+@needs_root
+def test_executor_with_an_oci_layout_output_loads_no_registry_client(tmp_path: Path) -> None:
+    context = _context(tmp_path, "FROM scratch\nENV A=1\nCMD [\"/a\"]\n")
+    code, loaded, stderr = _run(tmp_path, "executor", "-c", str(context), "--oci-layout-path", str(tmp_path / "out"))
+    assert code == 0, stderr
+    assert (tmp_path / "out" / "index.json").is_file()
+    assert "pybuildless.image.layout" in loaded
+    assert not {"requests", "urllib3", "pybuildless.registry.transport", "tarfile",
+                "pybuildless.sandbox.seccomp"} & loaded
+
+
+@needs_root
+def test_control_a_run_step_loads_the_sandbox_and_a_tar_context_loads_tar(tmp_path: Path) -> None:
+    # RUN in an empty root: no shell to run, so the step fails, but only after its sandbox was opened
+    context = _context(tmp_path, "FROM scratch\nRUN [\"/bin/true\"]\n")
+    code, loaded, stderr = _run(tmp_path, "pybuildless", "build", "-c", str(context), "--no-push")
+    assert code != 0
+    assert {"pybuildless.sandbox.chroot", "pybuildless.sandbox.seccomp"} <= loaded, stderr
+
+    (tmp_path / "ctx.tar").write_bytes(b"")
+    code, loaded, stderr = _run(tmp_path, "executor", "-c", f"tar://{tmp_path / 'ctx.tar'}", "--no-push")
+    assert code != 0  # an empty tar stream has no Dockerfile
+    assert "tarfile" in loaded, stderr
