@@ -1,0 +1,112 @@
+"""Push work started ahead of the push (``registry.ahead``) and the short upload paths, under
+faults injected by a proxy in front of the real registry: whatever fails or vanishes ahead is
+done again by the push, an upload session is never left open, and a refused or failed
+"Single POST" (distribution-spec end-4b) ends in a complete image all the same."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from pybuildless.name import parse_reference
+from pybuildless.registry import ahead
+from pybuildless.registry.client import RegistryClient
+from pybuildless.registry.options import RegistryOptions
+from pybuildless.registry.remote import fetch_image, push_image
+from tests.faultproxy import Fault, FaultProxy
+from tests.test_registry_faults import manifest_blobs_present, via
+
+SESSION = r"/blobs/uploads/[0-9a-f-]{36}\?"
+
+
+@pytest.fixture
+def proxy(registry):
+    with FaultProxy(registry.url) as p:
+        yield p
+
+
+@pytest.fixture
+def options():
+    options = RegistryOptions()
+    yield options
+    ahead.end(options)  # nothing left registered for the next test
+
+
+def _open_session(ref, options) -> str:
+    return RegistryClient.for_reference(ref, options).start_upload(ref.repository, scopes=(ref.scope("push,pull"),))
+
+
+def test_the_config_goes_into_the_parked_session(proxy, registry, busybox_image, options):
+    source = fetch_image(via(proxy, busybox_image))
+    ref = parse_reference(f"{proxy.host}/pushfaults/parked:1")
+    started = ahead.begin(options, [ref])
+    started.park(ref, _open_session(ref, options))
+    mark = len(proxy.log)
+    assert push_image(source, [ref], options=options) == source.digest
+    assert fetch_image(registry.ref("pushfaults/parked:1")).digest == source.digest
+    config_hex = json.loads(source.raw_manifest())["config"]["digest"].split(":")[1]
+    config_requests = [(m, o) for m, p, o in proxy.log[mark:] if config_hex in p]
+    assert config_requests == [("PUT", "201")]  # one PUT, into the session the check opened
+    ahead.end(options)
+    assert not [m for m, _, _ in proxy.log[mark:] if m == "DELETE"]  # it was used: nothing to cancel
+
+
+def test_a_parked_session_that_is_gone_is_replaced(proxy, registry, busybox_image, options):
+    source = fetch_image(via(proxy, busybox_image))
+    ref = parse_reference(f"{proxy.host}/pushfaults/gone:1")
+    location = _open_session(ref, options)
+    RegistryClient.for_reference(ref, options)._cancel(location, (ref.scope("push,pull"),))  # purged meanwhile
+    ahead.begin(options, [ref]).park(ref, location)
+    mark = len(proxy.log)
+    assert push_image(source, [ref], options=options) == source.digest
+    puts = [o for m, p, o in proxy.log[mark:] if m == "PUT" and re.search(SESSION, p)]
+    assert puts.count("404") == 1  # the dead session...
+    assert manifest_blobs_present(registry, registry.ref("pushfaults/gone:1"))  # ...replaced by a new one
+
+
+def test_a_session_nobody_used_is_cancelled_when_the_build_ends(proxy, options):
+    ref = parse_reference(f"{proxy.host}/pushfaults/unused:1")
+    ahead.begin(options, [ref]).park(ref, _open_session(ref, options))
+    mark = len(proxy.log)
+    ahead.end(options)
+    assert [(m, o) for m, p, o in proxy.log[mark:]] == [("DELETE", "204")]
+    assert ahead.current(options) is None
+
+
+def test_a_failed_single_post_is_retried(proxy, registry, busybox_image, options):
+    source = fetch_image(via(proxy, busybox_image))
+    proxy.add(Fault("status", r"/blobs/uploads/\?digest=", method="POST", count=2, status=503))
+    ref = parse_reference(f"{proxy.host}/pushfaults/single:1")
+    assert push_image(source, [ref], options=options) == source.digest
+    assert proxy.count("POST", r"/blobs/uploads/\?digest=", "fault 503") == 2
+    assert manifest_blobs_present(registry, registry.ref("pushfaults/single:1"))
+
+
+def test_a_mount_that_failed_ahead_is_done_by_the_push(proxy, registry, busybox_image, options):
+    """The base layer's mount, started while the build ran, is refused once (403): the push
+    asks again itself instead of trusting the head start."""
+    source = fetch_image(via(proxy, busybox_image))
+    layer = source.layers()[0]
+    ref = parse_reference(f"{proxy.host}/pushfaults/ahead:1")
+    proxy.add(Fault("status", r"\?mount=", method="POST", count=1, status=403))
+    started = ahead.begin(options, [ref])
+    started.start_layers(source.layers())
+    assert started.blob_result(ref, layer.digest) is None  # failed ahead
+    assert push_image(source, [ref], options=options) == source.digest
+    mounts = [o for m, p, o in proxy.log if m == "POST" and "?mount=" in p and "pushfaults/ahead" in p]
+    assert mounts == ["fault 403", "201"]
+    assert manifest_blobs_present(registry, registry.ref("pushfaults/ahead:1"))
+
+
+def test_a_mount_done_ahead_is_not_asked_again(proxy, registry, busybox_image, options):
+    source = fetch_image(via(proxy, busybox_image))
+    ref = parse_reference(f"{proxy.host}/pushfaults/once:1")
+    started = ahead.begin(options, [ref])
+    started.start_layers(source.layers())
+    assert started.blob_result(ref, source.layers()[0].digest) == "mounted"
+    mark = len(proxy.log)
+    assert push_image(source, [ref], options=options) == source.digest
+    assert not [p for m, p, _ in proxy.log[mark:] if "?mount=" in p]
+    assert manifest_blobs_present(registry, registry.ref("pushfaults/once:1"))
