@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""The fixed cost of a build: start-up of HEAD against an older commit, in one run.
+
+Each source tree is a ``git archive`` copy (byte-compiled before timing, so no sample pays for
+compiling), run with ``PYTHONPATH`` pointing at it. Measured, alternating between the two trees
+in every round so both see the same machine load:
+
+  python     ``python -c pass``: the interpreter's own start-up, the floor
+  import     ``python -c "import pybuildless.builder.executor, pybuildless.cli.build"``
+  help       ``python -m pybuildless build --help`` (Kaniko's ``executor --help``)
+  build      ``python -m pybuildless build --no-push`` of a metadata-only Dockerfile (FROM scratch,
+             ARG, ENV, LABEL, EXPOSE, USER, CMD): no RUN, no registry, no layer
+  registry   (with ``--registry``) the same instructions on a busybox base pulled from a loopback
+             docker-registry, the image pushed there (the base comes from the layer store after
+             the first build)
+
+For each: the median wall time and CPU time (user+sys of the child) over the samples, the
+spread (interquartile range) and the number of modules loaded; the load average is printed
+before and after. Wall time on a shared machine is noisy: compare the CPU column and the two
+trees' ratio, which share the same rounds.
+
+    benchmarks/startup.py --base COMMIT [--head COMMIT] [--samples 15] [--registry]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+METADATA_DOCKERFILE = """\
+ARG BASE=scratch
+FROM ${BASE}
+ARG VERSION=1.0
+ENV APP_HOME=/srv/app VERSION=${VERSION}
+LABEL org.opencontainers.image.title=startup org.opencontainers.image.version=${VERSION}
+EXPOSE 8080
+USER 1000
+CMD ["/srv/app/run"]
+"""
+
+COUNT_MODULES = "import atexit, sys; atexit.register(lambda: sys.stderr.write(f'\\nMODULES {len(sys.modules)}\\n'))"
+
+
+def archive(commit: str, dest: Path) -> Path:
+    """``git archive COMMIT`` unpacked into ``dest``, byte-compiled."""
+    dest.mkdir(parents=True)
+    tar = subprocess.run(["git", "-C", str(ROOT), "archive", commit], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=tar, check=True)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(dest / "pybuildless")], check=True)
+    return dest
+
+
+def timed(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds of the child, modules loaded) of one run; fails loudly."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    proc = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv[:6])}... exited {proc.returncode}:\n{proc.stderr[-2000:]}")
+    modules = [int(line.split()[1]) for line in proc.stderr.splitlines() if line.startswith("MODULES ")]
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, modules[-1] if modules else 0
+
+
+def cases(context: Path, registry: str | None) -> dict[str, list[str]]:
+    py = [sys.executable, "-c"]
+    run_module = f"{COUNT_MODULES}\nimport runpy; runpy.run_module('pybuildless', run_name='__main__')"
+    out = {
+        "python": py + [COUNT_MODULES],
+        "import": py + [f"{COUNT_MODULES}\nimport pybuildless.builder.executor, pybuildless.cli.build"],
+        "help": py + [run_module, "build", "--help"],
+        "build": py + [run_module, "build", "-c", str(context), "-f", str(context / "Dockerfile"), "--no-push"],
+    }
+    if registry:
+        out["registry"] = py + [run_module, "build", "-c", str(context), "-f", str(context / "Dockerfile"),
+                                "--build-arg", f"BASE={registry}/busybox:latest", "-d", f"{registry}/startup:latest"]
+    return out
+
+
+def start_registry(work: Path) -> tuple[str, object]:
+    sys.path.insert(0, str(ROOT))
+    from tests.fixtures.images import make_busybox_rootfs, push_layout, write_oci_layout
+    from tests.fixtures.registry import start_registry as start
+
+    server, stop = start(work / "registry")
+    layout = write_oci_layout(make_busybox_rootfs(work / "busybox-rootfs"), work / "busybox-layout")
+    push_layout(layout, server, "busybox:latest")
+    return server.host, stop
+
+
+def summary(values: list[float]) -> tuple[float, float]:
+    """(median, interquartile range)."""
+    if len(values) < 4:
+        return statistics.median(values), max(values) - min(values)
+    q = statistics.quantiles(values, n=4)
+    return statistics.median(values), q[2] - q[0]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--base", required=True, help="the older commit to compare with")
+    ap.add_argument("--head", default="HEAD", help="the newer commit (default HEAD)")
+    ap.add_argument("--samples", type=int, default=15)
+    ap.add_argument("--registry", action="store_true", help="also a build on a base from a loopback registry")
+    ap.add_argument("--only", action="append", help="only these cases (repeatable)")
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="pybuildless-startup-"))
+    stop = None
+    try:
+        trees = {label: archive(commit, work / label) for label, commit in (("base", args.base), ("head", args.head))}
+        context = work / "context"
+        context.mkdir()
+        (context / "Dockerfile").write_text(METADATA_DOCKERFILE)
+        registry = None
+        if args.registry:
+            registry, stop = start_registry(work)
+        runs = cases(context, registry)
+        names = [n for n in runs if not args.only or n in args.only]
+        envs = {label: {**os.environ, "PYTHONPATH": str(tree), "XDG_CACHE_HOME": str(work / f"xdg-{label}"),
+                        "PYTHONDONTWRITEBYTECODE": "1"} for label, tree in trees.items()}
+        for env in envs.values():
+            env.pop("PYBUILDLESS_ISOLATION", None)
+        results = {(n, label): [] for n in names for label in trees}
+        for label in trees:  # one unmeasured round each: the layer store and the page cache warm up
+            for n in names:
+                timed(runs[n], envs[label], work)
+        load_before = os.getloadavg()
+        for round_ in range(args.samples):
+            order = list(trees) if round_ % 2 == 0 else list(reversed(trees))
+            for n in names:
+                for label in order:
+                    results[(n, label)].append(timed(runs[n], envs[label], work))
+        load_after = os.getloadavg()
+
+        print(f"base {args.base} vs head {args.head}; {args.samples} samples each, alternating; "
+              f"python {sys.version.split()[0]}; {os.cpu_count()} cores")
+        print(f"load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
+              f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
+        print(f"{'case':9s} {'tree':5s} {'wall ms':>8s} {'±IQR':>7s} {'CPU ms':>8s} {'±IQR':>7s} {'modules':>8s}")
+        for n in names:
+            medians = {}
+            for label in trees:
+                samples = results[(n, label)]
+                wall, wall_iqr = summary([s[0] * 1e3 for s in samples])
+                cpu, cpu_iqr = summary([s[1] * 1e3 for s in samples])
+                medians[label] = (wall, cpu)
+                print(f"{n:9s} {label:5s} {wall:8.1f} {wall_iqr:7.1f} {cpu:8.1f} {cpu_iqr:7.1f} "
+                      f"{samples[-1][2]:8d}")
+            (bw, bc), (hw, hc) = medians["base"], medians["head"]
+            print(f"{'':9s} head/base: wall {hw / bw:.2f}, CPU {hc / bc:.2f}")
+        print(json.dumps({"base": args.base, "head": args.head, "samples": args.samples,
+                          "load": [load_before, load_after],
+                          "median_ms": {f"{n}/{label}": [round(statistics.median(s[i] for s in results[(n, label)]) * 1e3, 1)
+                                                         for i in (0, 1)] for n in names for label in trees}}))
+    finally:
+        if stop is not None:
+            stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
