@@ -26,6 +26,7 @@ from pybuildless.image.descriptor import Descriptor, Digest
 from pybuildless.image.model import Layer
 from pybuildless.name import Reference
 from pybuildless.registry import jobs
+from pybuildless.registry.blobpush import layer_opener, mount_source, push_blob, push_scopes
 from pybuildless.registry.options import RegistryOptions
 
 logger = logging.getLogger("pybuildless.registry.remote")
@@ -58,15 +59,13 @@ class PushAhead:
 
     def start_layers(self, layers: Sequence[Layer]) -> None:
         """Make the final stage's base layers exist in every destination, in the background."""
-        from pybuildless.registry.push import _mount_source, _opener, _push_blob, push_scopes
-
         unique = list({layer.digest: layer for layer in layers}.values())
         for ref in self.refs:
-            sources = {s for s in (_mount_source(layer, ref) for layer in unique) if s}
+            sources = {s for s in (mount_source(layer, ref) for layer in unique) if s}
             scopes = push_scopes(ref, sources)  # the same set the push asks for: one token for both
             for layer in unique:
                 key = (ref.registry, ref.repository, layer.digest)
-                source = _mount_source(layer, ref)
+                source = mount_source(layer, ref)
                 with self._lock:
                     if key in self._blobs or source == ref.repository:
                         continue  # started already, or known to be there: the push skips it anyway
@@ -76,7 +75,7 @@ class PushAhead:
                         from pybuildless.registry.client import RegistryClient
 
                         client = RegistryClient.for_reference(ref, self.options)
-                        return _push_blob(client, ref.repository, desc, _opener(layer), scopes, source,
+                        return push_blob(client, ref.repository, desc, layer_opener(layer), scopes, source,
                                           known_source=source is not None)
 
                     self._blobs[key] = jobs.submit(work, size=max(2, self.options.parallel))

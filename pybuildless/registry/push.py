@@ -9,116 +9,21 @@ from __future__ import annotations
 import io
 import json
 import logging
-from typing import BinaryIO, Callable, Sequence
+from typing import Sequence
 
-from pybuildless import transfer
 from pybuildless.errors import DigestMismatchError, ImageFormatError, RegistryError
 from pybuildless.image import mediatypes as mt
 from pybuildless.image.descriptor import Descriptor, Digest, Platform
-from pybuildless.image.model import Image, Layer, MountableLayer, canonical_json
+from pybuildless.image.model import Image, Layer, canonical_json
 from pybuildless.name import Reference, parse_reference
 from pybuildless.registry import ahead
+from pybuildless.registry.blobpush import layer_opener, mount_source, push_blob, push_scopes
 from pybuildless.registry.client import RegistryClient
 from pybuildless.registry.jobs import parallel_map
 from pybuildless.registry.options import RegistryOptions
-from pybuildless.registry.verify import CHUNK
 
 # The records keep the name they had when pushing lived in remote.py: log lines read the same.
 logger = logging.getLogger("pybuildless.registry.remote")
-
-
-class _Sized:
-    """A file object with a known length, so requests sends Content-Length, never chunked.
-
-    Each one is one upload attempt as far as the progress display is concerned: the
-    transport opens a fresh one per attempt and closes it after sending.
-    """
-
-    def __init__(self, f: BinaryIO, size: int, progress: transfer.Transfer = transfer.NULL_TRANSFER) -> None:
-        self._f, self._size, self._pos = f, size, 0
-        self._progress = progress
-
-    def __len__(self) -> int:
-        return self._size
-
-    def tell(self) -> int:
-        return self._pos
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._f.read(CHUNK if n is None or n < 0 else n)
-        self._pos += len(data)
-        self._progress.advance(len(data))
-        return data
-
-    def close(self) -> None:
-        try:
-            self._f.close()
-        finally:
-            self._progress.finish()
-
-    def __enter__(self) -> "_Sized":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def _opener(layer: Layer) -> Callable[[], _Sized]:
-    def open_layer() -> _Sized:
-        f = layer.open_compressed()
-        return _Sized(f, layer.size, transfer.start(str(layer.digest), layer.size, "pushing"))
-
-    return open_layer
-
-
-# Up to this size a blob is sent without asking first whether the repository has it: the
-# HEAD (distribution-spec "Checking if content exists", optional) costs a round trip, about
-# what sending the bytes again costs, and a blob just built is almost always new.
-SMALL_BLOB = 256 << 10
-
-
-def push_scopes(ref: Reference, sources: set[str]) -> tuple[str, ...]:
-    """One token for everything a destination needs: push there, pull from the mount sources."""
-    return (ref.scope("push,pull"),) + tuple(f"repository:{s}:pull" for s in sorted(sources - {ref.repository}))
-
-
-def _push_blob(client: RegistryClient, repository: str, desc: Descriptor, opener, scopes: tuple[str, ...],
-               mount_from: str | None, *, known_source: bool = False, session: str | None = None) -> str:
-    """Make ``desc`` exist in ``repository``: nothing when it is known to be there, a mount when
-    another repository of the registry has it, else an upload (the only case that reads the blob).
-
-    ``known_source``: ``mount_from`` is where the blob was read from (a base image's layer, or
-    an earlier destination), so it is there: the mount is asked for at once, and a registry
-    answers it 201 when the destination has the blob too, so no HEAD is needed first.
-    ``session``: an upload already opened in ``repository`` (by the push-permission check);
-    it is used, never left open.
-    """
-    small = 0 <= desc.size <= SMALL_BLOB
-    if session is not None:  # one PUT into it costs no more than a HEAD or a mount would
-        location = session
-    else:
-        if known_source and mount_from == repository:
-            return "exists"  # the image was read from this repository: its manifest holds the blob
-        if not (known_source and mount_from) and not small and client.blob_exists(repository, desc.digest,
-                                                                                   scopes=scopes):
-            return "exists"
-        location = None
-        if mount_from and mount_from != repository:
-            location = client.mount_blob(repository, desc.digest, mount_from, scopes=scopes)
-            if location is None:
-                return "mounted"
-    if small:
-        client.upload_small(repository, desc, opener, scopes=scopes, location=location)
-    else:
-        client.upload_blob(repository, desc, opener, scopes=scopes, location=location)
-    return "uploaded"
-
-
-def _mount_source(layer: Layer, ref: Reference) -> str | None:
-    """The repository of ``ref``'s registry a base layer was read from, if any."""
-    if isinstance(layer, MountableLayer) and getattr(layer.source, "registry", None) == ref.registry:
-        return layer.source.repository
-    return None
 
 
 def push_image(image: Image, refs: Sequence[Reference | str], *, options: RegistryOptions | None = None,
@@ -152,24 +57,24 @@ def push_image(image: Image, refs: Sequence[Reference | str], *, options: Regist
         client = RegistryClient.for_reference(ref, options)
         done_repo = pushed_repo.get(ref.registry)
         sources = {done_repo} if done_repo else set()
-        sources |= {s for s in (_mount_source(layer, ref) for layer in layers) if s}
+        sources |= {s for s in (mount_source(layer, ref) for layer in layers) if s}
         scopes = push_scopes(ref, sources)
         session = started.take_session(ref) if started is not None else None
 
         def push_one(blob: Layer | None, ref=ref, client=client, scopes=scopes, done_repo=done_repo) -> str:
             if blob is None:  # the config: in the session the permission check opened, if any
-                return _push_blob(client, ref.repository, config_desc, lambda: io.BytesIO(config_raw), scopes,
+                return push_blob(client, ref.repository, config_desc, lambda: io.BytesIO(config_raw), scopes,
                                   done_repo, known_source=done_repo is not None, session=session)
             early = started.blob_result(ref, blob.digest) if started is not None else None
             if early is not None:
                 logger.info("layer %s: %s while the build ran", blob.digest, early)
                 return early
             mount_from, known = done_repo, done_repo is not None  # an earlier destination got every blob
-            source = _mount_source(blob, ref)
+            source = mount_source(blob, ref)
             if source is not None and (mount_from is None or source == ref.repository):
                 mount_from, known = source, True
             desc = Descriptor(blob.media_type, blob.digest, blob.size)
-            how = _push_blob(client, ref.repository, desc, _opener(blob), scopes, mount_from, known_source=known)
+            how = push_blob(client, ref.repository, desc, layer_opener(blob), scopes, mount_from, known_source=known)
             logger.info("layer %s: %s", blob.digest, how)
             return how
 
