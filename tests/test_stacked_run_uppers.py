@@ -16,9 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from pybuildless.builder.stageroot import DirectoryRoot, StoreRoot, upper_keeper
+from pybuildless.fs.changes import DEV, INO, Changes
+from pybuildless.fs.rekey import rekeyed_state
+from pybuildless.store import stack
+from pybuildless.store.layers import LayerStore
 from tests.buildkit import ROOT, write_context
+from tests.fixtures.images import make_layer
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (chroot)")]
 
 EPOCH = {"SOURCE_DATE_EPOCH": "1700000000"}
 
@@ -75,6 +80,7 @@ def build(tmp_path: Path, registry, name: str, dockerfile: str, *flags: str, cac
     assert proc.returncode == 0, log
     # the stage roots, their stacked upper dirs included, went with the work dir, and nothing stays mounted
     assert os.listdir(work) == []
+    assert "mounts left" not in log and "cannot unmount" not in log
     with open("/proc/self/mountinfo") as f:
         assert str(tmp_path) not in f.read()
     return layout, log
@@ -135,6 +141,8 @@ def assert_same_images(tmp_path: Path, plain: Path, stacked: Path) -> None:
 
 
 @pytest.mark.parametrize("target", ["work", None])
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (chroot)")
 def test_stacked_run_diffs_give_the_layers_of_the_plain_path(tmp_path, registry, base_image, target):
     dockerfile = STAGES.format(base=base_image)
     flags = ["--target", target] if target else []
@@ -156,6 +164,8 @@ def test_stacked_run_diffs_give_the_layers_of_the_plain_path(tmp_path, registry,
     assert "opt-copied/keep/.wh.k2" in names and "opt/app/.wh.hl" in names
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (chroot)")
 def test_a_stage_deeper_than_the_stack_limit_applies_the_rest(tmp_path, registry, base_image):
     dockerfile = STAGES.format(base=base_image)
     plain, _ = build(tmp_path, registry, "plain", dockerfile, "--no-layer-store", cache=tmp_path / "xdg")
@@ -165,3 +175,52 @@ def test_a_stage_deeper_than_the_stack_limit_applies_the_rest(tmp_path, registry
     assert stacked >= 2 and applied >= 2 and stacked + applied == sum(RUN_COUNT.values())
     assert "layers, more than overlayfs stacks (6)" in log
     assert_same_images(tmp_path, plain, limited)
+
+
+def _key(mode: int, ino: int, dev: int, mtime: int = 1) -> tuple:
+    return (mode, 0, 0, 0, mtime, 1, ino, dev, 1, 0)
+
+
+DIR, FILE = 0o40755, 0o100644
+
+
+def test_rekeyed_state_keeps_what_a_copy_would_have_shown():
+    state = {"d": _key(DIR, 10, 1), "d/f": _key(FILE, 11, 1), "d/kept": _key(FILE, 12, 1),
+             "o": _key(DIR, 13, 1), "gone": _key(FILE, 14, 1), "m": _key(DIR, 15, 1)}
+    now = {"d": _key(DIR, 20, 2, mtime=5), "d/f": _key(FILE, 21, 2), "d/kept": _key(FILE, 22, 2),
+           "o": _key(DIR, 23, 2), "m": _key(DIR, 25, 2, mtime=7)}
+    changes = Changes(modified=("d/f", "m", "o"), deleted=("gone",), opaque=("o",))
+    out = rekeyed_state(state, now, changes)
+    # untouched entries and a directory whose metadata changed: the same inode as far as a snapshot sees,
+    # every other field as recorded (so the mtime change of m is still seen)
+    assert out["d/kept"] == now["d/kept"][:INO] + (22, 2) + state["d/kept"][DEV + 1:]
+    assert out["m"][:INO] == state["m"][:INO] and out["m"][INO:DEV + 1] == (25, 2)
+    # a file the step wrote and a directory it made again: replaced, as after a copy
+    assert out["d/f"][INO] == -1 and out["o"][INO] == -1
+    assert out["gone"] == state["gone"]
+    # only the moved paths looked at: the others keep their inode number under the new device
+    partial = rekeyed_state(state, {"d/f": now["d/f"]}, changes, device=2)
+    assert partial["d/kept"][INO:DEV + 1] == (12, 2) and partial["d/f"][INO] == -1
+
+
+def test_depth_refused_names_both_limits(monkeypatch):
+    assert stack.depth_refused(3) == ""
+    monkeypatch.setattr(stack, "MAX_LOWER", 4)
+    assert stack.depth_refused(5) == "5 layers, more than overlayfs stacks (4)"
+    monkeypatch.setattr(stack, "MAX_LOWER", 500)
+    too_many = os.sysconf("SC_PAGE_SIZE") // len("/proc/self/fd/1024:") + 1
+    assert "do not fit in one page of mount options" in stack.depth_refused(too_many)
+
+
+def test_only_a_mounted_store_root_keeps_run_uppers(tmp_path):
+    plain = DirectoryRoot(tmp_path / "a")
+    plain.path.mkdir()
+    plain.lay([])
+    # outside a build's own mount namespace the store root is a copy: RUN diffs are applied onto it
+    layer = make_layer(tmp_path / "layers", {"etc/x": b"x"})
+    copied = StoreRoot(tmp_path / "b", LayerStore(tmp_path / "store"))
+    copied.path.mkdir()
+    assert copied.lay([layer]) == "laid from the layer store"
+    assert upper_keeper(plain.path) is None and upper_keeper(copied.path) is None
+    copied.release()
+    plain.release()

@@ -14,7 +14,10 @@ upper dir alone, proportional to the change, not to the root:
 ``apply_upper`` then moves the upper dir's entries onto the root (rename(2),
 same filesystem), so the root stays the single source of truth for later steps
 and for ``COPY --from``. Copy-up xattrs (``*.overlay.origin``, ``impure``) are
-dropped on the way: they describe the mount, not the image.
+dropped on the way: they describe the mount, not the image. A root that is
+itself an overlay of stored layers does not take the entries one by one (a copy
+across the two mounts): it keeps the upper dir as one more lower dir
+(``builder.overlayroot.stack_upper``).
 
 One semantic difference with a RUN writing straight into the root: overlayfs
 breaks hard links on copy-up, so writing through one name of a file hard-linked
