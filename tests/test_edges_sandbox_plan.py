@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import stat
 from pathlib import Path
@@ -25,7 +26,7 @@ import pytest
 from pybuildless.sandbox import ChrootSandbox, _linux, capabilities, mountplan
 from pybuildless.sandbox.mountplan import (MAKE_DIR, MAKE_FILE, MASK, MOUNT, MOUNT_IF_ALLOWED, READ_ONLY, SYMLINK,
                                            SYSFS, MountStep)
-from pybuildless.sandbox.mounts import mount_steps, prepare_mounts
+from pybuildless.sandbox.mounts import mount_steps, prepare_fallback, prepare_mounts, remove_scratch
 from tests.test_sandbox import make_busybox_root, sh
 
 # linux/mount.h
@@ -83,6 +84,12 @@ def test_sys_is_a_read_only_sysfs_with_dockers_masks_and_each_cpus_thermal_throt
     assert {s.action for s in steps[1:]} == {MASK}
     assert all(s == MountStep(MASK, s.target) for s in steps[1:])
     assert mountplan.thermal_throttle_dirs(tmp_path / "nothing") == ()
+    # without a host_sys the host's own /sys is asked
+    assert mountplan.sys_steps("/r/sys") == mountplan.sys_steps("/r/sys", host_sys="/sys")
+    assert mountplan.sys_steps("/r/sys")[1:] == tuple(
+        MountStep(MASK, f"/r/sys/{p}") for p in ("devices/virtual/powercap", "firmware") + tuple(
+            f"devices/system/cpu/{n}/thermal_throttle" for n in sorted(os.listdir("/sys/devices/system/cpu"))
+            if n[:3] == "cpu" and n[3:].isdigit() and os.path.isdir(f"/sys/devices/system/cpu/{n}/thermal_throttle")))
 
 
 def test_dev_is_a_tmpfs_with_runcs_devices_own_devpts_shm_and_symlinks(tmp_path: Path) -> None:
@@ -166,7 +173,7 @@ def mounts_of(text: str) -> dict[str, dict]:
         sep = fields.index("-")
         point = fields[4].encode().decode("unicode_escape")
         found[point] = {"root": fields[3], "opts": set(fields[5].split(",")), "fstype": fields[sep + 1],
-                        "super": set(fields[sep + 3].split(","))}
+                        "source": fields[sep + 2], "super": set(fields[sep + 3].split(","))}
     return found
 
 
@@ -176,9 +183,14 @@ def in_mount_namespace(action) -> dict:
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - forked child
-        out: dict = {}
+        out: dict = {"logs": []}
         try:
             os.close(r)
+            handler = logging.Handler(logging.DEBUG)
+            handler.emit = lambda record: out["logs"].append(record.getMessage())
+            logger = logging.getLogger("pybuildless.sandbox")
+            logger.addHandler(handler)
+            logger.setLevel(logging.DEBUG)
             _linux.unshare(_linux.CLONE_NEWNS)
             _linux.mount(None, "/", None, _linux.MS_REC | _linux.MS_PRIVATE)
             try:
@@ -224,7 +236,8 @@ def test_masks_cover_a_directory_with_an_empty_read_only_tmpfs_and_a_file_with_t
     assert out["result"] == {"listing": [], "content": "", "char": True, "dev": [1, 3], "writable": errno.EROFS,
                              "absent": False}
     d = out["mounts"][str(tmp_path / "dir")]
-    assert d["fstype"] == "tmpfs" and "ro" in d["opts"] and "nr_inodes=1" in d["super"]
+    # runc maskDir: mount("tmpfs", path, "tmpfs", MS_RDONLY, "nr_blocks=1,nr_inodes=1")
+    assert d["fstype"] == "tmpfs" and d["source"] == "tmpfs" and "ro" in d["opts"] and "nr_inodes=1" in d["super"]
     assert out["mounts"][str(tmp_path / "file")]["root"] == "/null"
     assert str(tmp_path / "absent") not in out["mounts"]
 
@@ -248,7 +261,7 @@ def test_a_kernel_refusing_nr_inodes_1_gets_the_mask_with_nr_inodes_2(tmp_path: 
     out = in_mount_namespace(action)
     assert "error" not in out, out["error"]
     d = out["mounts"][str(tmp_path / "dir")]
-    assert d["fstype"] == "tmpfs" and "ro" in d["opts"] and "nr_inodes=2" in d["super"]
+    assert d["fstype"] == "tmpfs" and d["source"] == "tmpfs" and "ro" in d["opts"] and "nr_inodes=2" in d["super"]
 
 
 @root_only
@@ -260,7 +273,7 @@ def test_a_file_is_never_masked_with_anything_but_the_null_device(tmp_path: Path
         mountplan.run_steps((MountStep(MASK, str(tmp_path / "file")),))
 
     out = in_mount_namespace(action)
-    assert "not the null device" in out.get("error", ""), out
+    assert out.get("error") == "OSError: /dev/null is not the null device; cannot mask kernel files", out
     assert str(tmp_path / "file") not in out["mounts"]
 
 
@@ -278,7 +291,12 @@ def test_read_only_paths_are_bound_read_only_keeping_nosuid_nodev_noexec(tmp_pat
     assert out == {**out, "result": False}, out.get("error")
     locked = out["mounts"][str(tmp_path / "locked")]
     assert {"ro", "nosuid", "nodev", "noexec"} <= locked["opts"] and locked["fstype"] == "tmpfs"
-    assert "ro" in out["mounts"][str(tmp_path / "plain")]["opts"]
+    plain = out["mounts"][str(tmp_path / "plain")]["opts"]
+    # the flags of the filesystem tmp_path is on, kept as they were, plus ro
+    vfs = os.statvfs(tmp_path).f_flag
+    had = {name for name, bit in (("nosuid", os.ST_NOSUID), ("nodev", os.ST_NODEV), ("noexec", os.ST_NOEXEC))
+           if vfs & bit}
+    assert "ro" in plain and plain & {"nosuid", "nodev", "noexec"} == had
 
 
 @root_only
@@ -298,6 +316,8 @@ def test_a_refused_sysfs_is_replaced_by_the_hosts_sys_read_only_all_the_way_down
 
     out = in_mount_namespace(action)
     assert "error" not in out, out["error"]
+    assert out["logs"] == [f"fresh sysfs refused (mount {tmp_path / 'bound'}: {os.strerror(errno.ENODEV)}); "
+                           "binding the host's /sys read-only"]
     fresh = out["mounts"][str(tmp_path / "fresh")]
     assert fresh["fstype"] == "sysfs" and {"ro", "nosuid", "nodev", "noexec"} <= fresh["opts"]
     below = {p: m for p, m in out["mounts"].items() if p == str(tmp_path / "bound")
@@ -314,6 +334,8 @@ def test_a_refused_optional_mount_is_passed_over_and_a_refused_mount_is_an_error
         (MountStep(MOUNT_IF_ALLOWED, str(tmp_path / "a"), "x", "pbl-no-such-fs"),
          MountStep(MAKE_DIR, str(tmp_path / "a/made")))))
     assert "error" not in optional and os.path.isdir(tmp_path / "a/made")
+    assert optional["logs"] == [f"not mounted in the sandbox: [Errno {errno.ENODEV}] mount {tmp_path / 'a'}: "
+                                f"{os.strerror(errno.ENODEV)}"]
     required = in_mount_namespace(lambda: mountplan.run_steps(
         (MountStep(MOUNT, str(tmp_path / "a"), "x", "pbl-no-such-fs"),)))
     assert "error" in required and str(tmp_path / "a") not in required["mounts"]
@@ -321,11 +343,15 @@ def test_a_refused_optional_mount_is_passed_over_and_a_refused_mount_is_an_error
 
 @root_only
 def test_files_directories_and_symlinks_are_made_where_the_plan_says(tmp_path: Path) -> None:
+    os.umask(old_umask := os.umask(0o022))
+    assert old_umask == 0o022, "the modes below assume the usual umask"
     out = in_mount_namespace(lambda: mountplan.run_steps(
         (MountStep(MAKE_FILE, str(tmp_path / "f")), MountStep(MAKE_DIR, str(tmp_path / "d")),
          MountStep(SYMLINK, str(tmp_path / "l"), "pts/ptmx"))))
     assert "error" not in out, out["error"]
     assert (tmp_path / "f").is_file() and (tmp_path / "f").read_bytes() == b""
+    # 0666 less the umask, as a device node's mount point gets from runc (createDeviceNode's bind target)
+    assert stat.S_IMODE(os.stat(tmp_path / "f").st_mode) == 0o644
     assert (tmp_path / "d").is_dir() and os.readlink(tmp_path / "l") == "pts/ptmx"
 
 
@@ -378,3 +404,89 @@ def test_a_step_sees_dockers_proc_and_sys(step_view) -> None:
             assert mounts[path]["fstype"] == "proc" and "ro" in mounts[path]["opts"], path
     for name in ("/etc/hosts", "/etc/resolv.conf"):
         assert name in mounts
+
+
+# ---- without a mount namespace: plain files, made and removed by the builder ----
+
+@root_only
+def test_the_fallback_makes_runcs_device_nodes_and_the_etc_copies_and_removes_them(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "dev").mkdir()
+    (root / "dev/null").write_text("the image's own")
+    (root / "etc/hosts").write_text("10.0.0.1 image\n")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    plan = prepare_fallback(root, scratch)
+    try:
+        assert (root / "dev/null").read_text() == "the image's own" and (root / "etc/hosts").read_text() == "10.0.0.1 image\n"
+        made = [n for n in RUNC_DEVICES if n != "null" and os.path.exists(f"/dev/{n}")]
+        assert plan.created == [root / "dev" / n for n in made] + [root / "etc/resolv.conf"]
+        for name in made:
+            st = os.lstat(root / "dev" / name)
+            assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.stat(f"/dev/{name}").st_rdev, name
+            assert stat.S_IMODE(st.st_mode) == 0o666, name
+        assert (root / "etc/resolv.conf").read_bytes() == Path("/etc/resolv.conf").read_bytes()[:1 << 20]
+    finally:
+        plan.cleanup()
+    assert sorted(os.listdir(root / "dev")) == ["null"] and sorted(os.listdir(root / "etc")) == ["hosts"]
+
+
+@root_only
+def test_the_fallback_adds_no_etc_and_passes_over_an_etc_file_of_the_wrong_kind(tmp_path: Path) -> None:
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "dev").mkdir()
+    plan = prepare_fallback(bare, tmp_path)
+    try:
+        assert not (bare / "etc").exists()
+    finally:
+        plan.cleanup()
+    odd = tmp_path / "odd"
+    (odd / "etc/hosts").mkdir(parents=True)  # a directory where the file would go
+    plan = prepare_fallback(odd, tmp_path)
+    try:
+        assert (odd / "etc/resolv.conf").is_file() and (odd / "etc/hosts").is_dir()
+    finally:
+        plan.cleanup()
+
+
+@root_only
+def test_the_fallback_without_host_files_writes_the_default_hosts_and_warns_per_missing_device(
+        tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+
+    def action():
+        # a host without /etc/hosts, /etc/resolv.conf and device nodes (this namespace only)
+        _linux.mount("tmpfs", "/etc", "tmpfs", 0)
+        _linux.mount("tmpfs", "/dev", "tmpfs", 0)
+        plan = prepare_fallback(root, tmp_path)
+        try:
+            seen = {"hosts": (root / "etc/hosts").read_text(), "resolv": (root / "etc/resolv.conf").read_text(),
+                    "dev": sorted(os.listdir(root / "dev"))}
+        finally:
+            plan.cleanup()
+        (tmp_path / "copies").mkdir()
+        plan = prepare_mounts(root, tmp_path / "copies")
+        try:
+            # what the namespaced step gets bound over its /etc files
+            return {**seen, "copies": {n: (tmp_path / "copies" / n).read_text() for n in ("hosts", "resolv.conf")}}
+        finally:
+            plan.cleanup()
+
+    out = in_mount_namespace(action)
+    assert "error" not in out, out["error"]
+    # the loopback entries of Docker's default /etc/hosts (moby daemon/libnetwork/etchosts/etchosts.go, b985e2313a86)
+    default_hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    assert out["result"] == {"hosts": default_hosts, "resolv": "", "dev": [],
+                             "copies": {"hosts": default_hosts, "resolv.conf": ""}}
+    assert [m for m in out["logs"] if m.startswith("cannot create")] == [
+        f"cannot create /dev/{n} in the RUN root: No such file or directory" for n in RUNC_DEVICES]
+
+
+def test_removing_a_scratch_dir_that_is_gone_is_no_error(tmp_path: Path) -> None:
+    remove_scratch(tmp_path / "gone")
+    (tmp_path / "s/sub").mkdir(parents=True)
+    remove_scratch(tmp_path / "s")
+    assert not (tmp_path / "s").exists()

@@ -82,7 +82,7 @@ def dev_steps(dev: str | os.PathLike[str], host_dev: str = "/dev") -> tuple[Moun
     return tuple(steps)
 
 
-def thermal_throttle_dirs(sys_dir: str | os.PathLike[str] = "/sys") -> tuple[str, ...]:
+def thermal_throttle_dirs(sys_dir: str | os.PathLike[str]) -> tuple[str, ...]:
     """moby masks /sys/devices/system/cpu/cpuN/thermal_throttle of every CPU that has one, as the
     daemon sees them before the container starts; so does this, in the builder."""
     cpus = Path(sys_dir) / "devices/system/cpu"

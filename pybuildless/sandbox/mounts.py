@@ -46,7 +46,6 @@ _DEFAULT_HOSTS = b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopba
 @dataclass
 class MountPlan:
     root: Path
-    scratch: Path
     targets: dict[str, Path] = field(default_factory=dict)
     created: list[Path] = field(default_factory=list)
     # What the monitor mounts, decided here in the builder (mount_steps).
@@ -101,7 +100,7 @@ def _host_copy(scratch: Path, name: str, source: str, default: bytes) -> Path:
 
 
 def prepare_mounts(root: Path, scratch: Path) -> MountPlan:
-    plan = MountPlan(root=Path(os.path.abspath(root)), scratch=scratch)
+    plan = MountPlan(root=Path(os.path.abspath(root)))
     try:
         with inroot.Root(plan.root) as in_root:
             for name in _DIR_TARGETS:
@@ -139,14 +138,9 @@ def apply_mounts(plan: MountPlan) -> None:
     mountplan.run_steps(plan.steps)
 
 
-def protect_proc(proc_dir: str | os.PathLike[str]) -> None:
-    """Mask and make read-only the host-global parts of a procfs (runs in the monitor)."""
-    mountplan.run_steps(mountplan.proc_protection(proc_dir))
-
-
 def prepare_fallback(root: Path, scratch: Path) -> MountPlan:
     """No mount namespace: plain files instead of mounts (see the module docstring)."""
-    plan = MountPlan(root=Path(os.path.abspath(root)), scratch=scratch)
+    plan = MountPlan(root=Path(os.path.abspath(root)))
     try:
         with inroot.Root(plan.root) as in_root:
             dev = _ensure(plan, in_root, "/dev", directory=True)

@@ -29,8 +29,7 @@ from pathlib import Path
 
 from pybuildless.fs.mountinfo import mounts_below
 from pybuildless.sandbox import _linux
-from pybuildless.sandbox.mounts import protect_proc
-from pybuildless.sandbox.mountplan import remount_readonly
+from pybuildless.sandbox.mountplan import proc_protection, remount_readonly, run_steps
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +81,7 @@ def bind_container_proc(target: str | os.PathLike[str]) -> None:
     """Monitor, after unshare(CLONE_NEWNS): the container's /proc on ``target``, masked like a
     fresh one (runc's paths, where the container left them visible) and read-only throughout."""
     _linux.mount("/proc", target, None, _linux.MS_BIND | _linux.MS_REC)
-    protect_proc(target)
+    run_steps(proc_protection(target))
     if not _linux.make_tree_readonly(target):
         for point in [str(target)] + mounts_below(Path(target)):
             remount_readonly(point)
