@@ -201,3 +201,13 @@ def test_ignore_file_bytes_that_are_not_utf8_match_the_same_bytes_in_names(tmp_p
     (ctx / ".dockerignore").write_bytes(b"caf\xe9.txt\n")
     walked = [os.fsencode(p) for p in walk_context(str(ctx), load_dockerignore(str(ctx), None))]
     assert sorted(walked) == [b".dockerignore", b"cafe.txt", b"caf\xc3\xa9.txt"]
+
+
+# ignorefile.ReadAll (moby/patternmatcher ignorefile/ignorefile.go@5a6d8429a19b) reads lines with bufio.Scanner
+# (ScanLines): a line ends at "\n" only, and one "\r"
+# before it (or at the end of the file) is dropped; any other control character is part of the line.
+@pytest.mark.parametrize(("text", "patterns"), [
+    ("a\r\nb\r\n", ["a", "b"]), ("a\r\nb\r", ["a", "b"]), ("a\rb\n", ["a\rb"]), ("a\rb\rc", ["a\rb\rc"]),
+    ("x\x0cy\n", ["x\x0cy"]), ("x\x1dy\n", ["x\x1dy"]), ("p\u2028q\n", ["p\u2028q"]), ("#c\rd\ne", ["e"])])  # fmt: skip
+def test_ignore_file_lines_end_at_newline_only(text, patterns):
+    assert read_ignore_patterns(text) == patterns

@@ -55,7 +55,10 @@ def _go_clean(path: str) -> str:
 def read_ignore_patterns(text: str) -> list[str]:
     """Parse ignore-file text into patterns (``!`` kept as a prefix)."""
     patterns: list[str] = []
-    for number, line in enumerate(text.splitlines()):
+    # bufio.ScanLines: a line ends at "\n" only, minus one "\r" before it (splitlines also splits at
+    # "\r", "\f", "\x1c".."\x1e", "\u2028", ...)
+    for number, line in enumerate(text.split("\n")):
+        line = line.removesuffix("\r")
         if number == 0 and line.startswith("\ufeff"):
             line = line[1:]
         if line.startswith("#"):
