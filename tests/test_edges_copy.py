@@ -97,8 +97,10 @@ def _mode(path: Path) -> int:
 def test_sources_cannot_climb_out_of_the_context(tmp_path):
     """Context paths are cleaned against the context root: ``../x`` and ``/x`` are ``x``, ``/`` and
     ``..`` the whole context (BuildKit cleans the path with a leading / before the copy)."""
-    src = _ctx(tmp_path, {"x": b"inside", "d/y": b"y"})
+    src = _ctx(tmp_path, {"x": b"inside", "d/y": b"y", "XY": b"xy", "Y": b"y"})
     (tmp_path / "x").write_bytes(b"outside")
+    _copy(src, tmp_path / "o", ["/XY", "XY"], "/xy/")
+    assert _files(tmp_path / "o") == {"/xy": "dir", "/xy/XY": "file:xy"}
     out = tmp_path / "out"
     _copy(src, out, ["../x"], "/a")
     _copy(src, out, ["/../../x"], "/b")
@@ -106,7 +108,8 @@ def test_sources_cannot_climb_out_of_the_context(tmp_path):
     assert [(out / n).read_bytes() for n in "abc"] == [b"inside"] * 3
     _copy(src, out, ["/"], "/all/")
     _copy(src, out, [".."], "/up/")
-    assert _files(out / "all") == _files(out / "up") == {"/x": "file:inside", "/d": "dir", "/d/y": "file:y"}
+    assert _files(out / "all") == _files(out / "up") == {"/x": "file:inside", "/d": "dir", "/d/y": "file:y",
+                                                         "/XY": "file:xy", "/Y": "file:y"}
     assert resolve_sources(src, CopyRequest(sources=["./d//y", "d/./y", "/"], dest="/")) == [
         ("d/y", ""), ("d/y", ""), (".", "")]
 
@@ -140,11 +143,14 @@ def test_wildcards_match_component_by_component(tmp_path):
     assert [r for r, _ in resolve_sources(src, req)] == ["a1", "a2", "a3", "a4", "a5"]
     req = CopyRequest(sources=["a4/*", "a[12]/k*"], dest="/", match=go_match)
     assert [r for r, _ in resolve_sources(src, req)] == ["a1/keep", "a2/keep"]
+    # a match that is a file has nothing below it; the matches after it are still looked into
+    req = CopyRequest(sources=["a*/k*"], dest="/", match=go_match)
+    assert [r for r, _ in resolve_sources(src, req)] == ["a1/keep", "a2/keep", "a5/keep"]
 
 
 def test_a_wildcard_needs_a_matcher(tmp_path):
     src = _ctx(tmp_path, {"a": b"a"})
-    with pytest.raises(BuildError, match="wildcard sources need a matcher"):
+    with pytest.raises(BuildError, match="^wildcard sources need a matcher$"):
         resolve_sources(src, CopyRequest(sources=["*"], dest="/"))
     # literal sources need none
     assert resolve_sources(src, CopyRequest(sources=["a"], dest="/")) == [("a", "")]
@@ -180,7 +186,8 @@ def test_exclude_patterns_match_a_path_or_its_parents(tmp_path):
     assert set(_files(tmp_path / "out")) == {"/app", "/app/a.py", "/app/pkg", "/app/pkg/c.py", "/app/deep",
                                              "/app/deep/cache", "/app/deep/cache/y", "/app/keep",
                                              "/app/keep/x"}
-    _copy(src, tmp_path / "out2", ["src"], "/app/", excludes=("**/cache/**", "/pkg/", "*.py*"))
+    _copy(src, tmp_path / "out2", ["src"], "/app/", excludes=("**/cache/**", "/pkg/", "*.py*", "**/deep/cache/y",
+                                                             "Xkeep"))
     assert set(_files(tmp_path / "out2")) == {"/app", "/app/cache", "/app/deep", "/app/deep/cache",
                                               "/app/keep", "/app/keep/x"}
     # without a matcher --exclude cannot be judged and nothing is left out
@@ -248,9 +255,13 @@ def test_parents_keep_the_path_after_the_pivot(tmp_path):
     _copy(src, tmp_path / "o", ["a/./b/c.txt", "./x/y.txt", "a/b/./d", "./a/./b/c.txt"], "/out/", parents=True)
     assert _files(tmp_path / "o") == {"/out": "dir", "/out/b": "dir", "/out/b/c.txt": "file:c", "/out/x": "dir",
                                       "/out/x/y.txt": "file:y", "/out/d": "dir", "/out/d/e.txt": "file:e"}
-    assert resolve_sources(src, CopyRequest(sources=["./a/./b/c.txt", "a/b/c.txt", "./x/y.txt", "./a/b/./d"],
-                                            dest="/", parents=True)) == [
-        ("a/b/c.txt", "a"), ("a/b/c.txt", ""), ("x/y.txt", ""), ("a/b/d", "a/b")]
+    assert resolve_sources(src, CopyRequest(sources=["./a/./b/c.txt", "a/b/c.txt", "./x/y.txt", "./a/b/./d",
+                                                     "/./x/y.txt", "a/./b/./c.txt"], dest="/", parents=True)) == [
+        ("a/b/c.txt", "a"), ("a/b/c.txt", ""), ("x/y.txt", ""), ("a/b/d", "a/b"), ("x/y.txt", ""), ("a/b/c.txt", "a")]
+    # the first /./ is the pivot (strings.Cut), a pivot at the top keeps the whole path
+    _copy(src, tmp_path / "two", ["a/./b/./c.txt", "/./x/y.txt"], "/out/", parents=True)
+    assert _files(tmp_path / "two") == {"/out": "dir", "/out/b": "dir", "/out/b/c.txt": "file:c", "/out/x": "dir",
+                                        "/out/x/y.txt": "file:y"}
     _copy(src, tmp_path / "w", ["a/*/c.txt"], "/out", parents=True)
     assert (tmp_path / "w" / "out" / "a" / "b" / "c.txt").read_bytes() == b"c"
     # without --parents a pivot is just a path
@@ -365,13 +376,15 @@ def test_source_links_are_followed_links_inside_are_kept(tmp_path):
 def test_xattrs_come_from_stages_not_from_the_context(tmp_path):
     stage = _stage(tmp_path, {"f": b"f"})
     ctx = _ctx(tmp_path, {"f": b"f"})
+    # a recorded owner (listed first) is applied as the owner; the attributes after it still copied
+    os.setxattr(os.path.join(stage.root, "f"), owners.OWNER_XATTR, owners.encode(5, 6))
     for root in (stage.root, ctx.root):
         os.setxattr(os.path.join(root, "f"), "user.note", b"kept")
     out = tmp_path / "out"
     _copy(stage, out, ["f"], "/s")
     _copy(ctx, out, ["f"], "/c")
     _copy(stage, out, ["f"], "/o", owner=(3, 4))
-    assert os.getxattr(out / "s", "user.note") == b"kept"
+    assert os.getxattr(out / "s", "user.note") == b"kept" and _owner(out / "s") == (5, 6)
     assert "user.note" not in os.listxattr(out / "c")
     assert _owner(out / "o") == (3, 4)
 
@@ -522,3 +535,95 @@ def test_chain_keys_are_framed_and_ordered():
 def test_env_parts_are_sorted_pairs():
     assert env_parts({"B": "2", "A": "1=x", "C": ""}) == ["A=1=x", "B=2", "C="]
     assert env_parts({}) == []
+
+
+# -- edges found by mutation runs -------------------------------------------------------------------
+
+
+def test_the_copier_keeps_a_bounded_number_of_directories_open(tmp_path):
+    """A tree of more directories than descriptors left to the process copies all the same: the
+    directories resolved in the root are not all held open at once."""
+    import resource
+
+    files = {f"t/d{i:03}/f": b"x" for i in range(400)}
+    src = _ctx(tmp_path, files)
+    (tmp_path / "out").mkdir()
+    in_use = len(os.listdir("/proc/self/fd"))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 300, hard))
+    try:
+        touched = _copy(src, tmp_path / "out", ["t"], "/x/").touched
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert len(touched) == 801 and (tmp_path / "out" / "x" / "d399" / "f").read_bytes() == b"x"
+
+
+def test_hardlinked_copies_are_reported_as_written(tmp_path):
+    src = _ctx(tmp_path, {"d/a": b"same"})
+    os.link(Path(src.root) / "d" / "a", Path(src.root) / "d" / "b")
+    assert sorted(_copy(src, tmp_path / "out", ["d"], "/t/").touched) == ["/t", "/t/a", "/t/b"]
+
+
+def test_chmod_capital_x_sets_execute_on_directories_only(tmp_path):
+    """chmod(1) semantics of ``X`` (BuildKit's --chmod accepts symbolic modes, moby/buildkit
+    frontend/dockerfile docs "COPY --chmod"): execute for directories and for files that already
+    have an execute bit."""
+    src = _ctx(tmp_path, {"d/sub/f": b"f", "d/run": b"r"})
+    os.chmod(Path(src.root) / "d" / "sub" / "f", 0o640)
+    os.chmod(Path(src.root) / "d" / "run", 0o700)
+    os.chmod(Path(src.root) / "d" / "sub", 0o640)
+    out = tmp_path / "out"
+    _copy(src, out, ["d"], "/t/", chmod=parse_chmod("a+X"))
+    assert (_mode(out / "t" / "sub"), _mode(out / "t" / "sub" / "f"), _mode(out / "t" / "run")) == (0o751, 0o640, 0o711)
+
+
+def test_an_unpacked_archive_keeps_whiteout_names_and_the_destination_itself(tmp_path):
+    """ADD unpacks with go-archive's Unpack (moby/buildkit solver/llbsolver/file/unpack.go calls
+    chrootarchive.Untar): no whiteout conversion unless the overlay format is asked for, and the
+    archive's "." entry is skipped when the destination is a directory (moby/moby@b985e2313a86
+    vendor/github.com/moby/go-archive/archive.go Unpack: ``if fi.IsDir() && hdr.Name == "."``)."""
+    src = _ctx(tmp_path, {})
+    with tarfile.open(Path(src.root) / "a.tar", "w") as tar:
+        root = tarfile.TarInfo(".")
+        root.type, root.mode, root.mtime = tarfile.DIRTYPE, 0o700, 1000
+        tar.addfile(root)
+        wh = tarfile.TarInfo(".wh.old")
+        tar.addfile(wh, io.BytesIO(b""))
+    out = _tree(tmp_path / "out", {"u/old": b"kept"})
+    os.chmod(out / "u", 0o755)
+    touched = _copy(src, out, ["a.tar"], "/u/", unpack=lambda host: True).touched
+    assert (out / "u" / "old").read_bytes() == b"kept" and (out / "u" / ".wh.old").is_file()
+    assert _mode(out / "u") == 0o755 and os.stat(out / "u").st_mtime != 1000
+    assert touched == ["/u/"]
+
+
+def test_an_ignored_file_stays_out_even_when_an_exception_names_a_path_below_it(tmp_path):
+    """The context walk enters an excluded *directory* for a ``!`` pattern below it; an excluded
+    file has nothing below and is left out (fsutil walker.go@0834f99b7b85: only a directory is
+    walked into when exclusions exist)."""
+    src = _ctx(tmp_path, {"f": b"file", "d/x": b"x", "g": b"g"}, ignore=["f", "d", "!f/x", "!d/x"])
+    _copy(src, tmp_path / "out", ["."], "/c/")
+    assert set(_files(tmp_path / "out")) == {"/c", "/c/g", "/c/d", "/c/d/x"}
+
+
+def test_files_the_kernel_cannot_sendfile_are_copied_by_reading(tmp_path):
+    """Some filesystems refuse sendfile (procfs answers EINVAL): their files are still copied, whole."""
+    src = SourceRoot("/proc/self", is_context=False, description="proc")
+    out = tmp_path / "out"
+    _copy(src, out, ["status"], "/status")
+    text = (out / "status").read_text()
+    assert text.startswith("Name:\t") and f"\nPid:\t{os.getpid()}\n" in text and text.endswith("\n")
+    assert _mode(out / "status") == _mode(Path("/proc/self/status"))
+
+
+def test_parents_with_a_wildcard_pivot_keep_the_path_below_each_match(tmp_path):
+    """BuildKit splits a --parents source at ``/./``: the part before is the source (wildcards
+    resolved), the part after an include pattern below it (moby/buildkit@73ed6825c4b7
+    frontend/dockerfile/dockerfile2llb/convert_copy.go: ``parent, pattern, ok := strings.Cut(src,
+    "/./")``), so only the path below each match of the pivot is kept."""
+    src = _ctx(tmp_path, {"a1/b/f": b"f", "a2/b/g": b"g", "c/d/e": b"e"})
+    _copy(src, tmp_path / "o", ["a*/./b"], "/out/", parents=True)
+    assert _files(tmp_path / "o") == {"/out": "dir", "/out/b": "dir", "/out/b/f": "file:f", "/out/b/g": "file:g"}
+    touched = _copy(src, tmp_path / "w", ["."], "/all/", parents=True).touched
+    assert "/all/c/d/e" in touched and all("/./" not in t and not t.endswith("/.") for t in touched)
+    assert _files(tmp_path / "w")["/all/c/d/e"] == "file:e"

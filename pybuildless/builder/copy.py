@@ -88,7 +88,9 @@ def _copy(src_root: SourceRoot, req: CopyRequest, sink: "_Writer", dest_is_dir) 
             sink.unpack(host, dest)
             continue
         if req.parents:
-            keep = rel[len(pivot):].lstrip("/") if pivot and rel.startswith(pivot) else rel
+            # the path below the pivot's match: a pivot may hold wildcards (a*/./b), which match
+            # component by component, so the match has as many components as the pivot
+            keep = "/".join(rel.split("/")[pivot.count("/") + 1:]) if pivot else rel
             target = posixpath.join(dest, keep) if keep != "." else dest
         elif stat.S_ISDIR(st.st_mode):
             target = dest
