@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pybuildless.errors import UsageError
 from pybuildless.name import DOCKER_HUB, Reference, normalise_registry
-from pybuildless.registry.credentials import Keychain, default_keychain
+
+if TYPE_CHECKING:
+    from pybuildless.registry.credentials import Keychain
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,8 @@ class RegistryOptions:
     keychain: Keychain | None = field(default=None, compare=False)
 
     def get_keychain(self) -> Keychain:
+        from pybuildless.registry.credentials import default_keychain  # read when a registry is reached
+
         return self.keychain if self.keychain is not None else default_keychain()
 
     def plain_http(self, host: str, *, pull: bool = False) -> bool:
