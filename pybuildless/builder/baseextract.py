@@ -21,9 +21,10 @@ log = logging.getLogger(__name__)
 
 def apply_layers(layers: Sequence, root: Path | str, *, ignore=None) -> None:
     """Apply ``layers`` to ``root`` in order, each checked against its diff ID."""
-    from pybuildless.fs.extract import extract_layer  # not loaded when every base comes from the layer store
-
     for layer in layers:
+        # tar loads with the first layer extracted: none when the bases come from the layer store or scratch
+        from pybuildless.fs.extract import extract_layer
+
         with layer.open_compressed() as blob:
             extract_layer(blob, root, ignore=ignore, expect_diff_id=layer.diff_id)
 
