@@ -145,13 +145,13 @@ def stack_upper(root: Path, run_upper: Path) -> Restacked | None:
     except OSError as e:
         log.debug("RUN diff applied onto %s, not stacked: %s", root, e)
         return None
-    # read before they move: what the new stack shows from another dir than the old one did
-    moved = sorted(set(_relpaths(run_upper)) | (set(_relpaths(entry.upper)) if upper_used else set())) \
-        if entry.same_fs else None
-    steps = root.parent / "steps"
-    steps.mkdir(exist_ok=True)
     moves: list[tuple[Path, Path]] = []  # (from, to), undone when the new mount fails
     try:
+        # read before they move: what the new stack shows from another dir than the old one did
+        moved = sorted(set(_relpaths(run_upper)) | (set(_relpaths(entry.upper)) if upper_used else set())) \
+            if entry.same_fs else None
+        steps = root.parent / "steps"
+        steps.mkdir(exist_ok=True)
         if upper_used:  # what COPY, WORKDIR... wrote since the last mount: a lower dir now
             moves.append((entry.upper, steps / str(len(entry.kept))))
         moves.append((run_upper, steps / str(len(entry.kept) + len(moves))))
