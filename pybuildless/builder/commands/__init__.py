@@ -3,43 +3,42 @@ saying what it touched. The seam (``Step``, ``StepContext``) is in ``commands.st
 
 from __future__ import annotations
 
-from pybuildless.builder.commands.files import AddStep, CopyStep
-from pybuildless.builder.commands.metadata import (
-    ArgStep, CmdStep, EntrypointStep, EnvStep, ExposeStep, HealthcheckStep, LabelStep, MaintainerStep, OnbuildStep,
-    ShellStep, StopSignalStep, UserStep, VolumeStep,
-)
+import importlib
+
 from pybuildless.builder.commands.outcome import Outcome
-from pybuildless.builder.commands.run import RunStep
 from pybuildless.builder.commands.step import StageState, Step, StepContext
-from pybuildless.builder.commands.workdir import WorkdirStep
 from pybuildless.dockerfile import instructions as ins
 
 __all__ = ["Outcome", "StageState", "Step", "StepContext", "step_for"]
 
-_STEPS: dict[type, type] = {
-    ins.Run: RunStep,
-    ins.Copy: CopyStep,
-    ins.Add: AddStep,
-    ins.Workdir: WorkdirStep,
-    ins.Env: EnvStep,
-    ins.Arg: ArgStep,
-    ins.Label: LabelStep,
-    ins.Expose: ExposeStep,
-    ins.Volume: VolumeStep,
-    ins.User: UserStep,
-    ins.Cmd: CmdStep,
-    ins.Entrypoint: EntrypointStep,
-    ins.Shell: ShellStep,
-    ins.StopSignal: StopSignalStep,
-    ins.Healthcheck: HealthcheckStep,
-    ins.Onbuild: OnbuildStep,
-    ins.Maintainer: MaintainerStep,
+# instruction -> (module of commands, step class). A step's module loads with the first instruction
+# of its kind: a build without RUN never loads RUN's mounts, nor one without COPY/ADD the copier.
+_STEPS: dict[type, tuple[str, str]] = {
+    ins.Run: ("run", "RunStep"),
+    ins.Copy: ("files", "CopyStep"),
+    ins.Add: ("files", "AddStep"),
+    ins.Workdir: ("workdir", "WorkdirStep"),
+    ins.Env: ("metadata", "EnvStep"),
+    ins.Arg: ("metadata", "ArgStep"),
+    ins.Label: ("metadata", "LabelStep"),
+    ins.Expose: ("metadata", "ExposeStep"),
+    ins.Volume: ("metadata", "VolumeStep"),
+    ins.User: ("metadata", "UserStep"),
+    ins.Cmd: ("metadata", "CmdStep"),
+    ins.Entrypoint: ("metadata", "EntrypointStep"),
+    ins.Shell: ("metadata", "ShellStep"),
+    ins.StopSignal: ("metadata", "StopSignalStep"),
+    ins.Healthcheck: ("metadata", "HealthcheckStep"),
+    ins.Onbuild: ("metadata", "OnbuildStep"),
+    ins.Maintainer: ("metadata", "MaintainerStep"),
 }
 
 
 def step_for(instruction: ins.Instruction) -> Step:
     """The step that carries out ``instruction`` (already expanded by the stage's scope)."""
-    kind = _STEPS.get(type(instruction))
-    if kind is None:
+    where = _STEPS.get(type(instruction))
+    if where is None:
         raise instruction.error(f"{instruction.keyword} is not supported")
+    module, name = where
+    kind = getattr(importlib.import_module(f"{__name__}.{module}"), name)
     return kind(instruction)
