@@ -15,6 +15,7 @@ unpacked unless --unpack=false.
 from __future__ import annotations
 
 import email.utils
+import gzip
 import hashlib
 import http.server
 import io
@@ -267,6 +268,9 @@ def web(tmp_path):
                 return
             data = path.read_bytes()
             self.send_response(200)
+            if name.endswith(".gz-encoded"):
+                data = gzip.compress(data)
+                self.send_header("Content-Encoding", "gzip")
             self.send_header("Content-Length", str(len(data)))
             if name != "nodate":
                 self.send_header("Last-Modified", "garbage" if name == "baddate" else modified)
@@ -427,3 +431,15 @@ def test_copy_and_add_flags_reach_the_copy(tmp_path):
     assert _recorded_owner(root / "h") == (1234, 5678)
     assert (root / "p" / "pkg" / "m" / "x.py").read_bytes() == b"x"
     assert sorted(os.listdir(root / "w")) == ["w1.txt", "w2.txt"]
+
+
+def test_a_gzip_content_encoding_is_undone(tmp_path, web):
+    """BuildKit's HTTP source lets Go's client decompress a gzip Content-Encoding (moby/buildkit@73ed6825c4b7
+    source/http/source.go: the explicit Accept-Encoding is dropped for the GET "otherwise the go http
+    library will not transparently decompress the response body"): the file is the decoded body, and
+    --checksum is of those bytes."""
+    www, base = web
+    (www / "page.gz-encoded").write_bytes(b"plain text\n" * 50)
+    sha = hashlib.sha256(b"plain text\n" * 50).hexdigest()
+    run = stage(tmp_path, f"FROM scratch\nADD --checksum=sha256:{sha} {base}/page.gz-encoded /p\n")
+    assert (run.ctx.root / "p").read_bytes() == b"plain text\n" * 50
