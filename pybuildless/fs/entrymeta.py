@@ -10,6 +10,7 @@ which a layer from a registry must not be able to forge.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import tarfile
@@ -59,21 +60,39 @@ def set_xattrs(fd: int, member: tarfile.TarInfo) -> None:
             log.debug("cannot set xattr %s on %s: %s", name, member.name, e)
 
 
-def apply_to_file(fd: int, member: tarfile.TarInfo, *, same_owner: bool) -> None:
-    """Owner, xattrs, mode and times of a regular file open for writing as ``fd``."""
+def apply_to_file(fd: int, member: tarfile.TarInfo, *, same_owner: bool, fresh: bool = False) -> None:
+    """Owner, xattrs, mode and times of a regular file open for writing as ``fd``.
+    ``fresh``: extraction has just created it, so it has no owner record to remove."""
     if same_owner:
-        owners.fchown_or_record(fd, member.uid, member.gid)
+        if fresh:
+            _fchown_new(fd, member.uid, member.gid)
+        else:
+            owners.fchown_or_record(fd, member.uid, member.gid)
     set_xattrs(fd, member)
     os.fchmod(fd, member.mode & 0o7777)  # after chown, which clears setuid/setgid
     os.utime(fd, ns=(mtime_ns(member),) * 2)
 
 
-def apply_to_dir(fd: int, member: tarfile.TarInfo, *, same_owner: bool, privileged: bool) -> int | None:
+def _fchown_new(fd: int, uid: int, gid: int) -> None:
+    """``owners.fchown_or_record`` for a file just created: no stale record to remove."""
+    try:
+        os.fchown(fd, uid, gid)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        os.setxattr(fd, owners.OWNER_XATTR, owners.encode(uid, gid))
+
+
+def apply_to_dir(fd: int, member: tarfile.TarInfo, *, same_owner: bool, privileged: bool,
+                 fresh: bool = False) -> int | None:
     """Owner, xattrs and mode of the directory open as ``fd`` (its times are set at the end of the
     layer, after its children). Returns the mode to put back at the end of the layer when the
-    directory was kept writable meanwhile, else None."""
+    directory was kept writable meanwhile, else None. ``fresh``: extraction has just made it."""
     if same_owner:
-        owners.fchown_or_record(fd, member.uid, member.gid)
+        if fresh:
+            _fchown_new(fd, member.uid, member.gid)
+        else:
+            owners.fchown_or_record(fd, member.uid, member.gid)
     set_xattrs(fd, member)
     mode = member.mode & 0o7777
     deferred = None

@@ -25,15 +25,19 @@ import zstandard
 from pybuildless.errors import DigestMismatchError, ImageFormatError, LayerSecurityError, PybuildlessError
 from pybuildless.fs import entrymeta, secure
 from pybuildless.fs.compress import HashingReader, open_decompressed
+from pybuildless.fs.extractdirs import Directories, split
+from pybuildless.fs.extractpool import JobFailed, ReadAhead, member_data, new_file, new_symlink
 from pybuildless.fs.ignore import IgnoreList
+from pybuildless.fs.tarread import FastTarInfo, TarStream
 from pybuildless.fs.whiteouts import WHITEOUT_PREFIX, apply_whiteout
 from pybuildless.image.descriptor import Digest
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
-_TAR_BUFSIZE = 1 << 16  # tarfile's default 10 KiB reads cost more in calls than in copying
 _FD_CACHE_LIMIT = 256
+_READ_AHEAD = 8  # pieces of _CHUNK bytes decompressed and hashed ahead of the parsing
+_POOL_FILE_MAX = 4 << 20  # bigger files are streamed by the extractor's thread
 
 
 class LayerFormatError(ImageFormatError):
@@ -101,15 +105,17 @@ def extract_layer(
     if same_owner is None:
         same_owner = os.geteuid() == 0
     raw = HashingReader(blob)
-    decompressed = None
+    decompressed = ahead = None
     applier = _Applier(Path(root), ignore or IgnoreList.empty(), same_owner, allow_devices and os.geteuid() == 0,
                        whiteouts, root_entry)
     current = "(header)"
     try:
         decompressed = open_decompressed(raw, threaded=True)
         reader = HashingReader(decompressed, limit=max_uncompressed)
+        ahead = ReadAhead(reader, _CHUNK, _READ_AHEAD)  # inflating and hashing beside the parsing
         try:
-            tar = tarfile.open(fileobj=reader, mode="r|", errors="surrogateescape", bufsize=_TAR_BUFSIZE)
+            tar = tarfile.TarFile(fileobj=TarStream(ahead, _CHUNK), errors="surrogateescape",
+                                  tarinfo=FastTarInfo)
         except tarfile.ReadError as e:
             if reader.size != 0:
                 raise LayerFormatError(f"layer is not a tar archive: {e}") from None
@@ -117,19 +123,20 @@ def extract_layer(
         while tar is not None and (member := tar.next()) is not None:
             current = member.name
             applier.apply(tar, member)
-            tar.members.clear()  # stream mode: keep memory flat
+            tar.members.clear()  # keep memory flat
         current = "(end of layer)"
         applier.finish()
-        reader.drain()
+        while ahead.read(_CHUNK):  # trailing bytes after the tar end blocks are part of the diff_id
+            pass
         raw.drain()
-    except (tarfile.TarError, EOFError, zstandard.ZstdError, gzip.BadGzipFile) as e:  # BadGzipFile: an OSError
-        raise LayerFormatError(f"corrupt layer at {current!r}: {e}") from None
-    except OSError as e:
-        if e.errno in (errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
-            raise ExtractionError(f"cannot apply layer entry {current!r}: {e.strerror}") from None
-        raise LayerFormatError(f"cannot apply layer entry {current!r}: {e}") from None
+    except JobFailed as e:
+        raise _failure(e.error, e.name) from None
+    except (tarfile.TarError, EOFError, zstandard.ZstdError, OSError) as e:
+        raise _failure(e, current) from None
     finally:
         applier.close()
+        if ahead is not None:
+            ahead.close()
         if decompressed is not None:
             decompressed.close()  # stops the inflating thread on errors too
     if expect_diff_id is not None and reader.digest != expect_diff_id:
@@ -143,13 +150,19 @@ def extract_layer(
     )
 
 
-def _split(rel: str) -> tuple[str, str]:
-    parent, _, base = rel.rpartition("/")
-    return parent, base
+def _failure(e: BaseException, current: str) -> BaseException:
+    """The error to report for ``e``, raised while applying ``current``."""
+    if isinstance(e, (tarfile.TarError, EOFError, zstandard.ZstdError, gzip.BadGzipFile)):  # BadGzipFile: an OSError
+        return LayerFormatError(f"corrupt layer at {current!r}: {e}")
+    if not isinstance(e, OSError):
+        return e
+    if e.errno in (errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+        return ExtractionError(f"cannot apply layer entry {current!r}: {e.strerror}")
+    return LayerFormatError(f"cannot apply layer entry {current!r}: {e}")
 
 
 @dataclass
-class _Applier:
+class _Applier(Directories):
     root: Path
     ignore: IgnoreList
     same_owner: bool
@@ -159,10 +172,6 @@ class _Applier:
     counts: _Counts = field(default_factory=_Counts)
 
     def __post_init__(self) -> None:
-        self.rootfd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        self.root_real = os.path.realpath(self.root)
-        self.in_place = self.root_real == "/"
-        self._parents: dict[str, tuple[int, str]] = {}
         self.layer_paths: set[str] = set()
         self.layer_ancestors: set[str] = set()
         self.dir_times: list[tuple[str, int]] = []
@@ -171,44 +180,7 @@ class _Applier:
         self.touched: dict[str, int] = {}
         self.dir_modes: dict[str, int] = {}
         self.privileged = os.geteuid() == 0
-
-    # -- resolution -------------------------------------------------------
-    def close(self) -> None:
-        self._drop_cache()
-        os.close(self.rootfd)
-
-    def _drop_cache(self) -> None:
-        for fd, _ in self._parents.values():
-            os.close(fd)
-        self._parents.clear()
-
-    def _image_path(self, fd: int) -> str:
-        """The resolved path of a directory fd, as an absolute path inside the root."""
-        if not self.ignore:
-            return ""  # only needed for ignore checks
-        real = secure.fd_path(fd)
-        if self.in_place:
-            return real
-        if real == self.root_real:
-            return "/"
-        if real.startswith(self.root_real + "/"):
-            return real[len(self.root_real):]
-        raise LayerSecurityError(f"resolution left the root: {real}")
-
-    def parent(self, rel: str, *, create: bool) -> tuple[int, str]:
-        """(O_PATH fd, resolved image path) of directory ``rel``; cached."""
-        hit = self._parents.get(rel)
-        if hit is not None:
-            return hit
-        try:
-            fd = secure.walk_in_root(self.rootfd, rel)
-        except FileNotFoundError:
-            if not create:
-                raise
-            fd = secure.walk_in_root(self.rootfd, rel, create=True)
-        entry = (fd, self._image_path(fd))
-        self._parents[rel] = entry
-        return entry
+        self.open_root(self.root)
 
     def _abs(self, preal: str, base: str) -> str:
         return posixpath.join(preal, base) if self.ignore else ""
@@ -217,20 +189,29 @@ class _Applier:
     def apply(self, tar: tarfile.TarFile, m: tarfile.TarInfo) -> None:
         self.counts.entries += 1
         if len(self._parents) > _FD_CACHE_LIMIT:
+            if self.pool is not None:
+                self.pool.drain()  # its jobs use cached fds
             self._drop_cache()
         rel = secure.check_name(m.name)
         if rel == "":
             if self.root_entry:
                 self._apply_root(m)
             return
-        parent, base = _split(rel)
+        parent, base = split(rel)
         if self.whiteouts and base.startswith(WHITEOUT_PREFIX):
+            self.leave_fresh_mode()
             apply_whiteout(self, parent, base)
             return
-        try:
-            pfd, preal = self.parent(parent, create=True)
-        except NotADirectoryError:
-            raise LayerFormatError(f"{m.name}: a parent path component is not a directory") from None
+        found = None
+        if self.pool is not None and (rel not in self.layer_paths or rel in self.fresh):
+            found = self.fresh_dir(parent)
+        if found is None:
+            self.leave_fresh_mode()
+            try:
+                found = self.parent(parent, create=True)
+            except NotADirectoryError:
+                raise LayerFormatError(f"{m.name}: a parent path component is not a directory") from None
+        pfd, preal = found
         target_abs = self._abs(preal, base)
         if self.ignore and self.ignore.is_ignored(target_abs):
             log.debug("not extracting ignored path %s", target_abs)
@@ -248,24 +229,32 @@ class _Applier:
         p = parent
         while p and p not in self.layer_ancestors:
             self.layer_ancestors.add(p)
-            p = _split(p)[0]
-        try:
-            existing = os.lstat(base, dir_fd=pfd)
-        except FileNotFoundError:
-            existing = None
-        if existing is not None and not (m.isdir() and stat.S_ISDIR(existing.st_mode)):
-            self._remove(pfd, base, target_abs, existing.st_mode)
+            p = split(p)[0]
+        existing = self._existing_mode(rel, pfd, base)
+        if existing is not None and not (m.isdir() and stat.S_ISDIR(existing)):
+            self.leave_fresh_mode()
+            self._remove(pfd, base, target_abs, existing)
         if m.isreg():
-            self._file(tar, m, pfd, base)
+            if self.pool is not None and m.size <= _POOL_FILE_MAX and not m.issparse():
+                data = member_data(tar, m)
+                self.pool.submit(pfd, m.name, m.size, new_file, pfd, base, data, m, self.same_owner)
+                self.counts.files += 1
+            else:
+                self._file(tar, m, pfd, base)
         elif m.isdir():
-            if existing is None or not stat.S_ISDIR(existing.st_mode):
+            created = existing is None or not stat.S_ISDIR(existing)
+            if created:
                 os.mkdir(base, 0o700, dir_fd=pfd)
-            self._dir(m, pfd, base, rel)
+            self._dir(m, pfd, base, rel, created)
         elif m.issym():
-            os.symlink(m.linkname, base, dir_fd=pfd)  # target verbatim, resolved only at use
-            entrymeta.apply_to_symlink(pfd, base, m, same_owner=self.same_owner)
+            if self.pool is not None:
+                self.pool.submit(pfd, m.name, 0, new_symlink, pfd, base, m, self.same_owner)
+            else:
+                new_symlink(pfd, base, m, self.same_owner)
             self.counts.symlinks += 1
         elif m.islnk():
+            if self.pool is not None:
+                self.pool.drain()  # the target may be waiting in it
             self._hardlink(m, pfd, base, rel)
         elif m.ischr() or m.isblk() or m.isfifo():
             kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK if m.isblk() else stat.S_IFIFO
@@ -277,6 +266,15 @@ class _Applier:
         else:
             log.warning("skipping %s: unsupported tar entry type %r", m.name, m.type)
             self.counts.skipped += 1
+
+    def _existing_mode(self, rel: str, pfd: int, base: str) -> int | None:
+        """The file type and mode of what is at ``base`` now (None: nothing)."""
+        if self.pool is not None:  # rel is new, or a directory this layer made
+            return stat.S_IFDIR if rel in self.fresh else None
+        try:
+            return os.lstat(base, dir_fd=pfd).st_mode
+        except FileNotFoundError:
+            return None
 
     def _touch(self, rel: str, fd: int) -> None:
         if rel not in self.touched and rel not in self.layer_paths:
@@ -290,16 +288,8 @@ class _Applier:
         if is_dir or stat.S_ISLNK(mode):
             self._drop_cache_keep(pfd)  # cached parents may lie in (or behind) what was removed
 
-    def _drop_cache_keep(self, keep_fd: int) -> None:
-        """Forget cached fds (some may point into a removed tree) but keep the one in use."""
-        for rel, (fd, real) in list(self._parents.items()):
-            if fd != keep_fd:
-                os.close(fd)
-                del self._parents[rel]
-
     def _file(self, tar: tarfile.TarFile, m: tarfile.TarInfo, pfd: int, base: str) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(base, flags, 0o600, dir_fd=pfd)
+        fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
         try:
             src = tar.extractfile(m)
             remaining = m.size
@@ -316,12 +306,18 @@ class _Applier:
             os.close(fd)
         self.counts.files += 1
 
-    def _dir(self, m: tarfile.TarInfo, pfd: int, base: str, rel: str) -> None:
+    def _dir(self, m: tarfile.TarInfo, pfd: int, base: str, rel: str, created: bool) -> None:
         fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
         try:
-            deferred = entrymeta.apply_to_dir(fd, m, same_owner=self.same_owner, privileged=self.privileged)
+            deferred = entrymeta.apply_to_dir(fd, m, same_owner=self.same_owner, privileged=self.privileged,
+                                              fresh=created)
+            if self.pool is not None:
+                self.fresh.add(rel)
+                if rel not in self._parents:  # its entries come next: keep the fd
+                    self._parents[rel], fd = (fd, self._image_path(fd)), -1
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
         if deferred is not None:
             self.dir_modes[rel] = deferred  # put back at the end of the layer
         self.dir_times.append((rel, entrymeta.mtime_ns(m)))  # children would change it: set at the end
@@ -343,7 +339,7 @@ class _Applier:
         target = secure.check_name(m.linkname)
         if not target:
             raise LayerSecurityError(f"{m.name}: hardlink to the root")
-        tparent, tbase = _split(target)
+        tparent, tbase = split(target)
         try:
             tfd, treal = self.parent(tparent, create=False)
             tst = os.lstat(tbase, dir_fd=tfd)
@@ -359,6 +355,7 @@ class _Applier:
 
     # -- end of layer -----------------------------------------------------
     def finish(self) -> None:
+        self.leave_fresh_mode()
         carried = {rel for rel, _ in self.dir_times}
         restore = [(rel, ns) for rel, ns in self.touched.items() if rel not in carried]
         for rel, ns in restore + self.dir_times:
@@ -366,7 +363,7 @@ class _Applier:
                 if not self.in_place:
                     os.utime(self.root, ns=(ns, ns))
                 continue
-            parent, base = _split(rel)
+            parent, base = split(rel)
             try:
                 pfd, _ = self.parent(parent, create=False)
                 if stat.S_ISDIR(os.lstat(base, dir_fd=pfd).st_mode):
@@ -374,7 +371,7 @@ class _Applier:
             except (FileNotFoundError, NotADirectoryError):
                 continue  # removed later in the same layer
         for rel in sorted(self.dir_modes, key=lambda r: -r.count("/")):  # children first
-            parent, base = _split(rel)
+            parent, base = split(rel)
             try:
                 pfd, _ = self.parent(parent, create=False)
                 if stat.S_ISDIR(os.lstat(base, dir_fd=pfd).st_mode):  # not a symlink: chmod cannot escape

@@ -1,0 +1,210 @@
+"""The fast tar reading of the extractor (fs/tarread.py) against tarfile itself, and the helper
+threads of fresh-mode extraction (fs/extractpool.py, fs/extractdirs.py).
+
+tarfile's own ``TarInfo.frombuf`` is the reference: for every header, valid or damaged, the fast
+parser must give the same member or raise the same error."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import tarfile
+import threading
+
+import pytest
+
+from pybuildless.fs.extract import LayerFormatError, extract_layer
+from pybuildless.fs.extractpool import JobFailed, ReadAhead, WriterPool
+from pybuildless.fs.tarread import FastTarInfo, TarStream
+
+ATTRS = ("name", "mode", "uid", "gid", "size", "mtime", "chksum", "type", "linkname", "uname", "gname",
+         "devmajor", "devminor", "pax_headers", "offset", "offset_data", "sparse")
+
+
+def _archive(fmt: int) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=fmt) as tar:
+        def add(name, kind=tarfile.REGTYPE, data=b"", **kw):
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            info.size = len(data)
+            for k, v in kw.items():
+                setattr(info, k, v)
+            tar.addfile(info, io.BytesIO(data) if data else None)
+        add("etc", tarfile.DIRTYPE, mode=0o755, mtime=1_700_000_000)
+        add("etc/passwd", data=b"root:x:0:0\n", mode=0o644, uid=0, gid=0, uname="root", gname="root")
+        add("usr/" + "long" * 40 + "/file", data=b"x" * 700, uid=1000, gid=1000, mode=0o4755)
+        add("bin", tarfile.SYMTYPE, linkname="usr/bin")
+        add("hard", tarfile.LNKTYPE, linkname="etc/passwd")
+        add("dev/null", tarfile.CHRTYPE, devmajor=1, devminor=3, mode=0o666)
+        add("big-ids", data=b"y", uid=2 ** 21 + 5, gid=3, mtime=2 ** 34)  # base-256 in gnu, pax otherwise
+        add("pipe", tarfile.FIFOTYPE)
+    return out.getvalue()
+
+
+def _members(raw: bytes, cls) -> list:
+    """Each member's attributes, or the error that stopped the reading."""
+    got = []
+    try:
+        tar = tarfile.TarFile(fileobj=io.BytesIO(raw), tarinfo=cls, errors="surrogateescape")
+        for m in tar:
+            got.append(tuple(getattr(m, a, None) for a in ATTRS))
+    except Exception as e:  # noqa: BLE001 - compared with the reference's
+        got.append((type(e), str(e)))
+    return got
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_the_fast_parser_reads_every_format_as_tarfile_does(fmt):
+    if fmt == tarfile.USTAR_FORMAT:
+        with pytest.raises(ValueError):
+            _archive(fmt)  # ids past 8 octal digits: ustar cannot hold them
+        return
+    raw = _archive(fmt)
+    want = _members(raw, tarfile.TarInfo)
+    assert len(want) == 8 and all(len(m) == len(ATTRS) for m in want)
+    assert _members(raw, FastTarInfo) == want
+
+
+def test_damaged_headers_give_what_tarfile_gives():
+    """Random bytes changed in the headers: a bad checksum, garbage numbers, a signed sum..."""
+    raw = bytearray(_archive(tarfile.GNU_FORMAT))
+    rng = random.Random(16)
+    differing = 0
+    for _ in range(400):
+        damaged = bytearray(raw)
+        for _ in range(rng.randint(1, 3)):
+            block = rng.randrange(len(damaged) // 512) * 512
+            damaged[block + rng.randrange(512)] = rng.randrange(256)
+        if rng.random() < 0.5:  # a checksum that matches the damage, so the parsing goes further
+            block = 0
+            header = damaged[block:block + 512]
+            header[148:156] = b"        "
+            header[148:156] = b"%06o\0 " % sum(header)
+            damaged[block:block + 512] = header
+        want = _members(bytes(damaged), tarfile.TarInfo)
+        assert _members(bytes(damaged), FastTarInfo) == want
+        differing += want != _members(bytes(raw), tarfile.TarInfo)
+    assert differing > 100  # the damage did reach the parsing
+
+
+def test_signed_checksums_and_v7_directories_take_tarfile_s_path():
+    info = tarfile.TarInfo("old-dir/")
+    info.type = tarfile.AREGTYPE
+    header = bytearray(info.tobuf(tarfile.USTAR_FORMAT))
+    header[257:265] = b"\0" * 8  # no magic: a v7 header
+    header[0] = 0xE9  # a byte whose signed and unsigned sums differ
+    header[148:156] = b"        "
+    signed = sum(b - 256 if b > 127 else b for b in header)
+    header[148:156] = b"%06o\0 " % (signed & 0o777777) if signed >= 0 else b"-%05o\0 " % -signed
+    for cls in (tarfile.TarInfo, FastTarInfo):
+        got = cls.frombuf(bytes(header), "utf-8", "surrogateescape")
+        assert (got.name, got.type) == ("\udce9ld-dir", tarfile.DIRTYPE)
+
+
+def test_the_stream_reads_exact_sizes_across_pieces_and_only_skips_ahead():
+    data = bytes(range(256)) * 40
+    stream = TarStream(io.BytesIO(data), 1000)
+    assert stream.read(10) == data[:10] and stream.tell() == 10
+    assert stream.read(2500) == data[10:2510]
+    assert stream.seek(4000) == 4000 and stream.read(3) == data[4000:4003]
+    with pytest.raises(io.UnsupportedOperation):
+        stream.seek(10)
+    assert stream.read(20_000) == data[4003:] and stream.read(5) == b""
+    assert stream.seek(99_999) == len(data)
+
+
+def test_read_ahead_gives_the_bytes_in_order_and_raises_the_source_s_error_where_it_came():
+    class Failing(io.RawIOBase):
+        def __init__(self):
+            self.left = 3
+
+        def read(self, n=-1):
+            if not self.left:
+                raise OSError(5, "Input/output error")
+            self.left -= 1
+            return bytes([self.left]) * 100
+
+    ahead = ReadAhead(Failing(), 100, 2)
+    assert ahead.read(150) == b"\2" * 100  # a whole piece, as a raw stream may
+    assert ahead.read(60) == b"\1" * 60
+    assert ahead.read(100) == b"\1" * 40
+    stream = TarStream(ahead, 100)
+    assert stream.read(100) == b"\0" * 100
+    with pytest.raises(OSError, match="Input/output error"):
+        stream.read(10)
+    ahead.close()
+
+
+def test_the_pool_runs_one_key_in_order_and_reports_the_first_failure():
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def job(i):
+        with lock:
+            seen.append(i)
+
+    pool = WriterPool(3, 1 << 20, 4)
+    for i in range(50):
+        pool.submit(7, f"e{i}", 10, job, i)
+    pool.drain()
+    assert seen == list(range(50))
+
+    def boom(name):
+        raise OSError(28, "No space left on device", name)
+
+    pool.submit(1, "first", 0, boom, "first")
+    with pytest.raises(JobFailed) as failed:
+        pool.drain()
+    assert failed.value.name == "first" and failed.value.error.errno == 28
+    with pytest.raises(JobFailed):
+        pool.submit(1, "later", 0, job, 99)
+    pool.close()
+    assert 99 not in seen
+
+
+def _tar(*entries) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, kind, payload in entries:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            info.mtime = 1000
+            if kind == tarfile.REGTYPE:
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
+            else:
+                info.linkname = payload.decode()
+                tar.addfile(info)
+    return out.getvalue()
+
+
+def test_fresh_mode_never_writes_through_a_symlink_the_layer_planted(tmp_path):
+    """Files go to the pool; a later entry below the layer's own symlink must wait for it and be
+    resolved inside the root, never outside."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "root"
+    root.mkdir()
+    files = [(f"d/f{i}", tarfile.REGTYPE, b"x" * i) for i in range(300)]
+    raw = _tar(*files, ("d/link", tarfile.SYMTYPE, str(outside).encode()), ("d/link/evil", tarfile.REGTYPE, b"e"))
+    extract_layer(io.BytesIO(raw), root)
+    assert os.listdir(outside) == []
+    assert (root / str(outside).lstrip("/") / "evil").read_bytes() == b"e"  # resolved as if chrooted
+    assert all((root / f"d/f{i}").stat().st_size == i for i in range(300))
+
+
+def test_fresh_mode_replaces_an_entry_written_earlier_in_the_same_layer(tmp_path):
+    raw = _tar(*[(f"a/f{i}", tarfile.REGTYPE, b"1") for i in range(50)], ("a/f7", tarfile.REGTYPE, b"second"),
+               ("a", tarfile.SYMTYPE, b"elsewhere"), ("b/x", tarfile.REGTYPE, b"y"),
+               ("b/h", tarfile.LNKTYPE, b"b/x"))
+    extract_layer(io.BytesIO(raw), tmp_path)
+    assert os.readlink(tmp_path / "a") == "elsewhere"
+    assert (tmp_path / "b/h").read_bytes() == b"y" and os.stat(tmp_path / "b/x").st_nlink == 2
+
+
+def test_a_failed_creation_in_the_pool_names_its_entry(tmp_path):
+    raw = _tar(("ok", tarfile.REGTYPE, b"1"), ("n" * 300, tarfile.REGTYPE, b"2"), ("after", tarfile.REGTYPE, b"3"))
+    with pytest.raises(LayerFormatError, match=r"^cannot apply layer entry 'n{300}': .*File name too long"):
+        extract_layer(io.BytesIO(raw), tmp_path)
