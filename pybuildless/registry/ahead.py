@@ -8,6 +8,7 @@
   registry (distribution-spec "Mounting a blob from another repository"), or, in
   another registry, checked and uploaded (streamed from the base's registry).
 
+Importing this module loads no HTTP stack: a build that pushes nothing never needs one.
 ``push_image`` asks ``current(options)`` for this and uses what was done instead of
 doing it again; whatever failed ahead is simply done again there. A session the push
 never used is cancelled (distribution-spec "Cancel a blob upload") when the build
@@ -26,7 +27,6 @@ from pybuildless.image.descriptor import Descriptor, Digest
 from pybuildless.image.model import Layer
 from pybuildless.name import Reference
 from pybuildless.registry import jobs
-from pybuildless.registry.blobpush import layer_opener, mount_source, push_blob, push_scopes
 from pybuildless.registry.options import RegistryOptions
 
 logger = logging.getLogger("pybuildless.registry.remote")
@@ -59,6 +59,8 @@ class PushAhead:
 
     def start_layers(self, layers: Sequence[Layer]) -> None:
         """Make the final stage's base layers exist in every destination, in the background."""
+        from pybuildless.registry.blobpush import layer_opener, mount_source, push_blob, push_scopes
+
         unique = list({layer.digest: layer for layer in layers}.values())
         for ref in self.refs:
             sources = {s for s in (mount_source(layer, ref) for layer in unique) if s}
