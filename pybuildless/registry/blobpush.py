@@ -5,14 +5,16 @@ first). Shared by ``push`` (the push itself) and ``ahead`` (the work a build sta
 
 from __future__ import annotations
 
-from typing import BinaryIO, Callable
+from typing import TYPE_CHECKING, BinaryIO, Callable
 
 from pybuildless import transfer
 from pybuildless.image.descriptor import Descriptor
 from pybuildless.image.model import Layer, MountableLayer
 from pybuildless.name import Reference
-from pybuildless.registry.client import RegistryClient
 from pybuildless.registry.verify import CHUNK
+
+if TYPE_CHECKING:  # the caller brings the client: a build that pushes nothing never loads the HTTP stack
+    from pybuildless.registry.client import RegistryClient
 
 class SizedBody:
     """A file object with a known length, so requests sends Content-Length, never chunked.
