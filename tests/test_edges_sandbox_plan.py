@@ -490,3 +490,18 @@ def test_removing_a_scratch_dir_that_is_gone_is_no_error(tmp_path: Path) -> None
     (tmp_path / "s/sub").mkdir(parents=True)
     remove_scratch(tmp_path / "s")
     assert not (tmp_path / "s").exists()
+
+
+@root_only
+def test_without_a_host_sys_the_hosts_own_cpus_are_asked(tmp_path: Path) -> None:
+    def action():
+        # CPUs with throttle dirs, in this namespace only (many machines have none to ask)
+        _linux.mount("tmpfs", "/sys/devices/system/cpu", "tmpfs", 0)
+        for name in ("cpu0", "cpu3"):
+            os.makedirs(f"/sys/devices/system/cpu/{name}/thermal_throttle")
+        return [s.target for s in mountplan.sys_steps("/r/sys")]
+
+    out = in_mount_namespace(action)
+    assert "error" not in out, out["error"]
+    assert out["result"][-2:] == ["/r/sys/devices/system/cpu/cpu0/thermal_throttle",
+                                  "/r/sys/devices/system/cpu/cpu3/thermal_throttle"]

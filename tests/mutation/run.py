@@ -11,6 +11,10 @@ and every surviving mutant with its diff. Equivalent mutants are justified in do
 one per line as ``- `NAME` (`mutated line`): why``; a justification whose mutated line no longer
 matches the mutant's diff (the module changed and mutmut renumbered) does not count.
 
+A group with ``forked_children = true`` (code that runs only in forked children, such as the
+sandbox's mount setup) runs with the plugin tests/mutation/childcalls.py, which records those
+children's calls so that mutmut attributes them to the test that forked them.
+
 Usage: python3 tests/mutation/run.py [GROUP ...] [--jobs N] [--keep]
 """
 
