@@ -9,7 +9,9 @@ the old numbers are made to match nothing, as the copy ``fs.overlay.apply_upper`
 would have made gives a new inode too. The next ``take_paths`` then reports
 exactly what it reports after ``apply_upper``: a directory recreated by the step
 (opaque in the upper dir) is recreated, a file the step wrote is modified, a
-directory whose entries changed is compared by its metadata.
+directory whose entries changed is compared by its metadata. Under
+``--single-snapshot`` no snapshot comes between two RUNs: a replaced entry stays
+marked so until one does.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ def rekeyed_state(state: dict[str, tuple], now: dict[str, tuple], changes: Chang
     out: dict[str, tuple] = {}
     for rel, old in state.items():
         new = now.get(rel)
+        if old[INO] == _NO_INODE:
+            out[rel] = old  # replaced by an earlier step whose changes no snapshot has taken yet
+            continue
         if new is None:
             # gone (deleted by the step, reported as before), or in place under the new device
             out[rel] = old if device is None else old[:DEV] + (device,) + old[DEV + 1:]

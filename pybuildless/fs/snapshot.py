@@ -153,7 +153,8 @@ class Snapshotter:
         """The root was mounted again: the same tree under other device and inode numbers.
         ``rekeyed(state, now)`` gives the state to keep from the recorded one and the keys of the
         root as it is now (``fs.rekey``): of ``paths`` (parents first) when given, else of a walk
-        of the whole root. The watches are set up again on the new mount."""
+        of the whole root. No watch is set up again: the step's diff arrived with the mount, not
+        as events, so the next ``take()`` walks the whole root (and watches from then on)."""
         self.close()
         if paths is None:
             now = self._walk("")
@@ -165,7 +166,6 @@ class Snapshotter:
                         (key := self._stat(rel)) is not None:
                     now[rel] = key
         self.state = rekeyed(self.state, now)
-        self._rewatch()
 
     def take(self) -> Changes:
         """Report the changes since the last snapshot and adopt the new state."""
