@@ -81,3 +81,20 @@ def test_whiteout_of_an_ancestor_of_an_ignored_path_keeps_the_ignored_branch(tmp
           entry("var/lib/deep/y", "file", b"y"), entry("other", "file", b"o"))
     apply(tmp_path, entry(".wh.var", "file"), entry(".wh.other", "file"), ignore=IgnoreList.of(["/var/run"]))
     assert tree(tmp_path) == ["var", "var/run", "var/run/docker.sock"]
+
+
+def test_whiteout_below_the_root_keeps_the_ignored_branch_at_its_full_path(tmp_path):
+    """The ignore list holds absolute paths: a whiteout in /srv judges /srv/app/cache, not app/cache."""
+    apply(tmp_path, entry("srv/app/cache/c", "file", b"c"), entry("srv/app/code", "file", b"x"),
+          entry("app/cache/c", "file", b"c"))
+    apply(tmp_path, entry("srv/.wh.app", "file"), ignore=IgnoreList.of(["/srv/app/cache"]))
+    assert tree(tmp_path) == ["app", "app/cache", "app/cache/c", "srv", "srv/app", "srv/app/cache", "srv/app/cache/c"]
+
+
+@pytest.mark.parametrize("kind", ["file", "symlink"])
+def test_a_non_directory_on_the_way_to_an_ignored_path_is_kept(tmp_path, kind):
+    """An ancestor of an ignored path is never removed, whatever it is: here /a/b, which the layer
+    below made a file or a symlink, is an ancestor of the ignored /a/b/c."""
+    apply(tmp_path, entry("a/b", kind, b"b", link="elsewhere"), entry("a/x", "file", b"x"))
+    apply(tmp_path, entry(".wh.a", "file"), ignore=IgnoreList.of(["/a/b/c"]))
+    assert tree(tmp_path) == ["a", "a/b"]
