@@ -127,14 +127,22 @@ def test_read_ahead_gives_the_bytes_in_order_and_raises_the_source_s_error_where
             return bytes([self.left]) * 100
 
     ahead = ReadAhead(Failing(), 100, 2)
-    assert ahead.read(150) == b"\2" * 100  # a whole piece, as a raw stream may
-    assert ahead.read(60) == b"\1" * 60
-    assert ahead.read(100) == b"\1" * 40
+    assert ahead.read(150) == b"\2" * 100  # the next piece, whatever the size asked
     stream = TarStream(ahead, 100)
-    assert stream.read(100) == b"\0" * 100
+    assert stream.read(60) == b"\1" * 60
+    assert stream.read(140) == b"\1" * 40 + b"\0" * 100
     with pytest.raises(OSError, match="Input/output error"):
         stream.read(10)
+    assert ahead.read(10) == b""  # the error ended the stream
     ahead.close()
+    finished = ReadAhead(io.BytesIO(b"abc"), 2, 1)
+    assert [finished.read(), finished.read(), finished.read(), finished.read()] == [b"ab", b"c", b"", b""]
+    finished.close()
+
+    endless = ReadAhead(io.BytesIO(b"z" * 10_000), 10, 2)  # a queue kept full: close still stops it
+    assert endless.read() == b"z" * 10
+    endless.close()
+    assert not endless._thread.is_alive()
 
 
 def test_the_pool_runs_one_key_in_order_and_reports_the_first_failure():

@@ -13,7 +13,6 @@ the download run beside the parsing.
 
 from __future__ import annotations
 
-import io
 import os
 import queue
 import tarfile
@@ -112,20 +111,19 @@ class WriterPool:
 _EOF = object()
 
 
-class ReadAhead(io.RawIOBase):
+class ReadAhead:
     """``source`` read in ``chunk``-sized pieces by a thread, at most ``depth`` pieces ahead.
 
-    An error of the source is raised by the ``read`` that reaches it. ``close`` stops the thread
-    (it may be blocked on a full queue: closing drains it).
+    ``read`` gives the next piece whatever size is asked (``TarStream`` takes what it needs), b""
+    at the end; an error of the source is raised by the ``read`` that reaches it. ``close`` stops
+    the thread (it may be blocked on a full queue: closing drains it).
     """
 
     def __init__(self, source: BinaryIO, chunk: int, depth: int) -> None:
-        super().__init__()
         self._source = source
         self._chunk = chunk
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = False
-        self._buf = memoryview(b"")
         self._done = False
         self._thread = threading.Thread(target=self._run, name="extract-read", daemon=True)
         self._thread.start()
@@ -141,52 +139,24 @@ class ReadAhead(io.RawIOBase):
         except BaseException as e:  # noqa: BLE001 - raised in the reader's thread
             self._queue.put(e)
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        if not self._buf:
-            if self._done:
-                return 0
-            item = self._queue.get()
-            if item is _EOF:
-                self._done = True
-                return 0
-            if isinstance(item, BaseException):
-                self._done = True
-                raise item
-            self._buf = memoryview(item)
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
-
-    def read(self, n: int = -1) -> bytes:
-        """Whole pieces when the caller asks for at least that much (no copy)."""
-        if n is None or n < 0:
-            return self.readall()
-        if not self._buf and not self._done and n >= self._chunk:
-            item = self._queue.get()
-            if item is _EOF:
-                self._done = True
-                return b""
-            if isinstance(item, BaseException):
-                self._done = True
-                raise item
-            if len(item) <= n:
-                return item
-            self._buf = memoryview(item)
-        return super().read(n)
+    def read(self, _size: int = -1) -> bytes:
+        if self._done:
+            return b""
+        item = self._queue.get()
+        if isinstance(item, bytes):
+            return item
+        self._done = True
+        if item is _EOF:
+            return b""
+        raise item
 
     def close(self) -> None:
-        if not self.closed:
-            self._stop = True
-            while self._thread.is_alive():
-                try:
-                    self._queue.get(timeout=0.05)
-                except queue.Empty:
-                    pass
-            super().close()
+        self._stop = True
+        while self._thread.is_alive():
+            try:
+                self._queue.get(timeout=0.05)
+            except queue.Empty:
+                pass
 
 
 # -- the jobs ----------------------------------------------------------------------------
