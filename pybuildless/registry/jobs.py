@@ -17,25 +17,21 @@ _pool_lock = threading.Lock()
 _worker = threading.local()
 
 
-def _shared_pool(size: int) -> ThreadPoolExecutor:
-    global _pool, _pool_size
-    with _pool_lock:
-        if _pool is None or _pool_size < size:
-            old = _pool
-            _pool, _pool_size = ThreadPoolExecutor(max_workers=size, thread_name_prefix="registry"), size
-            if old is not None:
-                old.shutdown(wait=False)  # its idle threads end; running tasks finish first
-        return _pool
-
-
 def submit(fn: Callable, *args, size: int = 4) -> Future:
     """Run ``fn(*args)`` on the shared threads (at least ``size`` of them)."""
+    global _pool, _pool_size
 
     def run():
         _worker.active = True
         return fn(*args)
 
-    return _shared_pool(size).submit(run)
+    with _pool_lock:  # submitted under the lock: a pool being replaced is never handed a task
+        if _pool is None or _pool_size < size:
+            old = _pool
+            _pool, _pool_size = ThreadPoolExecutor(max_workers=size, thread_name_prefix="registry"), size
+            if old is not None:
+                old.shutdown(wait=False)  # its idle threads end; tasks already given to it finish first
+        return _pool.submit(run)
 
 
 def parallel_map(fn: Callable, items: Sequence, jobs: int) -> list:
