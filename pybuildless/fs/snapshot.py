@@ -160,10 +160,10 @@ class Snapshotter:
             now = self._walk("")
         else:
             now = {}
-            for rel in paths:  # a path whose parent is no directory now is hidden: not looked at
+            for rel in paths:  # only known paths; one whose parent is no directory now is hidden
                 parent = posixpath.dirname(rel)
-                if (not parent or (parent in now and stat.S_ISDIR(now[parent][MODE]))) and \
-                        (key := self._stat(rel)) is not None:
+                if rel in self.state and (not parent or (parent in now and stat.S_ISDIR(now[parent][MODE]))) \
+                        and (key := self._stat(rel)) is not None:
                     now[rel] = key
         self.state = rekeyed(self.state, now)
 
