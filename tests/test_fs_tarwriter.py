@@ -371,12 +371,13 @@ def test_a_fixed_tree_of_every_kind_is_tarfile_s(tmp_path):
     assert (layer.digest, layer.diff_id) == (ref.digest, ref.diff_id)
 
 
-def test_a_file_that_shrank_after_its_lstat_is_a_clear_error(tmp_path):
+@pytest.mark.parametrize("size", [10, (1 << 20) + 10])  # read whole, and streamed in pieces
+def test_a_file_that_shrank_after_its_lstat_is_a_clear_error(tmp_path, size):
     from pybuildless.errors import BuildError
     from pybuildless.fs.layer import _add_path
-    (tmp_path / "f").write_bytes(b"x" * 10)
+    (tmp_path / "f").write_bytes(b"x" * size)
     st = os.lstat(tmp_path / "f")
-    (tmp_path / "f").write_bytes(b"x" * 5)
+    (tmp_path / "f").write_bytes(b"x" * (size - 5))
     dirfd = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
     try:
         with pytest.raises(BuildError, match=r"^/d/f changed size while its layer was being written$"):
