@@ -78,7 +78,7 @@ class PushAhead:
 
                         client = RegistryClient.for_reference(ref, self.options)
                         return push_blob(client, ref.repository, desc, layer_opener(layer), scopes, source,
-                                          known_source=source is not None)
+                                         known_source=source is not None)
 
                     self._blobs[key] = jobs.submit(work, size=max(2, self.options.parallel))
 

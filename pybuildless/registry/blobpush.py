@@ -72,7 +72,7 @@ def push_scopes(ref: Reference, sources: set[str]) -> tuple[str, ...]:
 
 
 def push_blob(client: RegistryClient, repository: str, desc: Descriptor, opener, scopes: tuple[str, ...],
-               mount_from: str | None, *, known_source: bool = False, session: str | None = None) -> str:
+              mount_from: str | None, *, known_source: bool = False, session: str | None = None) -> str:
     """Make ``desc`` exist in ``repository``: nothing when it is known to be there, a mount when
     another repository of the registry has it, else an upload (the only case that reads the blob).
 

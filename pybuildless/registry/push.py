@@ -64,7 +64,7 @@ def push_image(image: Image, refs: Sequence[Reference | str], *, options: Regist
         def push_one(blob: Layer | None, ref=ref, client=client, scopes=scopes, done_repo=done_repo) -> str:
             if blob is None:  # the config: in the session the permission check opened, if any
                 return push_blob(client, ref.repository, config_desc, lambda: io.BytesIO(config_raw), scopes,
-                                  done_repo, known_source=done_repo is not None, session=session)
+                                 done_repo, known_source=done_repo is not None, session=session)
             early = started.blob_result(ref, blob.digest) if started is not None else None
             if early is not None:
                 logger.info("layer %s: %s while the build ran", blob.digest, early)
