@@ -131,3 +131,18 @@ def test_replacement_pattern_keeps_escapes_for_the_pattern():
     """An escaped ``*`` in ``${a/pattern/repl}`` is a literal star, not a wildcard."""
     assert process_word("${a/\\*/X}", {"a": "a*b"}) == "aXb"
     assert reason("${a:Xy}", {"a": "1"}) == "unsupported modifier (:X) in substitution"
+
+
+def test_a_pattern_ending_in_a_lone_backslash_is_an_invalid_escape_of_eof():
+    """With the backtick escape a pattern can end in ``\\``: convertShellPatternToRegex (lex.go,
+    buildkit 73ed6825c4b7) then reads scanner.EOF (-1) as the escaped character and formats it with
+    %c, which Go prints as U+FFFD."""
+    with pytest.raises(WordError) as info:
+        process_word_with_matches("${x%\\}", {"x": "ab"}, escape="`")
+    assert str(info.value).split(": ", 1)[1] == "invalid pattern (\\) in substitution: invalid escape '\\\ufffd'"
+
+
+def test_a_positional_name_is_all_its_digits():
+    """processName (lex.go): a name that starts with a digit runs to the last digit: ``$12`` is "12"."""
+    assert process_word("a$12b", {"12": "Z", "1": "one"}) == "aZb"
+    assert process_word("a${12}b", {"12": "Z"}) == "aZb"

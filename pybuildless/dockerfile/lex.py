@@ -282,7 +282,8 @@ def _shell_pattern_regex(pattern: str, *, greedy: bool, anchored: bool) -> re.Pa
         elif tok == "?":
             out.append(".")
         elif tok == "\\":
-            following = pattern[i] if i < len(pattern) else ""
+            # at the end, BuildKit reads scanner.EOF and prints it with %c: U+FFFD
+            following = pattern[i] if i < len(pattern) else "\ufffd"
             if following in ("}", "/"):
                 continue  # the escape only protected the ${} delimiter
             if following not in ("*", "?", "\\"):
