@@ -223,7 +223,7 @@ def _monitor(spec: ChildSpec, parent_pid: int, out_w: int, err_w: int, devnull: 
                 if spec.setup_mounts is not None:
                     raise OSError(exc.errno, f"cannot make mounts private ({exc.strerror}); "
                                   "is the builder's / a mount point?") from None
-                spec = dataclasses.replace(spec, proc_mountpoint=None)
+                spec = dataclasses.replace(spec, proc_mountpoint=None, proc_steps=())
         if spec.setup_mounts is not None:
             spec.setup_mounts()
         if spec.loopback_up:
