@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -76,11 +77,19 @@ class _Mounted:
         return [*self.layers, *map(os.fspath, self.kept)]
 
     def mount(self, lowers: list[str]) -> None:
+        # volatile: no sync of the upper dir's filesystem when the root is unmounted (each stacked
+        # RUN unmounts it): a stage root does not outlive the build. The kernel then refuses the
+        # work dir until its volatile marker is gone.
+        shutil.rmtree(self.work / "work" / "incompat", ignore_errors=True)
         fds = [os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) for path in lowers]
         try:
             options = (f"lowerdir={lowerdir_option(fds)},upperdir={self.upper},workdir={self.work},"
                        "index=off,metacopy=off,redirect_dir=nofollow")
-            _linux.mount("overlay", self.root, "overlay", 0, options)
+            try:
+                _linux.mount("overlay", self.root, "overlay", 0, options + ",volatile")
+            except OSError as e:  # a kernel before 5.10
+                log.debug("overlay mount without volatile: %s", e)
+                _linux.mount("overlay", self.root, "overlay", 0, options)
         finally:
             for fd in fds:
                 os.close(fd)
@@ -145,6 +154,7 @@ def stack_upper(root: Path, run_upper: Path) -> Restacked | None:
     except OSError as e:
         log.debug("RUN diff applied onto %s, not stacked: %s", root, e)
         return None
+    unmounted = time.perf_counter()
     moves: list[tuple[Path, Path]] = []  # (from, to), undone when the new mount fails
     try:
         # read before they move: what the new stack shows from another dir than the old one did
@@ -165,7 +175,8 @@ def stack_upper(root: Path, run_upper: Path) -> Restacked | None:
         _restore(entry, moves, upper_used)
         return None
     entry.kept.extend(target for _, target in moves)
-    log.debug("stage root %s: %d lower dirs, remounted in %.1f ms", root, count, (time.perf_counter() - started) * 1000)
+    log.debug("stage root %s: %d lower dirs, remounted in %.1f ms (%.1f ms to unmount)", root, count,
+              (time.perf_counter() - started) * 1000, (unmounted - started) * 1000)
     return Restacked(os.stat(root).st_dev,
                      None if moved is None else tuple(sorted(moved, key=lambda rel: rel.count("/"))))
 
