@@ -6,6 +6,7 @@ parser must give the same member or raise the same error."""
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import random
@@ -216,3 +217,35 @@ def test_a_failed_creation_in_the_pool_names_its_entry(tmp_path):
     raw = _tar(("ok", tarfile.REGTYPE, b"1"), ("n" * 300, tarfile.REGTYPE, b"2"), ("after", tarfile.REGTYPE, b"3"))
     with pytest.raises(LayerFormatError, match=r"^cannot apply layer entry 'n{300}': .*File name too long"):
         extract_layer(io.BytesIO(raw), tmp_path)
+
+
+def test_a_job_bigger_than_the_budget_still_runs_and_abort_drops_what_waits():
+    ran: list[int] = []
+    pool = WriterPool(1, 10, 4)
+    pool.submit(0, "big", 100, ran.append, 1)  # over the budget, in an idle pool: not held back
+    pool.drain()
+    assert ran == [1]
+    gate = threading.Event()
+    pool.submit(0, "blocked", 0, gate.wait)
+    for i in range(2, 5):
+        pool.submit(0, f"e{i}", 1, ran.append, i)
+    threading.Timer(0.2, gate.set).start()
+    pool.abort()  # waits for the running job, drops the queued ones
+    assert ran == [1]
+
+
+def test_a_truncated_file_in_fresh_mode_is_a_corrupt_layer_named_by_its_entry(tmp_path):
+    raw = _tar(("small", tarfile.REGTYPE, b"s"), ("big", tarfile.REGTYPE, b"z" * 100_000))
+    with pytest.raises(LayerFormatError, match=r"^corrupt layer at 'big': unexpected end of data$"):
+        extract_layer(io.BytesIO(raw[:20_000]), tmp_path)
+
+
+def test_refused_writes_are_extraction_errors_with_the_entry_and_the_reason():
+    from pybuildless.fs.extract import ExtractionError, _failure
+
+    error = _failure(OSError(errno.EACCES, "Permission denied"), "etc/f")
+    assert isinstance(error, ExtractionError) and str(error) == "cannot apply layer entry 'etc/f': Permission denied"
+    error = _failure(OSError(errno.ENAMETOOLONG, "File name too long"), "n")
+    assert isinstance(error, LayerFormatError) and str(error) == "cannot apply layer entry 'n': [Errno 36] File name too long"
+    other = ValueError("kept")
+    assert _failure(other, "x") is other
