@@ -15,9 +15,13 @@ previous upper dir (a lower too, when COPY or WORKDIR wrote to it) and a fresh,
 empty upper dir. The kept dirs live in the stage's own directory (``steps/``),
 removed with it. Copy-up xattrs (``trusted.overlay.origin``, ``impure``) in a lower
 dir are not read by overlayfs, and with ``redirect_dir=nofollow`` and ``metacopy=off``
-there are no redirects or metacopy files to follow. When the stack would be too
-deep for one mount (``store.stack.depth_refused``), or the root cannot be unmounted,
-the caller copies the diff onto the root as before.
+there are no redirects or metacopy files to follow. Names the step hard-linked
+together are one inode of the kept dir, shown as one inode by the overlay, as after
+a copy that keeps links. The new mount gives every path a new device number (and
+the paths of the moved dirs new inode numbers): the stage root carries its
+snapshot's state over (``fs.rekey``). When the stack would be too deep for one
+mount (``store.stack.depth_refused``), or the root cannot be unmounted, the caller
+copies the diff onto the root as before.
 """
 
 from __future__ import annotations
