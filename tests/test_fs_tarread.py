@@ -249,3 +249,30 @@ def test_refused_writes_are_extraction_errors_with_the_entry_and_the_reason():
     assert isinstance(error, LayerFormatError) and str(error) == "cannot apply layer entry 'n': [Errno 36] File name too long"
     other = ValueError("kept")
     assert _failure(other, "x") is other
+
+
+def _waits(fn) -> tuple[bool, threading.Thread]:
+    """Whether ``fn`` is still blocked after a while (its thread, to join later)."""
+    thread = threading.Thread(target=fn)
+    thread.start()
+    thread.join(0.3)
+    return thread.is_alive(), thread
+
+
+@pytest.mark.parametrize("held, extra, max_bytes, max_jobs, waits", [
+    ([8], 5, 10, 4, True),  # over the byte budget
+    ([5], 5, 10, 4, False),  # exactly the budget
+    ([1, 1], 1, 100, 2, True),  # as many jobs as allowed already wait
+    ([1], 1, 100, 2, False),
+])
+def test_submit_waits_while_the_budget_is_used(held, extra, max_bytes, max_jobs, waits):
+    pool = WriterPool(1, max_bytes, max_jobs)
+    gate = threading.Event()
+    for i, n in enumerate(held):
+        pool.submit(0, f"held{i}", n, gate.wait if i == 0 else (lambda: None))
+    blocked, thread = _waits(lambda: pool.submit(0, "extra", extra, lambda: None))
+    gate.set()
+    thread.join()
+    pool.drain()
+    pool.close()
+    assert blocked == waits
