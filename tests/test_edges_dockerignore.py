@@ -208,6 +208,8 @@ def test_ignore_file_bytes_that_are_not_utf8_match_the_same_bytes_in_names(tmp_p
 # before it (or at the end of the file) is dropped; any other control character is part of the line.
 @pytest.mark.parametrize(("text", "patterns"), [
     ("a\r\nb\r\n", ["a", "b"]), ("a\r\nb\r", ["a", "b"]), ("a\rb\n", ["a\rb"]), ("a\rb\rc", ["a\rb\rc"]),
-    ("x\x0cy\n", ["x\x0cy"]), ("x\x1dy\n", ["x\x1dy"]), ("p\u2028q\n", ["p\u2028q"]), ("#c\rd\ne", ["e"])])  # fmt: skip
+    ("x\x0cy\n", ["x\x0cy"]), ("x\x1dy\n", ["x\x1dy"]), ("p\u2028q\n", ["p\u2028q"]), ("#c\rd\ne", ["e"]),
+    # a "\r" that starts a line stays: the line is no comment, and TrimSpace removes the "\r" afterwards
+    ("\r#x\n", ["#x"])])  # fmt: skip
 def test_ignore_file_lines_end_at_newline_only(text, patterns):
     assert read_ignore_patterns(text) == patterns
