@@ -16,6 +16,7 @@ from pybuildless.registry.verify import CHUNK
 if TYPE_CHECKING:  # the caller brings the client: a build that pushes nothing never loads the HTTP stack
     from pybuildless.registry.client import RegistryClient
 
+
 class SizedBody:
     """A file object with a known length, so requests sends Content-Length, never chunked.
 
