@@ -411,3 +411,10 @@ def test_an_entry_whose_parent_is_gone_is_never_looked_up_elsewhere(tmp_path, mo
     layer = write_layer(root, Changes(added=("d/secret",)), tmp_path / "out", compression="none")
     with tarfile.open(layer.path) as t:
         assert [(m.name, m.type) for m in t] == [("d", tarfile.SYMTYPE)]
+
+
+def test_a_root_that_is_not_a_directory_is_an_error_not_an_empty_layer(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError):
+        write_layer(tmp_path / "file", Changes(added=("x",)), tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
