@@ -10,7 +10,7 @@ the step started dies with it, and the command keeps only Docker's default
 capabilities minus CAP_MKNOD (no device cgroup here to make device nodes
 harmless) — so no mounting, no raw devices. The step sees the kernel as a
 Docker container does: runc's masked and read-only /proc and /sys paths
-(``mounts.protect_proc``, ``mounts.SYS_MASKED_PATHS``), /sys read-only, and a
+(``mountplan.proc_protection``, ``mountplan.SYS_MASKED_PATHS``), /sys read-only, and a
 seccomp filter equivalent to Docker's default profile (``step_seccomp``) where
 the kernel and this process's capabilities allow one. Pid 1 is an init that
 shows nothing of the builder (see ``process``).
