@@ -60,3 +60,14 @@ def test_in_process_callers_keep_a_normal_system_exit() -> None:
     with pytest.raises(SystemExit) as raised:
         main(["no-such-command"])
     assert raised.value.code == 2
+
+
+def test_a_profiled_run_still_writes_its_profile(tmp_path) -> None:
+    out = tmp_path / "run.prof"
+    proc = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(out), "-m", "pybuildless", "--version"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "pybuildless, version" in proc.stdout
+    import pstats
+
+    assert pstats.Stats(str(out)).total_calls > 0

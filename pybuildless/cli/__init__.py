@@ -75,13 +75,17 @@ def exit_without_teardown(run: Callable[[], None]) -> NoReturn:
     What the interpreter does at exit that matters is done here in its order: wait for running
     (non-daemon) threads, run the atexit handlers, flush logging and the standard streams. Only for
     the program's own entry points (argv from the command line): a caller in the same process
-    (a test, an embedding program) keeps a normal SystemExit.
+    (a test, an embedding program) keeps a normal SystemExit, and so does a run under a profiler
+    or coverage tracer, which write their data in the teardown.
     """
     import atexit
     import logging
     import os
     import threading
 
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        run()  # a profiler or coverage writes its data in the teardown: exit the usual way
+        sys.exit(0)
     try:
         run()
         code = 0
