@@ -7,28 +7,59 @@ stderr and a non-zero exit code, never a traceback.
 
 from __future__ import annotations
 
+import importlib
 import sys
+from collections.abc import Iterator, MutableMapping
 from typing import Callable, NoReturn
 
 import click
 
 from pybuildless import __version__
-from pybuildless.cli import build, prune, pull, push, warm
 from pybuildless.errors import PybuildlessError
 
-# One module per command, each defining ``command``; imported by name, so a command that cannot be
-# imported stops the program with its error instead of quietly going missing.
-COMMANDS: tuple[click.Command, ...] = (build.command, pull.command, push.command, warm.command, prune.command)
+# One module per command, each defining ``command``, listed by name. A module is imported only when
+# its command is looked up (the command that runs, or every one for ``--help``): a build need not
+# load pull/push/warm/prune and what they import. A command that cannot be imported still stops
+# the program with its error instead of quietly going missing.
+COMMAND_MODULES: tuple[str, ...] = ("build", "pull", "push", "warm", "prune")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyCommands(MutableMapping[str, click.Command]):
+    """The group's name -> command table, importing a command's module on first lookup."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self._pending = list(names)
+        self._loaded: dict[str, click.Command] = {}
+
+    def __getitem__(self, name: str) -> click.Command:
+        if name not in self._loaded and name in self._pending:
+            command = importlib.import_module(f"pybuildless.cli.{name}").command
+            self._loaded[name] = command
+        return self._loaded[name]
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        if name not in self._pending:
+            self._pending.append(name)
+        self._loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        self._pending.remove(name)
+        self._loaded.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._pending)
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._pending
+
+
+@click.group(commands=LazyCommands(COMMAND_MODULES), context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pybuildless")
 def cli() -> None:
     """Build container images from a Dockerfile without a daemon."""
-
-
-for _cmd in COMMANDS:
-    cli.add_command(_cmd)
 
 
 def run_guarded(command: click.Command, args: list[str] | None, prog_name: str) -> None:
@@ -63,6 +94,8 @@ def main(args: list[str] | None = None) -> None:
 
 
 def executor_main(args: list[str] | None = None) -> None:
+    from pybuildless.cli import build
+
     if args is None:
         exit_without_teardown(lambda: run_guarded(build.command, None, "executor"))
     run_guarded(build.command, args, "executor")
