@@ -17,6 +17,7 @@ import errno
 import logging
 import os
 import struct
+import threading
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +66,19 @@ class DirWatcher:
         self.broken = False
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        """Close the inotify fd, which drops all its watches in the kernel (none removed one by one).
+
+        The kernel's release of an inotify instance waits for a grace period before it returns:
+        10-20 ms of wall time and no CPU, whatever the number of watches. A thread waits for it
+        while the build goes on; it is not a daemon, so the process still waits for it at exit.
+        """
+        if self.fd < 0:
+            return
+        fd, self.fd = self.fd, -1
+        try:
+            threading.Thread(target=os.close, args=(fd,), name="inotify-close").start()
+        except RuntimeError:  # no new threads at interpreter shutdown (a __del__): close here
+            os.close(fd)
 
     def add(self, rel: str) -> None:
         path = os.fsencode(os.path.join(self.root, rel) if rel else self.root)
