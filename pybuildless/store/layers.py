@@ -116,7 +116,6 @@ class LayerStore:
         self.locks_dir = self.area / ".locks"
         self.tmp_dir = self.area / ".tmp"
         self.unpacked = 0  # layers this object unpacked (for logs and tests)
-        self._spread = False
 
     # -- paths --------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -126,9 +125,7 @@ class LayerStore:
                 d.mkdir(exist_ok=True, mode=0o700)
         except OSError as e:
             raise StoreError(f"cannot use the layer store {self.root}: {e.strerror}") from None
-        if not self._spread:  # unpacks land away from inodes just deleted (store.spread)
-            spread.mark_top_dir(self.tmp_dir)
-            self._spread = True
+        spread.mark_top_dir(self.tmp_dir)  # unpacks land away from inodes just deleted (store.spread); one ioctl
 
     def entry_dir(self, diff_id: Digest) -> Path:
         return self.entries_dir / _hex(diff_id)
