@@ -18,16 +18,18 @@ def stat_key(st: os.stat_result) -> tuple:
             st.st_ino, st.st_dev, st.st_nlink, st.st_rdev)
 
 
-def read_xattrs(path: str) -> tuple[tuple[str, bytes], ...]:
+def read_xattrs(path: str | int) -> tuple[tuple[str, bytes], ...]:
+    """The image-relevant xattrs of ``path`` (not followed when a link), or of an open file's fd, sorted."""
+    nofollow = {} if isinstance(path, int) else {"follow_symlinks": False}
     try:
-        names = os.listxattr(path, follow_symlinks=False)
+        names = os.listxattr(path, **nofollow)
     except OSError:
         return ()
     out = []
     for name in names:
         if name.startswith(XATTR_PREFIXES):
             try:
-                out.append((name, os.getxattr(path, name, follow_symlinks=False)))
+                out.append((name, os.getxattr(path, name, **nofollow)))
             except OSError:
                 pass
     return tuple(sorted(out))

@@ -115,22 +115,6 @@ class _RootView:
         return None if fd is None else (fd, base)
 
 
-def _fd_xattrs(fd: int) -> tuple[tuple[str, bytes], ...]:
-    """read_xattrs for an open file (the same names, the same order)."""
-    try:
-        names = os.listxattr(fd)
-    except OSError:
-        return ()
-    out = []
-    for name in names:
-        if name.startswith(XATTR_PREFIXES):
-            try:
-                out.append((name, os.getxattr(fd, name)))
-            except OSError:
-                pass
-    return tuple(sorted(out))
-
-
 def _owner_and_xattrs(xattrs, uid: int, gid: int) -> tuple[int, int, tuple[tuple[str, bytes], ...]]:
     """The owner to write (a recorded owner wins) and the xattrs that go into the header."""
     kept = []
@@ -166,7 +150,7 @@ def _add_path(tar: TarStream, dirfd: int, base: str, rel: str, st: os.stat_resul
             links[ident] = rel
         fd = os.open(base, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
         try:
-            xattrs = _fd_xattrs(fd)
+            xattrs = read_xattrs(fd)
             if xattrs:
                 uid, gid, xattrs = _owner_and_xattrs(xattrs, uid, gid)
             size = st.st_size
