@@ -64,3 +64,28 @@ def home_untouched():
     after = _snapshot(_USER_STATE)
     changed = sorted(set(before.items()) ^ set(after.items()))
     assert not changed, f"tests wrote outside their temp dirs: {sorted({p for p, _ in changed})}"
+
+
+def _host_superblock_options() -> dict[str, str]:
+    """Superblock options of the kernel filesystems every container shares with this host: a
+    read-only or remounted /sys or /proc superblock here changes them for the whole machine."""
+    found = {}
+    try:
+        text = Path("/proc/self/mountinfo").read_text()
+    except OSError:
+        return found
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) > 4 and fields[4] in ("/sys", "/proc") and " - " in line:
+            found[fields[4]] = line.split(" - ", 1)[1].split()[-1]
+    return found
+
+
+@pytest.fixture(autouse=True)
+def host_kernel_mounts_untouched():
+    """Fails the test after which the host's /sys or /proc superblock options changed (a remount
+    without MS_BIND, or a fresh mount of a superblock shared with the host, changes them for all)."""
+    before = _host_superblock_options()
+    yield
+    after = _host_superblock_options()
+    assert after == before, f"the host's kernel filesystems changed: {before} -> {after}"
