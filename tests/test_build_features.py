@@ -13,6 +13,7 @@ import threading
 
 import pytest
 
+from tests import gitdaemon
 from tests.buildkit import executor, unpack, write_context
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (chroot)")]
@@ -146,8 +147,6 @@ def test_zstd_layers_use_oci_media_types(tmp_path, registry, busybox_image):
 @pytest.fixture
 def git_daemon(tmp_path):
     import subprocess
-    import socket
-    import time
 
     base = tmp_path / "git"
     repo = base / "repo.git"
@@ -167,21 +166,9 @@ def git_daemon(tmp_path):
     (work / "README").write_text("v2\n")
     run("commit", "-q", "-am", "two")
     run("clone", "-q", "--bare", str(work), str(repo), cwd=tmp_path)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    daemon = subprocess.Popen(["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={base}",
-                               "--listen=127.0.0.1", f"--port={port}", str(base)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(50):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.1)
     commit_v1 = subprocess.run(["git", "rev-parse", "v1"], cwd=work, capture_output=True, text=True).stdout.strip()
-    yield f"git://127.0.0.1:{port}/repo.git", commit_v1
-    daemon.terminate()
-    daemon.wait()
+    with gitdaemon.serving(base) as port:
+        yield f"git://127.0.0.1:{port}/repo.git", commit_v1
 
 
 def test_add_git_repository(tmp_path, registry, busybox_image, git_daemon):

@@ -8,24 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.test_startup_imports import LOADED_AFTER
+
 ROOT = Path(__file__).resolve().parent.parent
 OTHER_COMMANDS = {"pybuildless.cli.pull", "pybuildless.cli.push", "pybuildless.cli.warm", "pybuildless.cli.prune"}
 
-_RUN = """
-import json, sys
-from pybuildless import cli
-entry = cli.executor_main if sys.argv[1] == "executor" else cli.main
-code = 0
-try:
-    entry(sys.argv[2:])
-except SystemExit as e:
-    code = e.code or 0
-print(json.dumps({"code": code, "modules": sorted(m for m in sys.modules if m.startswith("pybuildless.cli"))}))
-"""
-
 
 def _run(*argv: str) -> tuple[int, set[str], str]:
-    proc = subprocess.run([sys.executable, "-c", _RUN, *argv], cwd=ROOT, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", LOADED_AFTER, *argv], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
     lines = proc.stdout.strip().splitlines()
     result = json.loads(lines[-1])

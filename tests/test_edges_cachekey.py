@@ -31,6 +31,7 @@ import pytest
 
 from pybuildless.builder.commands.files import _is_git, _is_url
 from pybuildless.errors import DockerfileError
+from tests import gitdaemon
 from tests.stepkit import SELF, expanded_step, stage
 
 IDS = (os.geteuid(), os.getegid())
@@ -374,22 +375,8 @@ def git_repo(tmp_path):
     (work / "README").write_text("v2\n")
     git("commit", "-q", "-am", "two")
     git("clone", "-q", "--bare", str(work), str(base / "repo.git"), cwd=tmp_path)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    daemon = subprocess.Popen(["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={base}",
-                               "--listen=127.0.0.1", f"--port={port}", str(base)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    import time
-
-    for _ in range(100):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.05)
-    yield f"git://127.0.0.1:{port}/repo.git", commit
-    daemon.terminate()
-    daemon.wait()
+    with gitdaemon.serving(base) as port:
+        yield f"git://127.0.0.1:{port}/repo.git", commit
 
 
 def test_add_of_a_git_repository(tmp_path, git_repo):

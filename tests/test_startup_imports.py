@@ -36,7 +36,7 @@ HEAVY = (
 
 # Runs the command line (``executor`` or ``pybuildless``) with the given arguments in this
 # interpreter, then prints the names of the loaded modules as the last line.
-_LOADED_AFTER = """
+LOADED_AFTER = """
 import json, sys
 from pybuildless import cli
 entry = cli.executor_main if sys.argv[1] == "executor" else cli.main
@@ -54,7 +54,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (chr
 def _run(tmp_path: Path, *argv: str) -> tuple[int, set[str], str]:
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg-cache"), "PYTHONPATH": str(ROOT)}
     env.pop("PYBUILDLESS_ISOLATION", None)
-    proc = subprocess.run([sys.executable, "-c", _LOADED_AFTER, *argv], cwd=tmp_path, env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", LOADED_AFTER, *argv], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=300, stdin=subprocess.DEVNULL)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     return result["code"], set(result["modules"]), proc.stderr
