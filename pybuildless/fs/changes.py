@@ -20,16 +20,16 @@ def stat_key(st: os.stat_result) -> tuple:
 
 def read_xattrs(path: str | int) -> tuple[tuple[str, bytes], ...]:
     """The image-relevant xattrs of ``path`` (not followed when a link), or of an open file's fd, sorted."""
-    nofollow = {} if isinstance(path, int) else {"follow_symlinks": False}
+    follow = isinstance(path, int)  # an fd names the file itself; a path's link is never followed
     try:
-        names = os.listxattr(path, **nofollow)
+        names = os.listxattr(path, follow_symlinks=follow)
     except OSError:
         return ()
     out = []
     for name in names:
         if name.startswith(XATTR_PREFIXES):
             try:
-                out.append((name, os.getxattr(path, name, **nofollow)))
+                out.append((name, os.getxattr(path, name, follow_symlinks=follow)))
             except OSError:
                 pass
     return tuple(sorted(out))
