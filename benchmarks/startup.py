@@ -14,12 +14,20 @@ in every round so both see the same machine load:
              docker-registry, the image pushed there (the base comes from the layer store after
              the first build)
 
+Each case runs twice over with ``--launch both`` (the default): as ``python -m pybuildless`` with
+``PYTHONPATH`` (``site`` runs, with every ``.pth`` hook of this machine's site-packages: on a
+development machine those import certifi, coverage's start-up hook and an editable install's
+finder), and, suffixed ``-IS``, as the executor image starts it (benchmarks/launch.py): ``python
+-I -B -S`` with ``sys.path`` set to the standard library, the tree and the directories of its
+runtime dependencies, no ``.pth`` processing, as ``/kaniko/executor`` does
+(docker/assemble_runtime.py). ``python-IS`` is then the interpreter's floor in the image.
+
 For each: the median wall time and CPU time (user+sys of the child) over the samples, the
 spread (interquartile range) and the number of modules loaded; the load average is printed
 before and after. Wall time on a shared machine is noisy: compare the CPU column and the two
 trees' ratio, which share the same rounds.
 
-    benchmarks/startup.py --base COMMIT [--head COMMIT] [--samples 15] [--registry]
+    benchmarks/startup.py --base COMMIT [--head COMMIT] [--samples 15] [--registry] [--launch isolated]
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from launch import bootstrap, isolated_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,18 +85,28 @@ def timed(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float
     return wall, cpu, modules[-1] if modules else 0
 
 
-def cases(context: Path, registry: str | None) -> dict[str, list[str]]:
-    py = [sys.executable, "-c"]
-    run_module = f"{COUNT_MODULES}\nimport runpy; runpy.run_module('pybuildless', run_name='__main__')"
-    out = {
-        "python": py + [COUNT_MODULES],
-        "import": py + [f"{COUNT_MODULES}\nimport pybuildless.builder.executor, pybuildless.cli.build"],
-        "help": py + [run_module, "build", "--help"],
-        "build": py + [run_module, "build", "-c", str(context), "-f", str(context / "Dockerfile"), "--no-push"],
-    }
+def cases(context: Path, registry: str | None, launch: str, tree: Path) -> dict[str, list[str]]:
+    """The command line of each case for one tree: ``site`` ones run with ``PYTHONPATH`` set to the
+    tree, ``-IS`` ones (benchmarks/launch.py) name the tree in their own ``sys.path``."""
+    build = ["build", "-c", str(context), "-f", str(context / "Dockerfile")]
+    commands = {"help": ["build", "--help"], "build": [*build, "--no-push"]}
     if registry:
-        out["registry"] = py + [run_module, "build", "-c", str(context), "-f", str(context / "Dockerfile"),
-                                "--build-arg", f"BASE={registry}/busybox:latest", "-d", f"{registry}/startup:latest"]
+        commands["registry"] = [*build, "--build-arg", f"BASE={registry}/busybox:latest",
+                                "-d", f"{registry}/startup:latest"]
+    imports = "import pybuildless.builder.executor, pybuildless.cli.build"
+    out: dict[str, list[str]] = {}
+    if launch in ("site", "both"):
+        py = [sys.executable, "-c"]
+        run_module = f"{COUNT_MODULES}\nimport runpy; runpy.run_module('pybuildless', run_name='__main__')"
+        out["python"] = py + [COUNT_MODULES]
+        out["import"] = py + [f"{COUNT_MODULES}\n{imports}"]
+        out.update({name: py + [run_module, *args] for name, args in commands.items()})
+    if launch in ("isolated", "both"):
+        py = [sys.executable, "-I", "-B", "-S", "-c"]
+        out["python-IS"] = py + [COUNT_MODULES]
+        out["import-IS"] = py + [bootstrap(tree, imports, prelude=COUNT_MODULES)]
+        out.update({f"{name}-IS": isolated_argv(tree, args, prelude=COUNT_MODULES)
+                    for name, args in commands.items()})
     return out
 
 
@@ -116,6 +136,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=15)
     ap.add_argument("--registry", action="store_true", help="also a build on a base from a loopback registry")
     ap.add_argument("--only", action="append", help="only these cases (repeatable)")
+    ap.add_argument("--launch", choices=("site", "isolated", "both"), default="both",
+                    help="python -m pybuildless with site, as the executor image does (-I -S), or both")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="pybuildless-startup-"))
@@ -128,8 +150,8 @@ def main() -> None:
         registry = None
         if args.registry:
             registry, stop = start_registry(work)
-        runs = cases(context, registry)
-        names = [n for n in runs if not args.only or n in args.only]
+        runs = {label: cases(context, registry, args.launch, tree) for label, tree in trees.items()}
+        names = [n for n in runs["head"] if not args.only or n in args.only]
         envs = {label: {**os.environ, "PYTHONPATH": str(tree), "XDG_CACHE_HOME": str(work / f"xdg-{label}"),
                         "PYTHONDONTWRITEBYTECODE": "1"} for label, tree in trees.items()}
         for env in envs.values():
@@ -137,20 +159,20 @@ def main() -> None:
         results = {(n, label): [] for n in names for label in trees}
         for label in trees:  # one unmeasured round each: the layer store and the page cache warm up
             for n in names:
-                timed(runs[n], envs[label], work)
+                timed(runs[label][n], envs[label], work)
         load_before = os.getloadavg()
         for round_ in range(args.samples):
             order = list(trees) if round_ % 2 == 0 else list(reversed(trees))
             for n in names:
                 for label in order:
-                    results[(n, label)].append(timed(runs[n], envs[label], work))
+                    results[(n, label)].append(timed(runs[label][n], envs[label], work))
         load_after = os.getloadavg()
 
         print(f"base {args.base} vs head {args.head}; {args.samples} samples each, alternating; "
               f"python {sys.version.split()[0]}; {os.cpu_count()} cores")
         print(f"load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
               f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
-        print(f"{'case':9s} {'tree':5s} {'wall ms':>8s} {'±IQR':>7s} {'CPU ms':>8s} {'±IQR':>7s} {'modules':>8s}")
+        print(f"{'case':12s} {'tree':5s} {'wall ms':>8s} {'±IQR':>7s} {'CPU ms':>8s} {'±IQR':>7s} {'modules':>8s}")
         for n in names:
             medians = {}
             for label in trees:
@@ -158,10 +180,10 @@ def main() -> None:
                 wall, wall_iqr = summary([s[0] * 1e3 for s in samples])
                 cpu, cpu_iqr = summary([s[1] * 1e3 for s in samples])
                 medians[label] = (wall, cpu)
-                print(f"{n:9s} {label:5s} {wall:8.1f} {wall_iqr:7.1f} {cpu:8.1f} {cpu_iqr:7.1f} "
+                print(f"{n:12s} {label:5s} {wall:8.1f} {wall_iqr:7.1f} {cpu:8.1f} {cpu_iqr:7.1f} "
                       f"{samples[-1][2]:8d}")
             (bw, bc), (hw, hc) = medians["base"], medians["head"]
-            print(f"{'':9s} head/base: wall {hw / bw:.2f}, CPU {hc / bc:.2f}")
+            print(f"{'':12s} head/base: wall {hw / bw:.2f}, CPU {hc / bc:.2f}")
         print(json.dumps({"base": args.base, "head": args.head, "samples": args.samples,
                           "load": [load_before, load_after],
                           "median_ms": {f"{n}/{label}": [round(statistics.median(s[i] for s in results[(n, label)]) * 1e3, 1)

@@ -1,6 +1,12 @@
 """The two builders of benchmarks/vs_buildkit.py, each timed around its own commands: pybuildless
 (``build --layer-store``, its store under a directory of the benchmark) and BuildKit (``docker build``
-with DOCKER_BUILDKIT=1, then ``docker push``, against the dockerd the benchmark started)."""
+with DOCKER_BUILDKIT=1, then ``docker push``, against the dockerd the benchmark started).
+
+pybuildless is started as the executor image starts it (benchmarks/launch.py): ``python -I -S`` with
+``sys.path`` set to the standard library, the measured tree and the directories of its runtime
+dependencies, so no ``.pth`` hook of this machine's site-packages runs (they cost ~30 ms per build
+here and do not exist in the image). Bytecode comes from a cache directory filled before timing
+(``-X pycache_prefix``)."""
 
 from __future__ import annotations
 
@@ -13,7 +19,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from corpus import pybuildless_env
+from corpus import PYCACHE, pybuildless_env
+from launch import isolated_argv
 from tests.fixtures.dockerd import DOCKER_CLIENT, DockerEngine
 
 # pybuildless's info line for a stage's base: "<how> N layer(s) of IMAGE in 0.12s"
@@ -55,7 +62,8 @@ class Pybuildless:
         self.source = source
         self.profile_dir = profile_dir
         self.extra = extra
-        self.env = {**pybuildless_env(), "PYTHONPATH": str(source), "XDG_CACHE_HOME": str(home / "xdg-cache")}
+        # -I ignores PYTHON* variables: sys.path and the bytecode cache are given on the command line
+        self.env = {**pybuildless_env(), "XDG_CACHE_HOME": str(home / "xdg-cache")}
         self.builds = 0
 
     def precompile(self) -> None:
@@ -71,16 +79,17 @@ class Pybuildless:
     def build(self, ctx: Path, base: str, dest: str) -> tuple[float, float, str]:
         """Seconds of the build with its push, of laying the base layers, and how they were laid
         (both from its log)."""
-        argv = [sys.executable]
         name = ""
+        profile = None
         if self.profile_dir is not None:
             self.profile_dir.mkdir(parents=True, exist_ok=True)
             self.builds += 1
             name = f"{self.builds:03d}-{dest.rpartition('/')[2].replace(':', '-')}"
-            argv += ["-m", "cProfile", "-o", str(self.profile_dir / f"{name}.prof")]
-        argv += ["-m", "pybuildless", "build", "-c", str(ctx), "-f", str(ctx / "Dockerfile"),
-                 "--build-arg", f"BASE={base}", "-d", dest, "--layer-store", "--work-dir", str(self.home / "work"),
-                 *self.extra]
+            profile = self.profile_dir / f"{name}.prof"
+        argv = isolated_argv(self.source, ["build", "-c", str(ctx), "-f", str(ctx / "Dockerfile"),
+                                           "--build-arg", f"BASE={base}", "-d", dest, "--layer-store",
+                                           "--work-dir", str(self.home / "work"), *self.extra],
+                             profile=profile, pycache_prefix=PYCACHE)
         start = time.perf_counter()
         proc = _run(argv, env=self.env, cwd=self.source)
         seconds = time.perf_counter() - start
