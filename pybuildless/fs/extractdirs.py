@@ -26,11 +26,24 @@ _WRITERS = 4  # threads creating entries in fresh mode: inode creation waits in 
 _POOL_BYTES = 16 << 20  # file data read but not yet written, at most (plus one bigger file)
 _POOL_JOBS = 256
 _FRESH_DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# a parent the layer does not carry, whatever the umask (moby's layer unpacking: go-archive's
+# ImpliedDirectoryMode, chmod'ed after the mkdir; vendored in moby/moby@b985e2313a86)
+IMPLIED_DIR_MODE = 0o755
 
 
 def split(rel: str) -> tuple[str, str]:
     parent, _, base = rel.rpartition("/")
     return parent, base
+
+
+def implied_dir_mode(fd: int, _in_root: str = "") -> None:
+    """Give the directory of O_PATH fd ``fd``, just made for a parent the layer does not carry,
+    IMPLIED_DIR_MODE (mkdir's mode is cut by the umask; fchmod refuses an O_PATH fd)."""
+    real = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+    try:
+        os.fchmod(real, IMPLIED_DIR_MODE)
+    finally:
+        os.close(real)
 
 
 class Directories:
@@ -109,7 +122,8 @@ class Directories:
         except FileNotFoundError:
             if not create:
                 raise
-            fd = secure.walk_in_root(self.rootfd, rel, create=True)
+            fd = secure.walk(self.rootfd, rel, missing="create", mode=IMPLIED_DIR_MODE,
+                             on_create=implied_dir_mode).fd
         entry = (fd, self._image_path(fd))
         self._parents[rel] = entry
         return entry
@@ -129,9 +143,12 @@ class Directories:
             up = self.fresh_dir(parent)
             if up is None:
                 return None
-            if rel not in self.fresh:
-                os.mkdir(base, 0o755, dir_fd=up[0])  # a parent the tar does not carry
+            made = rel not in self.fresh
+            if made:
+                os.mkdir(base, IMPLIED_DIR_MODE, dir_fd=up[0])  # a parent the tar does not carry
                 self.fresh.add(rel)
             fd = os.open(base, _FRESH_DIR, dir_fd=up[0])
+            if made:
+                implied_dir_mode(fd)
         entry = self._parents[rel] = (fd, self._image_path(fd))
         return entry

@@ -1,0 +1,134 @@
+"""The fast extraction path at its edges (found by mutation testing of fs/extractdirs.py,
+fs/extractpool.py and fs/tarread.py).
+
+The rules, from independent sources:
+- moby's layer unpacking (github.com/moby/go-archive archive.go, vendored in moby/moby at
+  b985e2313a8676e18072b442911fc8f64f17d440, vendor/github.com/moby/go-archive/archive.go):
+  a parent directory a layer does not carry is made with ``ImpliedDirectoryMode`` = 0o755 and
+  chmod'ed again after the mkdir "to guarantee ImpliedDirectoryMode independent of umask";
+  diff.go applies layers under ``overrideUmask(0)``.
+- The contract of ``Directories.fresh_dir`` (fs/extractdirs.py): in fresh mode (an empty root)
+  a directory this layer made is walked one component at a time and a missing parent is made;
+  a name this layer used for anything else is never walked through.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import tarfile
+from contextlib import contextmanager
+
+import pytest
+
+from pybuildless.fs.extract import extract_layer
+from pybuildless.fs.extractdirs import Directories
+from pybuildless.fs.ignore import IgnoreList
+
+
+def _layer(*entries) -> bytes:
+    """A tar of (name, kind, payload-or-mode): files carry bytes, directories an explicit mode."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, kind, extra in entries:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            info.mtime = 1_700_000_000
+            if kind == tarfile.REGTYPE:
+                info.size = len(extra)
+                info.mode = 0o644
+                tar.addfile(info, io.BytesIO(extra))
+            else:
+                info.mode = extra
+                tar.addfile(info)
+    return out.getvalue()
+
+
+@contextmanager
+def _umask(mask: int):
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+# -- implied parents -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mask", [0o077, 0o000, 0o022])
+@pytest.mark.parametrize("fresh", [True, False], ids=["empty-root", "non-empty-root"])
+def test_parents_the_layer_does_not_carry_are_0755_whatever_the_umask(tmp_path, mask, fresh):
+    """moby's ImpliedDirectoryMode (0o755, chmod'ed after mkdir so the umask cannot change it);
+    a directory the layer carries keeps its own mode."""
+    if not fresh:
+        (tmp_path / "lower").write_bytes(b"")  # a root with something in it: the careful path
+    raw = _layer(("a/b/f", tarfile.REGTYPE, b"x"), ("c", tarfile.DIRTYPE, 0o700),
+                 ("c/d/g", tarfile.REGTYPE, b"y"))
+    with _umask(mask):
+        extract_layer(io.BytesIO(raw), tmp_path)
+    assert {p: _mode(tmp_path / p) for p in ("a", "a/b", "c", "c/d")} == {
+        "a": 0o755, "a/b": 0o755, "c": 0o700, "c/d": 0o755}
+    assert _mode(tmp_path / "a/b/f") == 0o644 and (tmp_path / "c/d/g").read_bytes() == b"y"
+
+
+def test_an_ignored_entry_below_implied_parents_is_skipped_in_an_empty_root(tmp_path):
+    """The ignore check of an entry whose parents the fast path made sees their in-root path."""
+    raw = _layer(("a/b/keep", tarfile.REGTYPE, b"k"), ("a/b/secret", tarfile.REGTYPE, b"s"))
+    stats = extract_layer(io.BytesIO(raw), tmp_path, ignore=IgnoreList.of(["/a/b/secret"]))
+    assert (tmp_path / "a/b/keep").read_bytes() == b"k"
+    assert not (tmp_path / "a/b/secret").exists()
+    assert (stats.files, stats.skipped) == (1, 1)
+
+
+# -- Directories.fresh_dir -------------------------------------------------------------------
+
+class _Dirs(Directories):
+    """The directory half of the extractor alone (the extractor adds the entries' paths)."""
+
+    def __init__(self, root, ignore=IgnoreList.empty()) -> None:
+        self.ignore = ignore
+        self.layer_paths = set()
+        self.open_root(root)
+
+
+def test_fresh_dir_makes_missing_parents_once_and_keeps_their_fds(tmp_path):
+    dirs = _Dirs(tmp_path, IgnoreList.of(["/elsewhere"]))  # an ignore list: image paths are computed
+    try:
+        assert dirs.pool is not None and dirs.fresh == {""}  # an empty root: fresh mode
+        first = dirs.fresh_dir("a/b")
+        assert first is not None and first[1] == "/a/b"
+        assert os.path.samestat(os.stat(first[0]), os.stat(tmp_path / "a/b"))
+        assert {"a", "a/b"} <= dirs.fresh
+        assert dirs.fresh_dir("a/b") == first  # cached: the same fd, nothing made again
+        assert dirs.fresh_dir("a") is not None and dirs.fresh_dir("")[1] == "/"
+        assert sorted(os.listdir(tmp_path)) == ["a"] and os.listdir(tmp_path / "a") == ["b"]
+    finally:
+        dirs.close()
+
+
+def test_fresh_dir_never_walks_through_a_name_the_layer_used_for_something_else(tmp_path):
+    dirs = _Dirs(tmp_path)
+    try:
+        assert dirs.fresh_dir("d") is not None
+        dirs.layer_paths.add("d/link")  # say, a symlink this layer planted (maybe still in the pool)
+        assert dirs.fresh_dir("d/link") is None
+        assert dirs.fresh_dir("d/link/below") is None
+        assert os.listdir(tmp_path / "d") == []  # nothing made in its place or below it
+        dirs.layer_paths.add("d")
+        assert dirs.fresh_dir("d") is not None  # a directory this layer made stays usable
+    finally:
+        dirs.close()
+
+
+def test_a_root_with_anything_in_it_is_not_fresh(tmp_path):
+    (tmp_path / ".hidden").mkdir()
+    dirs = _Dirs(tmp_path)
+    try:
+        assert dirs.pool is None and dirs.fresh == set()
+    finally:
+        dirs.close()
