@@ -53,17 +53,17 @@ def secrets_of(*servers) -> list[str]:
 @pytest.fixture
 def issued_tokens(monkeypatch) -> list[str]:
     """Every bearer token the client obtains during the test."""
-    import pybuildless.registry.transport as transport_module
+    import pybuildless.registry.tokens as tokens_module
 
     tokens: list[str] = []
-    real = transport_module.fetch_token
+    real = tokens_module.fetch_token
 
     def recording(*args, **kwargs):
         token = real(*args, **kwargs)
         tokens.append(token.value)
         return token
 
-    monkeypatch.setattr(transport_module, "fetch_token", recording)
+    monkeypatch.setattr(tokens_module, "fetch_token", recording)
     return tokens
 
 

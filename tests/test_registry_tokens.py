@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-import pybuildless.registry.transport as transport_module
+import pybuildless.registry.tokens as tokens_module
 from pybuildless.errors import AuthError
 from pybuildless.registry.credentials import Credential, StaticKeychain
 from pybuildless.registry.options import RegistryOptions
@@ -62,13 +62,13 @@ def test_ready_registry_token_is_used_as_bearer(registry_token, seeded):
 
 def test_tokens_are_cached_per_scope_set(registry_token, seeded, monkeypatch):
     calls = []
-    real = transport_module.fetch_token
+    real = tokens_module.fetch_token
 
     def counting(send, challenge, scopes, cred, **where):
         calls.append(tuple(scopes))
         return real(send, challenge, scopes, cred, **where)
 
-    monkeypatch.setattr(transport_module, "fetch_token", counting)
+    monkeypatch.setattr(tokens_module, "fetch_token", counting)
     options = keychain(registry_token, username=registry_token.username, password=registry_token.password)
     t = Transport(registry_token.host, options)
     for _ in range(3):

@@ -1,4 +1,5 @@
-"""Push work a build starts before its image is complete.
+"""Push work a build starts before its image is complete, and what one build learns of its
+registries that no later request of the same build needs to ask again.
 
 - The push-permission check (Kaniko's CheckPushPermissions) opens an upload in each
   destination; instead of cancelling it (a DELETE) and opening another at the end (a
@@ -8,21 +9,29 @@
   registry (distribution-spec "Mounting a blob from another repository"), or, in
   another registry, checked and uploaded (streamed from the base's registry).
 
+Within one build (``begin`` to ``end``), a tag is resolved once however many platforms and
+stages name it (``resolve_once``), and a blob pushed to one repository is not pushed again:
+nothing to do in that repository, a mount into another of the registry (``note_blob``).
+
 Importing this module loads no HTTP stack: a build that pushes nothing never needs one.
 ``push_image`` asks ``current(options)`` for this and uses what was done instead of
 doing it again; whatever failed ahead is simply done again there. A session the push
 never used is cancelled (distribution-spec "Cancel a blob upload") when the build
-ends, and at exit when it ended in a failure.
+ends. A build that fails stops this work at once (``abandon``, and at the latest when the
+process exits, before its threads are joined): queued blobs are never started, a running
+upload stops at its next chunk and its session is cancelled; a blob already mounted or
+uploaded stays, complete but named by no manifest, as any interrupted push leaves it (the
+registry's garbage collection removes it; distribution-spec has no way to undo a mount).
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
 import threading
-from concurrent.futures import Future
-from typing import Sequence
+from concurrent.futures import Future, wait
+from typing import Callable, Iterable, Sequence, TypeVar
 
+from pybuildless.errors import RegistryError
 from pybuildless.image.descriptor import Descriptor, Digest
 from pybuildless.image.model import Layer
 from pybuildless.name import Reference
@@ -30,9 +39,18 @@ from pybuildless.registry import jobs
 from pybuildless.registry.options import RegistryOptions
 
 logger = logging.getLogger("pybuildless.registry.remote")
+T = TypeVar("T")
 
 _current: PushAhead | None = None
 _current_lock = threading.Lock()
+
+# How long a failed build waits for its running blob work to stop (it stops at its next chunk
+# or request; this only bounds a connection stuck in the network).
+STOP_WAIT = 10.0
+
+
+class Abandoned(RegistryError):
+    """Blob work of a build that failed: stopped, not an error of its own."""
 
 
 class PushAhead:
@@ -44,6 +62,44 @@ class PushAhead:
         self._lock = threading.Lock()
         self._sessions: dict[tuple[str, str], str] = {}
         self._blobs: dict[tuple[str, str, Digest], Future] = {}
+        self.stopped = threading.Event()  # set when the build failed: blob work ends at once
+        self._resolved: dict[tuple[str, str, str], Future] = {}  # (registry, repository, tag or digest)
+        self._homes: dict[tuple[str, Digest], list[str]] = {}  # (registry, blob) -> repositories holding it
+
+    def resolve_once(self, key: tuple[str, str, str], fetch: Callable[[], T]) -> T:
+        """``fetch()`` once per build for a manifest reference, whatever the number of platforms
+        or stages asking (at the same time or later): every platform then picks its manifest from
+        the one index. A failure is not kept: the next asker tries again."""
+        with self._lock:
+            future = self._resolved.get(key)
+            mine = future is None
+            if mine:
+                future = self._resolved[key] = Future()
+        if not mine:
+            return future.result()
+        try:
+            result = fetch()
+        except BaseException as e:
+            with self._lock:
+                del self._resolved[key]
+            future.set_exception(e)
+            raise
+        future.set_result(result)
+        return result
+
+    def note_blob(self, ref: Reference, digest: Digest) -> None:
+        """``digest`` is now in ``ref``'s repository (this build pushed it there)."""
+        with self._lock:
+            homes = self._homes.setdefault((ref.registry, digest), [])
+            if ref.repository not in homes:
+                homes.append(ref.repository)
+
+    def blob_home(self, ref: Reference, digest: Digest) -> str | None:
+        """A repository of ``ref``'s registry this build put ``digest`` in: ``ref``'s own if so
+        (nothing to ask), else the first (a mount from there, distribution-spec end-11)."""
+        with self._lock:
+            homes = list(self._homes.get((ref.registry, digest), ()))
+        return ref.repository if ref.repository in homes else (homes[0] if homes else None)
 
     def park(self, ref: Reference, location: str) -> None:
         """Keep an upload session opened in ``ref``'s repository for the push to use."""
@@ -76,11 +132,16 @@ class PushAhead:
                     def work(ref=ref, desc=desc, layer=layer, source=source, scopes=scopes) -> str:
                         from pybuildless.registry.client import RegistryClient
 
+                        self._check_stopped()
                         client = RegistryClient.for_reference(ref, self.options)
-                        return push_blob(client, ref.repository, desc, layer_opener(layer), scopes, source,
-                                         known_source=source is not None)
+                        return push_blob(client, ref.repository, desc, layer_opener(layer, self._check_stopped),
+                                         scopes, source, known_source=source is not None)
 
                     self._blobs[key] = jobs.submit(work, size=max(2, self.options.parallel))
+
+    def _check_stopped(self) -> None:
+        if self.stopped.is_set():
+            raise Abandoned("push work of a failed build stopped")
 
     def blob_result(self, ref: Reference, digest: Digest) -> str | None:
         """How a blob was made to exist in ``ref``'s repository ahead, waiting for it; None when
@@ -96,17 +157,22 @@ class PushAhead:
             return None
 
     def close(self) -> None:
-        """Cancel the sessions nobody used; let the started blob work finish."""
+        """Cancel the sessions nobody used and stop the blob work nobody waited for: after a push
+        there is none; after a failure (or a push that gave up) it is not needed any more."""
         with self._lock:
             sessions, self._sessions = self._sessions, {}
             blobs = list(self._blobs.values())
+        leftover = [future for future in blobs if not future.done()]
+        if leftover:
+            self.stopped.set()
+            running = [future for future in leftover if not future.cancel()]  # queued ones never start
+            logger.debug("stopping %d blob upload(s) started for the destinations", len(leftover))
         for (registry, repository), location in sessions.items():
             self._cancel(Reference(registry, repository, "latest", None), location)
-        for future in blobs:
-            try:
-                future.result()
-            except Exception:  # noqa: BLE001 - only a head start; the push did the real work
-                pass
+        if leftover and running:
+            _, late = wait(running, timeout=STOP_WAIT)
+            if late:
+                logger.debug("%d blob upload(s) still stopping", len(late))
 
     def _cancel(self, ref: Reference, location: str) -> None:
         from pybuildless.registry.client import RegistryClient
@@ -115,14 +181,31 @@ class PushAhead:
 
 
 def begin(options: RegistryOptions, refs: Sequence[Reference]) -> PushAhead:
-    """The push work of a new build (the one before it in this process is closed first)."""
+    """The push work of a new build (the one before it in this process is closed first).
+
+    The destinations' registries are told the build will push there, so the first token
+    each asks for covers them all (``tokens.BuildTokens``)."""
     global _current
     new = PushAhead(options, refs)
     with _current_lock:
         old, _current = _current, new
     if old is not None:
         old.close()
+    expect(options, ((ref, "push,pull") for ref in new.refs))
     return new
+
+
+def expect(options: RegistryOptions, needs: Iterable[tuple[Reference, str]]) -> None:
+    """(reference, actions) this build will need, announced before the first request (a cache
+    repository the build pushes to, the destinations): one token is asked for all of them."""
+    needs = list(needs)
+    if not needs:
+        return
+    from pybuildless.registry.sharing import shared_transport  # the HTTP stack: a push is coming
+
+    for ref, actions in needs:
+        for pull in (False, True):  # one object when the flags make pulling behave the same
+            shared_transport(ref.api_host, options, pull=pull).expect((ref.scope(actions),))
 
 
 def current(options: RegistryOptions) -> PushAhead | None:
@@ -132,7 +215,7 @@ def current(options: RegistryOptions) -> PushAhead | None:
 
 
 def end(options: RegistryOptions) -> None:
-    """The build is over: unused sessions are cancelled."""
+    """The build is over: unused sessions are cancelled, work nobody waited for is stopped."""
     global _current
     with _current_lock:
         done = _current if _current is not None and _current.options is options else None
@@ -142,11 +225,18 @@ def end(options: RegistryOptions) -> None:
         done.close()
 
 
+abandon = end  # a failed build: the same, and it is what ``close`` is for
+
+
 def _at_exit() -> None:
+    """A build that never reached its push failed: its blob work stops before the process
+    joins its threads (the pool's workers would otherwise run every queued upload first)."""
     with _current_lock:
         left = _current
     if left is not None:
         end(left.options)
 
 
-atexit.register(_at_exit)
+# threading's exit hooks run before the non-daemon threads are joined, the latest first: this
+# one (registered after the pool's, ``jobs`` imports concurrent.futures.thread) runs first.
+threading._register_atexit(_at_exit)  # type: ignore[attr-defined]

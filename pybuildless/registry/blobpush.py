@@ -24,9 +24,11 @@ class SizedBody:
     transport opens a fresh one per attempt and closes it after sending.
     """
 
-    def __init__(self, f: BinaryIO, size: int, progress: transfer.Transfer = transfer.NULL_TRANSFER) -> None:
+    def __init__(self, f: BinaryIO, size: int, progress: transfer.Transfer = transfer.NULL_TRANSFER,
+                 check: Callable[[], None] | None = None) -> None:
         self._f, self._size, self._pos = f, size, 0
         self._progress = progress
+        self._check = check  # raises when the upload is to stop (its build failed): checked per chunk
 
     def __len__(self) -> int:
         return self._size
@@ -35,6 +37,8 @@ class SizedBody:
         return self._pos
 
     def read(self, n: int = -1) -> bytes:
+        if self._check is not None:
+            self._check()
         data = self._f.read(CHUNK if n is None or n < 0 else n)
         self._pos += len(data)
         self._progress.advance(len(data))
@@ -53,10 +57,12 @@ class SizedBody:
         self.close()
 
 
-def layer_opener(layer: Layer) -> Callable[[], SizedBody]:
+def layer_opener(layer: Layer, check: Callable[[], None] | None = None) -> Callable[[], SizedBody]:
     def open_layer() -> SizedBody:
+        if check is not None:
+            check()
         f = layer.open_compressed()
-        return SizedBody(f, layer.size, transfer.start(str(layer.digest), layer.size, "pushing"))
+        return SizedBody(f, layer.size, transfer.start(str(layer.digest), layer.size, "pushing"), check)
 
     return open_layer
 

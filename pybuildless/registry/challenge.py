@@ -164,3 +164,29 @@ def merge_scopes(required: Iterable[str], held: Iterable[str]) -> tuple[str, ...
         if s and s not in out:
             out.append(s)
     return tuple(out)
+
+
+def _access(scopes: Iterable[str]) -> dict[tuple[str, str], list[str]]:
+    """Scopes as {(type, name): actions}, in first-seen order; actions of one resource unioned."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for scope in scopes:
+        kind, name, actions = split_scope(scope)
+        if not kind or not name:
+            continue
+        have = out.setdefault((kind, name), [])
+        have.extend(a for a in actions if a not in have)
+    return out
+
+
+def union_scopes(required: Iterable[str], held: Iterable[str]) -> tuple[str, ...]:
+    """One scope per resource for everything in ``required`` and ``held``, ``required``'s first
+    ("some registries only look at the first scope"), actions of a resource merged
+    (``repository:a:pull`` and ``repository:a:push,pull`` give ``repository:a:push,pull``)."""
+    access = _access(list(required) + list(held))
+    return tuple(f"{kind}:{name}:{','.join(actions)}" for (kind, name), actions in access.items())
+
+
+def covers(granted: Iterable[str], needed: Iterable[str]) -> bool:
+    """Every action of ``needed`` is among the scopes a token was asked for with."""
+    have = _access(granted)
+    return all(set(actions) <= set(have.get(key, ())) for key, actions in _access(needed).items())

@@ -58,6 +58,8 @@ def push_image(image: Image, refs: Sequence[Reference | str], *, options: Regist
         done_repo = pushed_repo.get(ref.registry)
         sources = {done_repo} if done_repo else set()
         sources |= {s for s in (mount_source(layer, ref) for layer in layers) if s}
+        if started is not None:
+            sources |= {h for h in (started.blob_home(ref, layer.digest) for layer in unique) if h}
         scopes = push_scopes(ref, sources)
         session = started.take_session(ref) if started is not None else None
 
@@ -70,11 +72,18 @@ def push_image(image: Image, refs: Sequence[Reference | str], *, options: Regist
                 logger.info("layer %s: %s while the build ran", blob.digest, early)
                 return early
             mount_from, known = done_repo, done_repo is not None  # an earlier destination got every blob
+            # pushed by this build before (another platform's image, a layer cache entry): no
+            # request in that repository, a mount from it into another
+            home = started.blob_home(ref, blob.digest) if started is not None else None
+            if home is not None and (mount_from is None or home == ref.repository):
+                mount_from, known = home, True
             source = mount_source(blob, ref)
             if source is not None and (mount_from is None or source == ref.repository):
                 mount_from, known = source, True
             desc = Descriptor(blob.media_type, blob.digest, blob.size)
             how = push_blob(client, ref.repository, desc, layer_opener(blob), scopes, mount_from, known_source=known)
+            if started is not None:
+                started.note_blob(ref, blob.digest)
             logger.info("layer %s: %s", blob.digest, how)
             return how
 

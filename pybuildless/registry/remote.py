@@ -22,6 +22,7 @@ from pybuildless.image import mediatypes as mt
 from pybuildless.image.descriptor import Descriptor, Digest, Platform
 from pybuildless.image.model import FileLayer, ManifestImage
 from pybuildless.image.platform import select_manifest
+from pybuildless.registry import ahead
 from pybuildless.registry.client import FetchedManifest, RegistryClient, check_manifest
 from pybuildless.registry.jobs import parallel_map
 from pybuildless.registry.options import RegistryOptions
@@ -171,7 +172,12 @@ def _get_manifest(client: RegistryClient, ref: Reference, documents: Documents |
 def _fetch_from(ref: Reference, source: Reference, platform: Platform, options: RegistryOptions,
                 documents: Documents | None = None) -> RemoteImage:
     client = RegistryClient.for_reference(source, options, pull=True)
-    fetched = _get_manifest(client, source, documents)
+    build = ahead.current(options)
+    if build is None:
+        fetched = _get_manifest(client, source, documents)
+    else:  # once per build: every platform and stage naming the tag picks from the same index
+        fetched = build.resolve_once((source.registry, source.repository, source.identifier),
+                                     lambda: _get_manifest(client, source, documents))
     index_digest = None
     target = source
     for _ in range(MAX_INDEX_DEPTH):

@@ -20,7 +20,7 @@ import requests
 
 from pybuildless import log
 from pybuildless.errors import AuthError
-from pybuildless.registry.challenge import Challenge
+from pybuildless.registry.challenge import Challenge, covers, union_scopes
 from pybuildless.registry.credentials import Credential
 
 # How the token exchange reaches the realm: ``send(method, url, *, auth, data=None)`` returns a
@@ -45,7 +45,7 @@ class Token:
 
 
 class TokenCache:
-    """Tokens keyed by (realm, service, frozenset(scopes)); thread-safe."""
+    """Tokens keyed by (realm, service, frozenset(scopes asked for)); thread-safe."""
 
     def __init__(self) -> None:
         self._tokens: dict[Hashable, Token] = {}
@@ -59,6 +59,83 @@ class TokenCache:
     def put(self, key: Hashable, token: Token) -> None:
         with self._lock:
             self._tokens[key] = token
+
+    def covering(self, realm: str, service: str, scopes: tuple[str, ...]) -> Token | None:
+        """A fresh token of this realm and service asked for with at least ``scopes``: a token
+        for pull on the base and push on the destination serves a pull of the base as well."""
+        with self._lock:
+            for (r, s, asked), token in self._tokens.items():
+                if r == realm and s == service and token.fresh() and covers(asked, scopes):
+                    return token
+        return None
+
+    def drop_covering(self, realm: str, service: str, scopes: tuple[str, ...]) -> None:
+        """Forget the tokens that should have served ``scopes`` and did not (the registry said 401)."""
+        with self._lock:
+            for key in [k for k in self._tokens if k[0] == realm and k[1] == service and covers(k[2], scopes)]:
+                del self._tokens[key]
+
+
+class BuildTokens:
+    """The tokens of one registry host, fetched so that few serve a whole build.
+
+    Each token is asked for with every scope this host needed so far or was told to expect
+    (distribution docs/content/spec/auth/token.md at 01b4555d59222ec9698cb1173b980cbbb1fb5289,
+    "Requesting a Token": the ``scope`` parameter "should be specified multiple times if there
+    is more than one"; a client granted only part of what it asked for "must not be considered
+    an error"), and any token asked for with a superset of the scopes a request needs serves it:
+    the push-permission check's token for the destination, widened by the FROM lookup with pull
+    on the base, then serves the mounts, the uploads and the manifest PUT.
+
+    Registry quirks, each handled by asking for the needed scopes alone from then on:
+    - a token server that refuses a request naming several repositories (an error status);
+    - one that grants only the first scope of a request (go-containerregistry's
+      pkg/v1/remote/transport/bearer.go: "Some registries seem to only look at the first scope
+      parameter during a token exchange"): seen as a 401 from the registry on a request the
+      token was asked for; the newly needed scope is then put first (``merge_scopes``).
+    """
+
+    def __init__(self) -> None:
+        self._cache = TokenCache()
+        self._lock = threading.Lock()
+        self._expected: tuple[str, ...] = ()  # every scope asked for or announced (``expect``)
+        self.multi_scope = True  # False once the token server refused or ignored a multi-scope request
+
+    def expect(self, scopes) -> None:
+        with self._lock:
+            self._expected = union_scopes(self._expected, scopes)
+
+    def get(self, challenge: Challenge, scopes: tuple[str, ...], cred: Credential, *, force: bool, send: Send,
+            registry: str, plain_http: bool) -> Token:
+        """A fresh token serving ``scopes``; ``force``: the registry refused the one that should have."""
+        realm, service = challenge.realm, challenge.service
+        token = None if force else self._cache.covering(realm, service, scopes)
+        if token is not None:
+            return token
+        with self._lock:  # parallel uploads starting together need one token, not four
+            if force:
+                self._cache.drop_covering(realm, service, scopes)
+                if self.multi_scope and covers(self._expected, scopes):
+                    logger.debug("%s: a token asked for several scopes lacked %s; one scope set per token "
+                                 "from now on", registry, " ".join(scopes))
+                    self.multi_scope = False
+            token = None if force else self._cache.covering(realm, service, scopes)
+            if token is not None:
+                return token
+            asked = union_scopes(scopes, self._expected) if self.multi_scope and not force else scopes
+            try:
+                token = fetch_token(send, challenge, asked, cred, registry=registry, plain_http=plain_http)
+            except AuthError as e:
+                if asked == scopes or e.temporary:
+                    raise
+                logger.debug("%s: token server refused several scopes at once (%s); asking for %s alone",
+                             registry, e, " ".join(scopes))
+                self.multi_scope = False
+                asked = scopes
+                token = fetch_token(send, challenge, asked, cred, registry=registry, plain_http=plain_http)
+            self._cache.put((realm, service, frozenset(asked)), token)
+            self._expected = union_scopes(self._expected, asked)
+            return token
 
 
 def check_realm(realm: str, *, registry: str, plain_http: bool) -> None:

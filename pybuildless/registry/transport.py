@@ -38,7 +38,7 @@ from pybuildless.registry.responses import (
     redact_url,
     with_query,
 )
-from pybuildless.registry.tokens import TokenCache, fetch_token
+from pybuildless.registry.tokens import BuildTokens
 from pybuildless.registry.trust import answers_plain_http, https_adapter
 
 logger = logging.getLogger(__name__)
@@ -90,9 +90,8 @@ class Transport:
         self._cred_lock = threading.Lock()
         self._warn_lock = threading.Lock()
         self._ping: PingResult | None = None
-        self._tokens = TokenCache()
+        self._tokens = BuildTokens()
         self._warned: set[str] = set()
-        self._token_lock = threading.Lock()
         self.single_post_uploads: bool | None = None  # None: not tried yet (client.upload_small)
         self.verify = options.verify_tls(registry, pull=pull)
         self.cert = options.client_cert(registry)
@@ -240,16 +239,14 @@ class Transport:
             return value
         if cred.registry_token:
             return f"Bearer {cred.registry_token}"
-        key = (challenge.realm, challenge.service, frozenset(scopes))
-        token = None if force else self._tokens.get(key)
-        if token is None:
-            with self._token_lock:  # parallel uploads starting together need one token, not four
-                token = None if force else self._tokens.get(key)
-                if token is None:
-                    token = fetch_token(self.token_request, challenge, scopes, cred,
-                                        registry=self.registry, plain_http=self.ping_scheme == "http")
-                    self._tokens.put(key, token)
+        token = self._tokens.get(challenge, scopes, cred, force=force, send=self.token_request,
+                                 registry=self.registry, plain_http=self.ping_scheme == "http")
         return f"Bearer {token.value}"
+
+    def expect(self, scopes: Iterable[str]) -> None:
+        """Scopes this process will need here (a build's destinations, known before any request):
+        the next token is asked for with them too, so one token serves the whole build."""
+        self._tokens.expect(scopes)
 
     def token_request(self, method: str, url: str, *, auth: str | None, data: dict | None = None) -> requests.Response:
         """The token fetcher's way out: to a realm on a host the registry may send us to, retried."""
