@@ -41,6 +41,7 @@ from pybuildless.image import mediatypes as mt
 from pybuildless.image.descriptor import Platform
 from pybuildless.log import report_error_source
 from pybuildless.name import parse_reference
+from pybuildless.registry import ahead
 
 if TYPE_CHECKING:
     from pybuildless.builder.multiplatform import SharedStages
@@ -191,6 +192,8 @@ def run_build(options: BuildOptions) -> None:
         report_error_source(e)  # the Dockerfile lines it names, as BuildKit prints them
         raise
     finally:
+        if not succeeded:  # base layers still going up to the destinations: stop them now
+            ahead.abandon(options.registry)
         roots.close()  # before removing the work dir, which holds the mount points
         cleanup.finish(work, in_place=options.in_place, succeeded=succeeded)  # off the critical path when it can
         storeroot.collect_after_build(options)
@@ -332,6 +335,8 @@ def open_layer_cache(options: BuildOptions, registry: RegistryOptions, platform:
         ttl = parse_go_duration(options.cache_ttl) / 1e9
     except ValueError:
         raise UsageError(f"--cache-ttl {options.cache_ttl!r}: expected a duration such as 336h") from None
+    if not repo.startswith("oci:"):  # its registry's first token then covers it too (registry.ahead)
+        ahead.expect(registry, [(parse_reference(repo), "pull" if options.no_push_cache else "push,pull")])
     return open_cache(repo, registry, ttl=ttl, platform=platform, push=not options.no_push_cache)
 
 
