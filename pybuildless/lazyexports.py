@@ -11,22 +11,33 @@ imported when one of its names is first read.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from typing import Any, Callable, MutableMapping
 
 
-def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+def lazy_exports(package: str, exports: dict[str, str], *, module: str | None = None,
+                 namespace: MutableMapping[str, Any] | None = None,
+                 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """``__getattr__`` and ``__dir__`` for ``package``: ``exports`` maps a public name to the
     submodule (relative to the package) that defines it, or to ``submodule:name`` when the
-    package exports it under another name."""
+    package exports it under another name.
+
+    For a module that is not the package itself (``dockerfile.instructions`` exporting the names
+    of its sibling modules), ``module`` names it in errors. With ``namespace`` (the module's
+    ``globals()``) a name is stored there once loaded, so later reads are plain lookups, and
+    ``__dir__`` lists the namespace's names too."""
+    owner = module or package
 
     def __getattr__(name: str) -> Any:
         where = exports.get(name)
         if where is None:
-            raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        module, _, attribute = where.partition(":")
-        return getattr(importlib.import_module(f"{package}.{module}"), attribute or name)
+            raise AttributeError(f"module {owner!r} has no attribute {name!r}")
+        submodule, _, attribute = where.partition(":")
+        value = getattr(importlib.import_module(f"{package}.{submodule}"), attribute or name)
+        if namespace is not None:
+            namespace[name] = value
+        return value
 
     def __dir__() -> list[str]:
-        return sorted(exports)
+        return sorted({*exports, *(namespace or ())})
 
     return __getattr__, __dir__

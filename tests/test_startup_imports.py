@@ -34,6 +34,17 @@ HEAVY = (
     "pybuildless.builder.multiplatform", "pybuildless.builder.binfmt", "pybuildless.cache.store",
 )
 
+# The instruction kinds other than FROM and ARG, one module per family: loaded only for a
+# Dockerfile that has one of them (dockerfile/instructions.py), as are the steps' modules.
+INSTRUCTION_FAMILIES = {
+    "RUN": "pybuildless.dockerfile.instructions_run",
+    "COPY": "pybuildless.dockerfile.instructions_copy",
+    "ENV": "pybuildless.dockerfile.instructions_pairs",
+    "USER": "pybuildless.dockerfile.instructions_single",
+    "CMD": "pybuildless.dockerfile.instructions_command",
+    "EXPOSE": "pybuildless.dockerfile.instructions_declare",
+}
+
 # Runs the command line (``executor`` or ``pybuildless``) with the given arguments in this
 # interpreter, then prints the names of the loaded modules as the last line.
 LOADED_AFTER = """
@@ -91,6 +102,23 @@ def test_a_build_without_run_registry_or_layer_loads_no_heavy_module(tmp_path: P
     assert {"pybuildless.dockerfile.parser", "pybuildless.builder.executor",
             "pybuildless.builder.commands.metadata"} <= loaded
     assert not _heavy(loaded), stderr
+    # the instruction families of ENV/LABEL, USER, CMD and EXPOSE, not those of RUN and COPY/ADD
+    families = {keyword for keyword, module in INSTRUCTION_FAMILIES.items() if module in loaded}
+    assert families == {"ENV", "USER", "CMD", "EXPOSE"}, stderr
+    assert not {"pybuildless.builder.commands.run", "pybuildless.builder.commands.files"} & loaded
+
+
+@needs_root
+def test_a_copy_build_loads_only_the_copy_instructions(tmp_path: Path) -> None:
+    context = _context(tmp_path, "FROM scratch\nCOPY Dockerfile /Dockerfile\n")
+    code, loaded, stderr = _run(tmp_path, "executor", "-c", str(context), "--no-push")
+    assert code == 0, stderr
+    assert "built sha256:" in stderr
+    families = {keyword for keyword, module in INSTRUCTION_FAMILIES.items() if module in loaded}
+    assert families == {"COPY"}, stderr
+    assert "pybuildless.builder.commands.files" in loaded
+    assert not {"pybuildless.builder.commands.run", "pybuildless.builder.commands.metadata",
+                "pybuildless.sandbox.chroot"} & loaded
 
 
 @needs_root
@@ -111,6 +139,7 @@ def test_control_a_run_step_loads_the_sandbox_and_a_tar_context_loads_tar(tmp_pa
     code, loaded, stderr = _run(tmp_path, "pybuildless", "build", "-c", str(context), "--no-push")
     assert code != 0
     assert {"pybuildless.sandbox.chroot", "pybuildless.sandbox.seccomp"} <= loaded, stderr
+    assert INSTRUCTION_FAMILIES["RUN"] in loaded
 
     (tmp_path / "ctx.tar").write_bytes(b"")
     code, loaded, stderr = _run(tmp_path, "executor", "-c", f"tar://{tmp_path / 'ctx.tar'}", "--no-push")

@@ -114,7 +114,7 @@ def check_foreign_runs(dockerfile: Dockerfile, platforms: Mapping[int, Platform]
     for index in sorted(platforms):
         platform = platforms[index]
         stage = dockerfile.stages[index]
-        first_run = next((i for i in stage.instructions if isinstance(i, ins.Run)), None)
+        first_run = next((i for i in stage.instructions if i.keyword == "RUN"), None)
         if first_run is None:
             continue
         if platform not in checked:

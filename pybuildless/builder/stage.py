@@ -241,9 +241,10 @@ class StageBuilder:
         return layer, False
 
     def _always_a_layer(self, instruction: ins.Instruction) -> bool:
-        if isinstance(instruction, ins.Workdir):
+        # keywords, not classes: the module of an instruction kind the build lacks stays unloaded
+        if instruction.keyword == "WORKDIR":
             return self.state.workdir != "/"  # the directory it resolved to (set by the step)
-        return isinstance(instruction, (ins.Run, ins.Copy, ins.Add))
+        return instruction.keyword in ("RUN", "COPY", "ADD")
 
     def _linked_layer(self, outcome: Outcome, single: bool) -> Layer | None:
         """COPY --link: the layer is the copied tree alone; it is then applied to the root."""

@@ -155,13 +155,13 @@ class StageEnv:
         env = self.expansion_env()
         if isinstance(inst, ins.Arg):
             return self._declare(inst, env)
-        if isinstance(inst, ins.Env):
-            expanded = inst.expand(env)
+        if inst.keyword == "ENV":  # keywords, not classes: an absent kind's module stays unloaded
+            expanded = inst.expand(env)  # type: ignore[attr-defined]
             for key, value in expanded.pairs:
                 self._env[key] = value  # dict keeps the original position of an existing key
                 self._args.pop(key, None)  # a later ENV shadows an earlier ARG of the same name
             return expanded
-        if isinstance(inst, ins.EXPANDING_TYPES):
+        if inst.keyword in ins.EXPANDING_KEYWORDS:
             return inst.expand(env)  # type: ignore[attr-defined]
         return inst
 

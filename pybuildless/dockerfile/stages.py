@@ -101,9 +101,9 @@ def stage_dependencies(
         images.add(base.image)
     for inst in stage.instructions:
         refs: list[str] = []
-        if isinstance(inst, ins.Copy) and inst.from_:
-            refs.append(inst.from_)
-        elif isinstance(inst, ins.Run):
+        if inst.keyword == "COPY" and inst.from_:  # type: ignore[attr-defined]
+            refs.append(inst.from_)  # type: ignore[attr-defined]
+        elif inst.keyword == "RUN":
             for spec in inst.mounts:
                 if "$" in spec and "from=" not in spec.lower():
                     continue

@@ -11,32 +11,33 @@ from pybuildless.dockerfile import instructions as ins
 
 __all__ = ["Outcome", "StageState", "Step", "StepContext", "step_for"]
 
-# instruction -> (module of commands, step class). A step's module loads with the first instruction
-# of its kind: a build without RUN never loads RUN's mounts, nor one without COPY/ADD the copier.
-_STEPS: dict[type, tuple[str, str]] = {
-    ins.Run: ("run", "RunStep"),
-    ins.Copy: ("files", "CopyStep"),
-    ins.Add: ("files", "AddStep"),
-    ins.Workdir: ("workdir", "WorkdirStep"),
-    ins.Env: ("metadata", "EnvStep"),
-    ins.Arg: ("metadata", "ArgStep"),
-    ins.Label: ("metadata", "LabelStep"),
-    ins.Expose: ("metadata", "ExposeStep"),
-    ins.Volume: ("metadata", "VolumeStep"),
-    ins.User: ("metadata", "UserStep"),
-    ins.Cmd: ("metadata", "CmdStep"),
-    ins.Entrypoint: ("metadata", "EntrypointStep"),
-    ins.Shell: ("metadata", "ShellStep"),
-    ins.StopSignal: ("metadata", "StopSignalStep"),
-    ins.Healthcheck: ("metadata", "HealthcheckStep"),
-    ins.Onbuild: ("metadata", "OnbuildStep"),
-    ins.Maintainer: ("metadata", "MaintainerStep"),
+# instruction keyword -> (module of commands, step class). A step's module loads with the first
+# instruction of its kind: a build without RUN never loads RUN's mounts, nor one without COPY/ADD the
+# copier. Keyed by keyword, not class: naming the classes here would load every instruction module.
+_STEPS: dict[str, tuple[str, str]] = {
+    "RUN": ("run", "RunStep"),
+    "COPY": ("files", "CopyStep"),
+    "ADD": ("files", "AddStep"),
+    "WORKDIR": ("workdir", "WorkdirStep"),
+    "ENV": ("metadata", "EnvStep"),
+    "ARG": ("metadata", "ArgStep"),
+    "LABEL": ("metadata", "LabelStep"),
+    "EXPOSE": ("metadata", "ExposeStep"),
+    "VOLUME": ("metadata", "VolumeStep"),
+    "USER": ("metadata", "UserStep"),
+    "CMD": ("metadata", "CmdStep"),
+    "ENTRYPOINT": ("metadata", "EntrypointStep"),
+    "SHELL": ("metadata", "ShellStep"),
+    "STOPSIGNAL": ("metadata", "StopSignalStep"),
+    "HEALTHCHECK": ("metadata", "HealthcheckStep"),
+    "ONBUILD": ("metadata", "OnbuildStep"),
+    "MAINTAINER": ("metadata", "MaintainerStep"),
 }
 
 
 def step_for(instruction: ins.Instruction) -> Step:
     """The step that carries out ``instruction`` (already expanded by the stage's scope)."""
-    where = _STEPS.get(type(instruction))
+    where = _STEPS.get(instruction.keyword)
     if where is None:
         raise instruction.error(f"{instruction.keyword} is not supported")
     module, name = where
