@@ -1,0 +1,86 @@
+"""A fixed handful of the random differential cases (``tests/fuzz_dockerfiles.py``): each seed's
+Dockerfile is built by pybuildless with its layer store, by pybuildless with ``--no-layer-store`` and
+by BuildKit (the dockerd fixture), and the images are compared layer by layer (``tests/fuzz_layers.py``).
+
+The long run (hundreds of seeds, outside pytest) is ``python3 -m tests.fuzz_run --seeds 0:300 --out DIR``
+(docs/differential-testing.md).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.fuzz_dockerfiles import generate
+from tests.fuzz_layers import Image, Layer, image_differences, read_layer
+from tests.fuzz_run import check_case
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (chroot, dockerd)"),
+]
+
+# Seeds covering multi-stage COPY --from, USER + WORKDIR, --link/--parents/--exclude, hard links to
+# earlier layers, recreated directories and renames (a few seconds each on an idle machine).
+SEEDS = (3, 9, 36, 104, 117, 131, 150, 163, 188, 205)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_random_case_matches_buildkit(seed, dockerd, busybox_image, tmp_path):
+    outcome = check_case(generate(seed), dockerd, busybox_image, tmp_path / f"seed-{seed}", tmp_path / "xdg")
+    assert outcome.status == "same", f"seed {seed}:\n{generate(seed).dockerfile}\n{outcome.report}"
+
+
+def test_generator_is_deterministic_and_varied():
+    first = [generate(s) for s in range(30)]
+    assert first == [generate(s) for s in range(30)]
+    text = "\n".join(c.dockerfile for c in first)
+    for feature in ("COPY --from=", "--chown=", "--chmod=", "COPY --link", "COPY --parents", "--exclude=",
+                    "WORKDIR", "USER ", "ENV ", "ln -s", "rm -rf", "mkfifo", "chmod", "chown"):
+        assert feature in text, feature
+    # the reference Dockerfile differs only where a flag BuildKit 20.10 lacks is used
+    for case in first:
+        uses = any(f in case.dockerfile for f in ("--link", "--parents", "--exclude"))
+        assert (case.reference != case.dockerfile) == uses
+
+
+def _layer(entries=None, whiteouts=(), opaque=()) -> Layer:
+    return Layer(entries or {}, frozenset(), frozenset(whiteouts), frozenset(opaque))
+
+
+def test_comparison_sees_each_kind_of_difference():
+    base = _layer({"/etc": ("d", 0o755, 0, 0, "", ()), "/etc/a": ("f", 0o644, 0, 0, "x", ())})
+    same = Image((base, _layer({"/etc/b": ("f", 0o644, 0, 0, "y", ())})), {})
+    assert image_differences(same, same) == []
+    variants = {
+        "mode": _layer({"/etc/b": ("f", 0o600, 0, 0, "y", ())}),
+        "owner": _layer({"/etc/b": ("f", 0o644, 1, 0, "y", ())}),
+        "content": _layer({"/etc/b": ("f", 0o644, 0, 0, "z", ())}),
+        "whiteout": _layer({"/etc/b": ("f", 0o644, 0, 0, "y", ())}, whiteouts={"/etc/a"}),
+        "opaque": _layer({"/etc/b": ("f", 0o644, 0, 0, "y", ())}, opaque={"/etc"}),
+        "extra entry": _layer({"/etc/b": ("f", 0o644, 0, 0, "y", ()), "/etc/a": ("f", 0o644, 0, 0, "x", ())}),
+    }
+    for what, layer in variants.items():
+        assert image_differences(Image((base, layer), {}), same), what
+    assert image_differences(Image((base,), {}), same)  # layer count
+
+
+def test_hard_links_resolved_and_grouped(tmp_path):
+    import io
+    import tarfile
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        info = tarfile.TarInfo("a")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"1"))
+        link = tarfile.TarInfo("b")
+        link.type, link.linkname = tarfile.LNKTYPE, "a"
+        tar.addfile(link)
+        tar.addfile(tarfile.TarInfo(".wh..wh..opq"))
+    raw.seek(0)
+    layer = read_layer(raw)
+    assert layer.entries["/a"] == layer.entries["/b"]
+    assert layer.links == frozenset({frozenset({"/a", "/b"})})
+    assert layer.opaque == frozenset({"/"})
