@@ -6,7 +6,9 @@ done again by the push, an upload session is never left open, and a refused or f
 from __future__ import annotations
 
 import json
+import os
 import re
+import time
 
 import pytest
 
@@ -15,6 +17,7 @@ from pybuildless.registry import ahead
 from pybuildless.registry.client import RegistryClient
 from pybuildless.registry.options import RegistryOptions
 from pybuildless.registry.remote import fetch_image, push_image
+from tests.buildkit import executor, write_context
 from tests.faultproxy import Fault, FaultProxy
 from tests.test_registry_faults import manifest_blobs_present, via
 
@@ -110,3 +113,37 @@ def test_a_mount_done_ahead_is_not_asked_again(proxy, registry, busybox_image, o
     assert push_image(source, [ref], options=options) == source.digest
     assert not [p for m, p, _ in proxy.log[mark:] if "?mount=" in p]
     assert manifest_blobs_present(registry, registry.ref("pushfaults/once:1"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (chroot)")
+def test_a_failed_build_stops_its_base_layer_uploads_and_exits_at_once(tmp_path, registry_factory, busybox_image):
+    """The base's layer goes up to a destination in another registry while the build runs; the
+    build fails (a COPY of a missing file) while that upload's PUT hangs (the proxy holds it for
+    60 s). The process ends within seconds with the build's own error and exit status (those
+    of the same build with --no-push), no traceback, the permission check's upload session
+    cancelled (distribution-spec "Cancel a blob upload") and no manifest pushed."""
+    dest_registry = registry_factory()
+    dockerfile = f"FROM {busybox_image}\nCOPY missing /missing\n"
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": dockerfile})
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    args = ("--context", str(ctx), "--dockerfile", str(ctx / "Dockerfile"))
+    alone = executor(*args, "--no-push", cwd=tmp_path, env=env, check=False)
+    assert alone.returncode != 0
+    with FaultProxy(dest_registry.url) as proxy:
+        proxy.add(Fault("slow", r"/blobs/uploads/", method="PUT", count=-1, delay=60))
+        started = time.monotonic()
+        proc = executor(*args, "-d", f"{proxy.host}/pushfaults/failed:1", cwd=tmp_path, env=env, check=False)
+        took = time.monotonic() - started
+        log = list(proxy.log)
+    stderr = proc.stderr.decode(errors="replace")
+    assert took < 30, f"the failed build took {took:.1f}s to exit"
+    assert proc.returncode == alone.returncode
+    assert "Traceback" not in stderr
+    assert [line for line in stderr.splitlines() if line.startswith("error:")] == \
+        [line for line in alone.stderr.decode(errors="replace").splitlines() if line.startswith("error:")]
+    # the sessions opened (the check's, the base layer's) are cancelled: each DELETE answered 204
+    # (an upload stuck in its PUT when the build failed ends with the process instead)
+    deletes = [o for m, _, o in log if m == "DELETE"]
+    assert deletes and set(deletes) == {"204"}
+    assert not [p for m, p, o in log if m == "PUT" and o.startswith("2")]  # nothing completed, no manifest

@@ -35,7 +35,6 @@ from pybuildless.errors import RegistryError
 from pybuildless.image.descriptor import Descriptor, Digest
 from pybuildless.image.model import Layer
 from pybuildless.name import Reference
-from pybuildless.registry import jobs
 from pybuildless.registry.options import RegistryOptions
 
 logger = logging.getLogger("pybuildless.registry.remote")
@@ -45,8 +44,8 @@ _current: PushAhead | None = None
 _current_lock = threading.Lock()
 
 # How long a failed build waits for its running blob work to stop (it stops at its next chunk
-# or request; this only bounds a connection stuck in the network).
-STOP_WAIT = 10.0
+# or request; this only bounds one stuck in the network, left to end with the process).
+STOP_WAIT = 2.0
 
 
 class Abandoned(RegistryError):
@@ -63,6 +62,7 @@ class PushAhead:
         self._sessions: dict[tuple[str, str], str] = {}
         self._blobs: dict[tuple[str, str, Digest], Future] = {}
         self.stopped = threading.Event()  # set when the build failed: blob work ends at once
+        self._slots = threading.Semaphore(max(2, options.parallel))
         self._resolved: dict[tuple[str, str, str], Future] = {}  # (registry, repository, tag or digest)
         self._homes: dict[tuple[str, Digest], list[str]] = {}  # (registry, blob) -> repositories holding it
 
@@ -137,7 +137,25 @@ class PushAhead:
                         return push_blob(client, ref.repository, desc, layer_opener(layer, self._check_stopped),
                                          scopes, source, known_source=source is not None)
 
-                    self._blobs[key] = jobs.submit(work, size=max(2, self.options.parallel))
+                    self._blobs[key] = self._start(work)
+
+    def _start(self, work: Callable[[], str]) -> Future:
+        """``work`` on a daemon thread, at most ``parallel`` at once: a failed build's process
+        exits without waiting for an upload stuck in the network (the shared pool's threads
+        would be joined first)."""
+        future: Future = Future()
+
+        def run() -> None:
+            with self._slots:
+                if not future.set_running_or_notify_cancel():
+                    return  # cancelled while queued
+                try:
+                    future.set_result(work())
+                except BaseException as e:  # noqa: BLE001 - handed to whoever waits for it
+                    future.set_exception(e)
+
+        threading.Thread(target=run, name="push-ahead", daemon=True).start()
+        return future
 
     def _check_stopped(self) -> None:
         if self.stopped.is_set():
@@ -237,6 +255,6 @@ def _at_exit() -> None:
         end(left.options)
 
 
-# threading's exit hooks run before the non-daemon threads are joined, the latest first: this
-# one (registered after the pool's, ``jobs`` imports concurrent.futures.thread) runs first.
+# threading's exit hooks run before the non-daemon threads are joined (atexit's only after):
+# the blob work is stopped and an unused session cancelled before anything else is waited for.
 threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
