@@ -261,6 +261,7 @@ def _waits(fn) -> tuple[bool, threading.Thread]:
 
 @pytest.mark.parametrize("held, extra, max_bytes, max_jobs, waits", [
     ([8], 5, 10, 4, True),  # over the byte budget
+    ([5, 4], 3, 10, 4, True),  # over it with the bytes of every job waiting, not only the last one's
     ([5], 5, 10, 4, False),  # exactly the budget
     ([1, 1], 1, 100, 2, True),  # as many jobs as allowed already wait
     ([1], 1, 100, 2, False),
