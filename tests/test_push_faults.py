@@ -88,12 +88,14 @@ def test_a_failed_single_post_is_retried(proxy, registry, busybox_image, options
 
 
 def test_a_mount_that_failed_ahead_is_done_by_the_push(proxy, registry, busybox_image, options):
-    """The base layer's mount, started while the build ran, is refused once (403): the push
-    asks again itself instead of trusting the head start."""
+    """The base layer's mount, started while the build ran, is refused once (403), and so is
+    the upload tried instead: the push asks again itself instead of trusting the head start."""
     source = fetch_image(via(proxy, busybox_image))
     layer = source.layers()[0]
     ref = parse_reference(f"{proxy.host}/pushfaults/ahead:1")
-    proxy.add(Fault("status", r"\?mount=", method="POST", count=1, status=403))
+    # refused, and so is the upload a refused mount falls back to
+    proxy.add(Fault("status", r"\?mount=", method="POST", count=1, status=403),
+              Fault("status", r"/pushfaults/ahead/blobs/uploads/$", method="POST", count=1, status=403))
     started = ahead.begin(options, [ref])
     started.start_layers(source.layers())
     assert started.blob_result(ref, layer.digest) is None  # failed ahead
@@ -147,3 +149,19 @@ def test_a_failed_build_stops_its_base_layer_uploads_and_exits_at_once(tmp_path,
     deletes = [o for m, _, o in log if m == "DELETE"]
     assert deletes and set(deletes) == {"204"}
     assert not [p for m, p, o in log if m == "PUT" and o.startswith("2")]  # nothing completed, no manifest
+
+
+def test_a_refused_mount_becomes_an_upload(proxy, registry, busybox_image, options):
+    """A 401/403 on a mount (no token both reading the source and writing the destination: a
+    token server granting one scope per token, or no pull on the source) is not the end of
+    the push: the blob is uploaded with the destination's own scope."""
+    source = fetch_image(via(proxy, busybox_image))
+    ref = parse_reference(f"{proxy.host}/pushfaults/refused:1")
+    proxy.add(Fault("status", r"\?mount=", method="POST", count=1, status=403))
+    mark = len(proxy.log)
+    assert push_image(source, [ref], options=options) == source.digest
+    layer_hex = source.layers()[0].digest.hex
+    asked = [(m, o) for m, p, o in proxy.log[mark:] if "pushfaults/refused" in p and
+             ("?mount=" in p or p.endswith("/blobs/uploads/") or layer_hex in p)]
+    assert asked[:2] == [("POST", "fault 403"), ("POST", "202")] and ("PUT", "201") in asked
+    assert manifest_blobs_present(registry, registry.ref("pushfaults/refused:1"))

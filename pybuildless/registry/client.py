@@ -223,8 +223,14 @@ class RegistryClient:
             resp = self.transport.request("POST", url, ok=(201, 202), scopes=scopes, body=b"",
                                           what=f"mount {digest} from {source_repository}")
         except RegistryError as e:
-            if e.status in (401, 403) or not e.status:
+            if not e.status:
                 raise
+            if e.status in (401, 403):
+                # No token reading the source and writing here: a token server that grants one
+                # scope per token (only the first of a request), or no pull on the source. The
+                # destination's own scope (push_scopes puts it first) does for an upload.
+                logger.debug("mount of %s from %s refused (%s); uploading", digest, source_repository, e)
+                return self.start_upload(repository, scopes=scopes[:1])
             # A failed mount is not fatal: upload instead (ggcr #1404, #1679).
             logger.debug("mount of %s from %s failed (%s); uploading", digest, source_repository, e)
             return self.start_upload(repository, scopes=scopes)
