@@ -9,7 +9,6 @@ never has to take the import lock.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import fcntl
 import os
 import platform
@@ -58,7 +57,10 @@ from pybuildless.sandbox.capabilities import (  # noqa: E402,F401
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}.get(
     platform.machine())
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# The interpreter's own libc, already loaded: dlopen(NULL) resolves its symbols. (find_library("c")
+# ran `ldconfig -p` in a child process at every start, ~3 ms, and finds nothing in the FROM-scratch
+# executor image, which has no ldconfig.)
+_libc = ctypes.CDLL(None, use_errno=True)
 _unshare = _libc.unshare
 _unshare.argtypes = [ctypes.c_int]
 _mount = _libc.mount
