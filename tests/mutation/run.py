@@ -105,6 +105,10 @@ def write_group_config(copy: Path, base: dict, group: dict) -> None:
         f"pytest_add_cli_args_test_selection = {_toml_list(group['tests'])}",
         "use_git_change_detection = false",
     ]
+    if "timeout_multiplier" in group:
+        # mutmut's wall-clock limit per mutant is (its tests' time + 1 s) x this; its default (15)
+        # makes every mutant that deadlocks a thread pool wait minutes
+        section.append(f"timeout_multiplier = {float(group['timeout_multiplier'])}")
     (copy / "pyproject.toml").write_text("\n".join(kept + [""] + section) + "\n")
 
 
