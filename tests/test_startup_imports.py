@@ -145,3 +145,24 @@ def test_control_a_run_step_loads_the_sandbox_and_a_tar_context_loads_tar(tmp_pa
     code, loaded, stderr = _run(tmp_path, "executor", "-c", f"tar://{tmp_path / 'ctx.tar'}", "--no-push")
     assert code != 0  # an empty tar stream has no Dockerfile
     assert "tarfile" in loaded, stderr
+
+
+def test_benchmarks_launch_pybuildless_as_the_executor_image_does(tmp_path: Path) -> None:
+    # benchmarks/launch.py: -I -S and an explicit sys.path, so no site-packages .pth hook runs
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from launch import isolated_argv
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    report = ("import atexit, json, sys; atexit.register(lambda: print('REPORT', json.dumps([sys.flags.isolated, "
+              "sys.flags.no_site, 'site' in sys.modules, sys.path, sys.modules['pybuildless'].__file__]), "
+              "file=sys.stderr))")
+    proc = subprocess.run(isolated_argv(ROOT, ["build", "--help"], prelude=report), cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL, env={"PATH": os.environ.get("PATH", "")})
+    assert proc.returncode == 0, proc.stderr
+    assert "--dockerfile" in proc.stdout
+    line = next(line for line in proc.stderr.splitlines() if line.startswith("REPORT "))
+    isolated, no_site, site_loaded, path, package = json.loads(line.removeprefix("REPORT "))
+    assert (isolated, no_site, site_loaded) == (1, 1, False)
+    assert str(ROOT) in path and "" not in path and str(tmp_path) not in path
+    assert package == str(ROOT / "pybuildless" / "__init__.py")
