@@ -12,16 +12,17 @@ holds exactly what the step changed relative to the merged root, with whiteouts
 and opaque markers overlayfs honours in a lower dir too. The root is unmounted
 and mounted again with that upper dir as the topmost lower dir, above the root's
 previous upper dir (a lower too, when COPY or WORKDIR wrote to it) and a fresh,
-empty upper dir. The kept dirs live in the stage's own directory (``steps/``),
-removed with it. Copy-up xattrs (``trusted.overlay.origin``, ``impure``) in a lower
-dir are not read by overlayfs, and with ``redirect_dir=nofollow`` and ``metacopy=off``
-there are no redirects or metacopy files to follow. Names the step hard-linked
-together are one inode of the kept dir, shown as one inode by the overlay, as after
-a copy that keeps links. The new mount gives every path a new device number (and
-the paths of the moved dirs new inode numbers): the stage root carries its
-snapshot's state over (``fs.rekey``). When the stack would be too deep for one
-mount (``store.stack.depth_refused``), or the root cannot be unmounted, the caller
-copies the diff onto the root as before.
+empty upper dir. What other steps write goes into the upper dir and is stacked the
+same way once a snapshot has read it (``stack_live_upper``, ``builder.overlaysnapshot``),
+so each snapshot finds the changes since the one before in the dirs above what it saw.
+The kept dirs live in the stage's own directory (``steps/``), removed with it.
+Copy-up xattrs (``trusted.overlay.origin``, ``impure``) in a lower dir are not read
+by overlayfs, and with ``redirect_dir=nofollow`` and ``metacopy=off`` there are no
+redirects or metacopy files to follow. Names the step hard-linked together are one
+inode of the kept dir, shown as one inode by the overlay, as after a copy that
+keeps links. When the stack would be too deep for one mount
+(``store.stack.depth_refused``), or the root cannot be unmounted, the caller copies
+the diff onto the root as before.
 """
 
 from __future__ import annotations
@@ -74,7 +75,6 @@ class _Mounted:
     layers: list[str]  # the stored layers' dirs, lowest first
     upper: Path
     work: Path
-    same_fs: bool  # every layer and the upper dir on one filesystem: inode numbers are the real ones
     kept: list[Path] = field(default_factory=list)  # stacked upper dirs, lowest first
 
     def lowers(self) -> list[str]:
@@ -113,8 +113,7 @@ def mount_root(leases: list, root: Path) -> bool:
     upper, work = root.parent / "upper", root.parent / "work"
     upper.mkdir(mode=0o755)
     work.mkdir(mode=0o700)
-    same_fs = len({os.stat(path).st_dev for path in [*layers, upper]}) == 1
-    entry = _Mounted(root, leases, layers, upper, work, same_fs)
+    entry = _Mounted(root, leases, layers, upper, work)
     entry.mount(entry.lowers())
     with _lock:
         _mounted.append(entry)
@@ -123,81 +122,87 @@ def mount_root(leases: list, root: Path) -> bool:
 
 def is_mounted(root: Path) -> bool:
     """Whether ``root`` is a stage root mounted here (RUN diffs can be stacked on it)."""
-    with _lock:
-        return any(entry.root == root for entry in _mounted)
+    return _find(root) is not None
 
 
-@dataclass(frozen=True)
-class Restacked:
-    """A stage root mounted again with one more diff: the overlay's device, and the paths whose
-    inode numbers may differ from before (those in the dirs that became lower dirs, parents
-    first); None when any path's may (layers on several filesystems)."""
-
-    device: int
-    moved: tuple[str, ...] | None
+def lower_dirs(root: Path) -> list[str]:
+    """The lower dirs of the stage root mounted at ``root``, lowest first (empty when it is no mount of ours)."""
+    entry = _find(root)
+    return entry.lowers() if entry is not None else []
 
 
-def stack_upper(root: Path, run_upper: Path) -> Restacked | None:
+def upper_dir(root: Path) -> Path | None:
+    """The upper dir of the stage root mounted at ``root``: every write since the last restack."""
+    entry = _find(root)
+    return entry.upper if entry is not None else None
+
+
+def stack_live_upper(root: Path) -> bool:
+    """Make what was written to the stage root at ``root`` since its last mount a lower dir (the
+    upper dir, moved into the stage's directory), under a fresh upper dir; True when done or when
+    nothing was written. False, with the root as it was, when the stack would be too deep or the
+    root cannot be mounted again."""
+    entry = _find(root)
+    if entry is None:
+        return False
+    if not _has_entries(entry.upper):
+        return True
+    return _restack(entry, None)
+
+
+def stack_upper(root: Path, run_upper: Path) -> bool:
     """Make ``run_upper`` (a RUN's upper dir, its overlay over ``root`` gone) the topmost lower
-    dir of the stage root at ``root``; the dir is moved into the stage's directory. None, with
-    ``run_upper`` and the root as they were, when it cannot be: the caller applies it instead."""
+    dir of the stage root at ``root``, above what was written to the root itself; the dirs are
+    moved into the stage's directory. False, with ``run_upper`` and the root as they were, when
+    it cannot be: the caller applies it instead."""
+    entry = _find(root)
+    return entry is not None and _restack(entry, run_upper)
+
+
+def _find(root: Path) -> _Mounted | None:
     with _lock:
         found = [entry for entry in _mounted if entry.root == root]
-    if not found:
-        return None
-    entry = found[0]
+    return found[0] if found else None
+
+
+def _restack(entry: _Mounted, run_upper: Path | None) -> bool:
+    """Mount ``entry`` again with its upper dir (when used) and then ``run_upper`` (when given) as
+    its topmost lower dirs, under a fresh upper dir."""
+    root = entry.root
     upper_used = _has_entries(entry.upper)
-    count = len(entry.layers) + len(entry.kept) + upper_used + 1
+    count = len(entry.layers) + len(entry.kept) + upper_used + (run_upper is not None)
     refused = depth_refused(count)
     if refused:
-        log.debug("RUN diff applied onto %s, not stacked: %s", root, refused)
-        return None
+        log.debug("stage root %s not stacked again: %s", root, refused)
+        return False
     started = time.perf_counter()
     try:
         _linux.umount(root)  # not lazily: a root still in use stays as it is
     except OSError as e:
-        log.debug("RUN diff applied onto %s, not stacked: %s", root, e)
-        return None
+        log.debug("stage root %s not stacked again: %s", root, e)
+        return False
     unmounted = time.perf_counter()
     moves: list[tuple[Path, Path]] = []  # (from, to), undone when the new mount fails
     try:
-        # read before they move: what the new stack shows from another dir than the old one did
-        moved = sorted(set(_relpaths(run_upper)) | (set(_relpaths(entry.upper)) if upper_used else set())) \
-            if entry.same_fs else None
         steps = root.parent / "steps"
         steps.mkdir(exist_ok=True)
         if upper_used:  # what COPY, WORKDIR... wrote since the last mount: a lower dir now
             moves.append((entry.upper, steps / str(len(entry.kept))))
-        moves.append((run_upper, steps / str(len(entry.kept) + len(moves))))
+        if run_upper is not None:
+            moves.append((run_upper, steps / str(len(entry.kept) + len(moves))))
         for source, target in moves:
             os.rename(source, target)
         if upper_used:
             entry.upper.mkdir(mode=0o755)
         entry.mount([*entry.lowers(), *(os.fspath(target) for _, target in moves)])
     except OSError as e:
-        log.warning("RUN diff applied onto %s, not stacked: %s", root, e)
+        log.warning("stage root %s not stacked again: %s", root, e)
         _restore(entry, moves, upper_used)
-        return None
+        return False
     entry.kept.extend(target for _, target in moves)
     log.debug("stage root %s: %d lower dirs, remounted in %.1f ms (%.1f ms to unmount)", root, count,
               (time.perf_counter() - started) * 1000, (unmounted - started) * 1000)
-    return Restacked(os.stat(root).st_dev,
-                     None if moved is None else tuple(sorted(moved, key=lambda rel: rel.count("/"))))
-
-
-def _relpaths(top: Path) -> list[str]:
-    """Every path below ``top``, relative to it (no link followed)."""
-    out: list[str] = []
-    stack = [(os.fspath(top), "")]
-    while stack:
-        directory, prefix = stack.pop()
-        with os.scandir(directory) as it:
-            for e in it:
-                rel = prefix + e.name
-                out.append(rel)
-                if e.is_dir(follow_symlinks=False):
-                    stack.append((e.path, rel + "/"))
-    return out
+    return True
 
 
 def _restore(entry: _Mounted, moves: list[tuple[Path, Path]], upper_used: bool) -> None:

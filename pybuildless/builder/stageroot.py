@@ -13,21 +13,21 @@ Three kinds, chosen in one place (``StageRoots.open``):
   removed.
 
 A root is laid once (``lay``), lazily: a stage whose steps all come from the cache never
-lays anything. From then on it has a ``snapshotter`` whose baseline is the laid root.
+lays anything. From then on it has a ``snapshotter`` whose baseline is the laid root: a
+walk of the root, except on a mounted root, where the lower dirs are the baseline and
+nothing is walked (``builder.overlaysnapshot``).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import TYPE_CHECKING, Iterable, Protocol, Sequence
 
 from pybuildless.builder import inplace, storeroot
 from pybuildless.builder.baseextract import apply_layers, extract_layers
 from pybuildless.fs.ignore import IgnoreList
-from pybuildless.fs.rekey import rekeyed_state
 from pybuildless.fs.snapshot import Snapshotter
 
 if TYPE_CHECKING:
@@ -49,10 +49,23 @@ def upper_keeper(path: Path) -> UpperKeeper | None:
         return _keepers.get(path)
 
 
+class Snapshots(Protocol):
+    """What a stage builder asks of a root's snapshots: ``fs.snapshot.Snapshotter`` (a directory,
+    in place, a copy from the store) or ``builder.overlaysnapshot.OverlaySnapshot`` (mounted)."""
+
+    def take(self) -> Changes: ...
+
+    def take_paths(self, paths: Iterable[str]) -> Changes: ...
+
+    def baseline(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class StageRoot(Protocol):
     path: Path
     ignore: IgnoreList  # paths never extracted into, snapshotted or removed
-    snapshotter: Snapshotter | None  # None until the root is laid
+    snapshotter: Snapshots | None  # None until the root is laid
 
     def lay(self, layers: Sequence) -> str:
         """Lay ``layers`` (lowest first) onto the empty root and take the snapshot baseline;
@@ -75,7 +88,7 @@ class DirectoryRoot:
     def __init__(self, path: Path, *, retries: int = 0, ignore: IgnoreList | None = None) -> None:
         self.path = path
         self.ignore = ignore if ignore is not None else IgnoreList.for_root()
-        self.snapshotter: Snapshotter | None = None
+        self.snapshotter: Snapshots | None = None
         self._retries = retries  # Kaniko's --image-fs-extract-retry
 
     def lay(self, layers: Sequence) -> str:
@@ -108,32 +121,28 @@ class StoreRoot(DirectoryRoot):
 
     def lay(self, layers: Sequence) -> str:
         if layers and storeroot.lay_from_store(layers, self.path, store=self._store, retries=self._retries):
-            self._baseline()
             from pybuildless.builder import overlayroot
 
             if overlayroot.is_mounted(self.path):
+                # no walk: the lower dirs are the state, later changes are read from the dirs above them
+                from pybuildless.builder.overlaysnapshot import OverlaySnapshot
+
+                self.snapshotter = OverlaySnapshot(self.path, self.ignore)
                 with _keepers_lock:
                     _keepers[self.path] = self.keep_upper
+            else:
+                self._baseline()
             return "laid from the layer store"
         return super().lay(layers)  # a layer the store cannot keep alone, or a store that cannot be written
 
     def keep_upper(self, upper: Path, changes: Changes) -> bool:
         """Stack a RUN's upper dir on the mounted root (its diff is then a lower dir, nothing
         is copied); False when the stack is full or the root cannot be remounted: the sandbox
-        applies it instead. The snapshot state is carried over to the new mount."""
-        from pybuildless.builder import overlayroot
+        applies it instead."""
+        from pybuildless.builder.overlaysnapshot import OverlaySnapshot
 
-        if self.snapshotter is None:
-            return False
-        stacked = overlayroot.stack_upper(self.path, upper)
-        if stacked is None:
-            return False
-        if stacked.moved is None:  # inode numbers may all have changed: the whole root is looked at
-            self.snapshotter.rekey(functools.partial(rekeyed_state, changes=changes))
-        else:
-            self.snapshotter.rekey(functools.partial(rekeyed_state, changes=changes, device=stacked.device),
-                                   paths=stacked.moved)
-        return True
+        snapshot = self.snapshotter
+        return isinstance(snapshot, OverlaySnapshot) and snapshot.keep_run_upper(upper, changes)
 
     def release(self) -> None:
         with _keepers_lock:

@@ -36,36 +36,20 @@ from pathlib import Path
 from pybuildless.fs import secure
 from pybuildless.fs.changes import Changes
 from pybuildless.fs.ignore import IgnoreList
+from pybuildless.fs.overlaydiff import OPAQUE_XATTRS, dir_meta, is_opaque, is_whiteout
+
+__all__ = ["OPAQUE_XATTRS", "apply_upper", "combined", "is_opaque", "is_whiteout", "overlay_changes",
+           "snapshot_tops", "without_ignored"]
 
 log = logging.getLogger(__name__)
 
-OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
 _OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
 _SKIP_XATTRS = ("security.selinux",)  # the host's label, never part of the image
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def is_whiteout(st: os.stat_result) -> bool:
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-
-
 def _xattr_path(dirfd: int, name: str) -> str:
     return f"/proc/self/fd/{dirfd}/{name}"
-
-
-def is_opaque(path: str) -> bool:
-    """True if the upper directory ``path`` hides everything below it in the lower dirs."""
-    for attr in OPAQUE_XATTRS:
-        try:
-            if os.getxattr(path, attr, follow_symlinks=False) == b"y":
-                return True
-        except OSError:
-            continue
-    return False
-
-
-def _meta(st: os.stat_result) -> tuple:
-    return st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns
 
 
 def _nofollow(target: str | int) -> dict:
@@ -97,7 +81,8 @@ def overlay_changes(upper: Path | str, *, lower: Path | str | None = None,
     ``lower`` (the root the overlay was mounted over, *before* ``apply_upper``)
     tells added from modified, drops whiteouts of names the lower never had and
     drops directories that were only copied up because something below them
-    changed (same mode, owner, mtime and xattrs as below). Without it every
+    changed (same mode, owner, mtime and image xattrs as below). ``fs.overlaydiff``
+    reads several upper dirs stacked on the lower dirs themselves. Without it every
     entry outside an opaque directory counts as modified.
     """
     upper = os.fspath(upper)
@@ -141,8 +126,10 @@ def overlay_changes(upper: Path | str, *, lower: Path | str | None = None,
                         added.append(rel)
                         stack.append((e.path, rel + "/", True))
                         continue
-                    if lst is None or not stat.S_ISDIR(lst.st_mode) or _meta(lst) != _meta(st) or \
-                            _image_xattrs(e.path) != _image_xattrs(os.path.join(lower_s, rel)):
+                    # the snapshot's notion of a changed directory (fs.overlaydiff.dir_meta), so the
+                    # changes are the same whether they are read from here or taken by a snapshot
+                    if lst is None or not stat.S_ISDIR(lst.st_mode) or \
+                            dir_meta(st, e.path) != dir_meta(lst, os.path.join(lower_s, rel)):
                         modified.append(rel)
                     stack.append((e.path, rel + "/", False))
                     continue

@@ -15,7 +15,7 @@ import os
 import posixpath
 import stat
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 from pybuildless.fs import secure
 from pybuildless.fs.changes import (
@@ -148,25 +148,6 @@ class Snapshotter:
             self._record_extras(rel, key)
         self._rewatch()
 
-    def rekey(self, rekeyed: Callable[[dict[str, tuple], dict[str, tuple]], dict[str, tuple]],
-              paths: Iterable[str] | None = None) -> None:
-        """The root was mounted again: the same tree under other device and inode numbers.
-        ``rekeyed(state, now)`` gives the state to keep from the recorded one and the keys of the
-        root as it is now (``fs.rekey``): of ``paths`` (parents first) when given, else of a walk
-        of the whole root. No watch is set up again: the step's diff arrived with the mount, not
-        as events, so the next ``take()`` walks the whole root (and watches from then on)."""
-        self.close()
-        if paths is None:
-            now = self._walk("")
-        else:
-            now = {}
-            for rel in paths:  # only known paths; one whose parent is no directory now is hidden
-                parent = posixpath.dirname(rel)
-                if rel in self.state and (not parent or (parent in now and stat.S_ISDIR(now[parent][MODE]))) \
-                        and (key := self._stat(rel)) is not None:
-                    now[rel] = key
-        self.state = rekeyed(self.state, now)
-
     def take(self) -> Changes:
         """Report the changes since the last snapshot and adopt the new state."""
         if self._watcher is not None:
@@ -234,18 +215,7 @@ class Snapshotter:
         old_sub: dict[str, tuple] = {}
         new_sub: dict[str, tuple] = {}
         tops: set[str] = set()
-        for top in sorted({posixpath.normpath(p).strip("/") for p in paths} - {"", "."}):
-            parents = self._real_parents(top, new_sub)
-            if parents is None:
-                resolved = self._resolve_in_root(top)
-                parents = None if resolved is None else self._real_parents(resolved, new_sub)
-                if parents is None:
-                    log.debug("hint path /%s does not exist below real directories; skipped", top)
-                    continue
-                top = resolved
-            if not top or self.ignore.is_ignored("/" + top):
-                continue  # nor its parents: one of them may be the ignored path
-            new_sub.update(parents)
+        for top in self._tops(paths, new_sub):
             tops.add(top)
             key = self._stat(top)
             if key is not None:
@@ -264,6 +234,29 @@ class Snapshotter:
                 if rel.startswith(old_dirs):
                     old_sub[rel] = old
         return self._adopt(old_sub, new_sub, scope=None)
+
+    def tops(self, paths: Iterable[str]) -> list[str]:
+        """The paths ``take_paths(paths)`` looks at (each with everything below it and its parent
+        directories): normalized, resolved inside the root, without those the ignore list names."""
+        return self._tops(paths, {})
+
+    def _tops(self, paths: Iterable[str], parents_seen: dict[str, tuple]) -> list[str]:
+        """``tops``; the stat keys of their parents are added to ``parents_seen``."""
+        out = []
+        for top in sorted({posixpath.normpath(p).strip("/") for p in paths} - {"", "."}):
+            parents = self._real_parents(top, parents_seen)
+            if parents is None:
+                resolved = self._resolve_in_root(top)
+                parents = None if resolved is None else self._real_parents(resolved, parents_seen)
+                if parents is None:
+                    log.debug("hint path /%s does not exist below real directories; skipped", top)
+                    continue
+                top = resolved
+            if not top or self.ignore.is_ignored("/" + top):
+                continue  # nor its parents: one of them may be the ignored path
+            parents_seen.update(parents)
+            out.append(top)
+        return out
 
     def _real_parents(self, top: str, known: dict[str, tuple]) -> dict[str, tuple] | None:
         """The stat keys of the parents of ``top`` (taken from ``known`` when there);

@@ -1,0 +1,201 @@
+"""Snapshots of a stage root mounted as an overlay of stored layers (``builder.overlayroot``).
+
+Nothing is recorded when the root is laid: the state before the first step is the
+read-only stack of lower dirs, and every later change is in a dir above it. A snapshot
+remembers how many lower dirs it saw; the changes since then are in the dirs stacked
+since (a RUN's upper dir, and what was written to the root before it) and in the live
+upper dir (COPY, ADD, WORKDIR, a RUN that ran on the root itself), read against the dirs
+below them (``fs.overlaydiff.stack_changes``). The snapshot then stacks the live upper
+dir as one more lower dir, so the next one finds only later changes there. A RUN whose
+upper dir was stacked right after the last snapshot, with nothing written to the root in
+between, already had its changes read from that dir by the sandbox: they are taken as
+they are, the dir is not walked again.
+
+``take_paths`` reports what ``fs.snapshot.Snapshotter.take_paths`` reports for the same
+steps on a plain directory, so the images are the same: only the paths named, what is
+below them and their parent directories. A change elsewhere (the sandbox's mount points
+for /etc/hosts and /etc/resolv.conf, made and removed around each RUN, leave /etc with a
+new mtime) is kept back with what was there before it, and reported by the first later
+snapshot that looks at that path, as the plain directory's recorded state does.
+
+FROM thus costs the mount, whatever the base's size, and each step its own changes.
+When the live upper dir cannot be stacked (the stack would be too deep for one mount,
+the root is busy), the rest of the stage falls back to the whole-root snapshots of a
+plain directory: one walk of the root as it is then, and RUN diffs applied onto it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+import stat
+import time
+from pathlib import Path
+from typing import Iterable
+
+from pybuildless.builder import overlayroot
+from pybuildless.fs.changes import Changes
+from pybuildless.fs.ignore import IgnoreList
+from pybuildless.fs.overlay import without_ignored
+from pybuildless.fs.overlaydiff import Shown, compared, shown_at, stack_changes
+from pybuildless.fs.snapshot import Snapshotter
+
+log = logging.getLogger(__name__)
+
+
+class _Scope:
+    """The paths a ``take_paths`` looks at: its tops, everything below them and their parents."""
+
+    def __init__(self, tops: Iterable[str]) -> None:
+        self.tops = set(tops)
+        self.below = tuple(top + "/" for top in self.tops)
+        self.parents = {posixpath.dirname(top) for top in self.tops}
+        for parent in list(self.parents):
+            while parent:
+                parent = posixpath.dirname(parent)
+                self.parents.add(parent)
+        self.parents.discard("")
+
+    def __contains__(self, rel: str) -> bool:
+        return rel in self.tops or rel in self.parents or rel.startswith(self.below)
+
+
+class OverlaySnapshot:
+    """The snapshots of the mounted stage root at ``root``, with the calls of ``Snapshotter``
+    that stage builders make (``take``, ``take_paths``, ``baseline``, ``close``)."""
+
+    def __init__(self, root: Path, ignore: IgnoreList | None = None) -> None:
+        self.root = root
+        self.ignore = ignore or IgnoreList.empty()
+        self._seen = len(overlayroot.lower_dirs(root))  # lower dirs the last snapshot saw
+        self._read: tuple[int, Changes] | None = None  # (lower dirs after a stacked RUN, its changes)
+        self._held: dict[str, Shown | None] = {}  # changes no snapshot looked at yet: what was there
+        self._paths = Snapshotter(root, self.ignore, watch=False)  # resolves take_paths' paths only
+        self._walked: Snapshotter | None = None  # after a refused restack: whole-root snapshots
+
+    @property
+    def stacks(self) -> bool:
+        """Whether RUN diffs may still be stacked on the root (not after falling back to walks)."""
+        return self._walked is None
+
+    def take(self) -> Changes:
+        if self._walked is not None:
+            return self._walked.take()
+        return self._take(None)
+
+    def take_paths(self, paths: Iterable[str]) -> Changes:
+        if self._walked is not None:
+            return self._walked.take_paths(paths)
+        return self._take(_Scope(self._paths.tops(paths)))
+
+    def baseline(self) -> None:
+        """What the root shows now is the state: stacked without being read (a layer from the cache)."""
+        if self._walked is not None:
+            self._walked.baseline()
+            return
+        self._held.clear()
+        self._commit()
+
+    def close(self) -> None:
+        if self._walked is not None:
+            self._walked.close()
+
+    def keep_run_upper(self, upper: Path, changes: Changes) -> bool:
+        """Stack a RUN's upper dir (``changes``: what the sandbox read from it against the
+        root) as the root's topmost lower dir; False when it cannot be (the sandbox applies it)."""
+        if self._walked is not None:
+            return False
+        before = len(overlayroot.lower_dirs(self.root))
+        if not overlayroot.stack_upper(self.root, upper):
+            return False
+        after = len(overlayroot.lower_dirs(self.root))
+        # the sandbox's reading is the whole diff only when nothing else came since the last snapshot
+        self._read = (after, changes) if before == self._seen and after == before + 1 else None
+        return True
+
+    def _take(self, scope: _Scope | None) -> Changes:
+        started = time.perf_counter()
+        lowers = overlayroot.lower_dirs(self.root)
+        upper = overlayroot.upper_dir(self.root)
+        if upper is None:
+            raise RuntimeError(f"stage root {self.root} is not mounted")
+        if self._read is not None and self._read[0] == len(lowers) and not _has_entries(upper):
+            since = without_ignored(self._read[1], self.ignore)
+            how = "as the sandbox read it"
+        else:
+            since = stack_changes(lowers[:self._seen], [*lowers[self._seen:], upper], self.ignore)
+            how = f"from {len(lowers) - self._seen + 1} dir(s) over {self._seen}"
+        changes = self._scoped(since, scope, lowers, os.fspath(upper))
+        read = time.perf_counter()
+        self._commit()
+        log.debug("snapshot of %s %s: %d paths, %d deleted, in %.1f ms (%.1f ms to stack)", self.root, how,
+                  len(changes.added) + len(changes.modified), len(changes.deleted),
+                  (time.perf_counter() - started) * 1000, (time.perf_counter() - read) * 1000)
+        return changes
+
+    def _scoped(self, since: Changes, scope: _Scope | None, lowers: list[str], upper: str) -> Changes:
+        """``since`` (the changes since the last snapshot) within ``scope``, with the held changes
+        it reaches compared from what was there when they were held; the rest is held."""
+        seen = lowers[self._seen - 1::-1] if self._seen else []  # topmost first
+        now = [upper, *reversed(lowers)]
+        parts: list[Changes] = []
+        kept: dict[str, list[str]] = {"added": [], "modified": [], "deleted": [], "opaque": []}
+        for kind, paths in (("added", since.added), ("modified", since.modified), ("deleted", since.deleted),
+                            ("opaque", since.opaque)):
+            for rel in paths:
+                if rel in self._held:
+                    continue  # compared below, from what was there before
+                if scope is None or rel in scope:
+                    kept[kind].append(rel)
+                else:
+                    self._held[rel] = shown_at(seen, rel)
+        parts.append(Changes(**{kind: tuple(paths) for kind, paths in kept.items()}))
+        reached = [rel for rel in self._held if scope is None or rel in scope]
+        held_deleted: list[str] = []
+        for rel in reached:
+            change = compared(rel, self._held.pop(rel), shown_at(now, rel))
+            held_deleted.extend(change.deleted)
+            parts.append(Changes(change.added, change.modified, (), change.opaque))
+        merged = _merge(parts)
+        if held_deleted:  # one whiteout for the top of a removed tree, none below a directory made again
+            gone = set(merged.deleted) | set(held_deleted) | set(merged.opaque) | set(merged.added)
+            tops = tuple(rel for rel in held_deleted if not any(
+                parent in gone for parent in _ancestors(rel)) and _is_dir(shown_at(now, posixpath.dirname(rel))))
+            merged = Changes(merged.added, merged.modified, tuple(sorted(set(merged.deleted) | set(tops))),
+                             merged.opaque)
+        return merged
+
+    def _commit(self) -> None:
+        self._read = None
+        if overlayroot.stack_live_upper(self.root):
+            self._seen = len(overlayroot.lower_dirs(self.root))
+            return
+        log.info("stage root %s: the upper dir cannot be stacked again; later snapshots walk the root",
+                 self.root)
+        walked = Snapshotter(self.root, self.ignore)
+        walked.baseline()
+        self._walked = walked
+
+
+def _merge(parts: list[Changes]) -> Changes:
+    added = {rel for part in parts for rel in part.added}
+    modified = {rel for part in parts for rel in part.modified} - added
+    return Changes(tuple(sorted(added)), tuple(sorted(modified)),
+                   tuple(sorted({rel for part in parts for rel in part.deleted})),
+                   tuple(sorted({rel for part in parts for rel in part.opaque})))
+
+
+def _ancestors(rel: str) -> Iterable[str]:
+    while "/" in rel:
+        rel = rel.rpartition("/")[0]
+        yield rel
+
+
+def _is_dir(shown: Shown | None) -> bool:
+    return shown is not None and stat.S_ISDIR(shown.st.st_mode)
+
+
+def _has_entries(path: Path) -> bool:
+    with os.scandir(path) as it:
+        return next(it, None) is not None
