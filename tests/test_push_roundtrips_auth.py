@@ -57,6 +57,16 @@ def skopeo_raw(server, ref: str) -> bytes:
     return subprocess.run(cmd + [f"docker://{server.ref(ref)}"], capture_output=True, check=True, timeout=120).stdout
 
 
+def skopeo_copies(server, ref: str, dest: Path) -> None:
+    """skopeo reads every blob of what was pushed (all platforms of an index): mounts and
+    skipped uploads left nothing missing."""
+    cmd = ["skopeo", "copy", "--quiet", "--all", "--src-tls-verify=false"]
+    if server.creds:
+        cmd += ["--src-creds", server.creds]
+    subprocess.run(cmd + [f"docker://{server.ref(ref)}", f"oci:{dest}:x"], capture_output=True, check=True,
+                   timeout=120)
+
+
 def build(tmp_path: Path, name: str, dockerfile: str, *flags: str, cache: Path, env: dict | None = None,
           check: bool = True, epoch: bool = True):
     ctx = write_context(tmp_path / f"ctx-{name}", {"Dockerfile": dockerfile, "f": "file\n"})
@@ -186,6 +196,7 @@ def test_cache_repo_build(tmp_path, request, registry, anon_proxy, busybox_layou
     entry = json.loads(skopeo_raw(registry, f"{repo}-cache:{tags[0]}"))
     names[entry["config"]["digest"].split(":")[1]] = "entry-config"
     assert entry["layers"][0]["digest"] == image["layers"][-1]["digest"]
+    skopeo_copies(registry, f"{repo}-dest:1", tmp_path / "copy")
     dest, cached, key = f"/v2/{repo}-dest", f"/v2/{repo}-cache", tags[0]
     want = Counter({
         ("GET", "/v2/", "200"): 1,
@@ -247,6 +258,7 @@ def test_multi_platform_build(tmp_path, request, registry, anon_proxy, multiarch
     base_names, _ = _index_names(registry, base_repo, skopeo_raw(registry, f"{base_repo}:latest"), "base")
     out_names, out = _index_names(registry, dest, skopeo_raw(registry, f"{dest}:1"), "out")
     assert out["amd64"]["layers"][-1] == out["arm64"]["layers"][-1]  # the shared COPY layer
+    skopeo_copies(registry, f"{dest}:1", tmp_path / "copy")
     names = {**out_names, **base_names}
     names[out["amd64"]["layers"][-1]["digest"].split(":")[1]] = "new-layer"
     d, b = f"/v2/{dest}", f"/v2/{base_repo}"
@@ -271,3 +283,45 @@ def test_multi_platform_build(tmp_path, request, registry, anon_proxy, multiarch
             ("GET", "blobs/<base-amd64-config>"), ("GET", "blobs/<base-arm64-config>"),
             ("GET", "blobs/<base-amd64-layer0>"), ("GET", "blobs/<base-arm64-layer0>")]})
     assert shape(proxy.log[mark:], names) == want
+
+
+def test_token_auth_build_to_several_destinations(tmp_path, request, registry_token, token_proxy, busybox_layout):
+    """``-d a:1 -d b:1 -d a:2``: the permission check asks one token for both repositories
+    (token.md: ``scope`` repeated), the FROM lookup one more with the base; the second
+    repository mounts the new layer from the first (end-11), the second tag of the first costs
+    its manifest PUT alone (end-7a)."""
+    proxy, issuer = token_proxy, registry_token.token_issuer
+    repo = repo_for(request, "rtauth")
+    push_layout(busybox_layout, registry_token, f"{repo}:latest")
+    base_raw = skopeo_raw(registry_token, f"{repo}:latest")
+    env = docker_config(tmp_path, proxy.host, registry_token)
+    dockerfile = f"FROM {proxy.host}/{repo}:latest\nCOPY f /f\n"
+    cache = tmp_path / "cache"
+    build(tmp_path, "first", dockerfile, "-d", f"{proxy.host}/{repo}-a:first", cache=cache, env=env)
+    mark, tmark = len(proxy.log), len(issuer.requests)
+    build(tmp_path, "b", dockerfile, "-d", f"{proxy.host}/{repo}-a:1", "-d", f"{proxy.host}/{repo}-b:1",
+          "-d", f"{proxy.host}/{repo}-a:2", cache=cache, env=env)
+    asked = tokens(issuer, tmark)
+    image = json.loads(skopeo_raw(registry_token, f"{repo}-b:1"))
+    assert json.loads(skopeo_raw(registry_token, f"{repo}-a:2")) == json.loads(skopeo_raw(registry_token, f"{repo}-a:1"))
+    names = digest_names(json.loads(base_raw), image)
+    skopeo_copies(registry_token, f"{repo}-b:1", tmp_path / "copy")
+    a, b = f"/v2/{repo}-a", f"/v2/{repo}-b"
+    assert shape(proxy.log[mark:], names) == Counter({
+        ("GET", "/v2/", "401"): 1,
+        ("POST", f"{a}/blobs/uploads/", "202"): 1,
+        ("POST", f"{b}/blobs/uploads/", "202"): 1,
+        ("HEAD", f"/v2/{repo}/manifests/latest", "200"): 1,
+        ("POST", f"{a}/blobs/uploads/?mount=<base-layer>&from={repo}", "201"): 1,
+        ("POST", f"{b}/blobs/uploads/?mount=<base-layer>&from={repo}", "201"): 1,
+        ("PUT", f"{a}/blobs/uploads/<session>?digest=<config>", "201"): 1,
+        ("PUT", f"{b}/blobs/uploads/<session>?digest=<config>", "201"): 1,
+        ("POST", f"{a}/blobs/uploads/?digest=<new-layer>", "202"): 1,
+        ("PUT", f"{a}/blobs/uploads/<session>?digest=<new-layer>", "201"): 1,
+        ("POST", f"{b}/blobs/uploads/?mount=<new-layer>&from={repo}-a", "201"): 1,
+        ("PUT", f"{a}/manifests/1", "201"): 1,
+        ("PUT", f"{b}/manifests/1", "201"): 1,
+        ("PUT", f"{a}/manifests/2", "201"): 1,
+    })
+    dests = (f"repository:{repo}-a:push,pull", f"repository:{repo}-b:push,pull")
+    assert asked == [("GET", dests), ("GET", tuple(sorted((*dests, f"repository:{repo}:pull"))))]
