@@ -128,3 +128,28 @@ def test_wrong_credentials_still_fail_with_one_clear_error(registry_factory):
     t.expect(["repository:scopes/dest:push,pull"])
     with pytest.raises(AuthError, match="token server refused user"):
         _head(t, "scopes/a", ("repository:scopes/a:pull",))
+
+
+def test_pulling_and_pushing_transports_share_their_tokens(registry_factory, busybox_image):
+    """``--insecure-pull`` parts the host's pulling transport from its pushing one; they still
+    share the tokens, so a build announcing its destination needs one exchange for the pull of
+    its base and the push (the mount reads the base, the upload writes the destination)."""
+    from pybuildless.registry import ahead
+    from pybuildless.registry.sharing import shared_transport
+
+    server = registry_factory("token")
+    _seed(server, busybox_image, "scopes/base")
+    issuer = server.token_issuer
+    cred = Credential(username=server.username, password=server.password)
+    options = RegistryOptions(insecure_pull=True, keychain=StaticKeychain(((server.host, cred),)))
+    assert shared_transport(server.host, options, pull=True) is not shared_transport(server.host, options)
+    dest = parse_reference(server.ref("scopes/shared:1"))
+    mark = len(issuer.requests)
+    ahead.begin(options, [dest])
+    try:
+        base = fetch_image(server.ref("scopes/base:1"), options=options)
+        assert push_image(base, [dest], options=options) == base.digest
+    finally:
+        ahead.end(options)
+    assert [s for _, _, s, _ in issuer.requests[mark:]] == [
+        ("repository:scopes/base:pull", "repository:scopes/shared:push,pull")]

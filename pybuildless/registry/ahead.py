@@ -221,9 +221,8 @@ def expect(options: RegistryOptions, needs: Iterable[tuple[Reference, str]]) -> 
         return
     from pybuildless.registry.sharing import shared_transport  # the HTTP stack: a push is coming
 
-    for ref, actions in needs:
-        for pull in (False, True):  # one object when the flags make pulling behave the same
-            shared_transport(ref.api_host, options, pull=pull).expect((ref.scope(actions),))
+    for ref, actions in needs:  # the host's pulling transport shares the tokens (sharing.py)
+        shared_transport(ref.api_host, options).expect((ref.scope(actions),))
 
 
 def current(options: RegistryOptions) -> PushAhead | None:

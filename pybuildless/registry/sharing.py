@@ -12,9 +12,11 @@ from __future__ import annotations
 import threading
 
 from pybuildless.registry.options import RegistryOptions
+from pybuildless.registry.tokens import BuildTokens
 from pybuildless.registry.transport import Transport
 
 _SHARED: dict[tuple, Transport] = {}
+_TOKENS: dict[tuple, BuildTokens] = {}
 _SHARED_LOCK = threading.Lock()
 _SHARED_MAX = 64
 
@@ -31,5 +33,13 @@ def shared_transport(registry: str, options: RegistryOptions, *, pull: bool = Fa
         if transport is None:
             if len(_SHARED) >= _SHARED_MAX:
                 _SHARED.pop(next(iter(_SHARED)))
-            transport = _SHARED[key] = Transport(registry, options, pull=pull)
+            # the pulling and the pushing transport of a host share their tokens even when the
+            # flags part them (--insecure-pull): a token is the token server's, whatever the scheme
+            tokens_key = (registry, options, id(options.keychain))
+            tokens = _TOKENS.get(tokens_key)
+            if tokens is None:
+                if len(_TOKENS) >= _SHARED_MAX:
+                    _TOKENS.pop(next(iter(_TOKENS)))
+                tokens = _TOKENS[tokens_key] = BuildTokens()
+            transport = _SHARED[key] = Transport(registry, options, pull=pull, tokens=tokens)
         return transport

@@ -78,6 +78,7 @@ class Transport:
         pull: bool = False,
         credential: Credential | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        tokens: BuildTokens | None = None,
     ) -> None:
         self.registry = registry  # host[:port] to contact (Docker Hub: registry-1.docker.io)
         self.options = options
@@ -90,7 +91,7 @@ class Transport:
         self._cred_lock = threading.Lock()
         self._warn_lock = threading.Lock()
         self._ping: PingResult | None = None
-        self._tokens = BuildTokens()
+        self._tokens = tokens if tokens is not None else BuildTokens()  # shared with the host's other transport
         self._warned: set[str] = set()
         self.single_post_uploads: bool | None = None  # None: not tried yet (client.upload_small)
         self.verify = options.verify_tls(registry, pull=pull)
