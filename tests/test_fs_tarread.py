@@ -277,3 +277,115 @@ def test_submit_waits_while_the_budget_is_used(held, extra, max_bytes, max_jobs,
     pool.drain()
     pool.close()
     assert blocked == waits
+
+
+# -- headers the common archives above do not have -------------------------------------------
+
+def _ustar_archive() -> bytes:
+    """Old and rare header forms, written by tarfile itself in the ustar/GNU layouts: a name split
+    into prefix and name (POSIX ustar), v7 regular files and directories (type "\\0"), names that
+    are not UTF-8 (read back with surrogateescape), a directory whose name ends in "X"."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT, errors="surrogateescape") as tar:
+        def add(name, kind=tarfile.REGTYPE, data=b"", **kw):
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            info.size = len(data)
+            for k, v in kw.items():
+                setattr(info, k, v)
+            tar.addfile(info, io.BytesIO(data) if data else None)
+        add("p" * 90 + "/" + "q" * 60 + "/file", data=b"split")  # 156 characters: prefix + name
+        add("v7-file", tarfile.AREGTYPE, data=b"old")
+        add("v7-dir/", tarfile.AREGTYPE)
+        add("opt/BOX", tarfile.DIRTYPE)
+        add("caf\udce9", data=b"latin-1 name", uname="\udcffu", gname="g\udce0")
+        add("lnk", tarfile.SYMTYPE, linkname="caf\udce9")
+    return out.getvalue()
+
+
+def test_the_fast_parser_reads_prefixes_v7_entries_and_raw_bytes_as_tarfile_does():
+    raw = _ustar_archive()
+    want = _members(raw, tarfile.TarInfo)
+    assert [m[0] for m in want] == ["p" * 90 + "/" + "q" * 60 + "/file", "v7-file", "v7-dir", "opt/BOX", "caf\udce9", "lnk"]
+    assert [m[ATTRS.index("type")] for m in want] == [tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE,
+                                                      tarfile.DIRTYPE, tarfile.REGTYPE, tarfile.SYMTYPE]
+    assert raw[345:345 + 90] == b"p" * 90  # the prefix field of the first header is used
+    assert _members(raw, FastTarInfo) == want
+
+
+def _gnu_sparse_header(name: bytes, pieces: list[tuple[int, int]], realsize: int) -> bytes:
+    """An old-GNU sparse header (type "S"), laid out as GNU tar's tar.h declares oldgnu_header:
+    sparse[4] (offset, numbytes: 12 octal bytes each) at 386, isextended at 482, realsize at 483;
+    magic "ustar  \\0"."""
+    h = bytearray(512)
+    h[0:len(name)] = name
+    h[100:108] = b"0000644\0"
+    h[108:116] = h[116:124] = b"0000000\0"
+    h[124:136] = b"%011o\0" % sum(n for _, n in pieces)  # the data stored: the pieces only
+    h[136:148] = b"%011o\0" % 1_700_000_000
+    h[156:157] = tarfile.GNUTYPE_SPARSE
+    h[257:265] = tarfile.GNU_MAGIC
+    for i, (offset, numbytes) in enumerate(pieces):
+        h[386 + 24 * i:398 + 24 * i] = b"%011o\0" % offset
+        h[398 + 24 * i:410 + 24 * i] = b"%011o\0" % numbytes
+    h[483:495] = b"%011o\0" % realsize
+    h[148:156] = b" " * 8
+    h[148:156] = b"%06o\0 " % sum(h)
+    return bytes(h)
+
+
+def test_an_old_gnu_sparse_file_is_read_and_extracted_with_its_holes(tmp_path):
+    """Its header goes to tarfile's own parser (the fast one does not read sparse maps); the file
+    extracted is the realsize with the pieces at their offsets and zeros between."""
+    pieces = [(0, 512), (2048, 512), (4096, 512), (6144, 512)]  # all four slots (no end marker to read)
+    raw = _gnu_sparse_header(b"holes", pieces, 8192) + b"".join(c * 512 for c in (b"a", b"b", b"c", b"d")) + b"\0" * 1024
+    want = _members(raw, tarfile.TarInfo)
+    assert want[0][ATTRS.index("sparse")] == pieces and want[0][ATTRS.index("size")] == 8192
+    assert _members(raw, FastTarInfo) == want
+    extract_layer(io.BytesIO(raw), tmp_path)
+    expected = bytearray(8192)
+    for (offset, n), c in zip(pieces, b"abcd"):
+        expected[offset:offset + n] = bytes([c]) * n
+    assert (tmp_path / "holes").read_bytes() == bytes(expected)
+
+
+def test_ordinary_headers_never_reach_tarfile_s_own_parser(monkeypatch):
+    """The fast path is taken for every ordinary header: tarfile's parser only sees the headers the
+    fast one leaves to it (base-256 numbers, the zero block that ends the archive)."""
+    seen: list[bytes] = []
+    original = tarfile.TarInfo.frombuf.__func__
+
+    def counting(cls, buf, encoding, errors):
+        seen.append(bytes(buf[:100]).rstrip(b"\0"))
+        return original(cls, buf, encoding, errors)
+
+    monkeypatch.setattr(tarfile.TarInfo, "frombuf", classmethod(counting))
+    for raw, left_to_tarfile in [
+        (_archive(tarfile.PAX_FORMAT), [b""]),  # pax: big numbers are in the pax header
+        (_archive(tarfile.GNU_FORMAT), [b"big-ids", b""]),  # gnu: uid and mtime in base-256
+        (_ustar_archive(), [b""]),
+    ]:
+        seen.clear()
+        names = [m.name for m in tarfile.TarFile(fileobj=io.BytesIO(raw), tarinfo=FastTarInfo, errors="surrogateescape")]
+        assert len(names) >= 6 and seen == left_to_tarfile
+
+
+def test_the_stream_reads_its_source_in_pieces_and_seeks_from_the_start():
+    sizes: list[int] = []
+
+    class Source(io.BytesIO):
+        def read(self, n=-1):
+            sizes.append(n)
+            return super().read(n)
+
+    data = bytes(range(256)) * 10
+    stream = TarStream(Source(data), 300)
+    assert stream.seek(5) == 5 and stream.tell() == 5  # a skip before anything was read
+    assert stream.read(0) == b"" and stream.read(4) == data[5:9]
+    assert stream.seek(9) == 9  # skipping to where it is already: allowed
+    assert stream.read(700) == data[9:709] and stream.tell() == 709
+    with pytest.raises(io.UnsupportedOperation):
+        stream.seek(0, io.SEEK_END)
+    with pytest.raises(io.UnsupportedOperation):
+        stream.read()
+    assert set(sizes) == {300}
