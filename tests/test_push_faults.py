@@ -165,3 +165,36 @@ def test_a_refused_mount_becomes_an_upload(proxy, registry, busybox_image, optio
              ("?mount=" in p or p.endswith("/blobs/uploads/") or layer_hex in p)]
     assert asked[:2] == [("POST", "fault 403"), ("POST", "202")] and ("PUT", "201") in asked
     assert manifest_blobs_present(registry, registry.ref("pushfaults/refused:1"))
+
+
+def test_blob_work_ahead_runs_on_at_most_parallel_daemon_threads_and_close_stops_the_queue():
+    """The work runs on ``parallel`` daemon threads (each keeps its connection from one blob
+    to the next); closing with work left cancels what has not started and lets the running
+    work see ``stopped``."""
+    import threading
+
+    from pybuildless.registry.ahead import PushAhead
+
+    ahead_work = PushAhead(RegistryOptions(parallel=2), [])
+    gate = threading.Event()
+    seen: list[threading.Thread] = []
+
+    def work() -> str:
+        seen.append(threading.current_thread())
+        gate.wait(10)
+        return "stopped" if ahead_work.stopped.is_set() else "done"
+
+    futures = [ahead_work._start(work) for _ in range(6)]
+    deadline = time.monotonic() + 10
+    while len(seen) < 2 and time.monotonic() < deadline:  # the first two have started
+        time.sleep(0.01)
+    threading.Timer(0.3, gate.set).start()
+    ahead_work.close()  # while the first two run: the other four never start
+    assert [f.cancelled() for f in futures] == [False, False, True, True, True, True]
+    assert [f.result() for f in futures[:2]] == ["stopped", "stopped"]
+    assert len({t.ident for t in seen}) == 2 and all(t.daemon for t in seen)
+
+    ahead_work = PushAhead(RegistryOptions(parallel=2), [])
+    seen.clear()
+    gate.set()
+    assert [ahead_work._start(work).result() for _ in range(3)] == ["done"] * 3

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from concurrent.futures import Future, wait
 from typing import Callable, Iterable, Sequence, TypeVar
 
@@ -62,7 +63,9 @@ class PushAhead:
         self._sessions: dict[tuple[str, str], str] = {}
         self._blobs: dict[tuple[str, str, Digest], Future] = {}
         self.stopped = threading.Event()  # set when the build failed: blob work ends at once
-        self._slots = threading.Semaphore(max(2, options.parallel))
+        self._queue: deque[tuple[Future, Callable[[], str]]] = deque()  # blob work not started yet
+        self._queue_lock = threading.Lock()
+        self._workers = 0
         self._resolved: dict[tuple[str, str, str], Future] = {}  # (registry, repository, tag or digest)
         self._homes: dict[tuple[str, Digest], list[str]] = {}  # (registry, blob) -> repositories holding it
 
@@ -140,22 +143,32 @@ class PushAhead:
                     self._blobs[key] = self._start(work)
 
     def _start(self, work: Callable[[], str]) -> Future:
-        """``work`` on a daemon thread, at most ``parallel`` at once: a failed build's process
-        exits without waiting for an upload stuck in the network (the shared pool's threads
-        would be joined first)."""
+        """``work`` on up to ``parallel`` daemon threads of this build: a failed build's process
+        exits without waiting for an upload stuck in the network (the shared pool's threads are
+        joined at exit), and each thread keeps its connection for the next blob."""
         future: Future = Future()
-
-        def run() -> None:
-            with self._slots:
-                if not future.set_running_or_notify_cancel():
-                    return  # cancelled while queued
-                try:
-                    future.set_result(work())
-                except BaseException as e:  # noqa: BLE001 - handed to whoever waits for it
-                    future.set_exception(e)
-
-        threading.Thread(target=run, name="push-ahead", daemon=True).start()
+        with self._queue_lock:
+            self._queue.append((future, work))
+            spawn = self._workers < max(2, self.options.parallel)
+            if spawn:
+                self._workers += 1
+        if spawn:
+            threading.Thread(target=self._work, name="push-ahead", daemon=True).start()
         return future
+
+    def _work(self) -> None:
+        while True:
+            with self._queue_lock:
+                if not self._queue:
+                    self._workers -= 1
+                    return
+                future, work = self._queue.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue  # cancelled while queued (the build failed)
+            try:
+                future.set_result(work())
+            except BaseException as e:  # noqa: BLE001 - handed to whoever waits for it
+                future.set_exception(e)
 
     def _check_stopped(self) -> None:
         if self.stopped.is_set():
@@ -177,17 +190,20 @@ class PushAhead:
     def close(self) -> None:
         """Cancel the sessions nobody used and stop the blob work nobody waited for: after a push
         there is none; after a failure (or a push that gave up) it is not needed any more."""
+        self.stopped.set()  # this build's work is over: whatever still runs stops at its next step
+        with self._queue_lock:
+            queued, self._queue = list(self._queue), deque()
+        for future, _ in queued:
+            future.cancel()  # never started
         with self._lock:
             sessions, self._sessions = self._sessions, {}
-            blobs = list(self._blobs.values())
-        leftover = [future for future in blobs if not future.done()]
-        if leftover:
-            self.stopped.set()
-            running = [future for future in leftover if not future.cancel()]  # queued ones never start
-            logger.debug("stopping %d blob upload(s) started for the destinations", len(leftover))
+            running = [future for future in self._blobs.values() if not future.done()]
+        if queued or running:
+            logger.debug("stopped %d queued and %d running blob upload(s) for the destinations", len(queued),
+                         len(running))
         for (registry, repository), location in sessions.items():
             self._cancel(Reference(registry, repository, "latest", None), location)
-        if leftover and running:
+        if running:
             _, late = wait(running, timeout=STOP_WAIT)
             if late:
                 logger.debug("%d blob upload(s) still stopping", len(late))
