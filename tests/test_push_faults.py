@@ -198,3 +198,27 @@ def test_blob_work_ahead_runs_on_at_most_parallel_daemon_threads_and_close_stops
     seen.clear()
     gate.set()
     assert [ahead_work._start(work).result() for _ in range(3)] == ["done"] * 3
+
+
+def test_a_reference_is_resolved_once_per_build_and_a_failure_is_not_kept():
+    from pybuildless.registry.ahead import PushAhead
+
+    build = PushAhead(RegistryOptions(), [])
+    calls: list[str] = []
+
+    def failing() -> str:
+        calls.append("failing")
+        raise RuntimeError("registry down")
+
+    def fetch() -> str:
+        calls.append("fetch")
+        return "index"
+
+    key = ("r.example", "base", "latest")
+    with pytest.raises(RuntimeError):
+        build.resolve_once(key, failing)
+    assert build.resolve_once(key, fetch) == "index"
+    assert build.resolve_once(key, fetch) == "index"
+    assert calls == ["failing", "fetch"]
+    assert PushAhead(RegistryOptions(), []).resolve_once(key, fetch) == "index"  # another build asks again
+    assert calls == ["failing", "fetch", "fetch"]
