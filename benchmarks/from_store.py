@@ -10,9 +10,16 @@ docker-registry started on loopback, then builds ``FROM base`` + ``RUN true`` N+
 * resolve: the base's manifest and config (one HEAD by tag once they are kept), with the process's
   HTTP session already up (a build opens it before FROM when it checks its destinations), and
   the first resolve of a process, which also pays for the session and the connection;
-* root: the stage root from the store (check + overlay mount, or a copy), or the blob extracted;
+* root: the stage root from the store (check + overlay mount, or a copy, and the snapshot
+  baseline where the root has one), or the blob extracted: ``StageBuilder.ensure_root`` timed
+  inside the build process;
 * FROM: resolve + root, i.e. what FROM costs before the first step runs;
 * build: the whole command, push excluded (``--no-push``).
+
+Builds run as the executor image runs them (``benchmarks/launch.py``: ``python -I -S``, the tree's
+own ``sys.path``). ``--other DIR`` also times the warm-store builds of another checkout (e.g. a
+``git worktree`` of an earlier commit), alternating with this one in the same run, so both see the
+same load. ``--profile DIR`` writes a cProfile file per warm-store build of this tree into DIR.
 """
 
 from __future__ import annotations
@@ -33,11 +40,26 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from debian_rootfs import make_debian_rootfs, make_python_rootfs  # noqa: E402
+from launch import bootstrap, entry_body  # noqa: E402
 from tests.fixtures.images import make_busybox_rootfs, push_layout, write_oci_layout  # noqa: E402
 from tests.fixtures.registry import start_registry  # noqa: E402
 
 MAKERS = {"debian": make_debian_rootfs, "python": make_python_rootfs, "busybox": make_busybox_rootfs}
-_ROOT = re.compile(r"(?:laid from the layer store|extracted) (\d+) layer\(s\) of \S+ in ([\d.]+)s")
+_ROOT = re.compile(r"^bench: root laid in ([\d.]+) ms$", re.M)
+
+# StageBuilder.ensure_root timed in the build process (the progress line has 10 ms steps)
+TIMED_ROOT = """
+import sys as _sys, time as _time
+import pybuildless.builder.stage as _stage
+_ensure_root = _stage.StageBuilder.ensure_root
+def _timed_ensure_root(self):
+    laying = self.root.snapshotter is None and bool(self.state.layers)
+    started = _time.perf_counter()
+    _ensure_root(self)
+    if laying:
+        _sys.stderr.write(f"bench: root laid in {(_time.perf_counter() - started) * 1000:.2f} ms\\n")
+_stage.StageBuilder.ensure_root = _timed_ensure_root
+"""
 _RESOLVE = re.compile(r"resolve ([\d.]+)s")
 _FIRST = re.compile(r"first ([\d.]+)s")
 
@@ -55,19 +77,21 @@ print(f"resolve {{time.perf_counter() - t:.4f}}s")
 """
 
 
-def run_build(ctx: Path, work: Path, cache: Path, *flags: str) -> tuple[float, float]:
+def run_build(source: Path, ctx: Path, work: Path, cache: Path, *flags: str,
+              profile: Path | None = None) -> tuple[float, float]:
+    """One build by the tree at ``source``: (root seconds, whole command seconds)."""
+    program = bootstrap(source, TIMED_ROOT + entry_body("executor_main", profile))
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", "from pybuildless.cli import executor_main; executor_main()",
-                           "--context", str(ctx), "--no-push", "--work-dir", str(work), *flags],
-                          env={**os.environ, "XDG_CACHE_HOME": str(cache), "PYTHONPATH": str(HERE.parent)},
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-I", "-S", "-X", f"pycache_prefix={work / 'pycache'}", "-c", program,
+                           "--context", str(ctx), "--no-push", "--work-dir", str(work / "w"), *flags],
+                          env={**os.environ, "XDG_CACHE_HOME": str(cache)}, capture_output=True, text=True)
     total = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"build failed:\n{proc.stderr}")
     found = _ROOT.search(proc.stderr)
     if not found:
         raise SystemExit(f"no stage-root line in the build log:\n{proc.stderr}")
-    return float(found.group(2)), total
+    return float(found.group(1)) / 1000, total
 
 
 def resolve_time(ref: str, store: str) -> tuple[float, float]:
@@ -85,7 +109,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--base", choices=sorted(MAKERS), default="debian")
+    ap.add_argument("--other", type=Path, help="another source tree, timed with the warm store too")
+    ap.add_argument("--profile", type=Path, help="a cProfile file per warm-store build of this tree here")
     args = ap.parse_args()
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="from-store-bench-"))
     server, stop = start_registry(work / "registry")
     try:
@@ -99,17 +127,26 @@ def main() -> None:
         (work / "w").mkdir()
         cache = work / "cache"
         store = str(cache / "pybuildless")
-        rows: dict[str, dict[str, list[float]]] = {"store (warm)": {}, "no store": {}}
-        first_root, first_total = run_build(ctx, work / "w", cache)  # fills the store
-        for _ in range(args.runs):
-            for mode, flags, kept in (("store (warm)", (), store), ("no store", ("--no-layer-store",), "")):
-                root, total = run_build(ctx, work / "w", cache, *flags)
-                first, resolve = resolve_time(ref, kept)
+        here = HERE.parent
+        modes = [("store (warm)", here, ()), ("no store", here, ("--no-layer-store",))]
+        if args.other:
+            modes.insert(1, (f"store (warm), {args.other}", args.other, ()))
+        rows: dict[str, dict[str, list[float]]] = {mode: {} for mode, _, _ in modes}
+        first_root, first_total = run_build(here, ctx, work, cache)  # fills the store
+        if args.other:
+            run_build(args.other, ctx, work, cache)  # its byte-code caches, untimed
+        for n in range(args.runs):
+            for mode, source, flags in modes:
+                profile = args.profile / f"build-{n}.prof" if args.profile and source == here and not flags else None
+                root, total = run_build(source, ctx, work, cache, *flags, profile=profile)
+                first, resolve = resolve_time(ref, "" if flags else store)
                 for name, value in (("resolve, a process's first", first), ("resolve", resolve), ("root", root),
                                     ("FROM", resolve + root), ("build", total)):
                     rows[mode].setdefault(name, []).append(value)
+        load = os.getloadavg()
         print(f"base {args.base}: {entries} entries, {args.runs} runs; first build (store filled): "
-              f"root {first_root * 1000:.0f} ms, build {first_total:.2f} s")
+              f"root {first_root * 1000:.0f} ms, build {first_total:.2f} s; load average after: "
+              f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
         for mode, values in rows.items():
             print(f"  {mode}")
             for name, series in values.items():
