@@ -67,8 +67,24 @@ def test_one_token_serves_every_repository_asked_for_so_far(registry_factory, bu
     assert _head(t, "scopes/a", ("repository:scopes/a:pull",)) == 200  # served by the second token
     assert [s for _, _, s, _ in issuer.requests[mark:]] == [
         ("repository:scopes/a:pull", "repository:scopes/dest:push,pull"),
-        ("repository:scopes/b:pull", "repository:scopes/dest:push,pull", "repository:scopes/a:pull"),
+        ("repository:scopes/b:pull", "repository:scopes/a:pull", "repository:scopes/dest:push,pull"),
     ]
+
+
+def test_a_token_is_asked_for_the_most_recent_resources_only(registry_factory):
+    from pybuildless.registry.tokens import MAX_SCOPES
+
+    server = registry_factory("token")
+    issuer = server.token_issuer
+    t = Transport(server.host, _options(server))
+    for n in range(MAX_SCOPES + 5):
+        t.expect([f"repository:scopes/r{n}:pull"])
+    mark = len(issuer.requests)
+    with t.request("GET", "/v2/_catalog", scopes=("registry:catalog:*",)) as resp:
+        assert resp.status_code == 200
+    (asked,) = [s for _, _, s, _ in issuer.requests[mark:]]
+    assert len(asked) == MAX_SCOPES and asked[0] == "registry:catalog:*"
+    assert asked[1] == f"repository:scopes/r{MAX_SCOPES + 4}:pull"  # the latest announced first
 
 
 def test_a_token_server_refusing_several_scopes_gets_one_at_a_time(registry_factory, busybox_image):

@@ -31,6 +31,9 @@ Send = Callable[..., requests.Response]
 logger = logging.getLogger(__name__)
 
 MIN_EXPIRY = 60
+# Resources one token is asked for at most (the most recently needed first): a process that
+# touched many repositories does not send ever longer token URLs (~60 bytes per scope).
+MAX_SCOPES = 16
 MAX_TOKEN_RESPONSE = 64 * 1024
 CLIENT_ID = "pybuildless"
 
@@ -103,7 +106,7 @@ class BuildTokens:
 
     def expect(self, scopes) -> None:
         with self._lock:
-            self._expected = union_scopes(self._expected, scopes)
+            self._expected = union_scopes(scopes, self._expected)[:MAX_SCOPES]
 
     def get(self, challenge: Challenge, scopes: tuple[str, ...], cred: Credential, *, force: bool, send: Send,
             registry: str, plain_http: bool) -> Token:
@@ -122,7 +125,7 @@ class BuildTokens:
             token = None if force else self._cache.covering(realm, service, scopes)
             if token is not None:
                 return token
-            asked = union_scopes(scopes, self._expected) if self.multi_scope and not force else scopes
+            asked = union_scopes(scopes, self._expected)[:MAX_SCOPES] if self.multi_scope and not force else scopes
             try:
                 token = fetch_token(send, challenge, asked, cred, registry=registry, plain_http=plain_http)
             except AuthError as e:
@@ -134,7 +137,7 @@ class BuildTokens:
                 asked = scopes
                 token = fetch_token(send, challenge, asked, cred, registry=registry, plain_http=plain_http)
             self._cache.put((realm, service, frozenset(asked)), token)
-            self._expected = union_scopes(self._expected, asked)
+            self._expected = union_scopes(asked, self._expected)[:MAX_SCOPES]
             return token
 
 
