@@ -110,8 +110,9 @@ class OverlaySnapshot:
         if not overlayroot.stack_upper(self.root, upper):
             return False
         after = len(overlayroot.lower_dirs(self.root))
-        # the sandbox's reading is the whole diff only when nothing else came since the last snapshot
-        self._read = (after, changes) if before == self._seen and after == before + 1 else None
+        # the sandbox's reading covers the RUN's dir; what was written to the root before it (the
+        # sandbox's mount points, a missing WORKDIR) is the dir below, when there was some
+        self._read = (after, changes) if before == self._seen and after - before in (1, 2) else None
         return True
 
     def _take(self, scope: _Scope | None) -> Changes:
@@ -120,10 +121,11 @@ class OverlaySnapshot:
         upper = overlayroot.upper_dir(self.root)
         if upper is None:
             raise RuntimeError(f"stage root {self.root} is not mounted")
+        since = None
         if self._read is not None and self._read[0] == len(lowers) and not _has_entries(upper):
-            since = without_ignored(self._read[1], self.ignore)
-            how = "as the sandbox read it"
-        else:
+            since = self._with_run(lowers, without_ignored(self._read[1], self.ignore))
+            how = "as the sandbox read it" + (" over what was written before it" if len(lowers) > self._seen + 1 else "")
+        if since is None:
             since = stack_changes(lowers[:self._seen], [*lowers[self._seen:], upper], self.ignore)
             how = f"from {len(lowers) - self._seen + 1} dir(s) over {self._seen}"
         changes = self._scoped(since, scope, lowers, os.fspath(upper))
@@ -133,6 +135,29 @@ class OverlaySnapshot:
                   len(changes.added) + len(changes.modified), len(changes.deleted),
                   (time.perf_counter() - started) * 1000, (time.perf_counter() - read) * 1000)
         return changes
+
+    def _with_run(self, lowers: list[str], run: Changes) -> Changes | None:
+        """The changes since the last snapshot when they are a RUN's (``run``, read by the sandbox
+        against the root as it was then) over what was written to the root before it (the dir
+        below the RUN's, read here: a few entries). None when the two meet where reading them
+        apart could differ from reading them together (one removes, replaces or makes a path
+        the other has something at or below)."""
+        if len(lowers) == self._seen + 1:
+            return run
+        before = stack_changes(lowers[:self._seen], [lowers[self._seen]], self.ignore)
+        made = set(before.added) | set(before.deleted) | set(before.opaque)
+        replaced = set(run.added) | set(run.deleted) | set(run.opaque)
+        if _meets(run, made) or _meets(before, set(run.deleted) | set(run.opaque)) or _meets(before, replaced):
+            return None
+        both = set(before.modified) & set(run.modified)
+        if both:  # a directory whose metadata both changed: compared from before the first
+            seen = lowers[self._seen - 1::-1] if self._seen else []
+            now = lowers[::-1]
+            before = Changes(before.added, tuple(p for p in before.modified if p not in both), before.deleted,
+                             before.opaque)
+            run = Changes(run.added, tuple(p for p in run.modified if p not in both), run.deleted, run.opaque)
+            return _merge([before, run, *(compared(rel, shown_at(seen, rel), shown_at(now, rel)) for rel in both)])
+        return _merge([before, run])
 
     def _scoped(self, since: Changes, scope: _Scope | None, lowers: list[str], upper: str) -> Changes:
         """``since`` (the changes since the last snapshot) within ``scope``, with the held changes
@@ -184,6 +209,15 @@ def _merge(parts: list[Changes]) -> Changes:
     return Changes(tuple(sorted(added)), tuple(sorted(modified)),
                    tuple(sorted({rel for part in parts for rel in part.deleted})),
                    tuple(sorted({rel for part in parts for rel in part.opaque})))
+
+
+def _meets(changes: Changes, paths: set[str]) -> bool:
+    """Whether ``changes`` has something at or below one of ``paths``."""
+    if not paths:
+        return False
+    below = tuple(p + "/" for p in paths)
+    return any(rel in paths or rel.startswith(below)
+               for rel in (*changes.added, *changes.modified, *changes.deleted, *changes.opaque))
 
 
 def _ancestors(rel: str) -> Iterable[str]:
