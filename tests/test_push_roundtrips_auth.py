@@ -325,3 +325,24 @@ def test_token_auth_build_to_several_destinations(tmp_path, request, registry_to
     })
     dests = (f"repository:{repo}-a:push,pull", f"repository:{repo}-b:push,pull")
     assert asked == [("GET", dests), ("GET", tuple(sorted((*dests, f"repository:{repo}:pull"))))]
+
+
+def test_base_image_cache_miss_costs_one_head(tmp_path, request, registry, anon_proxy, busybox_layout):
+    """``--cache-dir`` holding other images (the warmer's layout) and the layer store holding
+    the base: the base-image cache's look-up and the store's ask the same HEAD (end-3), once."""
+    proxy = anon_proxy
+    repo = repo_for(request, "rtcache")
+    push_layout(busybox_layout, registry, f"{repo}:latest")
+    warmed = tmp_path / "warmed"
+    warmed.mkdir()
+    (warmed / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (warmed / "index.json").write_text('{"schemaVersion": 2, "manifests": []}')
+    dockerfile = f"FROM {proxy.host}/{repo}:latest\nCOPY f /f\n"
+    cache = tmp_path / "cache"
+    flags = ("--cache=true", "--cache-repo", f"{proxy.host}/{repo}-cache", "--cache-dir", str(warmed))
+    build(tmp_path, "first", dockerfile, "-d", f"{proxy.host}/{repo}-dest:first", *flags, cache=cache, epoch=False)
+    mark = len(proxy.log)
+    build(tmp_path, "b", dockerfile, "-d", f"{proxy.host}/{repo}-dest:1", *flags, cache=cache, epoch=False)
+    assert [(m, p, o) for m, p, o in proxy.log[mark:] if p.startswith(f"/v2/{repo}/")] == [
+        ("HEAD", f"/v2/{repo}/manifests/latest", "200")]
+    skopeo_copies(registry, f"{repo}-dest:1", tmp_path / "copy")

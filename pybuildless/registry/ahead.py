@@ -66,10 +66,10 @@ class PushAhead:
         self._queue: deque[tuple[Future, Callable[[], str]]] = deque()  # blob work not started yet
         self._queue_lock = threading.Lock()
         self._workers = 0
-        self._resolved: dict[tuple[str, str, str], Future] = {}  # (registry, repository, tag or digest)
+        self._resolved: dict[tuple, Future] = {}  # ([method,] registry, repository, tag or digest)
         self._homes: dict[tuple[str, Digest], list[str]] = {}  # (registry, blob) -> repositories holding it
 
-    def resolve_once(self, key: tuple[str, str, str], fetch: Callable[[], T]) -> T:
+    def resolve_once(self, key: tuple, fetch: Callable[[], T]) -> T:
         """``fetch()`` once per build for a manifest reference, whatever the number of platforms
         or stages asking (at the same time or later): every platform then picks its manifest from
         the one index. A failure is not kept: the next asker tries again."""

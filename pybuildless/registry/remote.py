@@ -145,6 +145,16 @@ def _kept_manifest(documents: Documents | None, digest: Digest, what: str) -> Fe
     return FetchedManifest(raw, check_manifest(raw, "", what), digest)
 
 
+def _head_manifest(client: RegistryClient, ref: Reference) -> Descriptor | None:
+    """One HEAD per build for a reference: the base-image cache's look-up (``image_exists``)
+    and the layer store's (``_get_manifest``) ask the same question of a tag."""
+    build = ahead.current(client.options)
+    if build is None:
+        return client.head_manifest(ref)
+    return build.resolve_once(("HEAD", ref.registry, ref.repository, ref.identifier),
+                              lambda: client.head_manifest(ref))
+
+
 def _get_manifest(client: RegistryClient, ref: Reference, documents: Documents | None) -> FetchedManifest:
     """By digest: from ``documents`` when kept. By tag: one HEAD says the digest, and a kept
     document saves the GET (the content is checked against that digest, as a GET by digest is)."""
@@ -156,7 +166,7 @@ def _get_manifest(client: RegistryClient, ref: Reference, documents: Documents |
         kept = None  # a first build: the HEAD could not save the GET
     else:
         try:
-            desc = client.head_manifest(ref)
+            desc = _head_manifest(client, ref)
         except NotFoundError:
             # a HEAD carries no error body: the GET below fails with the registry's own words
             # (MANIFEST_UNKNOWN, NAME_UNKNOWN), which a user of a missing base needs to see
@@ -275,7 +285,7 @@ def image_exists(ref: Reference | str, *, options: RegistryOptions | None = None
     ref = parse_reference(ref) if isinstance(ref, str) else ref
     client = RegistryClient.for_reference(ref, options or RegistryOptions(), pull=True)
     try:
-        desc = client.head_manifest(ref)
+        desc = _head_manifest(client, ref)
         if desc is None:
             fetched = client.get_manifest(ref)
             desc = Descriptor(fetched.media_type, fetched.digest, len(fetched.raw))
