@@ -222,3 +222,22 @@ def test_a_reference_is_resolved_once_per_build_and_a_failure_is_not_kept():
     assert calls == ["failing", "fetch"]
     assert PushAhead(RegistryOptions(), []).resolve_once(key, fetch) == "index"  # another build asks again
     assert calls == ["failing", "fetch", "fetch"]
+
+
+def test_cancelling_a_session_on_a_registry_that_never_answers_holds_up_nothing():
+    """The build is over and its parked session must go, but the registry accepts the
+    connection and never answers: closing returns after the short stop wait, not after the
+    read timeout (the DELETE goes on a daemon thread, which the process does not wait for)."""
+    import socket
+
+    from pybuildless.registry.ahead import STOP_WAIT, PushAhead
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # connections complete in the backlog; nothing is ever read or answered
+        host = f"127.0.0.1:{silent.getsockname()[1]}"
+        build = PushAhead(RegistryOptions(insecure_registries=(host,), retries=0), [])
+        build.park(parse_reference(f"{host}/pushfaults/silent:1"), f"http://{host}/v2/pushfaults/silent/blobs/uploads/x")
+        started = time.monotonic()
+        build.close()
+        assert time.monotonic() - started < STOP_WAIT + 3

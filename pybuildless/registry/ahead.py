@@ -201,12 +201,14 @@ class PushAhead:
         if queued or running:
             logger.debug("stopped %d queued and %d running blob upload(s) for the destinations", len(queued),
                          len(running))
-        for (registry, repository), location in sessions.items():
-            self._cancel(Reference(registry, repository, "latest", None), location)
-        if running:
-            _, late = wait(running, timeout=STOP_WAIT)
+        # the DELETEs on the same daemon threads: an unreachable registry holds up no exit
+        cancels = [self._start(lambda ref=Reference(registry, repository, "latest", None), location=location:
+                               self._cancel(ref, location))
+                   for (registry, repository), location in sessions.items()]
+        if running or cancels:
+            _, late = wait(running + cancels, timeout=STOP_WAIT)
             if late:
-                logger.debug("%d blob upload(s) still stopping", len(late))
+                logger.debug("%d blob upload(s) or cancellations still under way", len(late))
 
     def _cancel(self, ref: Reference, location: str) -> None:
         from pybuildless.registry.client import RegistryClient
