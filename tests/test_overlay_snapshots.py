@@ -284,3 +284,34 @@ def test_copy_add_workdir_and_run_on_a_mounted_root_give_the_plain_images(tmp_pa
     # leave /etc with a new mtime, which RUN true's snapshot does not look at; ADD to / looks at the
     # whole root and reports it, in both builds: the change was held until a snapshot looked at /etc
     assert "etc" in added and not any(name.startswith("etc/") for name in added)
+
+
+CACHED = """\
+FROM {base}
+RUN echo one > /r1 && rm /opt/meta
+COPY ctx.txt /opt/c
+RUN cat /opt/c > /r2 && rm -rf /srv/tree && echo more >> /opt/keep/k
+COPY ctx.txt /opt/app/sub/d
+RUN rm /opt/c && mkdir /srv/tree
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (chroot)")
+def test_cached_layers_applied_to_a_mounted_root_become_its_state(tmp_path, registry, base_image):
+    # RUN layers are not cached (--cache-run-layers=false), COPY layers are: on the second build each
+    # COPY comes from the cache after a RUN laid the root, is applied onto it and taken as its state
+    dockerfile = CACHED.format(base=base_image)
+    # (the builds' SOURCE_DATE_EPOCH dates the cache entries in 2023: a long --cache-ttl keeps them)
+    flags = ["--cache", "--cache-repo", registry.ref("ovlsnap/cache"), "--cache-run-layers=false",
+             "--cache-ttl", "100000h"]
+    (tmp_path / "fill").mkdir()
+    build(tmp_path / "fill", registry, "fill", dockerfile, *flags, cache=tmp_path / "xdg")
+    plain, _ = build(tmp_path, registry, "plain", dockerfile, "--no-layer-store", *flags, cache=tmp_path / "xdg")
+    stored, log = build(tmp_path, registry, "stored", dockerfile, *flags, cache=tmp_path / "xdg")
+    assert len(re.findall(r"STEP \d+/\d+: COPY", log)) == 2 and log.count("from cache") == 2, log
+    assert "an overlay of 3 stored layer(s)" in log and "walk the root" not in log
+    assert len(re.findall(r"snapshot of \S+ ", log)) == 3  # the RUNs; the cached layers are no snapshot's
+    assert_same_images(tmp_path, plain, stored)
+    final = dict((m[0], m) for m in listing(layer_blobs(stored)[-1]))
+    assert "opt/.wh.c" in final and "srv/tree" in final

@@ -164,9 +164,10 @@ def _work_dir(options: BuildOptions) -> Path:
 
 def run_build(options: BuildOptions) -> None:
     _check_outputs(options)
+    # before any thread starts (the permission check below may start one): overlay stage roots
+    roots = StageRoots.for_build(options)
     check_push_permissions(options, options.registry)  # before any work, as Kaniko does
     started = time.monotonic()
-    roots = StageRoots.for_build(options)  # before any thread starts: overlay stage roots
     work = _work_dir(options)
     cleanup.start(work, in_place=options.in_place)
     progress = Progress()
