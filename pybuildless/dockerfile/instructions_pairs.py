@@ -10,6 +10,8 @@ from pybuildless.dockerfile.instructions import Instruction
 
 @dataclass(frozen=True, kw_only=True)
 class _Pairs(Instruction):
+    # The kinds below only set ``keyword``: plain subclasses inherit the generated methods, which
+    # look at the instance's own class (repr, eq, hash, replace), instead of generating their own.
     pairs: tuple[tuple[str, str], ...]
     legacy: bool = False  # ``KEY value`` instead of ``KEY=value``
 
@@ -22,14 +24,12 @@ class _Pairs(Instruction):
         return replace(self, pairs=pairs)
 
 
-@dataclass(frozen=True, kw_only=True)
 class Env(_Pairs):
     """``ENV k=v ...`` (or legacy ``ENV k v w``)."""
 
     keyword = "ENV"
 
 
-@dataclass(frozen=True, kw_only=True)
 class Label(_Pairs):
     """``LABEL k=v ...``."""
 

@@ -10,27 +10,26 @@ from pybuildless.dockerfile.instructions import Instruction
 
 @dataclass(frozen=True, kw_only=True)
 class _Single(Instruction):
+    # The kinds below only set ``keyword``: plain subclasses inherit the generated methods, which
+    # look at the instance's own class (repr, eq, hash, replace), instead of generating their own.
     value: str
 
     def expand(self, env: Mapping[str, str]):  # noqa: ANN201 - returns the subclass
         return replace(self, value=self._word(self.value, env))
 
 
-@dataclass(frozen=True, kw_only=True)
 class User(_Single):
     """``USER name|uid[:group|gid]``: stored verbatim, resolved in the rootfs at RUN time."""
 
     keyword = "USER"
 
 
-@dataclass(frozen=True, kw_only=True)
 class Workdir(_Single):
     """``WORKDIR path``: relative paths join the previous WORKDIR (the executor's job)."""
 
     keyword = "WORKDIR"
 
 
-@dataclass(frozen=True, kw_only=True)
 class StopSignal(_Single):
     """``STOPSIGNAL SIGTERM|TERM|15``."""
 
