@@ -152,9 +152,11 @@ class _Writer:
         return "/" if rel == "." else "/" + rel
 
     def ensure_parents(self, in_root_dir: str) -> None:
-        """mkdir -p inside the root; new directories are 0755, owned by --chown or root."""
+        """mkdir -p inside the root; new directories are 0755, owned by --chown, else as mkdir(2) makes
+        them (root, and the group and set-group-ID bit of a set-group-ID parent: BuildKit chowns them only
+        for --chown, moby v20.10.24 vendor/github.com/tonistiigi/fsutil/copy/copy.go Copy -> MkdirAll)."""
         try:
-            self.touched.extend(self.root.makedirs(in_root_dir, mode=0o755, owner=self.req.owner or (0, 0)))
+            self.touched.extend(self.root.makedirs(in_root_dir, mode=0o755, owner=self.req.owner))
         except NotADirectoryError as e:
             raise BuildError(f"cannot create directory {e.filename}: a file exists there") from None
 

@@ -25,7 +25,7 @@ from typing import Callable, Union
 from pybuildless.errors import LayerSecurityError
 from pybuildless.fs import owners, secure
 
-Owner = Union[tuple[int, int], Callable[[], tuple[int, int]], None]
+Owner = Union[tuple[int, int], Callable[[], Union[tuple[int, int], None]], None]
 _READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
@@ -99,8 +99,9 @@ class Root:
     def makedirs(self, path: str, *, mode: int = 0o755, owner: Owner = None) -> list[str]:
         """``mkdir -p`` inside the root; returns the in-root paths of the directories it made.
 
-        Only the directories made get ``mode`` (whatever the umask) and ``owner`` (a pair, or a
-        callable asked once, when the first one is made); existing ones are left alone, as
+        Only the directories made get ``mode`` (whatever the umask, plus the set-group-ID bit mkdir(2)
+        gives inside a set-group-ID directory) and ``owner`` (a pair, or a callable asked once, when
+        the first one is made; None: no chown, the owner mkdir(2) gives); existing ones are left alone, as
         BuildKit's MkdirAll does (tonistiigi/fsutil copy/mkdir.go, vendored in
         moby/buildkit@73ed6825c4b7, chowns and chmods only ``createdDirs``). An entry that is not
         a directory on the way raises NotADirectoryError naming its in-root path.
@@ -111,11 +112,15 @@ class Root:
         def created(fd: int, in_root: str) -> None:
             made.append(in_root)
             with _opened(fd) as real:
-                os.fchmod(real, mode)
+                # mkdir(2) in a set-group-ID directory gives the new one the parent's group and
+                # S_ISGID: kept, as BuildKit's MkdirAll (os.Mkdir, then a chown only for USER or
+                # --chown) keeps them
+                os.fchmod(real, mode | (os.fstat(real).st_mode & stat.S_ISGID))
                 if owner is not None:
                     if not resolved_owner:
                         resolved_owner.append(owner() if callable(owner) else owner)
-                    owners.fchown_or_record(real, *resolved_owner[0])
+                    if resolved_owner[0] is not None:
+                        owners.fchown_or_record(real, *resolved_owner[0])
 
         try:
             walked = self._walk(path, missing="create", mode=mode, on_create=created)

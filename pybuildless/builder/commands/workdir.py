@@ -13,7 +13,7 @@ from pybuildless.fs import inroot
 from pybuildless.fs.users import resolve_chown, resolve_user
 
 
-def make_dirs(st, path: str, owner_of: Callable[[], tuple[int, int]] | None = None) -> list[str]:
+def make_dirs(st, path: str, owner_of: Callable[[], tuple[int, int] | None] | None = None) -> list[str]:
     """mkdir -p ``path`` inside the stage root; new directories are 0755 and belong to
     ``owner_of()`` (asked once, only when something is made), by default USER's uid and
     primary group (BuildKit PR #1002)."""
@@ -32,18 +32,20 @@ def set_workdir(i: ins.Workdir, st) -> str:
     return st.workdir
 
 
-def workdir_owner(st) -> tuple[int, int]:
+def workdir_owner(st) -> tuple[int, int] | None:
     """Who owns the directories WORKDIR makes: USER read as a ``--chown`` value.
 
     BuildKit v0.8 (dockerfile2llb/convert.go@eeb7b65ab7d6 dispatchWorkdir) makes them with
     ``llb.Mkdir(wd, 0755, WithParents, WithUser(config.User))``; WithUser (client/llb/fileop.go)
     turns a numeric user into a uid, and solver/llbsolver/file/user_linux.go readUser gives a
     uid-only user the same number as gid (``USER 4242`` -> 4242:4242, passwd or not), a name its
-    passwd uid and gid. No USER: no chown, 0:0.
+    passwd uid and gid. No USER: no chown (None): root, with the group and set-group-ID bit of a
+    set-group-ID parent, as mkdir(2) makes it (tonistiigi/fsutil copy/mkdir.go MkdirAll, vendored in
+    moby v20.10.24 and moby/buildkit@73ed6825c4b7: os.Mkdir, then Chown only with a user).
     """
     user = st.container_config.get("User") or ""
     if not user:
-        return (0, 0)
+        return None
     return resolve_chown(st.root, user, flag="USER")
 
 
