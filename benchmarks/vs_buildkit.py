@@ -18,6 +18,12 @@ Modes:
 - cold: before every build BuildKit's images and build cache are removed (``docker image rm``,
   ``docker builder prune -af``) and pybuildless's store is emptied: both pull and unpack the base.
 
+pybuildless runs as the executor image runs it (benchmarks/launch.py): ``python -I -S`` with
+``sys.path`` set to the standard library, the measured tree and the site-packages directories of
+its runtime dependencies, so none of this machine's ``.pth`` start-up hooks (certifi, coverage,
+an editable install's finder: ~27 ms of every start here) is counted against it; ``/kaniko/executor``
+is ``#!/kaniko/bin/python3 -IBS`` and never runs them.
+
 Method: bytecode compiled and one untimed warm-up build per builder and base first; each case built
 ``--samples`` times by each builder, alternating which goes first; only build + push is timed
 (resets, image removal, checks happen outside); every pushed manifest is checked to exist. Figures
