@@ -60,6 +60,10 @@ class FuzzCase:
     dockerfile: str
     reference: str  # what BuildKit builds: the same as ``dockerfile`` unless a flag 20.10 lacks is used
     context: tuple[ContextEntry, ...]
+    # A base image the case builds FROM, made first by one builder and pushed (its layers, with their
+    # whiteouts, opaque markers and hard links, are then extracted by both): that builder's Dockerfile.
+    base_dockerfile: str = ""
+    base_builder: str = ""  # "buildkit" or "pybuildless"
 
 
 @dataclass
@@ -187,6 +191,18 @@ class Generator:
 
     def generate(self) -> FuzzCase:
         self.make_context()
+        base_dockerfile = base_builder = ""
+        base = Stage("base")
+        # decided apart from the main stream, so a seed without a base image keeps its case
+        if random.Random(self.seed * 7919 + 1).random() < 0.35:
+            base_builder = self.rng.choice(("buildkit", "pybuildless"))
+            self.lines, self.ref_lines = ["ARG BASE", "FROM $BASE"], ["ARG BASE", "FROM $BASE"]
+            self.stages = [base]
+            for _ in range(self.rng.randint(3, 7)):
+                self.step(base, final=False)
+            lines = self.ref_lines if base_builder == "buildkit" else self.lines
+            base_dockerfile = "\n".join(lines) + "\n"
+            self.lines, self.ref_lines, self.stages = [], [], []
         self.lines.append("ARG BASE")
         self.ref_lines.append("ARG BASE")
         n_stages = self.rng.choice((1, 1, 2, 2, 3))
@@ -202,6 +218,7 @@ class Generator:
                 stage.workdir, stage.user = parent.workdir, parent.user
                 self.emit(f"FROM {parent.name} AS {name}")
             else:
+                stage.paths, stage.workdir = dict(base.paths), base.workdir
                 self.emit(f"FROM $BASE AS {name}")
             if stage.user:
                 self.emit("USER root")
@@ -218,7 +235,7 @@ class Generator:
                 if self.rng.random() < 0.5:
                     self.emit(f'CMD ["/bin/sh", "-c", "echo {self.seed}"]')
         return FuzzCase(self.seed, "\n".join(self.lines) + "\n",
-                        "\n".join(self.ref_lines) + "\n", tuple(self.context))
+                        "\n".join(self.ref_lines) + "\n", tuple(self.context), base_dockerfile, base_builder)
 
     def step(self, stage: Stage, final: bool) -> None:
         kind = self.rng.choices(("run", "copy", "workdir", "user", "env", "from"),
@@ -297,7 +314,8 @@ class Generator:
         return self.rng.choice(dirs)
 
     def removable(self, stage: Stage, path: str) -> bool:
-        return not (stage.workdir == path or stage.workdir.startswith(path + "/"))
+        # not the WORKDIR (RUN starts in it) nor /etc (where RUN's /etc/hosts and /etc/resolv.conf are mounted)
+        return not (stage.workdir == path or stage.workdir.startswith(path + "/") or path == "/etc")
 
     def run_op(self, stage: Stage) -> str | None:
         rng = self.rng
@@ -469,9 +487,9 @@ class Generator:
             child = rng.choice(children)
             pattern = rng.choice(("*", child[:1] + "*", "?" + child[1:] if len(child) > 1 else "*",
                                   "*" + child[-2:], "[a-z]*"))
-            dangling = {e.path for e in self.context if e.kind == "l" and e.data == "missing"}
+            dangling = {e.path for e in self.context if e.kind == "l" and (e.data == "missing" or e.data[0] == "/")}
             if any(fnmatch.fnmatchcase(c, pattern) and f"{src_dir}/{c}" in dangling for c in self.ctx_dirs[src_dir]):
-                return  # a source that is a dangling symlink fails the build (it is followed)
+                return  # a source symlink is followed, in the context: a missing target fails the build
             dest = self.fresh_top(stage, "wc")
             self.emit(f"COPY {fl}{src_dir}/{pattern} {dest}/")
             self._add_dirs(stage, dest)

@@ -190,7 +190,12 @@ STUB_PARENTS = {
 
 
 def _leftover_entry(path: str, entry: Entry, reference: str, lower: dict[str, Entry]) -> bool:
-    if path == STUB_PARENTS.get(reference, ("",))[0] and entry[0] == "d" and lower.get(path) == entry:
+    if reference == BUILDKIT and entry[0] == "d" and lower.get(path) == entry:
+        # A directory the reference's layer writes as the lower layers have it: overlayfs copied it up
+        # (a stub made and removed below it, see STUB_PARENTS; or a chown/chmod/touch that set what it
+        # already was: the kernel copies up on any metadata change, fs/overlayfs/inode.c
+        # ovl_setattr -> ovl_copy_up). Applying it changes nothing (at most the mtime, which is not
+        # compared); pybuildless leaves such directories out (fs/overlay.py overlay_changes)
         return True
     return any(left.reference == reference and left.path == path and left.shape == "empty-dir" and entry[0] == "d"
                for left in LEFTOVERS)

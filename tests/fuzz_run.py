@@ -67,17 +67,46 @@ def build_buildkit(engine: DockerEngine, ctx: Path, dockerfile: Path, base: str,
 @dataclass(frozen=True)
 class Outcome:
     seed: int
-    status: str  # same | differ | build-failed
+    status: str  # same | differ | build-failed | all-failed | base-failed
     report: str
     seconds: float
 
 
-def check_case(case: FuzzCase, engine: DockerEngine, base: str, work: Path, xdg: Path) -> Outcome:
+def build_base(case: FuzzCase, engine: DockerEngine, registry, base: str, ctx: Path, work: Path) -> str:
+    """The case's base image, built by ``case.base_builder`` from ``base`` and pushed; its reference."""
+    ref = registry.ref(f"fuzzbase/seed-{case.seed}:{case.base_builder}")
+    (work / "base").mkdir()
+    dockerfile = work / "base" / "Dockerfile"
+    dockerfile.write_text(case.base_dockerfile)
+    if case.base_builder == "buildkit":
+        env = {**engine.env, "DOCKER_BUILDKIT": "1"}
+        _run([DOCKER_CLIENT, "build", "--network", "host", "-t", ref, "-f", str(dockerfile),
+              "--build-arg", f"BASE={base}", str(ctx)], env=env, cwd=work)
+        _run([DOCKER_CLIENT, "push", ref], env=env, cwd=work)
+        subprocess.run([DOCKER_CLIENT, "rmi", ref], env={**os.environ, **env}, capture_output=True)
+    else:
+        _run([sys.executable, "-c", "from pybuildless.cli import executor_main; executor_main()",
+              "--context", str(ctx), "--dockerfile", str(dockerfile), "--destination", ref,
+              "--build-arg", f"BASE={base}"],
+             env={"PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(work / "base" / "xdg"),
+                  "PYBUILDLESS_CLEANUP": "wait"}, cwd=work)
+    shutil.rmtree(work / "base" / "xdg", ignore_errors=True)
+    return ref
+
+
+def check_case(case: FuzzCase, engine: DockerEngine, base: str, work: Path, xdg: Path, registry=None) -> Outcome:
     """Build ``case`` with the three builders and compare; ``work`` is removed unless something differs."""
     start = time.monotonic()
     ctx, dockerfile, reference = write_case(case, work)
     report: list[str] = []
     images = {}
+    if case.base_dockerfile:
+        try:
+            base = build_base(case, engine, registry, base, ctx, work)
+        except BuildError as e:
+            shutil.rmtree(work / "base", ignore_errors=True)
+            (work / "report.txt").write_text(f"== base build ({case.base_builder}) failed\n{e}\n")
+            return Outcome(case.seed, "base-failed", str(e), time.monotonic() - start)
     for name, build in (
             ("buildkit", lambda: build_buildkit(engine, ctx, reference, base, work / "buildkit.tar",
                                                 f"fuzz/seed-{case.seed}:latest")),
@@ -151,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             for i, seed in enumerate(seeds):
                 work = args.out / f"seed-{seed}"
                 shutil.rmtree(work, ignore_errors=True)
-                outcome = check_case(generate(seed), session.engine, session.base, work, args.out / "xdg")
+                outcome = check_case(generate(seed), session.engine, session.base, work, args.out / "xdg",
+                                     session.registry)
                 counts[outcome.status] = counts.get(outcome.status, 0) + 1
                 results.write(json.dumps({"seed": seed, "status": outcome.status,
                                           "seconds": round(outcome.seconds, 1)}) + "\n")

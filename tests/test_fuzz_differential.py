@@ -27,8 +27,9 @@ SEEDS = (3, 9, 36, 104, 117, 131, 150, 163, 188, 205)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_random_case_matches_buildkit(seed, dockerd, busybox_image, tmp_path):
-    outcome = check_case(generate(seed), dockerd, busybox_image, tmp_path / f"seed-{seed}", tmp_path / "xdg")
+def test_random_case_matches_buildkit(seed, dockerd, registry, busybox_image, tmp_path):
+    outcome = check_case(generate(seed), dockerd, busybox_image, tmp_path / f"seed-{seed}", tmp_path / "xdg",
+                         registry)
     assert outcome.status == "same", f"seed {seed}:\n{generate(seed).dockerfile}\n{outcome.report}"
 
 
