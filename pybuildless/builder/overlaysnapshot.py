@@ -6,10 +6,11 @@ remembers how many lower dirs it saw; the changes since then are in the dirs sta
 since (a RUN's upper dir, and what was written to the root before it) and in the live
 upper dir (COPY, ADD, WORKDIR, a RUN that ran on the root itself), read against the dirs
 below them (``fs.overlaydiff.stack_changes``). The snapshot then stacks the live upper
-dir as one more lower dir, so the next one finds only later changes there. A RUN whose
-upper dir was stacked right after the last snapshot, with nothing written to the root in
-between, already had its changes read from that dir by the sandbox: they are taken as
-they are, the dir is not walked again.
+dir as one more lower dir, so the next one finds only later changes there. A RUN's upper
+dir already had its changes read by the sandbox: they are taken as they are, the dir is
+not walked again; only what was written to the root just before the RUN (the sandbox's
+mount points, a missing WORKDIR: a few entries) is read here, and where the two touch
+the same paths in a way that reading them apart could get wrong, both dirs are read.
 
 ``take_paths`` reports what ``fs.snapshot.Snapshotter.take_paths`` reports for the same
 steps on a plain directory, so the images are the same: only the paths named, what is
@@ -73,11 +74,6 @@ class OverlaySnapshot:
         self._held: dict[str, Shown | None] = {}  # changes no snapshot looked at yet: what was there
         self._paths = Snapshotter(root, self.ignore, watch=False)  # resolves take_paths' paths only
         self._walked: Snapshotter | None = None  # after a refused restack: whole-root snapshots
-
-    @property
-    def stacks(self) -> bool:
-        """Whether RUN diffs may still be stacked on the root (not after falling back to walks)."""
-        return self._walked is None
 
     def take(self) -> Changes:
         if self._walked is not None:
