@@ -18,7 +18,6 @@ from pybuildless.builder.commands.step import StepContext
 from pybuildless.builder.copy import CopyRequest, SourceRoot, copy_files
 from pybuildless.dockerfile import instructions as ins
 from pybuildless.errors import BuildError
-from pybuildless.fs.users import resolve_chown
 
 
 def _match(pattern: str, name: str) -> bool:
@@ -28,7 +27,11 @@ def _match(pattern: str, name: str) -> bool:
 
 
 def _request(i, ctx, sources, *, chmod=None) -> CopyRequest:
-    owner = resolve_chown(ctx.root, i.chown) if i.chown else None
+    owner = None
+    if i.chown:
+        from pybuildless.fs.users import resolve_chown  # only --chown reads the stage's passwd/group
+
+        owner = resolve_chown(ctx.root, i.chown)
     return CopyRequest(
         sources=list(sources), dest=i.dest, workdir=ctx.workdir, owner=owner,
         chmod=parse_chmod(i.chmod) if i.chmod else chmod, excludes=tuple(i.excludes),
