@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """What FROM of a Debian-sized base costs once its layer is in the store, end to end through the CLI.
 
-  python3 benchmarks/from_store.py [--runs N] [--base debian|python|busybox]
+  python3 benchmarks/from_store.py [--runs N] [--base debian|python|busybox] [--copies N] [--other DIR] [--profile DIR]
 
 Makes the base from this machine's installed packages (benchmarks/debian_rootfs.py), pushes it to a
-docker-registry started on loopback, then builds ``FROM base`` + ``RUN true`` N+1 times on one store
+docker-registry started on loopback, then builds ``FROM base`` + ``RUN true`` (+ ``--copies`` COPY
+steps) N+1 times on one store
 (the first run fills it) and N times with ``--no-layer-store``. Printed per mode, medians (min-max):
 
 * resolve: the base's manifest and config (one HEAD by tag once they are kept), with the process's
@@ -111,6 +112,7 @@ def main() -> None:
     ap.add_argument("--base", choices=sorted(MAKERS), default="debian")
     ap.add_argument("--other", type=Path, help="another source tree, timed with the warm store too")
     ap.add_argument("--profile", type=Path, help="a cProfile file per warm-store build of this tree here")
+    ap.add_argument("--copies", type=int, default=0, help="COPY steps after the RUN (each its own snapshot)")
     args = ap.parse_args()
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
@@ -123,7 +125,10 @@ def main() -> None:
         ref = push_layout(layout, server, f"bench/{args.base}:1")
         ctx = work / "ctx"
         ctx.mkdir()
-        (ctx / "Dockerfile").write_text(f"FROM {ref}\nRUN true\n")
+        copies = "".join(f"COPY f{n} /srv/c{n}/\n" for n in range(args.copies))
+        for n in range(args.copies):
+            (ctx / f"f{n}").write_text(f"{n}\n")
+        (ctx / "Dockerfile").write_text(f"FROM {ref}\nRUN true\n{copies}")
         (work / "w").mkdir()
         cache = work / "cache"
         store = str(cache / "pybuildless")
@@ -144,7 +149,8 @@ def main() -> None:
                                     ("FROM", resolve + root), ("build", total)):
                     rows[mode].setdefault(name, []).append(value)
         load = os.getloadavg()
-        print(f"base {args.base}: {entries} entries, {args.runs} runs; first build (store filled): "
+        print(f"base {args.base}: {entries} entries, {args.copies} COPY steps, {args.runs} runs; first build "
+              f"(store filled): "
               f"root {first_root * 1000:.0f} ms, build {first_total:.2f} s; load average after: "
               f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
         for mode, values in rows.items():

@@ -26,10 +26,11 @@ from pathlib import Path
 import pytest
 
 from pybuildless.fs.changes import Changes
+from pybuildless.builder.overlaysnapshot import RECORD_LIMIT
 from pybuildless.fs.ignore import IgnoreList
-from pybuildless.fs.overlaydiff import compared, shown_at, stack_changes
+from pybuildless.fs.overlaydiff import compared, seen_at, shown_at, stack_changes
 from tests.buildkit import ROOT
-from tests.test_stacked_run_uppers import assert_same_images, build, layer_blobs, listing
+from tests.test_stacked_run_uppers import assert_same_images, build, layer_blobs, listing, stacked_runs
 from tests.test_stacked_run_uppers import base_image  # noqa: F401  (the fixture)
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="whiteouts (mknod 0/0) and trusted xattrs need root")
@@ -105,10 +106,14 @@ def test_stack_changes_follow_overlayfs_lookup_rules(tmp_path):
     before = [str(lower1), str(lower0)]
     assert shown_at(before, "hidden/h") is None and shown_at(before, "op/old") is None
     assert shown_at(top_first, "op/new").path == str(lower1 / "op/new")
-    assert compared("keep", shown_at(before, "keep"), shown_at(top_first, "keep")) == Changes(
+    assert compared("keep", seen_at(before, "keep"), seen_at(top_first, "keep")) == Changes(
         modified=("keep",), opaque=("keep",))
-    assert compared("etc", shown_at(before, "etc"), shown_at(top_first, "etc")).empty
-    assert compared("gone", shown_at(before, "gone"), shown_at(top_first, "gone")) == Changes(deleted=("gone",))
+    assert compared("etc", seen_at(before, "etc"), seen_at(top_first, "etc")).empty
+    assert compared("gone", seen_at(before, "gone"), seen_at(top_first, "gone")) == Changes(deleted=("gone",))
+    assert compared("etc/passwd", seen_at(before, "etc/passwd"), seen_at(top_first, "etc/passwd")) == Changes(
+        modified=("etc/passwd",))
+    assert compared("tofile/x", seen_at(before, "tofile/x"), seen_at(top_first, "tofile/x")) == Changes(
+        deleted=("tofile/x",))
 
 
 # Two steps on a real overlay (the second stacked on the first's upper dir) and on a plain copy of
@@ -202,6 +207,7 @@ CONTEXT_TREE = {"tree/a.txt": "a\n", "tree/sub/b.txt": "b\n", "tree/deep/new.txt
 STAGES = """\
 FROM {base} AS work
 COPY ctx.txt /opt/keep/k
+COPY many/ /srv/many/
 COPY tree/ /srv/tree/
 WORKDIR /opt/app/sub/w
 RUN echo appended >> /etc/passwd && mkdir /etc/conf.d
@@ -249,6 +255,8 @@ def _build(tmp_path: Path, registry, name: str, dockerfile: str, *flags: str) ->
     (ctx / "archive.tar").write_bytes(_archive())
     for rel, text in CONTEXT_TREE.items():
         _file(ctx / rel, text)
+    for n in range(RECORD_LIMIT + 20):  # more than a snapshot records: the upper dir is stacked
+        _file(ctx / f"many/f{n:03}", str(n))
     return build(tmp_path, registry, name, dockerfile, *flags, cache=tmp_path / "xdg")
 
 
@@ -268,9 +276,12 @@ def test_copy_add_workdir_and_run_on_a_mounted_root_give_the_plain_images(tmp_pa
     assert "walk the root" not in log and " and applied in " not in log
     snapshots = re.findall(r"snapshot of \S+ (from \d+ dir\(s\) over \d+|as the sandbox read it)", log)
     assert "as the sandbox read it over what was written before it" in log or single
-    # one per step that writes files (17 and 2 in the two stages), none walking the root; under
+    # one per step that writes files (18 and 2 in the two stages), none walking the root; under
     # --single-snapshot the final stage takes one for all its steps
-    assert len(snapshots) == (17 if target else 16 + 1 if single else 17 + 2), snapshots
+    assert len(snapshots) == (18 if target else 17 + 1 if single else 18 + 2), snapshots
+    # the root is mounted again for each RUN's dir and once for the big COPY; the other COPY, ADD and
+    # WORKDIR steps are recorded by their snapshots, the upper dir kept
+    assert single or log.count("remounted in") == stacked_runs(log) + 1
     # the RUN writing into the directories made for its mount point: its dir and theirs read together
     assert single or re.search(r"from 3 dir\(s\) over \d+", log)
     assert_same_images(tmp_path, plain, stored)

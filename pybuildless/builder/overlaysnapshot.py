@@ -1,12 +1,14 @@
 """Snapshots of a stage root mounted as an overlay of stored layers (``builder.overlayroot``).
 
 Nothing is recorded when the root is laid: the state before the first step is the
-read-only stack of lower dirs, and every later change is in a dir above it. A snapshot
-remembers how many lower dirs it saw; the changes since then are in the dirs stacked
-since (a RUN's upper dir, and what was written to the root before it) and in the live
-upper dir (COPY, ADD, WORKDIR, a RUN that ran on the root itself), read against the dirs
-below them (``fs.overlaydiff.stack_changes``). The snapshot then stacks the live upper
-dir as one more lower dir, so the next one finds only later changes there. A RUN's upper
+read-only stack of lower dirs, and every later change is in a dir above it. The changes
+since a count of lower dirs are in the dirs stacked since (a RUN's upper dir, and what
+was written to the root before it) and in the live upper dir (COPY, ADD, WORKDIR, a RUN
+that ran on the root itself), read against the dirs below them
+(``fs.overlaydiff.stack_changes``). A snapshot then keeps what it saw: when the paths
+changed since that count are few (``RECORD_LIMIT``), a record of what each showed, which
+the next snapshot compares them with; else the live upper dir stacked as one more lower
+dir (a remount), so the next one finds only later changes above it. A RUN's upper
 dir already had its changes read by the sandbox: they are taken as they are, the dir is
 not walked again; only what was written to the root just before the RUN (the sandbox's
 mount points, a missing WORKDIR: a few entries) is read here, and where the two touch
@@ -30,7 +32,6 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
-import stat
 import time
 from pathlib import Path
 from typing import Iterable
@@ -39,10 +40,14 @@ from pybuildless.builder import overlayroot
 from pybuildless.fs.changes import Changes
 from pybuildless.fs.ignore import IgnoreList
 from pybuildless.fs.overlay import without_ignored
-from pybuildless.fs.overlaydiff import Shown, compared, shown_at, stack_changes
+from pybuildless.fs.overlaydiff import Seen, compared, seen_at, stack_changes
 from pybuildless.fs.snapshot import Snapshotter
 
 log = logging.getLogger(__name__)
+
+# up to this many changed paths since the last restack, a snapshot records what it saw instead of
+# stacking the upper dir (a remount, one more lower dir): a COPY of a few files costs no mount
+RECORD_LIMIT = 128
 
 
 class _Scope:
@@ -69,9 +74,13 @@ class OverlaySnapshot:
     def __init__(self, root: Path, ignore: IgnoreList | None = None) -> None:
         self.root = root
         self.ignore = ignore or IgnoreList.empty()
-        self._seen = len(overlayroot.lower_dirs(root))  # lower dirs the last snapshot saw
+        self._seen = len(overlayroot.lower_dirs(root))  # the lower dirs below every change since
+        # what the last snapshot saw where it differed from those lower dirs (the upper dir kept, not
+        # stacked), and which of those directories were new or made again there
+        self._records: dict[str, Seen | None] = {}
+        self._fresh: set[str] = set()
         self._read: tuple[int, Changes] | None = None  # (lower dirs after a stacked RUN, its changes)
-        self._held: dict[str, Shown | None] = {}  # changes no snapshot looked at yet: what was there
+        self._held: dict[str, Seen | None] = {}  # changes no snapshot looked at yet: what was there
         self._paths = Snapshotter(root, self.ignore, watch=False)  # resolves take_paths' paths only
         self._walked: Snapshotter | None = None  # after a refused restack: whole-root snapshots
 
@@ -91,7 +100,7 @@ class OverlaySnapshot:
             self._walked.baseline()
             return
         self._held.clear()
-        self._commit()
+        self._commit(None, [])
 
     def close(self) -> None:
         if self._walked is not None:
@@ -107,7 +116,7 @@ class OverlaySnapshot:
             return False
         after = len(overlayroot.lower_dirs(self.root))
         # the sandbox's reading covers the RUN's dir; what was written to the root before it (the
-        # sandbox's mount points, a missing WORKDIR) is the dir below, when there was some
+        # sandbox's mount points, a missing WORKDIR, earlier steps' recorded writes) is the dir below
         self._read = (after, changes) if before == self._seen and after - before in (1, 2) else None
         return True
 
@@ -117,20 +126,43 @@ class OverlaySnapshot:
         upper = overlayroot.upper_dir(self.root)
         if upper is None:
             raise RuntimeError(f"stage root {self.root} is not mounted")
-        since = None
+        now = [os.fspath(upper), *reversed(lowers)]
+        since, cumulative = None, None
         if self._read is not None and self._read[0] == len(lowers) and not _has_entries(upper):
             since = self._with_run(lowers, without_ignored(self._read[1], self.ignore))
             how = "as the sandbox read it" + (" over what was written before it" if len(lowers) > self._seen + 1 else "")
         if since is None:
-            since = stack_changes(lowers[:self._seen], [*lowers[self._seen:], upper], self.ignore)
+            cumulative = stack_changes(lowers[:self._seen], [*lowers[self._seen:], upper], self.ignore)
+            since = self._since(cumulative, now)
             how = f"from {len(lowers) - self._seen + 1} dir(s) over {self._seen}"
-        changes = self._scoped(since, scope, lowers, os.fspath(upper))
+        changes = self._scoped(since, scope, now)
         read = time.perf_counter()
-        self._commit()
-        log.debug("snapshot of %s %s: %d paths, %d deleted, in %.1f ms (%.1f ms to stack)", self.root, how,
+        self._commit(cumulative, now)
+        log.debug("snapshot of %s %s: %d paths, %d deleted, in %.1f ms (%.1f ms to keep)", self.root, how,
                   len(changes.added) + len(changes.modified), len(changes.deleted),
                   (time.perf_counter() - started) * 1000, (time.perf_counter() - read) * 1000)
         return changes
+
+    def _old(self, rel: str) -> Seen | None:
+        """What the last snapshot saw at ``rel``."""
+        if rel in self._records:
+            return self._records[rel]
+        for parent in _ancestors(rel):
+            if parent in self._records:
+                seen = self._records[parent]
+                if seen is None or not seen.is_dir or parent in self._fresh:
+                    return None  # below a removed, replaced or new directory: what was not recorded was not there
+        lowers = overlayroot.lower_dirs(self.root)[:self._seen]
+        return seen_at(lowers[::-1], rel)
+
+    def _since(self, cumulative: Changes, now: list[str]) -> Changes:
+        """The changes since the last snapshot, from ``cumulative`` (those since the lower dirs it
+        counted): as they are when it recorded nothing, else compared path by path with what it saw."""
+        if not self._records:
+            return cumulative
+        paths = {*cumulative.added, *cumulative.modified, *cumulative.deleted, *cumulative.opaque, *self._records}
+        parts = [compared(rel, self._old(rel), seen_at(now, rel)) for rel in paths]
+        return _topmost_deletions(_merge(parts), now)
 
     def _with_run(self, lowers: list[str], run: Changes) -> Changes | None:
         """The changes since the last snapshot when they are a RUN's (``run``, read by the sandbox
@@ -138,28 +170,26 @@ class OverlaySnapshot:
         below the RUN's, read here: a few entries). None when the two meet where reading them
         apart could differ from reading them together (one removes, replaces or makes a path
         the other has something at or below)."""
-        if len(lowers) == self._seen + 1:
+        if len(lowers) == self._seen + 1 and not self._records:
             return run
-        before = stack_changes(lowers[:self._seen], [lowers[self._seen]], self.ignore)
+        written = lowers[:self._seen + 1] if len(lowers) == self._seen + 2 else lowers[:self._seen]
+        before = self._since(stack_changes(lowers[:self._seen], written[self._seen:], self.ignore), written[::-1])
         made = set(before.added) | set(before.deleted) | set(before.opaque)
         replaced = set(run.added) | set(run.deleted) | set(run.opaque)
         if _meets(run, made) or _meets(before, set(run.deleted) | set(run.opaque)) or _meets(before, replaced):
             return None
         both = set(before.modified) & set(run.modified)
         if both:  # a directory whose metadata both changed: compared from before the first
-            seen = lowers[self._seen - 1::-1] if self._seen else []
             now = lowers[::-1]
             before = Changes(before.added, tuple(p for p in before.modified if p not in both), before.deleted,
                              before.opaque)
             run = Changes(run.added, tuple(p for p in run.modified if p not in both), run.deleted, run.opaque)
-            return _merge([before, run, *(compared(rel, shown_at(seen, rel), shown_at(now, rel)) for rel in both)])
+            return _merge([before, run, *(compared(rel, self._old(rel), seen_at(now, rel)) for rel in both)])
         return _merge([before, run])
 
-    def _scoped(self, since: Changes, scope: _Scope | None, lowers: list[str], upper: str) -> Changes:
+    def _scoped(self, since: Changes, scope: _Scope | None, now: list[str]) -> Changes:
         """``since`` (the changes since the last snapshot) within ``scope``, with the held changes
         it reaches compared from what was there when they were held; the rest is held."""
-        seen = lowers[self._seen - 1::-1] if self._seen else []  # topmost first
-        now = [upper, *reversed(lowers)]
         parts: list[Changes] = []
         kept: dict[str, list[str]] = {"added": [], "modified": [], "deleted": [], "opaque": []}
         for kind, paths in (("added", since.added), ("modified", since.modified), ("deleted", since.deleted),
@@ -170,33 +200,45 @@ class OverlaySnapshot:
                 if scope is None or rel in scope:
                     kept[kind].append(rel)
                 else:
-                    self._held[rel] = shown_at(seen, rel)
+                    self._held[rel] = self._old(rel)
         parts.append(Changes(**{kind: tuple(paths) for kind, paths in kept.items()}))
-        reached = [rel for rel in self._held if scope is None or rel in scope]
-        held_deleted: list[str] = []
-        for rel in reached:
-            change = compared(rel, self._held.pop(rel), shown_at(now, rel))
-            held_deleted.extend(change.deleted)
-            parts.append(Changes(change.added, change.modified, (), change.opaque))
-        merged = _merge(parts)
-        if held_deleted:  # one whiteout for the top of a removed tree, none below a directory made again
-            gone = set(merged.deleted) | set(held_deleted) | set(merged.opaque) | set(merged.added)
-            tops = tuple(rel for rel in held_deleted if not any(
-                parent in gone for parent in _ancestors(rel)) and _is_dir(shown_at(now, posixpath.dirname(rel))))
-            merged = Changes(merged.added, merged.modified, tuple(sorted(set(merged.deleted) | set(tops))),
-                             merged.opaque)
-        return merged
+        held = [rel for rel in self._held if scope is None or rel in scope]
+        for rel in held:
+            parts.append(compared(rel, self._held.pop(rel), seen_at(now, rel)))
+        return _topmost_deletions(_merge(parts), now) if held else _merge(parts)
 
-    def _commit(self) -> None:
+    def _commit(self, cumulative: Changes | None, now: list[str]) -> None:
+        """Make what the root shows now what the next snapshot compares with: nothing to do when
+        nothing was written to the upper dir since the last restack; else a record of the few
+        paths that differ from the lower dirs, or, for more, the upper dir stacked as a lower dir."""
         self._read = None
+        upper = overlayroot.upper_dir(self.root)
+        if upper is not None and not _has_entries(upper):
+            self._seen, self._records, self._fresh = len(overlayroot.lower_dirs(self.root)), {}, set()
+            return
+        paths = {*cumulative.added, *cumulative.modified, *cumulative.deleted} if cumulative is not None else None
+        if paths is not None and len(paths) <= RECORD_LIMIT:
+            self._records = {rel: seen_at(now, rel) for rel in paths}
+            self._fresh = set(cumulative.opaque) | {
+                rel for rel in cumulative.added if (seen := self._records[rel]) is not None and seen.is_dir}
+            return
         if overlayroot.stack_live_upper(self.root):
-            self._seen = len(overlayroot.lower_dirs(self.root))
+            self._seen, self._records, self._fresh = len(overlayroot.lower_dirs(self.root)), {}, set()
             return
         log.info("stage root %s: the upper dir cannot be stacked again; later snapshots walk the root",
                  self.root)
         walked = Snapshotter(self.root, self.ignore)
         walked.baseline()
         self._walked = walked
+
+
+def _topmost_deletions(changes: Changes, now: list[str]) -> Changes:
+    """``changes`` with one deletion for the top of a removed tree and none below a directory made
+    again or new, nor in a directory that is not one now (as ``Snapshotter`` reports them)."""
+    gone = set(changes.deleted) | set(changes.opaque) | set(changes.added)
+    deleted = tuple(rel for rel in changes.deleted if not any(parent in gone for parent in _ancestors(rel))
+                    and _is_dir(seen_at(now, posixpath.dirname(rel))))
+    return Changes(changes.added, changes.modified, deleted, changes.opaque)
 
 
 def _merge(parts: list[Changes]) -> Changes:
@@ -222,8 +264,8 @@ def _ancestors(rel: str) -> Iterable[str]:
         yield rel
 
 
-def _is_dir(shown: Shown | None) -> bool:
-    return shown is not None and stat.S_ISDIR(shown.st.st_mode)
+def _is_dir(seen: Seen | None) -> bool:
+    return seen is not None and seen.is_dir
 
 
 def _has_entries(path: Path) -> bool:

@@ -124,7 +124,33 @@ def shown_at(dirs: Sequence[str], rel: str) -> Shown | None:
     return None
 
 
-def compared(rel: str, old: Shown | None, new: Shown | None) -> Changes:
+@dataclass(frozen=True)
+class Seen:
+    """What a snapshot saw at one path, kept as values (the entry's file may change after): the
+    topmost entry's stat, a directory's compared metadata (``dir_meta``) and the identities
+    (device, inode) of the directories merged into it."""
+
+    st: os.stat_result
+    meta: tuple | None
+    merged: frozenset[tuple[int, int]]
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.st.st_mode)
+
+
+def seen_at(dirs: Sequence[str], rel: str) -> Seen | None:
+    """``shown_at`` kept as a ``Seen``."""
+    shown = shown_at(dirs, rel)
+    if shown is None:
+        return None
+    if not stat.S_ISDIR(shown.st.st_mode):
+        return Seen(shown.st, None, frozenset())
+    merged = frozenset((st.st_dev, st.st_ino) for st in map(os.lstat, shown.merged))
+    return Seen(shown.st, dir_meta(shown.st, shown.path), merged)
+
+
+def compared(rel: str, old: Seen | None, new: Seen | None) -> Changes:
     """The change at ``rel`` alone from ``old`` to ``new`` (as ``stack_changes`` tells it)."""
     if old is None and new is None:
         return Changes()
@@ -132,13 +158,17 @@ def compared(rel: str, old: Shown | None, new: Shown | None) -> Changes:
         return Changes(deleted=(rel,))
     if old is None:
         return Changes(added=(rel,))
-    if not (stat.S_ISDIR(old.st.st_mode) and stat.S_ISDIR(new.st.st_mode)):
-        return Changes() if old.path == new.path else Changes(modified=(rel,))
-    if old.path not in new.merged:  # made again since
+    if not (old.is_dir and new.is_dir):
+        same = old.is_dir == new.is_dir and _entry_key(old.st) == _entry_key(new.st)
+        return Changes() if same else Changes(modified=(rel,))
+    if (old.st.st_dev, old.st.st_ino) not in new.merged:  # made again since
         return Changes(modified=(rel,), opaque=(rel,))
-    if dir_meta(new.st, new.path) != dir_meta(old.st, old.path):
-        return Changes(modified=(rel,))
-    return Changes()
+    return Changes() if old.meta == new.meta else Changes(modified=(rel,))
+
+
+def _entry_key(st: os.stat_result) -> tuple:
+    """A non-directory entry as a snapshot tells it from another or from itself rewritten."""
+    return st.st_dev, st.st_ino, st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def _names(dirs: Sequence[str]) -> set[str]:
