@@ -146,10 +146,11 @@ def test_wrong_credentials_still_fail_with_one_clear_error(registry_factory):
         _head(t, "scopes/a", ("repository:scopes/a:pull",))
 
 
-def test_pulling_and_pushing_transports_share_their_tokens(registry_factory, busybox_image):
-    """``--insecure-pull`` parts the host's pulling transport from its pushing one; they still
-    share the tokens, so a build announcing its destination needs one exchange for the pull of
-    its base and the push (the mount reads the base, the upload writes the destination)."""
+def test_pulling_and_pushing_transports_keep_their_own_tokens(registry_factory, busybox_image):
+    """``--insecure-pull`` parts the host's pulling transport (plain HTTP) from its pushing one;
+    the pull's token is asked for the base alone, never with push on the announced destination
+    (a push token is not to travel in plain HTTP: tests/test_registry_review.py); the push's
+    one token covers the mount (reads the base) and the upload (writes the destination)."""
     from pybuildless.registry import ahead
     from pybuildless.registry.sharing import shared_transport
 
@@ -168,4 +169,4 @@ def test_pulling_and_pushing_transports_share_their_tokens(registry_factory, bus
     finally:
         ahead.end(options)
     assert [s for _, _, s, _ in issuer.requests[mark:]] == [
-        ("repository:scopes/base:pull", "repository:scopes/shared:push,pull")]
+        ("repository:scopes/base:pull",), ("repository:scopes/shared:push,pull", "repository:scopes/base:pull")]

@@ -12,11 +12,9 @@ from __future__ import annotations
 import threading
 
 from pybuildless.registry.options import RegistryOptions
-from pybuildless.registry.tokens import BuildTokens
 from pybuildless.registry.transport import Transport
 
 _SHARED: dict[tuple, Transport] = {}
-_TOKENS: dict[tuple, BuildTokens] = {}
 _SHARED_LOCK = threading.Lock()
 _SHARED_MAX = 64
 
@@ -33,13 +31,8 @@ def shared_transport(registry: str, options: RegistryOptions, *, pull: bool = Fa
         if transport is None:
             if len(_SHARED) >= _SHARED_MAX:
                 _SHARED.pop(next(iter(_SHARED)))
-            # the pulling and the pushing transport of a host share their tokens even when the
-            # flags part them (--insecure-pull): a token is the token server's, whatever the scheme
-            tokens_key = (registry, options, id(options.keychain))
-            tokens = _TOKENS.get(tokens_key)
-            if tokens is None:
-                if len(_TOKENS) >= _SHARED_MAX:
-                    _TOKENS.pop(next(iter(_TOKENS)))
-                tokens = _TOKENS[tokens_key] = BuildTokens()
-            transport = _SHARED[key] = Transport(registry, options, pull=pull, tokens=tokens)
+            # Its own tokens: a transport the flags part from the host's other one sends them
+            # differently (--insecure-pull: in plain HTTP), and a token asked for push on the
+            # destinations must never go where only a pull was meant to (RFC 6750 §5.3).
+            transport = _SHARED[key] = Transport(registry, options, pull=pull)
         return transport
