@@ -389,3 +389,78 @@ def test_the_stream_reads_its_source_in_pieces_and_seeks_from_the_start():
     with pytest.raises(io.UnsupportedOperation):
         stream.read()
     assert set(sizes) == {300}
+
+
+# -- the helper threads: what a leaked or stopped one must not do ------------------------------
+
+def test_the_helper_threads_never_keep_the_process_alive():
+    """A pool or read-ahead left unclosed (an error path missed) must not hang the interpreter's
+    exit: threading waits at exit for every thread that is not a daemon."""
+    pool = WriterPool(2, 100, 4)
+    ahead = ReadAhead(io.BytesIO(b"abc"), 1, 1)
+    try:
+        assert len(pool._threads) == 2 and all(t.daemon for t in pool._threads)
+        assert ahead._thread.daemon
+    finally:
+        pool.close()
+        ahead.close()
+
+
+def test_the_pool_gives_back_the_bytes_of_finished_jobs():
+    """With jobs done, the whole budget is free again: a job of exactly the budget goes while another
+    (of 0 bytes) still runs."""
+    pool = WriterPool(1, 10, 8)
+    for i in range(3):
+        pool.submit(0, f"done{i}", 4, lambda: None)
+        pool.drain()
+    gate = threading.Event()
+    pool.submit(0, "running", 0, gate.wait)
+    blocked, thread = _waits(lambda: pool.submit(0, "whole-budget", 10, lambda: None))
+    gate.set()
+    thread.join()
+    pool.drain()
+    pool.close()
+    assert not blocked
+
+
+def test_the_first_failure_wins_when_two_jobs_fail_at_once():
+    pool = WriterPool(2, 100, 8)
+    second_started, first_recorded = threading.Event(), threading.Event()
+
+    def second():
+        second_started.set()
+        first_recorded.wait(5)
+        raise OSError(28, "No space left on device")
+
+    def first():
+        second_started.wait(5)
+        raise OSError(13, "Permission denied")
+
+    pool.submit(1, "second", 0, second)  # running (past the failure check) when the first fails
+    pool.submit(0, "first", 0, first)
+    deadline = threading.Event()
+    for _ in range(500):
+        if pool._failed is not None:
+            break
+        deadline.wait(0.01)
+    first_recorded.set()
+    with pytest.raises(JobFailed) as failed:
+        pool.drain()
+    pool.close()
+    assert (failed.value.name, failed.value.error.errno) == ("first", 13)
+
+
+def test_read_ahead_reads_chunks_and_stays_at_most_depth_pieces_ahead():
+    sizes: list[int] = []
+
+    class Endless(io.RawIOBase):
+        def read(self, n=-1):
+            sizes.append(n)
+            return b"e" * 7
+
+    ahead = ReadAhead(Endless(), 7, 3)
+    threading.Event().wait(0.3)  # time enough to read far ahead if nothing held it back
+    assert 3 <= len(sizes) <= 3 + 1  # the queue's pieces, and one read waiting to be put
+    assert ahead.read(1) == b"e" * 7
+    ahead.close()  # stops a source that never ends
+    assert not ahead._thread.is_alive() and set(sizes) == {7}
