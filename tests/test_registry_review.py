@@ -201,3 +201,28 @@ def test_insecure_pull_sends_no_push_token_in_plain_http(dual_registry, busybox_
     assert grants, "no bearer token seen in plain HTTP: the pull did not authenticate there"
     pushers = [g for g in grants if any("push" in entry["actions"] for entry in g)]
     assert pushers == [], f"tokens granting push sent in plain HTTP: {pushers}"
+
+
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="builds need root (chroot)")
+def test_build_with_insecure_pull_sends_no_push_token_in_plain_http(dual_registry, busybox_image, tmp_path):
+    """The same through the executor: the permission check announces the destination, the FROM
+    lookup pulls in plain HTTP, the push mounts the base over HTTPS."""
+    from tests.buildkit import executor, write_context
+
+    host, cert, issuer, front = dual_registry
+    push_image(fetch_image(busybox_image), [f"{host}/review/base:1"], options=_options(host, cert))
+    config = tmp_path / "docker"
+    config.mkdir()
+    auth = base64.b64encode(f"{DEFAULT_USERNAME}:{DEFAULT_PASSWORD}".encode()).decode()
+    (config / "config.json").write_text(json.dumps({"auths": {host: {"auth": auth}}}))
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": f"FROM {host}/review/base:1\nCOPY f /f\n", "f": "file\n"})
+    executor("--context", str(ctx), "--dockerfile", str(ctx / "Dockerfile"), "--destination", f"{host}/review/app:1",
+             "--insecure-pull", "--registry-certificate", f"{host}={cert}", cwd=tmp_path,
+             env={"DOCKER_CONFIG": str(config), "XDG_CACHE_HOME": str(tmp_path / "cache")})
+
+    grants = front.plain_bearer_grants()
+    assert grants, "no bearer token seen in plain HTTP: the FROM lookup did not go there"
+    pushers = [g for g in grants if any("push" in entry["actions"] for entry in g)]
+    assert pushers == [], f"tokens granting push sent in plain HTTP: {pushers}"
+    pushed = fetch_image(f"{host}/review/app:1", options=_options(host, cert))
+    assert len(list(pushed.layers())) == 2
