@@ -22,10 +22,13 @@ non-root user writes only in a WORKDIR made for that user.
 from __future__ import annotations
 
 import fnmatch
+import gzip
+import io
 import os
 import posixpath
 import random
 import shlex
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,7 +134,58 @@ class Generator:
             self.context.append(ContextEntry(f"flat/{n}", "f", self._content(), rng.choice((0o644, 0o755, 0o600))))
         self.ctx_dirs["flat"] = names
         self.context.append(ContextEntry("top.txt", "f", self._content(), 0o644))
+        self.archives: dict[str, list[tuple[str, str]]] = {}
+        for i in range(rng.randint(0, 2)):
+            name = f"arch{i}.tar" + rng.choice(("", ".gz"))
+            data, members = self._archive()
+            self.context.append(ContextEntry(name, "f", data, 0o644))
+            self.archives[name] = members
         self.ctx_dirs[""] = [p.path for p in self.context if "/" not in p.path]
+
+    def _archive(self) -> tuple[bytes, list[tuple[str, str]]]:
+        """A tar (gzip or not) for ADD: directories of odd modes and owners, files (set-uid too), symlinks,
+        hard links, long and odd names, entries whose parents have no entry or come after them;
+        (bytes, [(path, kind)])."""
+        rng = self.rng
+        buf = io.BytesIO()
+        members: list[tuple[str, str]] = []
+        files: list[str] = []
+        top = f"t{self.counter}"
+        self.counter += 1
+        with tarfile.open(fileobj=buf, mode="w", format=rng.choice((tarfile.PAX_FORMAT, tarfile.GNU_FORMAT))) as tar:
+            dirs = [top, f"{top}/sub", f"{top}/sub/{'D' * rng.choice((5, 120))}", f"{top}/noentry/below"]
+            order = dirs[:3] if rng.random() < 0.5 else list(reversed(dirs[:3]))  # a directory after its children
+            for d in order:
+                info = tarfile.TarInfo(d)
+                info.type, info.mode = tarfile.DIRTYPE, rng.choice(MODES_DIR) | 0o700
+                info.uid, info.gid, info.mtime = rng.choice(((0, 0), (1000, 1000), (12, 34))) + (1_500_000_000,)
+                tar.addfile(info)
+                members.append((d, "d"))
+            members.append((f"{top}/noentry", "d"))
+            members.append((dirs[3], "d"))
+            for i in range(rng.randint(1, 5)):
+                d = rng.choice(dirs)
+                name = f"{d}/{rng.choice(('a', 'ü名', 'sp ace', 'L' * 150, 'x.y'))}{i}"
+                data = self._content()[:3000]
+                info = tarfile.TarInfo(name)
+                info.size, info.mode = len(data), rng.choice(MODES_FILE)
+                info.uid, info.gid, info.mtime = rng.choice(((0, 0), (1000, 1000), (12, 34))) + (1_500_000_000,)
+                tar.addfile(info, io.BytesIO(data))
+                files.append(name)
+                members.append((name, "f"))
+            if rng.random() < 0.6:
+                info = tarfile.TarInfo(f"{top}/hard")
+                info.type, info.linkname, info.mode = tarfile.LNKTYPE, rng.choice(files), 0o644
+                tar.addfile(info)
+                members.append((info.name, "f"))
+            if rng.random() < 0.6:
+                info = tarfile.TarInfo(f"{top}/sub/sym")
+                info.type, info.linkname = tarfile.SYMTYPE, rng.choice(("../" + files[0][len(top) + 1:], "/etc/passwd", "nowhere"))
+                info.mode, info.mtime = 0o777, 1_500_000_000
+                tar.addfile(info)
+                members.append((info.name, "l"))
+        raw = buf.getvalue()
+        return (gzip.compress(raw, mtime=0) if rng.random() < 0.5 else raw), members
 
     def _content(self) -> bytes:
         size = self.rng.choice((0, 1, 7, 100, 511, 512, 513, 4096, 70000))
@@ -455,8 +509,8 @@ class Generator:
 
     def copy(self, stage: Stage) -> None:
         rng = self.rng
-        what = rng.choices(("file", "dir", "wildcard", "multi", "link", "parents", "exclude", "rename", "root"),
-                           weights=(3, 3, 2, 1.5, 1.5, 1.5, 1.5, 1.5, 0.3))[0]
+        what = rng.choices(("file", "dir", "wildcard", "multi", "link", "parents", "exclude", "rename", "root", "add"),
+                           weights=(3, 3, 2, 1.5, 1.5, 1.5, 1.5, 1.5, 0.3, 2 if self.archives else 0))[0]
         flags = []
         if what not in ("link", "parents") and self.chance(0.3):
             flags.append(f"--chown={rng.choice(CHOWN_FLAGS)}")
@@ -531,6 +585,13 @@ class Generator:
             self._add_dirs(stage, dest)
             for c in kept:
                 stage.paths[f"{dest}/{c}"] = "f"
+        elif what == "add":
+            name = rng.choice(sorted(self.archives))
+            dest = self.dest_dir(stage) if self.chance(0.3) else self.fresh_top(stage, "ad")
+            self.emit(f"ADD {fl}{name} {dest}/")
+            self._add_dirs(stage, dest)
+            for path, kind in self.archives[name]:
+                stage.paths[f"{dest}/{path}"] = kind
         elif what == "root":
             dest = self.fresh_top(stage, "all")
             self.emit(f"COPY {fl}. {dest}/")

@@ -38,8 +38,9 @@ def test_generator_is_deterministic_and_varied():
     assert first == [generate(s) for s in range(30)]
     text = "\n".join(c.dockerfile for c in first)
     for feature in ("COPY --from=", "--chown=", "--chmod=", "COPY --link", "COPY --parents", "--exclude=",
-                    "WORKDIR", "USER ", "ENV ", "ln -s", "rm -rf", "mkfifo", "chmod", "chown"):
+                    "WORKDIR", "USER ", "ENV ", "ln -s", "rm -rf", "mkfifo", "chmod", "chown", "ADD "):
         assert feature in text, feature
+    assert any(c.base_dockerfile for c in first) and any(not c.base_dockerfile for c in first)
     # the reference Dockerfile differs only where a flag BuildKit 20.10 lacks is used
     for case in first:
         uses = any(f in case.dockerfile for f in ("--link", "--parents", "--exclude"))
