@@ -384,9 +384,12 @@ def test_the_stream_reads_its_source_in_pieces_and_seeks_from_the_start():
     assert stream.read(0) == b"" and stream.read(4) == data[5:9]
     assert stream.seek(9) == 9  # skipping to where it is already: allowed
     assert stream.read(700) == data[9:709] and stream.tell() == 709
-    with pytest.raises(io.UnsupportedOperation):
+    # the texts end up in the layer's error (io.UnsupportedOperation is an OSError): they say why
+    with pytest.raises(io.UnsupportedOperation, match="^a layer stream only skips ahead$"):
         stream.seek(0, io.SEEK_END)
-    with pytest.raises(io.UnsupportedOperation):
+    with pytest.raises(io.UnsupportedOperation, match="^a layer stream only skips ahead$"):
+        stream.seek(8)
+    with pytest.raises(io.UnsupportedOperation, match="^a layer stream is read in sized pieces$"):
         stream.read()
     assert set(sizes) == {300}
 
