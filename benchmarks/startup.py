@@ -25,7 +25,9 @@ runtime dependencies, no ``.pth`` processing, as ``/kaniko/executor`` does
 For each: the median wall time and CPU time (user+sys of the child) over the samples, the
 spread (interquartile range) and the number of modules loaded; the load average is printed
 before and after. Wall time on a shared machine is noisy: compare the CPU column and the two
-trees' ratio, which share the same rounds.
+trees' ratio, which share the same rounds. ``--callgrind`` adds, per case and tree, the machine
+instructions the process executed (one run under ``valgrind --tool=callgrind``; its children, such
+as a RUN's sandbox, are not counted): a figure the machine's load does not move.
 
     benchmarks/startup.py --base COMMIT [--head COMMIT] [--samples 15] [--registry] [--launch isolated]
 """
@@ -35,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -110,6 +113,17 @@ def cases(context: Path, registry: str | None, launch: str, tree: Path) -> dict[
     return out
 
 
+def instructions_executed(argv: list[str], env: dict[str, str], cwd: Path) -> int:
+    """Machine instructions the process itself executed (``valgrind --tool=callgrind``, children not
+    followed): unlike times, the same on an idle and on a loaded machine."""
+    proc = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", "--trace-children=no",
+                           *argv], env=env, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    found = re.search(r"Collected : (\d+)", proc.stderr)
+    if proc.returncode != 0 or not found:
+        raise SystemExit(f"callgrind of {' '.join(argv[:6])}... exited {proc.returncode}:\n{proc.stderr[-2000:]}")
+    return int(found.group(1))
+
+
 def start_registry(work: Path) -> tuple[str, object]:
     sys.path.insert(0, str(ROOT))
     from tests.fixtures.images import make_busybox_rootfs, push_layout, write_oci_layout
@@ -136,6 +150,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=15)
     ap.add_argument("--registry", action="store_true", help="also a build on a base from a loopback registry")
     ap.add_argument("--only", action="append", help="only these cases (repeatable)")
+    ap.add_argument("--callgrind", action="store_true",
+                    help="also count the instructions each case executes once per tree (valgrind; slow)")
     ap.add_argument("--launch", choices=("site", "isolated", "both"), default="both",
                     help="python -m pybuildless with site, as the executor image does (-I -S), or both")
     args = ap.parse_args()
@@ -184,7 +200,15 @@ def main() -> None:
                       f"{samples[-1][2]:8d}")
             (bw, bc), (hw, hc) = medians["base"], medians["head"]
             print(f"{'':12s} head/base: wall {hw / bw:.2f}, CPU {hc / bc:.2f}")
-        print(json.dumps({"base": args.base, "head": args.head, "samples": args.samples,
+        counted = {}
+        if args.callgrind:
+            print(f"{'case':12s} {'base Mi':>9s} {'head Mi':>9s} {'head/base':>9s}  (instructions executed, "
+                  "valgrind --tool=callgrind, the pybuildless process alone)")
+            for n in names:
+                counted[n] = {label: instructions_executed(runs[label][n], envs[label], work) for label in trees}
+                base_n, head_n = counted[n]["base"], counted[n]["head"]
+                print(f"{n:12s} {base_n / 1e6:9.1f} {head_n / 1e6:9.1f} {head_n / base_n:9.3f}")
+        print(json.dumps({"base": args.base, "head": args.head, "samples": args.samples, "instructions": counted,
                           "load": [load_before, load_after],
                           "median_ms": {f"{n}/{label}": [round(statistics.median(s[i] for s in results[(n, label)]) * 1e3, 1)
                                                          for i in (0, 1)] for n in names for label in trees}}))
