@@ -143,6 +143,17 @@ class DualFront:
 def dual_registry(tmp_path):
     """(host through the dual front, CA path, issuer, front) of a token-auth docker-registry
     whose realm is HTTPS."""
+    yield from _dual_registry(tmp_path, relative_urls=True)
+
+
+@pytest.fixture
+def dual_registry_http_locations(tmp_path):
+    """The same registry unaware of the TLS in front of it (no X-Forwarded-Proto, no
+    relativeurls): its upload Locations say http:// whichever way the client came."""
+    yield from _dual_registry(tmp_path, relative_urls=False)
+
+
+def _dual_registry(tmp_path, *, relative_urls: bool):
     cert, key = _loopback_certificate(tmp_path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
@@ -159,7 +170,9 @@ def dual_registry(tmp_path):
             f"    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n"
             f"    rootcertbundle: {issuer.cert_path}\n")
     # relative upload Locations: the registry cannot tell which of the front's two ways a client used
-    config = _config_yaml(data, port, "").replace("  secret:", "  relativeurls: true\n  secret:") + auth
+    config = _config_yaml(data, port, "") + auth
+    if relative_urls:
+        config = config.replace("  secret:", "  relativeurls: true\n  secret:")
     (tmp_path / "config.yml").write_text(config)
     log_path = tmp_path / "registry.log"
     with open(log_path, "ab") as log_file:
@@ -226,3 +239,21 @@ def test_build_with_insecure_pull_sends_no_push_token_in_plain_http(dual_registr
     assert pushers == [], f"tokens granting push sent in plain HTTP: {pushers}"
     pushed = fetch_image(f"{host}/review/app:1", options=_options(host, cert))
     assert len(list(pushed.layers())) == 2
+
+
+def test_upload_location_in_plain_http_on_an_https_registry_gets_no_token(dual_registry_http_locations,
+                                                                         busybox_image):
+    """A registry behind a TLS proxy that does not pass X-Forwarded-Proto answers upload
+    Locations ``http://<its host>/...`` (distribution builds them from the request it saw). The
+    token of an HTTPS registry is not sent there in clear: Docker's client keys its auth
+    challenges by scheme and host, so it sends none either (and nginx recipes for a registry set
+    X-Forwarded-Proto for that reason)."""
+    from pybuildless.errors import RegistryError
+
+    host, cert, issuer, front = dual_registry_http_locations
+    try:
+        push_image(fetch_image(busybox_image), [f"{host}/review/located:1"], options=_options(host, cert))
+    except RegistryError:
+        pass  # refusing the push is fine; sending the token in clear is not
+    grants = front.plain_bearer_grants()
+    assert grants == [], f"tokens sent in plain HTTP to an upload Location: {grants}"

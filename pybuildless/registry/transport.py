@@ -333,8 +333,14 @@ class Transport:
                 follow: bool) -> requests.Response:
         for _ in range(10):
             # Credentials go to the registry host only: never to a redirect target or an upload
-            # Location on another host (object storage, CDNs).
-            own_host = urlsplit(url).netloc.lower() == self.registry.lower()
+            # Location on another host (object storage, CDNs), nor in plain HTTP when the registry
+            # speaks HTTPS (a TLS proxy not passing X-Forwarded-Proto makes distribution answer
+            # http:// Locations; Docker's client keys its challenges by scheme and host and sends
+            # none there either: distribution/distribution registry/client/auth/challenge/
+            # authchallenge.go at 6a41b0e64c07cad2105d37828e17ee5131a64290).
+            parts = urlsplit(url)
+            own_host = parts.netloc.lower() == self.registry.lower() and (
+                parts.scheme == "https" or self.ping_scheme == "http")
             data = body() if callable(body) else body
             try:
                 resp = self._send(method, url, auth=auth if own_host else None,
