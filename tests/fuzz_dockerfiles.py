@@ -161,8 +161,6 @@ class Generator:
                 info.uid, info.gid, info.mtime = rng.choice(((0, 0), (1000, 1000), (12, 34))) + (1_500_000_000,)
                 tar.addfile(info)
                 members.append((d, "d"))
-            members.append((f"{top}/noentry", "d"))
-            members.append((dirs[3], "d"))
             for i in range(rng.randint(1, 5)):
                 d = rng.choice(dirs)
                 name = f"{d}/{rng.choice(('a', 'ü名', 'sp ace', 'L' * 150, 'x.y'))}{i}"
@@ -173,6 +171,8 @@ class Generator:
                 tar.addfile(info, io.BytesIO(data))
                 files.append(name)
                 members.append((name, "f"))
+                if d == dirs[3] and (f"{top}/noentry", "d") not in members:
+                    members += [(f"{top}/noentry", "d"), (dirs[3], "d")]  # made for the file, without entries
             if rng.random() < 0.6:
                 info = tarfile.TarInfo(f"{top}/hard")
                 info.type, info.linkname, info.mode = tarfile.LNKTYPE, rng.choice(files), 0o644

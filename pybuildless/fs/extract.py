@@ -23,7 +23,7 @@ from typing import BinaryIO
 import zstandard
 
 from pybuildless.errors import DigestMismatchError, ImageFormatError, LayerSecurityError, PybuildlessError
-from pybuildless.fs import entrymeta, secure
+from pybuildless.fs import entrymeta, owners, secure
 from pybuildless.fs.compress import HashingReader, open_decompressed
 from pybuildless.fs.extractdirs import Directories, split
 from pybuildless.fs.extractpool import JobFailed, ReadAhead, member_data, new_file, new_symlink
@@ -351,6 +351,21 @@ class _Applier(Directories):
             raise LayerSecurityError(f"{m.name}: hardlink to a protected path {m.linkname!r}")
         # linkat without AT_SYMLINK_FOLLOW: a link to a symlink is a link to the symlink itself.
         os.link(tbase, base, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
+        if stat.S_ISREG(tst.st_mode):
+            # The link entry's owner, xattrs, mode and times go to the file it names, as Docker's and
+            # BuildKit's extraction does (moby v20.10.24 pkg/archive/archive.go createTarFile: Lchown,
+            # Lsetxattr, then handleLChmod and Chtimes for a TypeLink to a non-symlink): a tar whose link
+            # entry says other than its target gives BuildKit's file. The owner only when it differs: a
+            # chown drops security.capability, which a link entry of ours does not carry again
+            fd = os.open(base, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+            try:
+                if self.same_owner and (tst.st_uid, tst.st_gid) != (m.uid, m.gid):
+                    owners.fchown_or_record(fd, m.uid, m.gid)
+                entrymeta.set_xattrs(fd, m)
+                os.fchmod(fd, m.mode & 0o7777)  # after chown, which clears setuid/setgid
+                os.utime(fd, ns=(entrymeta.mtime_ns(m),) * 2)
+            finally:
+                os.close(fd)
         self.counts.hardlinks += 1
 
     # -- end of layer -----------------------------------------------------
