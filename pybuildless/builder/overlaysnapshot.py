@@ -32,12 +32,13 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
+import stat
 import time
 from pathlib import Path
 from typing import Iterable
 
 from pybuildless.builder import overlayroot
-from pybuildless.fs.changes import Changes
+from pybuildless.fs.changes import CTIME, GID, INO, MODE, MTIME, UID, Changes, stat_key
 from pybuildless.fs.ignore import IgnoreList
 from pybuildless.fs.overlay import without_ignored
 from pybuildless.fs.overlaydiff import Seen, compared, seen_at, stack_changes
@@ -227,9 +228,40 @@ class OverlaySnapshot:
             return
         log.info("stage root %s: the upper dir cannot be stacked again; later snapshots walk the root",
                  self.root)
-        walked = Snapshotter(self.root, self.ignore)
+        # held changes make no inotify event the walks would see: with some, every take() walks
+        walked = Snapshotter(self.root, self.ignore, watch=not self._held)
         walked.baseline()
+        self._hand_over_held(walked, now)
         self._walked = walked
+
+    def _hand_over_held(self, walked: Snapshotter, now: list[str]) -> None:
+        """Put what the held paths showed when they were held into ``walked``'s state, as a plain
+        directory's snapshots would still have it, so that its later snapshots report them."""
+        for rel, old in self._held.items():
+            change = compared(rel, old, seen_at(now, rel))
+            if change.empty:
+                continue
+            if rel in change.added:  # nothing was there, nor below it
+                below = rel + "/"
+                for gone in [r for r in walked.state if r == rel or r.startswith(below)]:
+                    del walked.state[gone]
+                    walked.xattrs.pop(gone, None)
+                    walked.hashes.pop(gone, None)
+                continue
+            assert old is not None
+            current = walked.state.get(rel)
+            if current is None:  # deleted since: only the top needs to be known
+                walked.state[rel] = stat_key(old.st)
+                continue
+            key = list(current)
+            key[MODE], key[UID], key[GID], key[MTIME] = old.st.st_mode, old.st.st_uid, old.st.st_gid, \
+                old.st.st_mtime_ns
+            key[CTIME] = -1  # differs from any time now: compared again, xattrs included
+            if rel in change.opaque or not (old.is_dir and stat.S_ISDIR(current[MODE])):
+                key[INO] = -1  # another entry: made again, or replaced
+            walked.state[rel] = tuple(key)
+            walked.xattrs[rel] = old.meta[4] if old.meta is not None else ()
+        self._held.clear()
 
 
 def _topmost_deletions(changes: Changes, now: list[str]) -> Changes:
