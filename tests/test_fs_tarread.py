@@ -300,15 +300,28 @@ def _ustar_archive() -> bytes:
         add("opt/BOX", tarfile.DIRTYPE)
         add("caf\udce9", data=b"latin-1 name", uname="\udcffu", gname="g\udce0")
         add("lnk", tarfile.SYMTYPE, linkname="caf\udce9")
+        add("r\udce9" * 60 + "/file", data=b"raw prefix")  # 125 bytes: a prefix that is not UTF-8
     return out.getvalue()
+
+
+def _nul_numbers(raw: bytes) -> bytes:
+    """The first header with its uid, gid, devmajor and devminor fields all NULs (no digits at all),
+    which tarfile reads as 0, and its checksum made right again."""
+    h = bytearray(raw[:512])
+    for start in (108, 116, 329, 337):
+        h[start:start + 8] = b"\0" * 8
+    h[148:156] = b" " * 8
+    h[148:156] = b"%06o\0 " % sum(h)
+    return bytes(h) + raw[512:]
 
 
 def test_the_fast_parser_reads_prefixes_v7_entries_and_raw_bytes_as_tarfile_does():
     raw = _ustar_archive()
     want = _members(raw, tarfile.TarInfo)
-    assert [m[0] for m in want] == ["p" * 90 + "/" + "q" * 60 + "/file", "v7-file", "v7-dir", "opt/BOX", "caf\udce9", "lnk"]
+    assert [m[0] for m in want] == ["p" * 90 + "/" + "q" * 60 + "/file", "v7-file", "v7-dir", "opt/BOX", "caf\udce9",
+                                    "lnk", "r\udce9" * 60 + "/file"]
     assert [m[ATTRS.index("type")] for m in want] == [tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE,
-                                                      tarfile.DIRTYPE, tarfile.REGTYPE, tarfile.SYMTYPE]
+                                                      tarfile.DIRTYPE, tarfile.REGTYPE, tarfile.SYMTYPE, tarfile.REGTYPE]
     assert raw[345:345 + 90] == b"p" * 90  # the prefix field of the first header is used
     assert _members(raw, FastTarInfo) == want
 
@@ -364,10 +377,12 @@ def test_ordinary_headers_never_reach_tarfile_s_own_parser(monkeypatch):
         (_archive(tarfile.PAX_FORMAT), [b""]),  # pax: big numbers are in the pax header
         (_archive(tarfile.GNU_FORMAT), [b"big-ids", b""]),  # gnu: uid and mtime in base-256
         (_ustar_archive(), [b""]),
+        (_nul_numbers(_ustar_archive()), [b""]),  # empty numeric fields are ordinary too (tarfile: 0)
     ]:
         seen.clear()
         names = [m.name for m in tarfile.TarFile(fileobj=io.BytesIO(raw), tarinfo=FastTarInfo, errors="surrogateescape")]
         assert len(names) >= 6 and seen == left_to_tarfile
+        assert _members(raw, FastTarInfo) == _members(raw, tarfile.TarInfo)
 
 
 def test_the_stream_reads_its_source_in_pieces_and_seeks_from_the_start():
