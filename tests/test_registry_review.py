@@ -55,9 +55,9 @@ from tests.fixtures.tokenissuer import TokenIssuer
 pytestmark = pytest.mark.slow
 
 
-def _loopback_certificate(workdir: Path) -> tuple[Path, Path]:
+def _loopback_certificate(workdir: Path, common_name: str = "pybuildless review registry") -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = dt.datetime.now(dt.timezone.utc)
     cert = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
@@ -153,15 +153,28 @@ def dual_registry_http_locations(tmp_path):
     yield from _dual_registry(tmp_path, relative_urls=False)
 
 
-def _dual_registry(tmp_path, *, relative_urls: bool):
+@pytest.fixture
+def realm_with_its_own_ca(tmp_path):
+    """The registry's certificate and its token realm's come from different CAs (a private
+    registry whose realm is a service signed by a public CA): the realm's CA is at
+    ``tmp_path/realm/front.pem``."""
+    yield from _dual_registry(tmp_path, relative_urls=True, realm_cert_dir=tmp_path / "realm")
+
+
+def _dual_registry(tmp_path, *, relative_urls: bool, realm_cert_dir: Path | None = None):
     cert, key = _loopback_certificate(tmp_path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
+    realm_context = context
+    if realm_cert_dir is not None:
+        realm_cert_dir.mkdir()
+        realm_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        realm_context.load_cert_chain(*_loopback_certificate(realm_cert_dir, "pybuildless review realm"))
     issuer = TokenIssuer(tmp_path / "issuer", users={DEFAULT_USERNAME: DEFAULT_PASSWORD},
                          service=TOKEN_SERVICE, issuer=TOKEN_ISSUER)
     issuer.start()
     issuer_port = int(issuer.realm.rsplit(":", 1)[1].split("/")[0])
-    issuer_front = DualFront(issuer_port, context)
+    issuer_front = DualFront(issuer_port, realm_context)
     data = tmp_path / "data"
     data.mkdir()
     port = free_port()
@@ -257,3 +270,20 @@ def test_upload_location_in_plain_http_on_an_https_registry_gets_no_token(dual_r
         pass  # refusing the push is fine; sending the token in clear is not
     grants = front.plain_bearer_grants()
     assert grants == [], f"tokens sent in plain HTTP to an upload Location: {grants}"
+
+
+def test_registry_certificate_adds_to_the_system_roots(realm_with_its_own_ca, busybox_image, tmp_path,
+                                                       monkeypatch):
+    """Kaniko's --registry-certificate appends the file to the system pool for that registry
+    (pkg/util/transport_util.go at 236ba5690eda9170d0157aa8137ebbeb09d38685, MakeTransport:
+    ``systemCertLoader.append(certificatePath)``, then ``RootCAs: systemCertLoader.value()``):
+    the registry's own CA is trusted besides the system roots, which still verify its token
+    realm elsewhere. The system roots here: SSL_CERT_FILE naming the realm's CA (read the way
+    Go reads it, registry/trust.py)."""
+    host, cert, issuer, front = realm_with_its_own_ca
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "realm" / "front.pem"))
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path / "no-such-dir"))
+    options = _options(host, cert)
+    push_image(fetch_image(busybox_image), [f"{host}/review/roots:1"], options=options)
+    assert fetch_image(f"{host}/review/roots:1", options=options).digest
+    assert [user for _, user, _, _ in issuer.requests] and all(u == DEFAULT_USERNAME for _, u, _, _ in issuer.requests)

@@ -126,8 +126,9 @@ class TrustingAdapter(HTTPAdapter):
 
     def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
         super().cert_verify(conn, url, verify, cert)
-        if verify is True:
-            # requests names certifi's bundle here; the context already holds the roots.
+        if verify is not False:
+            # requests names certifi's bundle (or the host's CA file) here; the context already
+            # holds the roots (and that file: ``with_registry_ca``).
             conn.ca_certs = None
             conn.ca_cert_dir = None
 
@@ -158,12 +159,35 @@ def shared_trust_context() -> ssl.SSLContext | None:
         return _SHARED[key]
 
 
+_WITH_CA: dict[tuple, ssl.SSLContext] = {}
+
+
+def with_registry_ca(path: str) -> ssl.SSLContext:
+    """The system roots (Go's set when SSL_CERT_DIR or SSL_CERT_FILE is set, else the bundle
+    requests uses) plus ``path``, as Kaniko's --registry-certificate appends the file to its pool
+    (pkg/util/transport_util.go at 236ba5690eda9170d0157aa8137ebbeb09d38685, MakeTransport): the
+    system roots still verify a token realm or redirect target elsewhere. Built once per file."""
+    key = (os.environ.get(CERT_FILE_ENV, ""), os.environ.get(CERT_DIR_ENV, ""), path, _stamp(path))
+    with _SHARED_LOCK:
+        context = _WITH_CA.get(key)
+    if context is None:
+        from requests.utils import DEFAULT_CA_BUNDLE_PATH
+
+        context = trust_context() or ssl.create_default_context(cafile=DEFAULT_CA_BUNDLE_PATH)
+        context.load_verify_locations(cafile=path)
+        with _SHARED_LOCK:
+            context = _WITH_CA.setdefault(key, context)
+    return context
+
+
 class LazyTrustingAdapter(BaseAdapter):
     """The adapter for ``https://``: reads the roots on its first request, not when a session is
-    made, so a process that only speaks plain HTTP (a loopback registry) never reads them."""
+    made, so a process that only speaks plain HTTP (a loopback registry) never reads them.
+    ``registry_ca``: a --registry-certificate file trusted besides them."""
 
-    def __init__(self, **pool_kwargs: Any) -> None:
+    def __init__(self, registry_ca: str | None = None, **pool_kwargs: Any) -> None:
         super().__init__()
+        self._registry_ca = registry_ca
         self._pool_kwargs = pool_kwargs
         self._inner: HTTPAdapter | None = None
         self._lock = threading.Lock()
@@ -171,7 +195,8 @@ class LazyTrustingAdapter(BaseAdapter):
     def _adapter(self) -> HTTPAdapter:
         with self._lock:
             if self._inner is None:
-                context = shared_trust_context()
+                context = (shared_trust_context() if self._registry_ca is None
+                           else with_registry_ca(self._registry_ca))
                 self._inner = (TrustingAdapter(context, **self._pool_kwargs) if context is not None
                                else HTTPAdapter(**self._pool_kwargs))
             return self._inner
@@ -187,6 +212,8 @@ class LazyTrustingAdapter(BaseAdapter):
 def https_adapter(verify: bool | str, **pool_kwargs: Any) -> BaseAdapter:
     """The ``https://`` adapter for a connection that verifies with ``verify``: Go's roots when
     ``SSL_CERT_DIR`` or ``SSL_CERT_FILE`` is set and no CA bundle was named for the host."""
+    if isinstance(verify, str):  # --registry-certificate: besides the system roots, not instead
+        return LazyTrustingAdapter(verify, **pool_kwargs)
     if verify is True and (os.environ.get(CERT_DIR_ENV) or os.environ.get(CERT_FILE_ENV)):
         return LazyTrustingAdapter(**pool_kwargs)
     return HTTPAdapter(**pool_kwargs)
