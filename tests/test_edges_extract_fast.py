@@ -132,3 +132,21 @@ def test_a_root_with_anything_in_it_is_not_fresh(tmp_path):
         assert dirs.pool is None and dirs.fresh == set()
     finally:
         dirs.close()
+
+
+def test_in_place_the_image_path_is_the_machine_s_own_path(tmp_path):
+    """In place (root "/", only inside the jail of the in-place builds) there is no fresh mode and a
+    directory's image path is its real path. Only read here: the root fd of "/" resolves one path."""
+    dirs = _Dirs("/", IgnoreList.of(["/proc"]))
+    try:
+        assert dirs.in_place and dirs.pool is None and dirs.fresh == set()
+        fd, image_path = dirs.parent("etc", create=False)
+        assert image_path == os.path.realpath("/etc")
+        assert os.path.samestat(os.stat(fd), os.stat("/etc"))
+    finally:
+        dirs.close()
+    dirs = _Dirs(tmp_path, IgnoreList.of(["/proc"]))  # any other root: image paths inside it
+    try:
+        assert not dirs.in_place and dirs.fresh_dir("")[1] == "/"
+    finally:
+        dirs.close()
