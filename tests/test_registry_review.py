@@ -287,3 +287,22 @@ def test_registry_certificate_adds_to_the_system_roots(realm_with_its_own_ca, bu
     push_image(fetch_image(busybox_image), [f"{host}/review/roots:1"], options=options)
     assert fetch_image(f"{host}/review/roots:1", options=options).digest
     assert [user for _, user, _, _ in issuer.requests] and all(u == DEFAULT_USERNAME for _, u, _, _ in issuer.requests)
+
+
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="builds need root (chroot)")
+@pytest.mark.parametrize("content", [None, "not a certificate\n"])
+def test_unloadable_registry_certificate_is_one_error_naming_the_flag(dual_registry, tmp_path, content):
+    from tests.buildkit import executor, write_context
+
+    host, cert, issuer, front = dual_registry
+    bad = tmp_path / "bad.pem"
+    if content is not None:
+        bad.write_text(content)
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": f"FROM {host}/review/missing:1\n"})
+    proc = executor("--context", str(ctx), "--dockerfile", str(ctx / "Dockerfile"), "--no-push",
+                    "--registry-certificate", f"{host}={bad}", cwd=tmp_path, check=False,
+                    env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    err = proc.stderr.decode()
+    assert proc.returncode == 2, err
+    assert f"--registry-certificate {bad}: cannot load it" in err
+    assert "Traceback" not in err

@@ -173,8 +173,14 @@ def with_registry_ca(path: str) -> ssl.SSLContext:
     if context is None:
         from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
+        from pybuildless.errors import UsageError
+
         context = trust_context() or ssl.create_default_context(cafile=DEFAULT_CA_BUNDLE_PATH)
-        context.load_verify_locations(cafile=path)
+        try:
+            context.load_verify_locations(cafile=path)
+        except (OSError, ssl.SSLError) as e:  # as Kaniko: "failed to load certificate"
+            raise UsageError(f"--registry-certificate {path}: cannot load it as PEM certificates "
+                             f"({getattr(e, 'strerror', None) or e})") from None
         with _SHARED_LOCK:
             context = _WITH_CA.setdefault(key, context)
     return context
