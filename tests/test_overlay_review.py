@@ -59,3 +59,83 @@ def test_changes_held_when_the_stage_falls_back_to_walks_are_still_reported(tmp_
     assert stacked_runs(log) == 1 and "walk the root" in log
     added = dict((m[0], m) for m in listing(layer_blobs(tmp_path / "layout-plain")[-1]))
     assert "etc" in added  # what makes the test meaningful: the held change reaches the image
+
+
+# base (test_stacked_run_uppers.BASE): /opt/app/sub/f hard-linked to /opt/app/hl (set-uid), /opt/keep/k,
+# /opt/meta, /srv/tree/deep/t, /usr/share/doc/d, over busybox
+CASES = {
+    "hardlinks": """\
+RUN echo more >> /opt/app/sub/f && ln /opt/keep/k /opt/app/k-link && ln /bin/busybox /opt/bb
+RUN cat /opt/app/hl > /opt/seen-hl && echo again >> /opt/app/k-link && ln /opt/app/sub/f /opt/f2
+COPY ctx.txt /opt/app/hl
+RUN ln /opt/app/hl /opt/hl2 && rm /opt/app/sub/f
+""",
+    "types": """\
+RUN rm /opt/meta && mkdir /opt/meta && echo x > /opt/meta/x && ln -s /opt/keep /opt/sym
+RUN rm -rf /opt/meta && echo back > /opt/meta && rm /opt/sym && mkdir /opt/sym
+COPY ctx.txt /opt/sym/c
+RUN rm -rf /opt/sym && ln -s keep /opt/sym && rm -rf /opt/app/sub && echo f > /opt/app/sub
+""",
+    "rename": """\
+RUN mv /srv/tree /srv/moved && mv /opt/keep/k /opt/keep/k-renamed
+RUN mv /srv/moved /srv/tree && mv /usr/share/doc /usr/share/doc2
+""",
+    "metadata": """\
+RUN chmod 600 /opt/meta && chown 7:8 /opt/keep/k && touch -d @1600000000 /srv/tree/deep/t && chmod 4700 /opt/app/hl
+RUN chown 9:9 /opt/keep && chmod 711 /srv/tree
+ADD archive.tar /
+""",
+    "whiteouts": """\
+RUN echo t > /opt/only-here && mkdir -p /opt/d/e && echo e > /opt/d/e/f
+COPY ctx.txt /opt/c
+RUN rm /opt/only-here /opt/c && rm -rf /opt/d/e
+COPY ctx.txt /opt/c
+RUN rm -rf /opt/d && echo d > /opt/d && echo t2 > /opt/only-here
+""",
+    "opaque": """\
+RUN rm -rf /opt/keep /srv/tree/deep && mkdir /opt/keep /srv/tree/deep
+COPY ctx.txt /opt/keep/k
+RUN echo k2 > /opt/keep/k2 && echo t > /srv/tree/deep/t
+COPY ctx.txt /srv/tree/deep/c
+RUN rm -rf /opt/keep && mkdir /opt/keep && echo 3 > /opt/keep/k3
+""",
+    "special": """\
+RUN mkfifo /opt/fifo /opt/keep/f2 && (mknod /opt/null c 1 3; mknod /opt/blk b 7 0; true)
+RUN rm /opt/fifo && (mknod /opt/fifo c 1 5 || mkfifo -m 600 /opt/fifo) && chmod 600 /opt/keep/f2
+""",
+    "same-step": """\
+RUN rm /opt/keep/k && echo new > /opt/keep/k && rm -rf /srv/tree/deep && mkdir /srv/tree/deep
+RUN rm /opt/keep/k && echo new > /opt/keep/k && rm -rf /srv/tree && mkdir -p /srv/tree/deep && echo t > /srv/tree/deep/t
+COPY ctx.txt /opt/keep/k
+RUN rm /opt/keep/k && echo k > /opt/keep/k
+""",
+    "mounts": """\
+RUN --mount=type=tmpfs,target=/opt/app echo x > /opt/app/inside && echo y > /opt/outside
+RUN --mount=type=tmpfs,target=/opt/keep/new/deeper ls /opt/app/sub && echo z > /opt/keep/new/z
+RUN --mount=type=bind,source=many,target=/srv/tree/deep cat /srv/tree/deep/f001 > /opt/bound
+""",
+    "recorded": """\
+COPY ctx.txt /opt/r
+WORKDIR /opt/w
+RUN echo z >> /opt/r && chmod 600 /opt/r && touch /opt/w/here && chmod 700 /opt/w
+WORKDIR /
+COPY ctx.txt /opt/r2
+RUN rm /opt/r2 && mkdir /opt/r2
+COPY ctx.txt /opt/r2/in
+""",
+}
+EXTRA_FINAL = """
+FROM {base}
+COPY --from=work /opt /o
+COPY --from=work /srv /s
+RUN find /o /s -exec stat -c '%n %f %u %g %h %s' {{}} + | sort > /listing
+"""
+
+
+@pytest.mark.parametrize("single", [False, True])
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.slow
+@needs_root
+def test_overlay_corners_give_the_plain_images(tmp_path, registry, base_image, case, single):
+    dockerfile = f"FROM {base_image} AS work\n" + CASES[case] + EXTRA_FINAL.format(base=base_image)
+    both(tmp_path, registry, dockerfile, *(["--single-snapshot"] if single else []))
