@@ -17,6 +17,7 @@ and files and symlinks are created by the pool's threads.
 from __future__ import annotations
 
 import os
+import stat
 
 from pybuildless.errors import LayerSecurityError
 from pybuildless.fs import secure
@@ -38,10 +39,18 @@ def split(rel: str) -> tuple[str, str]:
 
 def implied_dir_mode(fd: int, _in_root: str = "") -> None:
     """Give the directory of O_PATH fd ``fd``, just made for a parent the layer does not carry,
-    IMPLIED_DIR_MODE (mkdir's mode is cut by the umask; fchmod refuses an O_PATH fd)."""
+    IMPLIED_DIR_MODE (mkdir's mode is cut by the umask; fchmod refuses an O_PATH fd).
+
+    In a set-group-ID parent mkdir(2) also gave it S_ISGID and the parent's group: go-archive keeps
+    the bit (it chmods only when the permission bits differ) and chowns to root (moby/sys/user
+    idtools_unix.go mkdirAs -> setPermissions, vendored in moby/buildkit@73ed6825c4b7; moby v20.10.24
+    pkg/idtools MkdirAllAndChownNew), as Docker's and BuildKit's extraction (layers, ADD) gives."""
     real = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
     try:
-        os.fchmod(real, IMPLIED_DIR_MODE)
+        st = os.fstat(real)
+        if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
+            os.fchown(real, os.geteuid(), os.getegid())
+        os.fchmod(real, IMPLIED_DIR_MODE | (st.st_mode & stat.S_ISGID))
     finally:
         os.close(real)
 
