@@ -83,7 +83,8 @@ class RegistryLayerCache:
         from pybuildless.registry.remote import fetch_image
 
         try:
-            image = fetch_image(self._ref(key), platform=self.platform, options=self.options)
+            # the cache repo is read with the push side's flags, as Kaniko's pkg/cache/cache.go does
+            image = fetch_image(self._ref(key), platform=self.platform, options=self.options, pull=False)
         except NotFoundError:
             return None
         except PybuildlessError as e:

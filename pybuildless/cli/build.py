@@ -161,12 +161,14 @@ def _level(ctx, param, value: str) -> str:
 @click.option("--compressed-caching/--no-compressed-caching", default=True, show_default=True,
               help="Accepted; cached layers are streamed to disk, so memory stays bounded either way.")
 @click.option("--no-push-cache", is_flag=True)
-@click.option("--insecure", is_flag=True, help="Push over plain HTTP.")
-@click.option("--insecure-pull", is_flag=True, help="Pull over plain HTTP.")
-@click.option("--insecure-registry", multiple=True, help="Registry to reach over plain HTTP (repeatable).")
-@click.option("--skip-tls-verify", is_flag=True)
-@click.option("--skip-tls-verify-pull", is_flag=True)
-@click.option("--skip-tls-verify-registry", multiple=True)
+@click.option("--insecure", is_flag=True, help="Destinations and the cache repo may answer in plain HTTP "
+              "when HTTPS fails (not the base images: --insecure-pull).")
+@click.option("--insecure-pull", is_flag=True, help="Base-image registries may answer in plain HTTP when HTTPS fails.")
+@click.option("--insecure-registry", multiple=True,
+              help="Registry that may answer in plain HTTP when HTTPS fails, pulls and pushes (repeatable).")
+@click.option("--skip-tls-verify", is_flag=True, help="Do not verify TLS certificates, pulls included (as Kaniko).")
+@click.option("--skip-tls-verify-pull", is_flag=True, help="Do not verify TLS certificates when pulling.")
+@click.option("--skip-tls-verify-registry", multiple=True, help="Registry whose certificate is not verified.")
 @click.option("--registry-certificate", multiple=True, help="HOST=PATH of a CA bundle for that registry.")
 @click.option("--registry-client-cert", multiple=True, help="HOST=CERT,KEY: client certificate for mutual TLS.")
 @click.option("--registry-mirror", multiple=True, envvar="KANIKO_REGISTRY_MIRROR")

@@ -20,8 +20,10 @@ VERBOSITIES = ("panic", "fatal", "error", "warn", "info", "debug", "trace")
 def registry_flags(f):
     """The registry flags shared by pull and push (kaniko's names)."""
     for decorator in reversed([
-        click.option("--insecure", is_flag=True, help="Plain HTTP for every registry."),
-        click.option("--insecure-registry", multiple=True, help="Plain-HTTP registry host (repeatable)."),
+        click.option("--insecure", is_flag=True,
+                     help="The registry may answer in plain HTTP when HTTPS fails (HTTPS is tried first)."),
+        click.option("--insecure-registry", multiple=True,
+                     help="Registry host that may answer in plain HTTP when HTTPS fails (repeatable)."),
         click.option("--skip-tls-verify", is_flag=True, help="Do not verify registry TLS certificates."),
         click.option("--registry-certificate", multiple=True, help="HOST=PATH of a CA bundle (repeatable)."),
         click.option("--retries", type=click.IntRange(0, 20), default=3, show_default=True),
@@ -38,8 +40,10 @@ def options_from_flags(kw: dict) -> RegistryOptions:
     log_format = kw.pop("log_format")
     setup_logging(kw.pop("verbosity"), log_format)
     transfer.enable(sys.stderr, log_format)
+    insecure = kw.pop("insecure")
     return RegistryOptions(
-        insecure=kw.pop("insecure"),
+        insecure=insecure,  # these commands talk to one registry: it is pulled from or pushed to
+        insecure_pull=insecure,
         insecure_registries=tuple(kw.pop("insecure_registry")),
         skip_tls_verify=kw.pop("skip_tls_verify"),
         certificates=parse_host_value_pairs(kw.pop("registry_certificate"), "--registry-certificate"),

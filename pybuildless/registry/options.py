@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -15,10 +16,11 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class RegistryOptions:
-    insecure_registries: tuple[str, ...] = ()  # plain HTTP for these hosts
-    insecure: bool = False  # plain HTTP for every registry (kaniko --insecure)
-    insecure_pull: bool = False  # plain HTTP for pulls only
-    skip_tls_verify: bool = False
+    # "Insecure" is go-containerregistry's name.Insecure: HTTPS first, plain HTTP if that fails.
+    insecure_registries: tuple[str, ...] = ()  # these hosts, pulls and pushes
+    insecure: bool = False  # pushes and layer-cache reads/writes (kaniko --insecure), not base pulls
+    insecure_pull: bool = False  # pulls only
+    skip_tls_verify: bool = False  # every registry, pulls included, as Kaniko's MakeTransport does
     skip_tls_verify_pull: bool = False
     skip_tls_verify_registries: tuple[str, ...] = ()
     certificates: tuple[tuple[str, str], ...] = ()  # (host, CA bundle path)
@@ -38,13 +40,22 @@ class RegistryOptions:
         return self.keychain if self.keychain is not None else default_keychain()
 
     def plain_http(self, host: str, *, pull: bool = False) -> bool:
-        """Plain HTTP was asked for this host (loopback hosts fall back to it by themselves)."""
+        """The flags make ``host`` insecure: reached over HTTPS if it answers so, else plain HTTP.
+
+        Kaniko v1.24.0 (GoogleContainerTools/kaniko 236ba5690eda, pkg/image/remote/remote.go,
+        pkg/executor/push.go, pkg/cache/cache.go) marks a pulled registry insecure for
+        ``--insecure-pull`` or ``--insecure-registry``, a pushed one (and the cache repo) for
+        ``--insecure`` or ``--insecure-registry``. Hosts that are insecure without any flag
+        (``defaults_to_http``) are the transport's business.
+        """
         host = normalise_registry(host)
-        if self.insecure or (pull and self.insecure_pull):
+        if self.insecure_pull if pull else self.insecure:
             return True
-        if host in {normalise_registry(h) for h in self.insecure_registries}:
-            return True
-        # a mirror given as http://host[/prefix] asks for plain HTTP to that host
+        return host in {normalise_registry(h) for h in self.insecure_registries} or self.http_only(host)
+
+    def http_only(self, host: str) -> bool:
+        """A mirror given as ``http://host[/prefix]`` asks for plain HTTP to that host, never HTTPS."""
+        host = normalise_registry(host)
         targets = list(self.registry_mirrors) + [mirror for _, mirror in self.registry_map]
         return any(t.strip().startswith("http://") and
                    normalise_registry(t.strip().removeprefix("http://").split("/", 1)[0]) == host for t in targets)
@@ -97,6 +108,27 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def defaults_to_http(host: str) -> bool:
+    """go-containerregistry's ``Registry.Scheme()`` is "http" without any flag for these names
+    (pkg/name/registry.go at 3f4ff3ca60f5): an IPv4 literal in 10/8, 172.16/12 or 192.168/16 (any
+    port), ``localhost:PORT``, ``*.localhost[:PORT]``, ``127.0.0.1[:PORT]``, ``::1`` and
+    ``[::1][:PORT]``. Not bare ``localhost``, not the rest of 127/8. Its ping then tries HTTPS
+    first and plain HTTP after (pkg/v1/remote/transport/ping.go)."""
+    ip_text = host.split(":")[0]
+    try:
+        ip = ipaddress.IPv4Address(ip_text)
+    except ValueError:
+        ip = None
+    if ip is not None and any(ip in ipaddress.IPv4Network(net) for net in
+                              ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")):
+        return True
+    if host.startswith("localhost:"):
+        return True
+    return bool(re.fullmatch(r".*\.localhost(?::\d{1,5})?", host)
+                or re.fullmatch(r"127\.0\.0\.1(?::\d{1,5})?", host)
+                or re.fullmatch(r"::1|\[::1\](?::\d{1,5})?", host))
 
 
 def is_private_address(hostname: str) -> bool:

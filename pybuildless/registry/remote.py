@@ -118,8 +118,11 @@ class Documents(Protocol):
 
 
 def fetch_image(ref: Reference | str, *, platform: Platform | None = None,
-                options: RegistryOptions | None = None, documents: Documents | None = None) -> RemoteImage:
+                options: RegistryOptions | None = None, documents: Documents | None = None,
+                pull: bool = True) -> RemoteImage:
     """Resolve ``ref`` to one platform image (mirrors first, then the original).
+
+    ``pull=False`` reads with the push side's flags (Kaniko's layer cache: ``--insecure``).
 
     With ``documents``, what they hold is not asked for again: a tag costs one HEAD,
     a digest reference no request at all, once its index, manifest and config are kept.
@@ -130,7 +133,7 @@ def fetch_image(ref: Reference | str, *, platform: Platform | None = None,
     candidates = _candidates(ref, options)
     for n, candidate in enumerate(candidates):
         try:
-            return _fetch_from(ref, candidate, platform, options, documents)
+            return _fetch_from(ref, candidate, platform, options, documents, pull)
         except (RegistryError, DigestMismatchError) as e:
             if n == len(candidates) - 1:
                 raise
@@ -180,8 +183,8 @@ def _get_manifest(client: RegistryClient, ref: Reference, documents: Documents |
 
 
 def _fetch_from(ref: Reference, source: Reference, platform: Platform, options: RegistryOptions,
-                documents: Documents | None = None) -> RemoteImage:
-    client = RegistryClient.for_reference(source, options, pull=True)
+                documents: Documents | None = None, pull: bool = True) -> RemoteImage:
+    client = RegistryClient.for_reference(source, options, pull=pull)
     build = ahead.current(options)
     if build is None:
         fetched = _get_manifest(client, source, documents)

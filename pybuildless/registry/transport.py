@@ -29,7 +29,7 @@ from pybuildless import __version__, log
 from pybuildless.errors import AuthError, RegistryError
 from pybuildless.registry.challenge import Challenge, merge_scopes, parse_challenges, pick_challenge
 from pybuildless.registry.credentials import Credential
-from pybuildless.registry.options import RegistryOptions, is_loopback, is_private_address
+from pybuildless.registry.options import RegistryOptions, defaults_to_http, is_private_address
 from pybuildless.registry.responses import (
     TEMPORARY_STATUS,
     describe_exception,
@@ -179,11 +179,12 @@ class Transport:
             return self._ping
 
     def _do_ping(self) -> PingResult:
-        # Explicitly insecure hosts speak plain HTTP; loopback ones try HTTPS once, then HTTP
-        # (Docker treats 127.0.0.0/8 as insecure); everything else is HTTPS only.
-        if self.options.plain_http(self.registry, pull=self.pull):
+        # go-containerregistry's ping (pkg/v1/remote/transport/ping.go at 3f4ff3ca60f5): an insecure
+        # registry (flags, or a local name: defaults_to_http) tries HTTPS first, then plain HTTP;
+        # everything else is HTTPS only. Only a mirror written http://host speaks plain HTTP alone.
+        if self.options.http_only(self.registry):
             return self._ping_scheme("http", retry=True)
-        if is_loopback(self.registry):
+        if self.options.plain_http(self.registry, pull=self.pull) or defaults_to_http(self.registry):
             # A server answering a TLS hello in plain HTTP needs no verifying HTTPS attempt, which
             # would read every trusted root first (a proxied URL goes the usual way).
             if get_environ_proxies(f"https://{self.registry}/v2/") or not answers_plain_http(
