@@ -253,3 +253,26 @@ def test_insecure_flags_send_nothing_in_clear_to_a_host_that_answers_https(dual_
            f"--insecure-registry={host}", f"--registry-certificate={host}={cert}")
     assert bytes(front.plain) == b"", "a request went in plain HTTP to a registry that answers HTTPS"
     assert len(list(fetch_image(f"{host}/ins/app:1", options=_options(host, cert)).layers())) == 2
+
+
+# -- `pybuildless pull` / `push`: --insecure is about the one registry they talk to -----------------
+
+def test_pull_and_push_commands_insecure_reach_a_plain_http_registry(http_registry, busybox_image,
+                                                                     tmp_path) -> None:
+    import sys
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "pybuildless", *args], capture_output=True, text=True,
+                              timeout=120, env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
+
+    ref = f"{http_registry}/ins/cmd:1"
+    digest = push_image(fetch_image(busybox_image), [ref], options=RegistryOptions(insecure=True))
+    layout = tmp_path / "layout"
+    refused = cli("pull", "--retries=0", ref, str(tmp_path / "refused"))
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    pulled = cli("pull", "--insecure", ref, str(layout))
+    assert pulled.returncode == 0, pulled.stderr
+    assert pulled.stdout.strip() == f"{ref}@{digest}"
+    pushed = cli("push", "--insecure", str(layout), f"{http_registry}/ins/cmd:2")
+    assert pushed.returncode == 0, pushed.stderr
+    assert fetch_image(f"{http_registry}/ins/cmd:2", options=RegistryOptions(insecure_pull=True)).digest == digest
