@@ -276,3 +276,26 @@ def test_pull_and_push_commands_insecure_reach_a_plain_http_registry(http_regist
     pushed = cli("push", "--insecure", str(layout), f"{http_registry}/ins/cmd:2")
     assert pushed.returncode == 0, pushed.stderr
     assert fetch_image(f"{http_registry}/ins/cmd:2", options=RegistryOptions(insecure_pull=True)).digest == digest
+
+
+@needs_root
+def test_build_insecure_reads_and_writes_the_cache_repo_in_plain_http(tls_registry, http_registry, busybox_image,
+                                                                      tmp_path) -> None:
+    """Kaniko's pkg/cache/cache.go reads the cache repo with --insecure (a push-side flag), and
+    pushes it as a destination: the second build, with an empty local store, takes its RUN layer
+    from the plain-HTTP cache repo."""
+    from tests.buildkit import executor, write_context
+
+    host, cert = tls_registry
+    base = f"{host}/ins/cachebase:1"
+    push_image(fetch_image(busybox_image), [base], options=RegistryOptions(certificates=((host, str(cert)),)))
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": f"FROM {base}\nRUN echo cached > /c\n"})
+    outputs = []
+    for n in (1, 2):
+        proc = executor("--context", str(ctx), "--dockerfile", str(ctx / "Dockerfile"), "--no-push", "--cache",
+                        f"--cache-repo={http_registry}/ins/cache", "--insecure",
+                        f"--registry-certificate={host}={cert}", cwd=tmp_path,
+                        env={"XDG_CACHE_HOME": str(tmp_path / f"cache{n}"), "DOCKER_CONFIG": str(tmp_path / "docker")})
+        outputs.append((proc.stdout + proc.stderr).decode(errors="replace"))
+    assert "from cache" not in outputs[0]
+    assert "from cache" in outputs[1] and "look-up" not in outputs[1], outputs[1]
