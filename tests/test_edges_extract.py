@@ -358,3 +358,20 @@ def test_a_whiteout_of_a_grandparent_written_by_the_same_layer_keeps_that_layer_
     apply(tmp_path, entry("a/b/c", "file", b"same layer"), entry(".wh.a", "file"))
     assert (tmp_path / "a/b/c").read_bytes() == b"same layer"
     assert not (tmp_path / "a/old").exists(), "the lower content is hidden"
+
+
+@root_only
+def test_a_hardlink_entry_s_owner_xattrs_mode_and_time_go_to_the_file_it_names(tmp_path):
+    """moby's createTarFile (vendor/github.com/moby/go-archive/archive.go in moby/moby at
+    b985e2313a8676e18072b442911fc8f64f17d440): after linking, a TypeLink entry gets Lchown, its
+    SCHILY.xattr records, handleLChmod and, its target not being a symlink, Chtimes, all on the
+    one inode the two names share."""
+    link = entry("h", "hardlink", link="f", uid=3, gid=4, mode=0o600, mtime=1_500_000_000,
+                 pax={"SCHILY.xattr.user.via": "link"})
+    stats = apply(tmp_path, entry("f", data=b"x", uid=1, gid=2, mode=0o644), link)
+    assert stats.hardlinks == 1
+    for name in ("f", "h"):
+        st = os.lstat(tmp_path / name)
+        assert (st.st_nlink, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode), st.st_mtime) == (
+            2, 3, 4, 0o600, 1_500_000_000)
+        assert os.getxattr(tmp_path / name, "user.via") == b"link"
