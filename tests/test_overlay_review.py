@@ -109,6 +109,10 @@ RUN rm /opt/keep/k && echo new > /opt/keep/k && rm -rf /srv/tree && mkdir -p /sr
 COPY ctx.txt /opt/keep/k
 RUN rm /opt/keep/k && echo k > /opt/keep/k
 """,
+    "link-partner": """\
+RUN rm /opt/app/hl
+ADD archive.tar /
+""",
     "mounts": """\
 RUN --mount=type=tmpfs,target=/opt/app echo x > /opt/app/inside && echo y > /opt/outside
 RUN --mount=type=tmpfs,target=/opt/keep/new/deeper ls /opt/app/sub && echo z > /opt/keep/new/z
@@ -132,10 +136,12 @@ RUN find /o /s -exec stat -c '%n %f %u %g %h %s' {{}} + | sort > /listing
 """
 
 
-@pytest.mark.parametrize("single", [False, True])
+@pytest.mark.parametrize("flags", [("--target", "work"), ("--target", "work", "--single-snapshot"), ()],
+                         ids=["work", "work-single", "final"])
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.slow
 @needs_root
-def test_overlay_corners_give_the_plain_images(tmp_path, registry, base_image, case, single):
+def test_overlay_corners_give_the_plain_images(tmp_path, registry, base_image, case, flags):
+    # the stage's own layers (--target work), and what a later stage copies from its root
     dockerfile = f"FROM {base_image} AS work\n" + CASES[case] + EXTRA_FINAL.format(base=base_image)
-    both(tmp_path, registry, dockerfile, *(["--single-snapshot"] if single else []))
+    both(tmp_path, registry, dockerfile, *flags)
