@@ -78,11 +78,39 @@ def test_parents_the_layer_does_not_carry_are_0755_whatever_the_umask(tmp_path, 
 
 def test_an_ignored_entry_below_implied_parents_is_skipped_in_an_empty_root(tmp_path):
     """The ignore check of an entry whose parents the fast path made sees their in-root path."""
-    raw = _layer(("a/b/keep", tarfile.REGTYPE, b"k"), ("a/b/secret", tarfile.REGTYPE, b"s"))
-    stats = extract_layer(io.BytesIO(raw), tmp_path, ignore=IgnoreList.of(["/a/b/secret"]))
-    assert (tmp_path / "a/b/keep").read_bytes() == b"k"
-    assert not (tmp_path / "a/b/secret").exists()
-    assert (stats.files, stats.skipped) == (1, 1)
+    raw = _layer(("a/b/keep", tarfile.REGTYPE, b"k"), ("a/b/secret", tarfile.REGTYPE, b"s"),
+                 ("c", tarfile.DIRTYPE, 0o755), ("c/secret", tarfile.REGTYPE, b"s"), ("c/keep", tarfile.REGTYPE, b"k"))
+    stats = extract_layer(io.BytesIO(raw), tmp_path, ignore=IgnoreList.of(["/a/b/secret", "/c/secret"]))
+    assert (tmp_path / "a/b/keep").read_bytes() == b"k" and (tmp_path / "c/keep").read_bytes() == b"k"
+    assert not (tmp_path / "a/b/secret").exists() and not (tmp_path / "c/secret").exists()
+    assert (stats.files, stats.dirs, stats.skipped) == (2, 1, 2)
+
+
+def test_files_written_one_after_another_are_counted_one_by_one(tmp_path):
+    """A root with something in it: no helper threads, every file is written by the extractor."""
+    (tmp_path / "lower").write_bytes(b"")
+    raw = _layer(("f1", tarfile.REGTYPE, b"1"), ("f2", tarfile.REGTYPE, b"2"), ("d/f3", tarfile.REGTYPE, b"3"))
+    assert extract_layer(io.BytesIO(raw), tmp_path).files == 3
+
+
+def test_a_directory_entry_keeps_fresh_mode_for_what_follows_it(tmp_path):
+    """In an empty root the entries below a directory the layer made go on to the helper threads:
+    the extractor has not left fresh mode (which resolving a parent the careful way would need)."""
+    from pybuildless.fs.extract import _Applier
+
+    raw = _layer(("d", tarfile.DIRTYPE, 0o750), ("d/f", tarfile.REGTYPE, b"x"), ("d/e", tarfile.DIRTYPE, 0o700),
+                 ("d/e/g", tarfile.REGTYPE, b"y"))
+    applier = _Applier(tmp_path, IgnoreList.empty(), same_owner=False, allow_devices=False)
+    try:
+        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
+            for member in tar:
+                applier.apply(tar, member)
+                assert applier.pool is not None, member.name
+        assert {"", "d", "d/e"} <= applier.fresh
+        applier.finish()
+    finally:
+        applier.close()
+    assert (tmp_path / "d/e/g").read_bytes() == b"y" and _mode(tmp_path / "d") == 0o750
 
 
 # -- Directories.fresh_dir -------------------------------------------------------------------
