@@ -99,9 +99,11 @@ RUN echo k2 > /opt/keep/k2 && echo t > /srv/tree/deep/t
 COPY ctx.txt /srv/tree/deep/c
 RUN rm -rf /opt/keep && mkdir /opt/keep && echo 3 > /opt/keep/k3
 """,
+    # (the fifos go at the end: umoci's unpacked tree is read file by file, and a fifo would block)
     "special": """\
 RUN mkfifo /opt/fifo /opt/keep/f2 && (mknod /opt/null c 1 3; mknod /opt/blk b 7 0; true)
 RUN rm /opt/fifo && (mknod /opt/fifo c 1 5 || mkfifo -m 600 /opt/fifo) && chmod 600 /opt/keep/f2
+RUN rm /opt/fifo /opt/keep/f2
 """,
     "same-step": """\
 RUN rm /opt/keep/k && echo new > /opt/keep/k && rm -rf /srv/tree/deep && mkdir /srv/tree/deep
