@@ -178,3 +178,57 @@ def test_in_place_the_image_path_is_the_machine_s_own_path(tmp_path):
         assert not dirs.in_place and dirs.fresh_dir("")[1] == "/"
     finally:
         dirs.close()
+
+
+def _in_user_namespace(fn) -> int:
+    """``fn()`` in a forked child inside a new user namespace where only root (0 -> 0) is mapped:
+    chown to any other id fails with EINVAL there, as for a rootless build. The child's exit code."""
+    import ctypes
+    import traceback
+
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            if ctypes.CDLL(None, use_errno=True).unshare(0x10000000) != 0:  # CLONE_NEWUSER
+                os._exit(77)
+            for name, text in (("setgroups", "deny"), ("uid_map", "0 0 1"), ("gid_map", "0 0 1")):
+                with open(f"/proc/self/{name}", "w") as f:
+                    f.write(text)
+            code = fn() or 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="maps the namespace's root to the real root")
+def test_ids_not_mapped_here_are_recorded_in_the_owner_xattr_of_new_entries(tmp_path):
+    """A rootless extraction keeps the image's owner of every new file and directory in
+    user.pybuildless.owner ("uid:gid", fs/owners.py) when the kernel refuses the chown; in-process,
+    as root, the same layer gets the real owners."""
+    def layer(root):
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for name, kind in (("d", tarfile.DIRTYPE), ("d/f", tarfile.REGTYPE), ("big", tarfile.REGTYPE)):
+                info = tarfile.TarInfo(name)
+                info.type, info.uid, info.gid, info.mode = kind, 1234, 5678, 0o755
+                data = b"z" * (5 << 20) if name == "big" else b"x"  # big: written by the extractor itself
+                info.size = len(data) if kind == tarfile.REGTYPE else 0
+                tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+        return extract_layer(io.BytesIO(out.getvalue()), root, same_owner=True)
+
+    (tmp_path / "real").mkdir()
+    layer(tmp_path / "real")
+    for name in ("d", "d/f", "big"):
+        st = os.lstat(tmp_path / "real" / name)
+        assert (st.st_uid, st.st_gid) == (1234, 5678)
+    (tmp_path / "ns").mkdir()
+    code = _in_user_namespace(lambda: layer(tmp_path / "ns") and 0)
+    if code == 77:
+        pytest.fail("no user namespace here: the rootless path cannot be checked")
+    assert code == 0
+    for name in ("d", "d/f", "big"):
+        assert os.getxattr(tmp_path / "ns" / name, "user.pybuildless.owner") == b"1234:5678", name
+        assert os.lstat(tmp_path / "ns" / name).st_uid == 0
