@@ -16,6 +16,7 @@ sandbox's mount setup) runs with the plugin tests/mutation/childcalls.py, which 
 children's calls so that mutmut attributes them to the test that forked them.
 
 Usage: python3 tests/mutation/run.py [GROUP ...] [--jobs N] [--keep]
+       python3 tests/mutation/run.py GROUP --retest COPY   (survivors of a kept copy, with the current tests)
 """
 
 from __future__ import annotations
@@ -181,13 +182,39 @@ def run_group(name: str, base: dict, group: dict, jobs: int, workdir: Path, know
     proc = mutmut(copy, "run", "--max-children", str(jobs), log=workdir / f"{name}.log", confined=True)
     if proc.returncode != 0:
         result.error = f"mutmut run exited {proc.returncode} (log: {workdir / f'{name}.log'})"
+    return collect(result, copy, known)
+
+
+def retest(name: str, group: dict, copy: Path, jobs: int, known: dict[str, str]) -> GroupResult:
+    """Test a kept copy's survivors again with the working tree's tests of the group (tests added
+    after the run, the modules' source unchanged): the group's test files are copied into the copy
+    (and into mutmut's tree in it), then ``mutmut run`` is given the names of the survivors not
+    justified as equivalent."""
+    for test in group["tests"]:
+        for dest in (copy / test, copy / "mutants" / test):
+            if dest.parent.is_dir():
+                shutil.copy2(REPO / test, dest)
+    before = collect(GroupResult(name), copy, known)
+    survivors = [mutant for mutant, diff in before.survivors if diff.startswith("[survived]")]
+    print(f"== {name}: testing {len(survivors)} survivors of {copy} again", flush=True)
+    result = GroupResult(name)
+    if survivors:
+        log = copy.parent / f"{name}.retest.log"
+        proc = mutmut(copy, "run", "--max-children", str(jobs), *survivors, log=log, confined=True)
+        if proc.returncode != 0:
+            result.error = f"mutmut run exited {proc.returncode} (log: {log})"
+    return collect(result, copy, known)
+
+
+def collect(result: GroupResult, copy: Path, known: dict[str, str]) -> GroupResult:
+    """Counts and survivors of the mutmut run in ``copy``."""
     listing = mutmut(copy, "results", "--all", "true").stdout
     for line in listing.splitlines():
         mutant, sep, status = line.strip().rpartition(": ")
         if not sep or "__mutmut_" not in mutant:
             continue
         result.counts[status] = result.counts.get(status, 0) + 1
-        if status in ("killed", "timeout"):
+        if status in ("killed", "timeout", "not checked"):  # not checked: a run stopped before it
             continue
         diff = mutmut(copy, "show", mutant).stdout
         added = [d[1:].strip() for d in diff.splitlines() if d.startswith("+") and not d.startswith("+++")]
@@ -230,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("groups", nargs="*", help="groups to run (default: all)")
     parser.add_argument("--jobs", type=int, default=1, help="mutants tested at once (mutmut --max-children; the machine is shared)")
     parser.add_argument("--keep", action="store_true", help="keep the copies (to inspect with mutmut browse)")
+    parser.add_argument("--retest", metavar="COPY", type=Path,
+                        help="test the survivors of a kept copy (DIR/GROUP of an earlier --keep run) again with the "
+                             "tests of the working tree, instead of a new run")
     args = parser.parse_args(argv)
     base = config()
     groups = base["groups"]
@@ -237,6 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown group(s) {', '.join(unknown)}; known: {', '.join(groups)}")
     known = justifications()
+    if args.retest:
+        if len(args.groups) != 1:
+            parser.error("--retest takes the one group the copy was made for")
+        return 0 if report([retest(args.groups[0], groups[args.groups[0]], args.retest, args.jobs, known)]) else 1
     workdir = Path(tempfile.mkdtemp(prefix="pybuildless-mutation-"))
     try:
         results = [run_group(g, base, groups[g], args.jobs, workdir, known) for g in (args.groups or list(groups))]
