@@ -166,3 +166,29 @@ def test_overlay_corners_give_the_plain_images(tmp_path, registry, base_image, c
     dockerfile = f"FROM {base_image} AS work\n" + CASES[case] + EXTRA_FINAL.format(base=base_image)
     both(tmp_path, registry, dockerfile, *flags,
          partners=PARTNERS.get(case, frozenset()) if "--single-snapshot" in flags else frozenset())
+
+
+DEEP_THEN_COPIED = """\
+FROM {base} AS work
+RUN echo 1 > /opt/one && rm -rf /srv/tree/deep && mkdir /srv/tree/deep
+COPY many/ /srv/many/
+RUN rm -rf /srv/tree && mkdir -p /srv/tree/deep && echo 2 > /srv/tree/deep/two
+COPY ctx.txt /opt/c
+RUN rm /opt/c /srv/many/f001 && chmod 700 /srv/many
+ADD archive.tar /
+
+FROM {base}
+COPY --from=work /srv /s
+COPY --from=work /opt /o
+RUN find /s /o | sort > /listing
+"""
+
+
+@pytest.mark.parametrize("max_lower", [6, 8, None])
+@pytest.mark.slow
+@needs_root
+def test_copy_from_a_stage_that_fell_back_midway(tmp_path, registry, base_image, max_lower):
+    # the work stage's stack fills at different steps (6 and 8 lower dirs at most; None: it never does),
+    # and the next stage copies from a root that fell back to walks midway
+    _, log = both(tmp_path, registry, DEEP_THEN_COPIED.format(base=base_image), max_lower=max_lower)
+    assert ("walk the root" in log or " and applied in " in log) == (max_lower is not None)
