@@ -156,7 +156,12 @@ for n, script in enumerate(STEPS):
     subprocess.run(["sh", "-c", script], cwd=mnt, check=True)
     _linux.umount(str(mnt))
     diffs.append(str(upper))
-    subprocess.run(["sh", "-c", script], cwd=plain, check=True)
+    # on the plain copy the new "keep" is made before the old one goes: a directory made right
+    # after its namesake was removed may get the freed inode number back, and then it is the same
+    # directory to a walk (the Snapshotter keys directories by inode), not one made again
+    subprocess.run(["sh", "-c", script.replace("rm -rf keep && mkdir keep",
+                                               "mkdir keep.new && rm -rf keep && mv keep.new keep")],
+                   cwd=plain, check=True)
 from_dirs = stack_changes(lowers, diffs)
 from_walk = walked.take()
 walked.close()
