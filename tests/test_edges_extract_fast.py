@@ -232,3 +232,18 @@ def test_ids_not_mapped_here_are_recorded_in_the_owner_xattr_of_new_entries(tmp_
     for name in ("d", "d/f", "big"):
         assert os.getxattr(tmp_path / "ns" / name, "user.pybuildless.owner") == b"1234:5678", name
         assert os.lstat(tmp_path / "ns" / name).st_uid == 0
+
+
+def test_a_blob_that_fails_at_its_first_read_is_an_extraction_error_naming_the_header(tmp_path):
+    class Failing(io.RawIOBase):
+        def readable(self):
+            return True
+
+        def readinto(self, b):
+            raise OSError(5, "Input/output error")
+
+    from pybuildless.fs.extract import ExtractionError
+
+    with pytest.raises(ExtractionError, match=r"^cannot apply layer entry '\(header\)': Input/output error$"):
+        extract_layer(Failing(), tmp_path)
+    assert os.listdir(tmp_path) == []
