@@ -184,9 +184,11 @@ def test_block_and_char_devices_keep_their_kind(tmp_path):
 def test_unknown_entry_types_are_skipped_and_counted(tmp_path, caplog):
     odd = tarfile.TarInfo("odd")
     odd.type = b"Z"
-    stats = apply(tmp_path, odd, entry("f", "file", b"x"))
+    odd2 = tarfile.TarInfo("odd2")
+    odd2.type = b"Y"
+    stats = apply(tmp_path, odd, entry("f", "file", b"x"), odd2)
     assert not os.path.lexists(tmp_path / "odd") and (tmp_path / "f").read_bytes() == b"x"
-    assert (stats.entries, stats.files, stats.skipped) == (2, 1, 1)
+    assert (stats.entries, stats.files, stats.skipped) == (3, 1, 2)
     assert "skipping odd: unsupported tar entry type b'Z'" in caplog.messages
 
 

@@ -14,6 +14,7 @@ The rules, from independent sources:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import stat
@@ -247,3 +248,37 @@ def test_a_blob_that_fails_at_its_first_read_is_an_extraction_error_naming_the_h
     with pytest.raises(ExtractionError, match=r"^cannot apply layer entry '\(header\)': Input/output error$"):
         extract_layer(Failing(), tmp_path)
     assert os.listdir(tmp_path) == []
+
+
+def test_a_diff_id_mismatch_names_both_digests(tmp_path):
+    from pybuildless.errors import DigestMismatchError
+    from pybuildless.image.descriptor import Digest
+
+    raw = _layer(("f", tarfile.REGTYPE, b"x"))
+    actual = "sha256:" + hashlib.sha256(raw).hexdigest()  # an uncompressed layer: its diff_id is its digest
+    wrong = Digest.parse("sha256:" + "0" * 64)
+    with pytest.raises(DigestMismatchError, match=f"^layer diff_id is {actual}, expected sha256:0{{64}}$"):
+        extract_layer(io.BytesIO(raw), tmp_path, expect_diff_id=wrong)
+
+
+def test_a_symlink_the_helper_threads_cannot_create_names_its_entry(tmp_path):
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("s" * 300)
+        info.type, info.linkname = tarfile.SYMTYPE, "target"
+        tar.addfile(info)
+    from pybuildless.fs.extract import LayerFormatError
+
+    with pytest.raises(LayerFormatError, match=r"^cannot apply layer entry 's{300}': .*File name too long"):
+        extract_layer(io.BytesIO(out.getvalue()), tmp_path)
+
+
+@pytest.mark.parametrize("fresh", [True, False], ids=["empty-root", "non-empty-root"])
+def test_more_parents_than_the_fd_cache_holds(tmp_path, fresh):
+    """Past 256 cached directory fds the cache is emptied (after the helper threads finished the
+    jobs that use them): every file still lands in its directory."""
+    if not fresh:
+        (tmp_path / "lower").write_bytes(b"")
+    raw = _layer(*[(f"d{i}/f", tarfile.REGTYPE, b"%d" % i) for i in range(300)])
+    assert extract_layer(io.BytesIO(raw), tmp_path).files == 300
+    assert all((tmp_path / f"d{i}/f").read_bytes() == b"%d" % i for i in range(300))
