@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pybuildless.registry.challenge import merge_scopes, parse_challenges, pick_challenge, split_scope
-from pybuildless.registry.options import RegistryOptions, is_loopback, parse_host_value_pairs
+from pybuildless.registry.options import RegistryOptions, parse_host_value_pairs
 from pybuildless.name import parse_reference
 from pybuildless.registry.responses import redact_url, retry_after_seconds, with_query
 from pybuildless.errors import UsageError
@@ -91,8 +91,6 @@ def test_tls_and_http_choice_per_host():
     assert opts.verify_tls("other.example") is True
     assert RegistryOptions(skip_tls_verify_pull=True).verify_tls("x", pull=True) is False
     assert RegistryOptions(skip_tls_verify_pull=True).verify_tls("x", pull=False) is True
-    assert is_loopback("127.0.0.1:5000") and is_loopback("localhost") and is_loopback("[::1]:5000")
-    assert not is_loopback("10.0.0.1:5000") and not is_loopback("example.com")
 
 
 def test_mirrors_and_registry_map():

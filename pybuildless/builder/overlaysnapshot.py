@@ -136,7 +136,7 @@ class OverlaySnapshot:
             cumulative = stack_changes(lowers[:self._seen], [*lowers[self._seen:], upper], self.ignore)
             since = self._since(cumulative, now)
             how = f"from {len(lowers) - self._seen + 1} dir(s) over {self._seen}"
-        changes = self._nested_opaque(self._scoped(since, scope, now))
+        changes = self._nested_opaque(self._scoped(since, scope, now), now)
         read = time.perf_counter()
         self._commit(cumulative, now)
         log.debug("snapshot of %s %s: %d paths, %d deleted, in %.1f ms (%.1f ms to keep)", self.root, how,
@@ -144,7 +144,7 @@ class OverlaySnapshot:
                   (time.perf_counter() - started) * 1000, (time.perf_counter() - read) * 1000)
         return changes
 
-    def _nested_opaque(self, changes: Changes) -> Changes:
+    def _nested_opaque(self, changes: Changes, now: list[str]) -> Changes:
         """``changes`` with every directory made below a directory made again counted as made again
         itself when a directory was there before, as a plain directory's snapshot counts it (its
         inode changed); the overlay marks only the top, which hides the same."""
@@ -152,14 +152,10 @@ class OverlaySnapshot:
             return changes
         tops = tuple(rel + "/" for rel in changes.opaque)
         nested = [rel for rel in changes.added if rel.startswith(tops) and rel not in changes.opaque
-                  and _is_dir(seen_at(self._now(), rel)) and _is_dir(self._old(rel))]
+                  and _is_dir(seen_at(now, rel)) and _is_dir(self._old(rel))]
         if not nested:
             return changes
         return Changes(changes.added, changes.modified, changes.deleted, tuple(sorted({*changes.opaque, *nested})))
-
-    def _now(self) -> list[str]:
-        upper = overlayroot.upper_dir(self.root)
-        return [os.fspath(upper), *reversed(overlayroot.lower_dirs(self.root))]
 
     def _old(self, rel: str) -> Seen | None:
         """What the last snapshot saw at ``rel``."""

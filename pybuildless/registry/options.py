@@ -99,17 +99,6 @@ class RegistryOptions:
         return out
 
 
-def is_loopback(host: str) -> bool:
-    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    name = name.strip("[]")
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
 def defaults_to_http(host: str) -> bool:
     """go-containerregistry's ``Registry.Scheme()`` is "http" without any flag for these names
     (pkg/name/registry.go at 3f4ff3ca60f5): an IPv4 literal in 10/8, 172.16/12 or 192.168/16 (any

@@ -95,7 +95,7 @@ class BuildTokens:
     - one that grants only the first scope of a request (go-containerregistry's
       pkg/v1/remote/transport/bearer.go: "Some registries seem to only look at the first scope
       parameter during a token exchange"): seen as a 401 from the registry on a request the
-      token was asked for; the newly needed scope is then put first (``merge_scopes``).
+      token was asked for; the newly needed scope is then put first (``union_scopes``).
     """
 
     def __init__(self) -> None:
