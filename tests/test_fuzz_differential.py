@@ -89,3 +89,28 @@ def test_hard_links_resolved_and_grouped(tmp_path):
     assert layer.entries["/a"] == layer.entries["/b"]
     assert layer.links == frozenset({frozenset({"/a", "/b"})})
     assert layer.opaque == frozenset({"/"})
+
+
+def test_long_run_command_of_the_docs(tmp_path):
+    """docs/differential-testing.md's long run, ``python3 -m tests.fuzz_run --seeds A:B --out DIR``,
+    with one seed: it starts its own registry and dockerd, builds the case three ways and records it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import shutil
+    import tempfile
+
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "fuzz"
+    # its scratch dir holds dockerd's socket: a short temp dir (a unix socket path has < 108 bytes)
+    scratch = tempfile.mkdtemp(prefix="fz-")
+    env = {**os.environ, "TMPDIR": scratch, "PYTHONPATH": str(root)}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "tests.fuzz_run", "--seeds", "702:703", "--out", str(out)],
+                              cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "seed 702: same" in proc.stdout, proc.stdout
+    assert '"seed": 702, "status": "same"' in (out / "results.jsonl").read_text()
