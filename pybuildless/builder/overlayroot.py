@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pybuildless.sandbox import _linux
-from pybuildless.sandbox.overlay_mount import in_user_namespace
+from pybuildless.sandbox.overlay_mount import in_user_namespace, mount_volatile
 from pybuildless.sandbox.userns import in_reexecuted_namespace
 from pybuildless.store.stack import depth_refused, lowerdir_option, plan_stack, topmost_occurrences
 
@@ -89,11 +89,7 @@ class _Mounted:
         try:
             options = (f"lowerdir={lowerdir_option(fds)},upperdir={self.upper},workdir={self.work},"
                        "index=off,metacopy=off,redirect_dir=nofollow")
-            try:
-                _linux.mount("overlay", self.root, "overlay", 0, options + ",volatile")
-            except OSError as e:  # a kernel before 5.10
-                log.debug("overlay mount without volatile: %s", e)
-                _linux.mount("overlay", self.root, "overlay", 0, options)
+            mount_volatile(os.fspath(self.root), options)
         finally:
             for fd in fds:
                 os.close(fd)

@@ -15,6 +15,7 @@ runs in the sandbox's monitor, after its mount namespace was made private.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -49,7 +50,24 @@ def mount_options(lower: str, upper: str, work: str, *, userxattr: bool) -> str:
 
 def mount_overlay(target: str, upper: str, work: str, *, userxattr: bool) -> None:
     """Mount an overlay over ``target`` with ``target`` itself as the lower dir."""
-    _linux.mount("overlay", target, "overlay", 0, mount_options(target, upper, work, userxattr=userxattr))
+    mount_volatile(target, mount_options(target, upper, work, userxattr=userxattr))
+
+
+def mount_volatile(target: str, options: str) -> None:
+    """Mount an overlay with ``volatile`` (Linux 5.10+), else without.
+
+    Without it, the overlay syncs its upper dir's whole filesystem when it is unmounted, which for
+    these mounts happens as their mount namespace goes: a probe or RUN child that exits right after
+    the build laid a base layer in the store waited ~110 ms per 50 MB of dirty page cache before
+    it could be reaped (300 ms to 1 s seen in cold builds). Nothing here outlives the build, so a
+    crash may lose the upper dir: volatile's only risk. The work dir keeps a marker
+    (``work/incompat/volatile``) that stops a second mount; every mount here has a fresh one."""
+    try:
+        _linux.mount("overlay", target, "overlay", 0, options + ",volatile")
+    except OSError as e:
+        if e.errno != errno.EINVAL:  # a kernel before 5.10 does not know the option
+            raise
+        _linux.mount("overlay", target, "overlay", 0, options)
 
 
 @dataclass(frozen=True)
@@ -124,9 +142,8 @@ def _probe_in_child(base: Path, userxattr: bool) -> str | None:
             _linux.unshare(_linux.CLONE_NEWNS)
             _linux.mount(None, "/", None, _linux.MS_REC | _linux.MS_PRIVATE)
             lower = os.fspath(base / "lower")
-            _linux.mount("overlay", lower, "overlay", 0,
-                         mount_options(lower, os.fspath(base / "upper"), os.fspath(base / "work"),
-                                       userxattr=userxattr))
+            mount_volatile(lower, mount_options(lower, os.fspath(base / "upper"), os.fspath(base / "work"),
+                                                userxattr=userxattr))
             os.unlink(os.path.join(lower, "gone"))
             status = 0
         except BaseException as exc:  # noqa: BLE001 - reported to the parent as text
