@@ -56,19 +56,28 @@ try:
     entry(sys.argv[2:])
 except SystemExit as e:
     code = e.code or 0
-print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+# a stand-in (pybuildless/cli/deferred.py) is not the module: only a real one counts as loaded
+from pybuildless.cli.deferred import _StandIn
+modules = sorted(name for name, module in sys.modules.items() if not isinstance(module, _StandIn))
+print(json.dumps({"code": code, "modules": modules,
+                  "stand_ins": sorted(name for name, module in sys.modules.items() if isinstance(module, _StandIn))}))
 """
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (chroot)")
 
 
 def _run(tmp_path: Path, *argv: str) -> tuple[int, set[str], str]:
+    code, modules, _, stderr = _run_with_stand_ins(tmp_path, *argv)
+    return code, modules, stderr
+
+
+def _run_with_stand_ins(tmp_path: Path, *argv: str) -> tuple[int, set[str], set[str], str]:
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg-cache"), "PYTHONPATH": str(ROOT)}
     env.pop("PYBUILDLESS_ISOLATION", None)
     proc = subprocess.run([sys.executable, "-c", LOADED_AFTER, *argv], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=300, stdin=subprocess.DEVNULL)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result["code"], set(result["modules"]), proc.stderr
+    return result["code"], set(result["modules"]), set(result["stand_ins"]), proc.stderr
 
 
 def _heavy(loaded: set[str]) -> list[str]:
@@ -166,3 +175,43 @@ def test_benchmarks_launch_pybuildless_as_the_executor_image_does(tmp_path: Path
     assert (isolated, no_site, site_loaded) == (1, 1, False)
     assert str(ROOT) in path and "" not in path and str(tmp_path) not in path
     assert package == str(ROOT / "pybuildless" / "__init__.py")
+
+
+@needs_root
+def test_a_registry_build_loads_requests_but_not_its_charset_detector(tmp_path: Path, busybox_image: str) -> None:
+    # requests imports charset_normalizer at import time; the entry points defer it (cli/deferred.py)
+    context = _context(tmp_path, f"FROM {busybox_image}\nRUN echo hi > /hi\n")
+    registry = busybox_image.split("/", 1)[0]
+    code, loaded, stand_ins, stderr = _run_with_stand_ins(
+        tmp_path, "executor", "-c", str(context), "-d", f"{registry}/deferred:1", "--insecure", "--insecure-pull")
+    assert code == 0, stderr
+    assert {"requests", "urllib3", "pybuildless.registry.transport"} <= loaded, stderr
+    assert "charset_normalizer" not in loaded and "charset_normalizer.api" not in loaded
+    assert "charset_normalizer" in stand_ins
+    assert "RequestsDependencyWarning" not in stderr and "Unable to find acceptable" not in stderr
+
+
+DETECTOR_STILL_WORKS = """
+import sys, warnings
+warnings.simplefilter("error")  # requests' dependency warning would be an error
+from pybuildless.cli.deferred import _StandIn, defer_detectors
+defer_detectors()
+import requests
+assert isinstance(sys.modules["charset_normalizer"], _StandIn), sys.modules["charset_normalizer"]
+assert requests.__version__ and "charset_normalizer.api" not in sys.modules
+response = requests.models.Response()
+response._content = "d\u00e9j\u00e0 vu, tr\u00e8s \u00e9l\u00e9gant, na\u00efve fa\u00e7ade".encode("utf-8")
+response.encoding = None
+print(response.apparent_encoding, response.text)
+import charset_normalizer.api
+print(type(sys.modules["charset_normalizer"]).__name__, callable(charset_normalizer.from_bytes))
+"""
+
+
+def test_a_deferred_detector_loads_when_requests_needs_it(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-c", DETECTOR_STILL_WORKS], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    detected, rest = proc.stdout.splitlines()
+    assert detected.lower() == "utf-8 d\u00e9j\u00e0 vu, tr\u00e8s \u00e9l\u00e9gant, na\u00efve fa\u00e7ade"
+    assert rest == "module True"  # the real package replaced the stand-in in sys.modules

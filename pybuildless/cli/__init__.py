@@ -15,6 +15,7 @@ from typing import Callable, NoReturn
 import click
 
 from pybuildless import __version__
+from pybuildless.cli.deferred import defer_detectors
 from pybuildless.errors import PybuildlessError
 
 # One module per command, each defining ``command``, listed by name. A module is imported only when
@@ -88,12 +89,14 @@ def run_guarded(command: click.Command, args: list[str] | None, prog_name: str) 
 
 
 def main(args: list[str] | None = None) -> None:
+    defer_detectors()
     if args is None:
         exit_without_teardown(lambda: run_guarded(cli, None, "pybuildless"))
     run_guarded(cli, args, "pybuildless")
 
 
 def executor_main(args: list[str] | None = None) -> None:
+    defer_detectors()
     from pybuildless.cli import build
 
     if args is None:
