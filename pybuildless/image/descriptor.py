@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import platform as _platform
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,7 +84,7 @@ class Platform:
 
     @classmethod
     def host(cls) -> "Platform":
-        return cls.normalise("linux", _platform.machine().lower())
+        return cls.normalise("linux", os.uname().machine.lower())
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Platform":

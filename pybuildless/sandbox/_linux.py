@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
-import platform
 import socket
 import struct
 
@@ -55,7 +54,7 @@ from pybuildless.sandbox.capabilities import (  # noqa: E402,F401
 
 # pivot_root has no glibc wrapper.
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}.get(
-    platform.machine())
+    os.uname().machine)
 
 # The interpreter's own libc, already loaded: dlopen(NULL) resolves its symbols. (find_library("c")
 # ran `ldconfig -p` in a child process at every start, ~3 ms, and finds nothing in the FROM-scratch

@@ -33,7 +33,6 @@ import ctypes
 import errno
 import functools
 import os
-import platform
 import struct
 from dataclasses import dataclass
 
@@ -214,10 +213,10 @@ def _emit_section(asm: _Assembler, abi: Abi, rules: tuple[Rule, ...]) -> None:
 def docker_default_program(machine: str | None = None, *, capabilities: frozenset[int]) -> bytes:
     """The filter (struct sock_filter[], 8 bytes an instruction) for a step keeping ``capabilities``.
 
-    ``machine`` is a ``platform.machine()`` value, the current one by default.
+    ``machine`` is an ``os.uname().machine`` value, the current one by default.
     Raises SeccompUnsupported for an architecture without a syscall table.
     """
-    machine = machine or platform.machine()
+    machine = machine or os.uname().machine
     if machine not in HOST_ABIS:
         raise SeccompUnsupported(f"no seccomp syscall table for architecture {machine}")
     rules = applicable_rules(NATIVE_ARCH[machine], capabilities, kernel_version())
@@ -278,8 +277,8 @@ def install(program: bytes) -> None:
 
 def unavailable_reason() -> str | None:
     """None when a filter can be installed here, else why not (for one warn-level line)."""
-    if platform.machine() not in HOST_ABIS:
-        return f"no seccomp syscall table for architecture {platform.machine()}"
+    if os.uname().machine not in HOST_ABIS:
+        return f"no seccomp syscall table for architecture {os.uname().machine}"
     if _prctl(PR_GET_SECCOMP, 0, None, 0, 0) < 0:
         return "the kernel has no seccomp support (CONFIG_SECCOMP)"
     # Probing with a NULL program: EFAULT means filters are understood, EINVAL that they are not.

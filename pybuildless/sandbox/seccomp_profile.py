@@ -13,7 +13,7 @@ to every syscall ABI the filter covers, by name.
 from __future__ import annotations
 
 import errno
-import platform
+import os
 import re
 from dataclasses import dataclass
 
@@ -26,7 +26,7 @@ CAPABILITY_NUMBERS = {
     "CAP_SYS_TIME": 25, "CAP_SYS_TTY_CONFIG": 26, "CAP_SYSLOG": 34, "CAP_PERFMON": 38, "CAP_BPF": 39,
 }
 
-# platform.machine() -> the profile's (libseccomp's) name for the native arch.
+# os.uname().machine -> the profile's (libseccomp's) name for the native arch.
 NATIVE_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 
 
@@ -150,7 +150,7 @@ DEFAULT_ERRNO = errno.EPERM
 
 
 def kernel_version(release: str | None = None) -> tuple[int, int]:
-    match = re.match(r"(\d+)\.(\d+)", release if release is not None else platform.release())
+    match = re.match(r"(\d+)\.(\d+)", release if release is not None else os.uname().release)
     return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
 
 
