@@ -40,6 +40,8 @@ class SourcedLayer:
 
 @dataclass
 class BaseImage:
+    """The image a stage starts from: its config, its layers and where its cache key chain starts."""
+
     config: dict[str, Any]
     layers: list[Layer]
     description: str

@@ -62,6 +62,8 @@ _NATIVE_EXTRA = {"amd64": {"386"}}
 
 @dataclass(frozen=True)
 class Handler:
+    """One binfmt_misc handler as the kernel lists it under /proc/sys/fs/binfmt_misc."""
+
     name: str
     enabled: bool
     interpreter: str

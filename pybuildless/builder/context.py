@@ -52,6 +52,8 @@ class ContextError(UsageError):
 
 @dataclass(frozen=True)
 class BuildContext:
+    """The build context as a local directory, and how to give it up after the build."""
+
     root: Path
     source: str
     _cleanup: Callable[[], None] | None = field(default=None, repr=False, compare=False)

@@ -37,6 +37,8 @@ __all__ = ["CopyRequest", "CopyResult", "PathMatcher", "SourceRoot", "copy_files
 
 @dataclass
 class CopyResult:
+    """The paths a COPY or ADD wrote into the stage root."""
+
     touched: list[str] = field(default_factory=list)  # in-root absolute paths written
 
 

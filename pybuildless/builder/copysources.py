@@ -41,6 +41,8 @@ class SourceRoot:
 
 @dataclass
 class CopyRequest:
+    """One COPY or ADD with its flags resolved: sources, destination, owner, mode, filters."""
+
     sources: list[str]
     dest: str
     workdir: str = "/"

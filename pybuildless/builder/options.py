@@ -28,6 +28,8 @@ class GitOptions:
 @dataclass(frozen=True)
 class BuildOptions:
     # -- inputs: what is built ------------------------------------------------------------
+    """Everything a build was asked for, from the command line or a caller."""
+
     context: str = "/workspace/"
     context_sub_path: str = ""
     git: GitOptions = GitOptions()

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class StageResult:
+    """A built stage: its image config, root and final cache key, for later stages and outputs."""
+
     index: int
     name: str | None
     image: ManifestImage

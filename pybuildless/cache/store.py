@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CachedStep:
+    """A step found in the layer cache: its layer (None: no change) and history."""
+
     layer: Layer | None  # None: the step changed nothing
     created_by: str
     created: str | None = None  # when the step first ran: its history time on every hit

@@ -70,6 +70,8 @@ def parse_go_int(value: str, flag: str) -> int:
 
 @dataclass(frozen=True)
 class _Flag:
+    """One Kaniko flag as pflag spells it, and the click option it maps to."""
+
     option: click.Option
     is_bool: bool
     is_int: bool
@@ -79,6 +81,8 @@ class _Flag:
 
 @dataclass
 class Normalised:
+    """A Kaniko command line rewritten for click, with the notes to log about it."""
+
     args: list[str]
     notes: list[str] = field(default_factory=list)  # warnings to log once logging is set up
     version: bool = False  # `executor version`

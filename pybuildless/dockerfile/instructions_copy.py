@@ -20,6 +20,8 @@ class HeredocSource:
 
 @dataclass(frozen=True, kw_only=True)
 class _CopyLike(Instruction):
+    """The fields COPY and ADD share."""
+
     sources: tuple[str, ...]
     dest: str
     inline: tuple[HeredocSource, ...] = ()

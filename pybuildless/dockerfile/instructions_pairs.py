@@ -12,6 +12,8 @@ from pybuildless.dockerfile.instructions import Instruction
 class _Pairs(Instruction):
     # The kinds below only set ``keyword``: plain subclasses inherit the generated methods, which
     # look at the instance's own class (repr, eq, hash, replace), instead of generating their own.
+    """An instruction made of KEY=value pairs (ENV, LABEL)."""
+
     pairs: tuple[tuple[str, str], ...]
     legacy: bool = False  # ``KEY value`` instead of ``KEY=value``
 

@@ -12,6 +12,8 @@ from pybuildless.dockerfile.instructions import Instruction
 class _Single(Instruction):
     # The kinds below only set ``keyword``: plain subclasses inherit the generated methods, which
     # look at the instance's own class (repr, eq, hash, replace), instead of generating their own.
+    """An instruction with one argument (USER, WORKDIR, STOPSIGNAL, ...)."""
+
     value: str
 
     def expand(self, env: Mapping[str, str]):  # noqa: ANN201 - returns the subclass

@@ -34,6 +34,8 @@ class Stage:
 
 @dataclass(frozen=True)
 class Dockerfile:
+    """A parsed Dockerfile: its directives, global ARGs and stages, and its text for excerpts."""
+
     path: str
     directives: Directives
     meta_args: tuple[ins.Arg, ...]

@@ -35,6 +35,8 @@ class StageBase:
 
 @dataclass(frozen=True)
 class BuildPlan:
+    """Which stages a build runs, in what order, and the images they need."""
+
     target: int
     order: tuple[int, ...]  # stage indexes to build, dependencies first
     levels: tuple[tuple[int, ...], ...]

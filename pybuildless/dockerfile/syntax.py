@@ -83,6 +83,8 @@ class RawInstruction:
 
 @dataclass(frozen=True)
 class SplitResult:
+    """A Dockerfile split into parser directives, instructions and warnings."""
+
     directives: Directives
     instructions: tuple[RawInstruction, ...]
     warnings: tuple[str, ...]
@@ -354,6 +356,8 @@ def parse_words(rest: str, escape: str) -> list[str]:
 
 @dataclass(frozen=True)
 class HeredocSpec:
+    """One heredoc opener: its delimiter, whether it expands variables, strips tabs, and its fd."""
+
     name: str
     expand: bool
     chomp: bool

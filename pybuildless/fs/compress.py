@@ -150,6 +150,8 @@ class _HashingSink:
 
 @dataclass(frozen=True)
 class BlobInfo:
+    """A written layer blob: digests and sizes of the compressed and uncompressed bytes."""
+
     digest: Digest  # of the compressed bytes
     diff_id: Digest  # of the uncompressed bytes
     size: int

@@ -50,6 +50,7 @@ class ExtractionError(PybuildlessError):
 
 @dataclass(frozen=True)
 class ExtractStats:
+    """What extracting a layer applied, and the digests of the stream as it was read."""
     entries: int
     files: int
     dirs: int
@@ -66,6 +67,7 @@ class ExtractStats:
 
 @dataclass
 class _Counts:
+    """Entries applied so far, by kind."""
     entries: int = 0
     files: int = 0
     dirs: int = 0
@@ -163,6 +165,7 @@ def _failure(e: BaseException, current: str) -> BaseException:
 
 @dataclass
 class _Applier(Directories):
+    """Applies tar entries onto a root, with the extraction's settings."""
     root: Path
     ignore: IgnoreList
     same_owner: bool

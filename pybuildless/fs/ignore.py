@@ -30,6 +30,8 @@ def normalise(path: str) -> str:
 
 @dataclass(frozen=True)
 class IgnoreList:
+    """Paths a snapshot leaves out (mounts, the executor's own files)."""
+
     entries: frozenset[str] = frozenset()
 
     @classmethod

@@ -28,6 +28,8 @@ class UserLookupError(PybuildlessError):
 
 @dataclass(frozen=True)
 class ResolvedUser:
+    """A USER value resolved against the image's /etc/passwd and /etc/group."""
+
     uid: int
     gid: int
     supplementary_gids: tuple[int, ...] = ()
@@ -37,6 +39,8 @@ class ResolvedUser:
 
 @dataclass(frozen=True)
 class PasswdEntry:
+    """One line of an /etc/passwd file."""
+
     name: str
     uid: int
     gid: int
@@ -46,6 +50,8 @@ class PasswdEntry:
 
 @dataclass(frozen=True)
 class GroupEntry:
+    """One line of an /etc/group file."""
+
     name: str
     gid: int
     members: tuple[str, ...]

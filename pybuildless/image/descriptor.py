@@ -17,6 +17,8 @@ _HEX_LENGTH = {"sha256": 64, "sha512": 128}
 
 @dataclass(frozen=True, order=True)
 class Digest:
+    """A content digest, ``algorithm:hex``."""
+
     algorithm: str
     hex: str
 
@@ -58,6 +60,8 @@ _ARCH_ALIASES = {
 
 @dataclass(frozen=True)
 class Platform:
+    """An OCI platform: os, architecture, variant and os.version."""
+
     os: str = "linux"
     architecture: str = "amd64"
     variant: str = ""

@@ -45,6 +45,8 @@ def _digest_problem(digest: str) -> str | None:
 
 @dataclass(frozen=True)
 class Reference:
+    """An image reference split into registry, repository, tag and digest."""
+
     registry: str  # as written after normalisation: "docker.io", "localhost:5000"
     repository: str  # "library/busybox"
     tag: str | None = None

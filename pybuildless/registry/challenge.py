@@ -18,6 +18,8 @@ _TOKEN68_CHARS = _TOKEN_CHARS | frozenset("/=")
 
 @dataclass(frozen=True)
 class Challenge:
+    """One WWW-Authenticate challenge: its scheme and parameters."""
+
     scheme: str  # lowercased: "bearer", "basic", ...
     params: tuple[tuple[str, str], ...] = ()
 

@@ -36,6 +36,8 @@ ACCEPT_MANIFESTS = ", ".join(mt.MANIFEST_ACCEPT)
 
 @dataclass(frozen=True)
 class FetchedManifest:
+    """A manifest as the registry sent it, with its media type and digest."""
+
     raw: bytes
     media_type: str
     digest: Digest

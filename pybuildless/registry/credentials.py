@@ -34,6 +34,8 @@ class CredentialsError(PybuildlessError):
 
 @dataclass(frozen=True)
 class Credential:
+    """What to authenticate to one registry with."""
+
     username: str = ""
     password: str = field(default="", repr=False)
     identity_token: str = field(default="", repr=False)  # OAuth2 refresh token

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class RegistryOptions:
     # "Insecure" is go-containerregistry's name.Insecure: HTTPS first, plain HTTP if that fails.
+    """How to reach registries: TLS, plain HTTP, mirrors, retries, credentials."""
+
     insecure_registries: tuple[str, ...] = ()  # these hosts, pulls and pushes
     insecure: bool = False  # pushes and layer-cache reads/writes (kaniko --insecure), not base pulls
     insecure_pull: bool = False  # pulls only

@@ -40,6 +40,8 @@ CLIENT_ID = "pybuildless"
 
 @dataclass(frozen=True)
 class Token:
+    """A bearer token and when it expires."""
+
     value: str = field(repr=False)
     expires_at: float  # monotonic clock
 

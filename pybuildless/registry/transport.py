@@ -63,6 +63,8 @@ class _HeaderAuth(requests.auth.AuthBase):
 
 @dataclass(frozen=True)
 class PingResult:
+    """What a registry's /v2/ answered: the scheme to use and its auth challenge."""
+
     scheme: str  # "https" or "http"
     challenge: Challenge | None  # None: the registry needs no auth
 

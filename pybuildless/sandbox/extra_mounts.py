@@ -36,6 +36,8 @@ class Mount:
 
 @dataclass(frozen=True)
 class PreparedMount:
+    """A RUN mount made ready on the host side, to bind into the sandbox."""
+
     mount: Mount
     host_target: Path
     directory: bool

@@ -42,6 +42,8 @@ READ_ONLY = "read-only"    # bound onto itself and remounted read-only, keeping 
 
 @dataclass(frozen=True)
 class MountStep:
+    """One mount or unmount the sandbox's monitor performs, in order."""
+
     action: str
     target: str
     source: str | None = None

@@ -45,6 +45,8 @@ _DEFAULT_HOSTS = b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopba
 
 @dataclass
 class MountPlan:
+    """The mounts that make a RUN's view of its root, and what they created."""
+
     root: Path
     targets: dict[str, Path] = field(default_factory=dict)
     created: list[Path] = field(default_factory=list)

@@ -99,6 +99,8 @@ class OverlayDirs:
 
 @dataclass(frozen=True)
 class OverlaySupport:
+    """Whether overlay mounts work here, with which xattr namespace, and why not."""
+
     usable: bool
     userxattr: bool = False
     reason: str = ""

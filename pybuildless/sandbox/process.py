@@ -70,6 +70,8 @@ class CommandNotFoundError(BuildError):
 
 @dataclass(frozen=True)
 class ChildSpec:
+    """Everything the sandbox's child needs to set itself up and exec the command."""
+
     argv: tuple[str, ...]
     env: dict[str, str]
     cwd: str

@@ -73,6 +73,8 @@ class SeccompUnsupported(RuntimeError):
 
 @dataclass(frozen=True)
 class Abi:
+    """A syscall ABI the seccomp filter recognises by its audit arch."""
+
     audit_arch: int
     table: str  # key of SYSCALLS
     refuse_from: int | None = None  # numbers from here on are another ABI (x32)

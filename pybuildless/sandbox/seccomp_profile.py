@@ -41,6 +41,8 @@ class ArgCheck:
 
 @dataclass(frozen=True)
 class Rule:
+    """One rule of the default seccomp profile and the conditions it applies under."""
+
     names: tuple[str, ...]
     action: str | int = ALLOW  # ALLOW, or an errno to return
     args: tuple[ArgCheck, ...] = ()

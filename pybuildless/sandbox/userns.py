@@ -82,6 +82,8 @@ class IdMap:
 
 @dataclass(frozen=True)
 class UsernsPlan:
+    """How to map ids into a new user namespace: directly or with newuidmap/newgidmap."""
+
     kind: str  # one of MAP_KINDS
     uid_maps: tuple[IdMap, ...]
     gid_maps: tuple[IdMap, ...]

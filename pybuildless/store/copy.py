@@ -32,6 +32,8 @@ _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 @dataclass
 class CopyStats:
+    """What copying a stored layer onto a root did."""
+
     entries: int = 0
     cloned: int = 0  # files whose data was shared by reflink
     copied: int = 0

@@ -24,6 +24,8 @@ _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 
 
 @dataclass(frozen=True)
 class PruneResult:
+    """What pruning the layer store removed, freed and kept."""
+
     removed: tuple[Digest, ...]
     freed_bytes: int
     kept: int

@@ -59,6 +59,7 @@ class StoreError(PybuildlessError):
 
 @dataclass(frozen=True)
 class StoredLayer:
+    """A layer unpacked in the store: its diff_id, tree and metadata."""
     diff_id: Digest
     path: Path  # the unpacked tree (an overlay lower dir)
     meta: LayerMeta
@@ -99,6 +100,7 @@ class LayerLease:
 
 @dataclass(frozen=True)
 class EntryInfo:
+    """One store entry as pruning sees it: size on disk and last use."""
     diff_id: Digest
     path: Path
     disk_bytes: int
@@ -227,14 +229,12 @@ class LayerStore:
         for name in names:
             path = self.entries_dir / name
             meta = self.lookup(Digest("sha256", name))
-            if meta is None:
-                yield EntryInfo(Digest("sha256", name), path, 0, 0.0)  # unreadable: first to go
-                continue
             try:
-                used = os.lstat(path / "used").st_mtime
+                used = os.lstat(path / "used").st_mtime if meta is not None else 0.0
             except OSError:
                 used = 0.0
-            yield EntryInfo(Digest("sha256", name), path, meta.disk_bytes, used)
+            # an unreadable entry: no size, never used (the first to go)
+            yield EntryInfo(Digest("sha256", name), path, meta.disk_bytes if meta is not None else 0, used)
 
     # -- checking -----------------------------------------------------------------
     def _checked(self, diff_id: Digest, level: str | None = None) -> LayerMeta | None:

@@ -18,6 +18,8 @@ class MetaError(ValueError):
 
 @dataclass(frozen=True)
 class LayerMeta:
+    """What a store entry records about its layer: what was verified, and how to re-check it."""
+
     diff_id: str  # sha256 of the uncompressed tar, checked while unpacking
     blob_digest: str  # sha256 of the compressed stream as it was read, checked too
     uncompressed_bytes: int

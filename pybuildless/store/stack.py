@@ -35,6 +35,8 @@ _OPTION_OVERHEAD = 600  # upperdir=, workdir= (the caller's paths are checked wi
 
 @dataclass(frozen=True)
 class StackPlan:
+    """Whether stored layers can be stacked as overlay lower dirs, and why not."""
+
     mountable: bool
     reason: str = ""
 

@@ -62,6 +62,8 @@ def opaque_xattr() -> str:
 
 @dataclass(frozen=True)
 class TreeSummary:
+    """An unpacked tree's entry count, size on disk and fingerprints."""
+
     entries: int  # below the top directory, which is not counted
     disk_bytes: int  # allocated blocks, each inode once
     fingerprint: str  # every entry
@@ -72,6 +74,8 @@ class TreeSummary:
 
 @dataclass(frozen=True)
 class OverlayForm:
+    """How a layer's whiteouts and opaque dirs were turned into overlay form."""
+
     whiteouts: int
     opaque_dirs: int
     char_whiteouts: bool  # False: mknod 0/0 was refused, whiteouts stay as .wh.NAME files

@@ -217,6 +217,8 @@ def add_key_parts(i: ins.Add, ctx: StepContext) -> list[str] | None:
 
 @dataclass(frozen=True)
 class CopyStep:
+    """COPY: files from the context, a stage or an image into the stage root."""
+
     instruction: ins.Copy
     touches_files: ClassVar[bool] = True
 
@@ -232,6 +234,8 @@ class CopyStep:
 
 @dataclass(frozen=True)
 class AddStep:
+    """ADD: like COPY, plus URLs, git repositories and local archives unpacked."""
+
     instruction: ins.Add
     touches_files: ClassVar[bool] = True
 

@@ -17,6 +17,8 @@ from pybuildless.fs.changes import Changes
 
 @dataclass(frozen=True)
 class Outcome:
+    """What one step did: its history entry and the changes its layer is made of."""
+
     created_by: str
     snapshot: bool = False
     paths: tuple[str, ...] | None = None

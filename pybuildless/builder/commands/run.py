@@ -92,6 +92,8 @@ def key_parts(i: ins.Run, st) -> list[str] | None:
 
 @dataclass(frozen=True)
 class RunStep:
+    """RUN: a command in the stage root's sandbox."""
+
     instruction: ins.Run
     touches_files: ClassVar[bool] = True
 

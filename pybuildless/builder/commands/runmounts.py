@@ -42,6 +42,8 @@ _SIZE = re.compile(r"^(\d+)([kmg]?)b?$", re.I)
 
 @dataclass
 class PreparedMounts:
+    """A RUN's --mount options made ready: the mounts, the variables they set, and what to undo."""
+
     mounts: list[Mount] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)

@@ -83,6 +83,8 @@ class Secrets(Protocol):
 
 @dataclass(frozen=True)
 class StepContext:
+    """What a step may use besides its instruction: the stage, the sources, secrets and sandbox."""
+
     stage: StageState
     sources: Sources
     secrets: Secrets

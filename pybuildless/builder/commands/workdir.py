@@ -61,6 +61,8 @@ def key_parts(i: ins.Workdir, st) -> list[str]:
 
 @dataclass(frozen=True)
 class WorkdirStep:
+    """WORKDIR: the working directory set, and created in the root when missing."""
+
     instruction: ins.Workdir
     touches_files: ClassVar[bool] = True
 
