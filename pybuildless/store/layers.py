@@ -29,7 +29,6 @@ import shutil
 import stat
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,7 +271,7 @@ class LayerStore:
     # -- unpacking ----------------------------------------------------------------
     def _unpack(self, layer: Layer, hexname: str) -> LayerMeta:
         """Unpack into a temp dir, verify, record, rename into place (the caller holds the lock)."""
-        tmp = self.tmp_dir / f"{hexname}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        tmp = self.tmp_dir / f"{hexname}.{os.getpid()}.{os.urandom(4).hex()}"
         tmp.mkdir(mode=0o700)
         try:
             fs = tmp / "fs"
@@ -326,7 +325,7 @@ class LayerStore:
         """Remove a damaged entry and this entry's leftover temp dirs (the caller holds the lock)."""
         entry = self.entries_dir / hexname
         if os.path.lexists(entry):
-            trash = self.tmp_dir / f"{hexname}.trash.{uuid.uuid4().hex[:8]}"
+            trash = self.tmp_dir / f"{hexname}.trash.{os.urandom(4).hex()}"
             os.rename(entry, trash)
             _remove_tree(trash)
         for name in os.listdir(self.tmp_dir):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from pathlib import Path
 
 from pybuildless.image.descriptor import Digest
@@ -67,7 +66,7 @@ class ManifestRecord:
         path = self._path(digest)
         if path is None or path.exists() or len(raw) > MAX_DOCUMENT:
             return digest
-        tmp = self.dir / f".{digest.hex}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        tmp = self.dir / f".{digest.hex}.{os.getpid()}.{os.urandom(4).hex()}"
         try:
             self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             tmp.write_bytes(raw)
