@@ -32,6 +32,9 @@ from tests.fuzz_dockerfiles import FuzzCase, generate, write_case
 from tests.fuzz_layers import image_differences, read_docker_archive, read_oci_layout
 
 ROOT = Path(__file__).resolve().parent.parent
+# The environment builds run with, taken once at import: the tests run cases on threads while pytest
+# rewrites os.environ (PYTEST_CURRENT_TEST), and copying it from a thread at that moment fails.
+_ENV = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
 
 
 class BuildError(Exception):
@@ -39,7 +42,7 @@ class BuildError(Exception):
 
 
 def _run(argv: list[str], env: dict[str, str], cwd: Path, timeout: float = 600) -> None:
-    proc = subprocess.run(argv, env={**os.environ, **env}, cwd=cwd, capture_output=True, timeout=timeout)
+    proc = subprocess.run(argv, env={**_ENV, **env}, cwd=cwd, capture_output=True, timeout=timeout)
     if proc.returncode != 0:
         raise BuildError(f"{' '.join(argv[:3])}... failed ({proc.returncode}):\n"
                          f"{proc.stdout.decode(errors='replace')[-3000:]}\n{proc.stderr.decode(errors='replace')[-3000:]}")
@@ -60,7 +63,7 @@ def build_buildkit(engine: DockerEngine, ctx: Path, dockerfile: Path, base: str,
     try:
         _run([DOCKER_CLIENT, "save", "-o", str(out), tag], env=env, cwd=out.parent)
     finally:
-        subprocess.run([DOCKER_CLIENT, "rmi", tag], env={**os.environ, **env}, capture_output=True)
+        subprocess.run([DOCKER_CLIENT, "rmi", tag], env={**_ENV, **env}, capture_output=True)
     return read_docker_archive(out)
 
 
@@ -83,7 +86,7 @@ def build_base(case: FuzzCase, engine: DockerEngine, registry, base: str, ctx: P
         _run([DOCKER_CLIENT, "build", "--network", "host", "-t", ref, "-f", str(dockerfile),
               "--build-arg", f"BASE={base}", str(ctx)], env=env, cwd=work)
         _run([DOCKER_CLIENT, "push", ref], env=env, cwd=work)
-        subprocess.run([DOCKER_CLIENT, "rmi", ref], env={**os.environ, **env}, capture_output=True)
+        subprocess.run([DOCKER_CLIENT, "rmi", ref], env={**_ENV, **env}, capture_output=True)
     else:
         _run([sys.executable, "-c", "from pybuildless.cli import executor_main; executor_main()",
               "--context", str(ctx), "--dockerfile", str(dockerfile), "--destination", ref,
@@ -152,7 +155,7 @@ class Session:
         self.base = push_layout(layout, self.registry, "base/busybox:latest")
 
     def prune(self) -> None:
-        subprocess.run([DOCKER_CLIENT, "builder", "prune", "-af"], env={**os.environ, **self.engine.env},
+        subprocess.run([DOCKER_CLIENT, "builder", "prune", "-af"], env={**_ENV, **self.engine.env},
                        capture_output=True)
 
     def close(self) -> None:

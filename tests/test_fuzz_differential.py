@@ -9,6 +9,12 @@ The long run (hundreds of seeds, outside pytest) is ``python3 -m tests.fuzz_run 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -29,10 +35,29 @@ pytestmark = [
 SEEDS = (702, 721, 734, 736, 754, 756, 764, 786, 795, 797, 798, 799)
 
 
+# Cases checked at once: each alternates between CPU and waiting on a process, the registry or the daemon.
+JOBS = 3
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def outcomes(request, dockerd, registry, busybox_image, tmp_path_factory):
+    """Every seed this run selected, checked on a thread pool from the module's first test on; each
+    seed has its own work dir and layer store, as with one test each."""
+    seeds = [item.callspec.params["seed"] for item in request.session.items
+             if item.nodeid.startswith(request.node.nodeid + "::") and hasattr(item, "callspec")
+             and "seed" in item.callspec.params]
+    work = tmp_path_factory.mktemp("fuzz-differential")
+    pool = ThreadPoolExecutor(max_workers=JOBS, thread_name_prefix="fuzz")
+    futures = {seed: pool.submit(check_case, generate(seed), dockerd, busybox_image, work / f"seed-{seed}",
+                                 work / f"xdg-{seed}", registry) for seed in seeds}
+    yield futures
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
 @pytest.mark.parametrize("seed", SEEDS)
-def test_random_case_matches_buildkit(seed, dockerd, registry, busybox_image, tmp_path):
-    outcome = check_case(generate(seed), dockerd, busybox_image, tmp_path / f"seed-{seed}", tmp_path / "xdg",
-                         registry)
+def test_random_case_matches_buildkit(seed, outcomes):
+    outcome = outcomes[seed].result(timeout=900)
     assert outcome.status == "same", f"seed {seed}:\n{generate(seed).dockerfile}\n{outcome.report}"
 
 
@@ -91,26 +116,46 @@ def test_hard_links_resolved_and_grouped(tmp_path):
     assert layer.opaque == frozenset({"/"})
 
 
-def test_long_run_command_of_the_docs(tmp_path):
-    """docs/differential-testing.md's long run, ``python3 -m tests.fuzz_run --seeds A:B --out DIR``,
-    with one seed: it starts its own registry and dockerd, builds the case three ways and records it."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    import shutil
-    import tempfile
-
-    root = Path(__file__).resolve().parent.parent
-    out = tmp_path / "fuzz"
+@pytest.fixture(scope="module")
+def long_run(tmp_path_factory):
+    """docs/differential-testing.md's long run, started with the module's first test (it starts its own
+    registry and dockerd, so it runs beside the seeds' pool): (process, its output, its --out dir)."""
+    work = tmp_path_factory.mktemp("fuzz-long-run")
+    out = work / "fuzz"
     # its scratch dir holds dockerd's socket: a short temp dir (a unix socket path has < 108 bytes)
     scratch = tempfile.mkdtemp(prefix="fz-")
-    env = {**os.environ, "TMPDIR": scratch, "PYTHONPATH": str(root)}
+    env = {**os.environ, "TMPDIR": scratch, "PYTHONPATH": str(ROOT)}
+    env.pop("PYTEST_CURRENT_TEST", None)
+    with open(work / "output", "wb") as output:
+        proc = subprocess.Popen([sys.executable, "-m", "tests.fuzz_run", "--seeds", "702:703", "--out", str(out)],
+                                cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT)
     try:
-        proc = subprocess.run([sys.executable, "-m", "tests.fuzz_run", "--seeds", "702:703", "--out", str(out)],
-                              cwd=root, env=env, capture_output=True, text=True, timeout=600)
+        yield proc, work / "output", out
     finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=120)
         shutil.rmtree(scratch, ignore_errors=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "seed 702: same" in proc.stdout, proc.stdout
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _start_at_once(request):
+    """The seeds' pool and the long run both start with the module's first test."""
+    wanted = {item.originalname for item in request.session.items
+              if item.nodeid.startswith(request.node.nodeid + "::")}
+    if os.geteuid() == 0:
+        if "test_random_case_matches_buildkit" in wanted:
+            request.getfixturevalue("outcomes")
+        if "test_long_run_command_of_the_docs" in wanted:
+            request.getfixturevalue("long_run")
+
+
+def test_long_run_command_of_the_docs(long_run):
+    """docs/differential-testing.md's long run, ``python3 -m tests.fuzz_run --seeds A:B --out DIR``,
+    with one seed: it starts its own registry and dockerd, builds the case three ways and records it."""
+    proc, output, out = long_run
+    returncode = proc.wait(timeout=600)
+    stdout = output.read_text(errors="replace")
+    assert returncode == 0, stdout
+    assert "seed 702: same" in stdout, stdout
     assert '"seed": 702, "status": "same"' in (out / "results.jsonl").read_text()
