@@ -11,7 +11,6 @@ there). Errors are ``MountError`` (a ``ValueError``); the parser adds file and l
 
 from __future__ import annotations
 
-import csv
 import posixpath
 import re
 from collections.abc import Callable
@@ -55,6 +54,8 @@ def _parse_bool(key: str, value: str) -> bool:
 
 def parse_mount(spec: str, expand: Callable[[str], str] | None = None) -> Mount:
     """Parse one ``--mount`` value."""
+    import csv  # BuildKit reads the value as one CSV record; loaded only for a RUN with --mount
+
     try:
         fields = next(csv.reader([spec]), [])
     except csv.Error as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import sys
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -66,6 +67,13 @@ def sniff(raw: BinaryIO) -> tuple[str, BinaryIO]:
     if head.startswith(ZSTD_MAGIC):
         return "zstd", stream
     return "none", stream
+
+
+def zstd_error() -> type[Exception]:
+    """zstandard's error type once a zstd stream was opened (zstandard is loaded for zstd layers
+    only); before that no such error can occur, and ImageFormatError stands in."""
+    zstandard = sys.modules.get("zstandard")
+    return zstandard.ZstdError if zstandard is not None else ImageFormatError
 
 
 def open_decompressed(raw: BinaryIO, *, threaded: bool = False) -> BinaryIO:

@@ -20,11 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-import zstandard
-
 from pybuildless.errors import DigestMismatchError, ImageFormatError, LayerSecurityError, PybuildlessError
 from pybuildless.fs import entrymeta, owners, secure
-from pybuildless.fs.compress import HashingReader, open_decompressed
+from pybuildless.fs.compress import HashingReader, open_decompressed, zstd_error
 from pybuildless.fs.extractdirs import Directories, split
 from pybuildless.fs.extractpool import JobFailed, ReadAhead, member_data, new_file, new_symlink
 from pybuildless.fs.ignore import IgnoreList
@@ -133,7 +131,7 @@ def extract_layer(
         raw.drain()
     except JobFailed as e:
         raise _failure(e.error, e.name) from None
-    except (tarfile.TarError, EOFError, zstandard.ZstdError, OSError) as e:
+    except (tarfile.TarError, EOFError, zstd_error(), OSError) as e:
         raise _failure(e, current) from None
     finally:
         applier.close()
@@ -154,7 +152,7 @@ def extract_layer(
 
 def _failure(e: BaseException, current: str) -> BaseException:
     """The error to report for ``e``, raised while applying ``current``."""
-    if isinstance(e, (tarfile.TarError, EOFError, zstandard.ZstdError, gzip.BadGzipFile)):  # BadGzipFile: an OSError
+    if isinstance(e, (tarfile.TarError, EOFError, zstd_error(), gzip.BadGzipFile)):  # BadGzipFile: an OSError
         return LayerFormatError(f"corrupt layer at {current!r}: {e}")
     if not isinstance(e, OSError):
         return e
