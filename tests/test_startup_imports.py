@@ -215,3 +215,29 @@ def test_a_deferred_detector_loads_when_requests_needs_it(tmp_path: Path) -> Non
     detected, rest = proc.stdout.splitlines()
     assert detected.lower() == "utf-8 d\u00e9j\u00e0 vu, tr\u00e8s \u00e9l\u00e9gant, na\u00efve fa\u00e7ade"
     assert rest == "module True"  # the real package replaced the stand-in in sys.modules
+
+
+COLLECTOR_AFTER = """
+import atexit, gc, sys
+atexit.register(lambda: print("GC", gc.isenabled(), gc.get_freeze_count() > 0, file=sys.stderr))
+from pybuildless.cli import main
+main()
+"""
+
+
+@needs_root
+def test_the_program_pauses_the_collector_through_start_up_only(tmp_path: Path) -> None:
+    context = _context(tmp_path, "FROM scratch\nENV A=1\n")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg-cache"), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", COLLECTOR_AFTER, "build", "-c", str(context), "--no-push"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    # running again once the build began, with start-up's objects frozen out of later collections
+    assert "GC True True" in proc.stderr.splitlines(), proc.stderr
+
+    # a caller in the same process (args given) keeps its collector as it was
+    code = ("import gc, sys\nfrom pybuildless.cli import main\ntry:\n    main(['build', '--help'])\n"
+            "except SystemExit:\n    pass\nprint(gc.isenabled(), gc.get_freeze_count())")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.stdout.split()[-2:] == ["True", "0"], proc.stdout + proc.stderr

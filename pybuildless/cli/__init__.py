@@ -15,7 +15,7 @@ from typing import Callable, NoReturn
 import click
 
 from pybuildless import __version__
-from pybuildless.cli.deferred import defer_detectors
+from pybuildless.cli.deferred import defer_detectors, pause_collector
 from pybuildless.errors import PybuildlessError
 
 # One module per command, each defining ``command``, listed by name. A module is imported only when
@@ -91,6 +91,7 @@ def run_guarded(command: click.Command, args: list[str] | None, prog_name: str) 
 def main(args: list[str] | None = None) -> None:
     defer_detectors()
     if args is None:
+        pause_collector()
         exit_without_teardown(lambda: run_guarded(cli, None, "pybuildless"))
     run_guarded(cli, args, "pybuildless")
 
@@ -100,6 +101,7 @@ def executor_main(args: list[str] | None = None) -> None:
     from pybuildless.cli import build
 
     if args is None:
+        pause_collector()
         exit_without_teardown(lambda: run_guarded(build.command, None, "executor"))
     run_guarded(build.command, args, "executor")
 

@@ -197,6 +197,7 @@ def command(**kw) -> None:
     """Build an image from a Dockerfile and push it (Kaniko's executor)."""
     from pybuildless import transfer
     from pybuildless.builder.executor import run_build
+    from pybuildless.cli.deferred import start_collector
     from pybuildless.log import setup_logging
 
     fmt = kw["log_format"]
@@ -214,6 +215,7 @@ def command(**kw) -> None:
 
     isolation = maybe_reexec(kw["isolation"])
     options = build_options(kw, isolation)
+    start_collector()  # paused by the entry point through start-up (cli/deferred.py)
     run_build(options)
 
 

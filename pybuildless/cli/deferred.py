@@ -1,4 +1,4 @@
-"""Imports the program puts off until something uses them: requests' character-set detector.
+"""Start-up work the program's entry points put off: requests' charset detector, collections.
 
 ``import requests`` imports a detector, ``chardet`` or ``charset_normalizer`` (requests/compat.py,
 ``_resolve_char_detection``; requests/__init__.py reads its ``__version__`` for a compatibility
@@ -12,10 +12,18 @@ So the program's entry points put a stand-in module under each detector's name t
 package's version, read from its ``version.py`` (the only thing requests reads at import), and
 imports the real package the first time anything else is asked of it. A detector that is not
 installed, or whose version cannot be read, is left to the usual import.
+
+The cyclic garbage collector runs every 700 new container objects; importing a build's ~400
+modules (functions, classes, their dicts) sets it off again and again over a heap that only
+grows: ~31 M instructions of ~1,010 M for those imports (callgrind). Start-up allocates next to
+no cyclic garbage, so the entry points pause the collector until the build is about to run and
+then freeze what exists (``gc.freeze``: later collections leave the modules alone), as a
+short-lived tool may (mypy raises its thresholds for the same reason).
 """
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import re
@@ -68,3 +76,23 @@ def _package_version(directories: list[str]) -> str | None:
         if found:
             return found.group(1)
     return None
+
+
+_gc_paused = False
+
+
+def pause_collector() -> None:
+    """Stop the cyclic collector for the start-up of the program (its entry points only)."""
+    global _gc_paused
+    if gc.isenabled():
+        gc.disable()
+        _gc_paused = True
+
+
+def start_collector() -> None:
+    """Start-up is over: what it made is kept out of later collections, which run as usual."""
+    global _gc_paused
+    if _gc_paused:
+        _gc_paused = False
+        gc.freeze()
+        gc.enable()
