@@ -99,8 +99,10 @@ def test_anonymous_and_wrong_password_fail_clearly(registry_token, seeded):
 
 def test_token_cache_expiry():
     cache = TokenCache()
-    cache.put("k", Token("v", time.monotonic() - 1))
-    assert cache.get("k") is None
-    cache.put("k", Token("v", time.monotonic() + 60))
-    assert cache.get("k").value == "v"
+    scopes = ("repository:a:pull",)
+    cache.put(("realm", "svc", frozenset(scopes)), Token("v", time.monotonic() - 1))
+    assert cache.covering("realm", "svc", scopes) is None  # expired
+    cache.put(("realm", "svc", frozenset(scopes)), Token("v", time.monotonic() + 60))
+    assert cache.covering("realm", "svc", scopes).value == "v"
+    assert cache.covering("realm", "other", scopes) is None
     assert "secret-value" not in repr(Token("secret-value", 0))

@@ -56,11 +56,6 @@ class TokenCache:
         self._tokens: dict[Hashable, Token] = {}
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable) -> Token | None:
-        with self._lock:
-            token = self._tokens.get(key)
-            return token if token is not None and token.fresh() else None
-
     def put(self, key: Hashable, token: Token) -> None:
         with self._lock:
             self._tokens[key] = token
