@@ -14,7 +14,6 @@ import errno
 import logging
 import os
 import tarfile
-from decimal import Decimal
 
 from pybuildless.fs import owners
 
@@ -43,6 +42,8 @@ def mtime_ns(member: tarfile.TarInfo) -> int:
     """The entry's mtime in nanoseconds (PAX mtimes carry fractions of a second)."""
     raw = member.pax_headers.get("mtime")
     if raw is not None:
+        from decimal import Decimal  # loaded for entries with a PAX mtime only
+
         try:
             # from the decimal text: tarfile's float has no room for the nanoseconds of today's times
             return int(Decimal(raw).scaleb(9))
