@@ -4,6 +4,8 @@ pytest_plugins = [
     "tests.fixtures.registry",
     "tests.fixtures.images",
     "tests.fixtures.dockerd",
+    "tests.fixtures.differential",
+    "tests.fixtures.executor_prefetch",
 ]
 
 import os

@@ -12,8 +12,7 @@ import shutil
 
 import pytest
 
-from tests.differential import Buildah, cases
-from tests.differential.builds import build_with_buildah, selected_cases, shared_builds, submit_pybuildless
+from tests.differential import cases
 from tests.differential.compare import (BUILDAH, BUILDKIT, EMPTY_SHA256, config_differences, tree_differences,
                                         verdict)
 
@@ -27,28 +26,10 @@ pytestmark = [
 CASES = [c for c in cases() if not c.buildah_note]
 
 
-@pytest.fixture(scope="session")
-def buildah(tmp_path_factory, registry) -> Buildah:
-    """buildah with storage and configuration in a session temp dir (never the machine's)."""
-    return Buildah.create(tmp_path_factory.mktemp("buildah"), registry.host)
-
-
-@pytest.fixture(scope="session")
-def buildah_builds(request, tmp_path_factory, registry, busybox_image, buildah):
-    builds = shared_builds()
-    work = tmp_path_factory.mktemp("differential-buildah")
-    for case in selected_cases(request, CASES, "test_differential_buildah.py"):
-        submit_pybuildless(builds, case, registry, busybox_image, work)
-        builds.submit(BUILDAH, case, lambda c=case: build_with_buildah(
-            c, buildah, registry, busybox_image, work / f"{c.name}-buildah"))
-    yield builds
-    builds.close()
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_same_image_as_buildah(case, buildah_builds):
-    ours = buildah_builds.result("pybuildless", case)
-    theirs = buildah_builds.result(BUILDAH, case)
+def test_same_image_as_buildah(case, differential_builds):
+    ours = differential_builds.result("pybuildless", case)
+    theirs = differential_builds.result(BUILDAH, case)
     failures = verdict(case, ours, theirs, BUILDAH)
     assert not failures, "\n".join(failures)
 

@@ -11,8 +11,8 @@ The daemon reaches the loopback registry over plain HTTP with no configuration: 
 
 Cases using what BuildKit 20.10 cannot build (heredocs, COPY --link/--parents/--exclude) name a
 ``Dockerfile.reference`` the documentation makes equivalent, which the reference builders build instead.
-All builds start in a thread pool when the first case runs (``tests.differential.builds``); each case
-then waits for its two images.
+All builds start in a child process when the session starts (``tests.fixtures.differential``); each
+case then waits for its two images.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import os
 import pytest
 
 from tests.differential import cases, load_case
-from tests.differential.builds import build_with_buildkit, selected_cases, shared_builds, submit_pybuildless
 from tests.differential.compare import BUILDKIT, verdict
 
 pytestmark = [
@@ -33,24 +32,10 @@ pytestmark = [
 CASES = cases()
 
 
-@pytest.fixture(scope="session")
-def buildkit_builds(request, tmp_path_factory, dockerd, registry, busybox_image):
-    """Every case submitted for building by pybuildless and BuildKit (the pool runs them in order)."""
-    builds = shared_builds()
-    work = tmp_path_factory.mktemp("differential-buildkit")
-    # Interleaved, so the first cases' pairs finish first; only the cases this run selected.
-    for case in selected_cases(request, CASES, "test_differential_buildkit.py"):
-        submit_pybuildless(builds, case, registry, busybox_image, work)
-        builds.submit(BUILDKIT, case, lambda c=case: build_with_buildkit(
-            c, dockerd, registry, busybox_image, work / f"{c.name}-buildkit"))
-    yield builds
-    builds.close()
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_same_image_as_buildkit(case, buildkit_builds):
-    ours = buildkit_builds.result("pybuildless", case)
-    theirs = buildkit_builds.result(BUILDKIT, case)
+def test_same_image_as_buildkit(case, differential_builds):
+    ours = differential_builds.result("pybuildless", case)
+    theirs = differential_builds.result(BUILDKIT, case)
     failures = verdict(case, ours, theirs, BUILDKIT)
     assert not failures, "\n".join(failures)
 
