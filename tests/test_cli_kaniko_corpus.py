@@ -87,6 +87,10 @@ def _layout(args: list[str], project: Path, tmp_path: Path, busybox: str) -> dic
     context = context if context.is_absolute() else project / context
     context = Path(os.path.normpath(context))
     assert tmp_path in context.parents or context == tmp_path, f"context {context} is outside the test's temp dir"
+    # the layer store goes to --cache-dir: a line naming a directory of this machine's root must be mapped
+    cache_dir = params.get("cache_dir")
+    if cache_dir and os.path.isabs(cache_dir):
+        assert tmp_path in Path(cache_dir).parents, f"--cache-dir {cache_dir} is outside the test's temp dir"
     context.mkdir(parents=True, exist_ok=True)
     (context / "hello.txt").write_text("hello from the corpus\n")
     dockerfile = Path(params["dockerfile"])
@@ -113,7 +117,7 @@ def test_real_command_line_builds(entry, tmp_path, registry, busybox_image):
     project = tmp_path / "project"
     project.mkdir()
     roles = {"@context": str(project), "@image": f"{registry.host}/corpus/{entry['id'].lower()}",
-             "@registry": registry.host}
+             "@registry": registry.host, "@tmp": str(tmp_path)}
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(ROOT),
            "DOCKER_CONFIG": str(tmp_path / "docker"), "XDG_CACHE_HOME": str(tmp_path / "cache"),
            "TMPDIR": str(tmp_path)}
