@@ -75,6 +75,39 @@ def test_adding_keeps_other_entries_and_moves_a_rewritten_tag(tmp_path: Path) ->
         read_layout(out, "three")
 
 
+def test_concurrent_writers_keep_every_tag(tmp_path: Path) -> None:
+    # A build stores cache entries from two threads, and builds may share --cache-repo oci:DIR:
+    # each writer must add to the index the others wrote, not to the one it read before them.
+    import threading
+    from multiprocessing import get_context
+
+    images = [make_image(tmp_path / f"l{i}", [{"f": str(i).encode()}]) for i in range(12)]
+    out = tmp_path / "layout"
+    start = threading.Barrier(6)
+
+    def put(batch):
+        start.wait()
+        for i in batch:
+            write_layout(out, images[i], tag=f"t{i}")
+
+    threads = [threading.Thread(target=put, args=(range(k, 12, 6),)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(layout_tags(out)) == sorted(f"t{i}" for i in range(12))
+    # and from other processes, each with its own open of the layout
+    more = [make_image(tmp_path / f"m{i}", [{"g": str(i).encode()}]) for i in range(4)]
+    with get_context("fork").Pool(4) as pool:
+        pool.starmap(_write_tagged, [(str(out), image, f"p{i}") for i, image in enumerate(more)])
+    assert sorted(layout_tags(out)) == sorted([f"t{i}" for i in range(12)] + [f"p{i}" for i in range(4)])
+    assert run("skopeo", "inspect", f"oci:{out}:p3").returncode == 0
+
+
+def _write_tagged(out: str, image, tag: str) -> None:
+    write_layout(Path(out), image, tag=tag)
+
+
 def test_corrupt_blob_is_detected(tmp_path: Path) -> None:
     image = make_image(tmp_path / "l", [{"a": b"hello"}])
     out = tmp_path / "layout"

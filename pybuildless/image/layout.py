@@ -11,6 +11,8 @@ to a platform, and verifies every blob it hands out against its digest.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
 import logging
@@ -18,7 +20,7 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 from pybuildless.errors import DigestMismatchError, ImageFormatError
 from pybuildless.image import mediatypes as mt
@@ -200,9 +202,7 @@ def write_layout(
     Returns the manifest descriptor as recorded in ``index.json``.
     """
     layout = Path(layout)
-    index = init_layout(layout)
-    if replace_index:
-        index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}
+    init_layout(layout)
     desc = write_image_blobs(layout, image)
     entry = desc.to_dict()
     notes = dict(annotations or {})
@@ -210,7 +210,10 @@ def write_layout(
         notes[REF_NAME] = tag
     if notes:
         entry["annotations"] = notes
-    _atomic_write(layout / "index.json", canonical_json(_update_index(index, entry, tag)))
+    with _index_lock(layout):
+        index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []} if replace_index \
+            else init_layout(layout)
+        _atomic_write(layout / "index.json", canonical_json(_update_index(index, entry, tag)))
     log.debug("wrote %s to layout %s (tag %s)", desc.digest, layout, tag)
     return Descriptor.from_dict(entry)
 
@@ -226,7 +229,7 @@ def write_index_to_layout(
     """Write several platform images plus an index over them, tagged ``tag``; returns the index descriptor.
     ``raw_index``: that exact index (e.g. the Docker manifest list that was pushed) instead of a new one."""
     layout = Path(layout)
-    index = init_layout(layout)
+    init_layout(layout)
     children = [write_image_blobs(layout, image).to_dict() for image in images]
     child_index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": children}
     if annotations:
@@ -236,8 +239,23 @@ def write_index_to_layout(
     entry = Descriptor(index_type, desc.digest, desc.size).to_dict()
     if tag is not None:
         entry["annotations"] = {REF_NAME: tag}
-    _atomic_write(layout / "index.json", canonical_json(_update_index(index, entry, tag)))
+    with _index_lock(layout):
+        _atomic_write(layout / "index.json", canonical_json(_update_index(init_layout(layout), entry, tag)))
     return Descriptor.from_dict(entry)
+
+
+@contextlib.contextmanager
+def _index_lock(layout: Path) -> Iterator[None]:
+    """Hold an exclusive flock on the layout directory while its index is read, updated and
+    replaced: two writers (the build's cache-push threads, or two builds sharing ``--cache-repo
+    oci:DIR``) would otherwise each rewrite the index they read and drop the other's entry.
+    The directory itself is locked: the OCI layout gains no file."""
+    fd = os.open(layout, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 # --- reading ----------------------------------------------------------------
