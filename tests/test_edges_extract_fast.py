@@ -26,6 +26,7 @@ import pytest
 from pybuildless.fs.extract import extract_layer
 from pybuildless.fs.extractdirs import Directories
 from pybuildless.fs.ignore import IgnoreList
+from tests.privdrop import in_child
 
 
 def _layer(*entries) -> bytes:
@@ -185,23 +186,15 @@ def _in_user_namespace(fn) -> int:
     """``fn()`` in a forked child inside a new user namespace where only root (0 -> 0) is mapped:
     chown to any other id fails with EINVAL there, as for a rootless build. The child's exit code."""
     import ctypes
-    import traceback
 
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            if ctypes.CDLL(None, use_errno=True).unshare(0x10000000) != 0:  # CLONE_NEWUSER
-                os._exit(77)
-            for name, text in (("setgroups", "deny"), ("uid_map", "0 0 1"), ("gid_map", "0 0 1")):
-                with open(f"/proc/self/{name}", "w") as f:
-                    f.write(text)
-            code = fn() or 0
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    def enter() -> None:
+        if ctypes.CDLL(None, use_errno=True).unshare(0x10000000) != 0:  # CLONE_NEWUSER
+            os._exit(77)
+        for name, text in (("setgroups", "deny"), ("uid_map", "0 0 1"), ("gid_map", "0 0 1")):
+            with open(f"/proc/self/{name}", "w") as f:
+                f.write(text)
+
+    return in_child(enter, fn)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="maps the namespace's root to the real root")
