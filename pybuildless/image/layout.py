@@ -143,8 +143,12 @@ def init_layout(layout: Path) -> dict[str, Any]:
     else:
         _atomic_write(marker, LAYOUT_VERSION)
     (layout / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
-    index_path = layout / "index.json"
-    if index_path.exists():
+    return _current_index(layout)
+
+
+def _current_index(layout: Path) -> dict[str, Any]:
+    """The layout's index as it is now (empty before the first image)."""
+    if (layout / "index.json").exists():
         return _load_index(layout)
     return {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}
 
@@ -212,7 +216,7 @@ def write_layout(
         entry["annotations"] = notes
     with _index_lock(layout):
         index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []} if replace_index \
-            else init_layout(layout)
+            else _current_index(layout)
         _atomic_write(layout / "index.json", canonical_json(_update_index(index, entry, tag)))
     log.debug("wrote %s to layout %s (tag %s)", desc.digest, layout, tag)
     return Descriptor.from_dict(entry)
@@ -240,7 +244,7 @@ def write_index_to_layout(
     if tag is not None:
         entry["annotations"] = {REF_NAME: tag}
     with _index_lock(layout):
-        _atomic_write(layout / "index.json", canonical_json(_update_index(init_layout(layout), entry, tag)))
+        _atomic_write(layout / "index.json", canonical_json(_update_index(_current_index(layout), entry, tag)))
     return Descriptor.from_dict(entry)
 
 
